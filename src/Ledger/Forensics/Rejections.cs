@@ -1,0 +1,62 @@
+using System.Text;
+using Ledger.Infrastructure;
+using Marten;
+using Microsoft.Extensions.Options;
+
+namespace Ledger.Forensics;
+
+/// <summary>A refused request, kept with its reason so that a refusal is never silent (invariant 10).</summary>
+public sealed class Rejection
+{
+    public Guid Id { get; set; }
+    public DateTimeOffset At { get; set; }
+    public string? RunId { get; set; }
+    public string? Worker { get; set; }
+    public required string Reason { get; set; }
+    public int HttpStatus { get; set; }
+    public string? Detail { get; set; }
+    public required string Method { get; set; }
+    public required string Path { get; set; }
+    public string? Payload { get; set; }
+    public bool PayloadTruncated { get; set; }
+}
+
+public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOptions<LedgerOptions> options, ILogger<RejectionLog> logger)
+{
+    /// <summary>Keeps the refusal, logs it, and returns the response for it.</summary>
+    public async Task<IResult> Refuse(HttpContext context, Problem problem, ReadOnlyMemory<byte> payload = default, string? worker = null)
+    {
+        var cap = options.Value.RejectionPayloadBytes;
+        var kept = payload.Length > cap ? payload[..cap] : payload;
+        var rejection = new Rejection
+        {
+            Id = Guid.CreateVersion7(),
+            At = clock.GetUtcNow(),
+            RunId = problem.RunId,
+            Worker = worker,
+            Reason = problem.Code,
+            HttpStatus = problem.Status,
+            Detail = problem.Detail,
+            Method = context.Request.Method,
+            Path = context.Request.Path,
+            Payload = kept.Length == 0 ? null : Encoding.UTF8.GetString(kept.Span),
+            PayloadTruncated = payload.Length > cap,
+        };
+
+        logger.LogInformation("Refused {Method} {Path}: {Reason} ({HttpStatus}) for run {RunId}: {Detail}",
+            rejection.Method, rejection.Path, rejection.Reason, rejection.HttpStatus, rejection.RunId, rejection.Detail);
+
+        try
+        {
+            await using var session = store.LightweightSession();
+            session.Store(rejection);
+            await session.SaveChangesAsync(CancellationToken.None);
+        }
+        catch (Exception e) when (problem.Code is ProblemCodes.DatabaseUnavailable || DatabaseFailures.IsTransient(e))
+        {
+            logger.LogWarning(e, "Could not keep rejection {RejectionId} in the rejection log", rejection.Id);
+        }
+
+        return problem.ToResult();
+    }
+}

@@ -1,0 +1,69 @@
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Options;
+
+namespace Ledger.Infrastructure;
+
+public enum Role { Admin, Worker, Reader }
+
+/// <summary>
+/// Bearer credentials. Keys are held and compared only as SHA-256 digests, in constant time,
+/// and never logged.
+/// </summary>
+public sealed class Access
+{
+    private readonly byte[]? _admin;
+    private readonly byte[][] _workers;
+    private readonly byte[][] _readers;
+
+    public Access(IOptions<LedgerOptions> options)
+    {
+        var o = options.Value;
+        _admin = string.IsNullOrWhiteSpace(o.AdminKey) ? null : Digest(o.AdminKey);
+        _workers = o.WorkerKeys.Where(k => !string.IsNullOrWhiteSpace(k)).Select(Digest).ToArray();
+        _readers = o.ReadKeys.Where(k => !string.IsNullOrWhiteSpace(k)).Select(Digest).ToArray();
+    }
+
+    public static byte[] Digest(string secret) => SHA256.HashData(Encoding.UTF8.GetBytes(secret));
+
+    public static string DigestHex(string secret) => Convert.ToHexStringLower(Digest(secret));
+
+    public static string? BearerToken(HttpContext context)
+    {
+        var header = context.Request.Headers.Authorization.ToString();
+        if (header.Length == 0) return null;
+        const string scheme = "Bearer ";
+        if (!header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase)) return "";
+        return header[scheme.Length..].Trim();
+    }
+
+    /// <summary>Null when the caller holds one of the allowed roles, else the refusal.</summary>
+    public Problem? Require(HttpContext context, params Role[] allowed)
+    {
+        var token = BearerToken(context);
+        if (string.IsNullOrEmpty(token))
+        {
+            return Problem.Of(401, ProblemCodes.MissingCredentials, "Credentials are required",
+                "Send `Authorization: Bearer <key>`.");
+        }
+
+        var digest = Digest(token);
+        var role = Matches(_admin, digest) ? Role.Admin
+            : _workers.Any(w => Matches(w, digest)) ? Role.Worker
+            : _readers.Any(r => Matches(r, digest)) ? Role.Reader
+            : (Role?)null;
+
+        if (role is null)
+        {
+            return Problem.Of(401, ProblemCodes.InvalidCredentials, "The credentials are not recognised",
+                "The bearer key is not one this ledger knows.");
+        }
+        return allowed.Contains(role.Value)
+            ? null
+            : Problem.Of(403, ProblemCodes.Forbidden, "This key may not make this call",
+                $"A {role.Value.ToString().ToLowerInvariant()} key cannot do this; it needs one of: {string.Join(", ", allowed.Select(a => a.ToString().ToLowerInvariant()))}.");
+    }
+
+    public static bool Matches(byte[]? expected, byte[] actual) =>
+        expected is not null && CryptographicOperations.FixedTimeEquals(expected, actual);
+}

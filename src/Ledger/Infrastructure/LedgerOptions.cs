@@ -1,0 +1,27 @@
+namespace Ledger.Infrastructure;
+
+/// <summary>Bound from the <c>Ledger</c> configuration section (environment <c>Ledger__*</c>).</summary>
+public sealed class LedgerOptions
+{
+    public const string Section = "Ledger";
+
+    /// <summary>Orchestrator key: registers, cancels, reclassifies, reads.</summary>
+    public string? AdminKey { get; set; }
+    /// <summary>Keys that may claim runs.</summary>
+    public List<string> WorkerKeys { get; set; } = [];
+    /// <summary>Keys that may read.</summary>
+    public List<string> ReadKeys { get; set; } = [];
+
+    public int DefaultLeaseSeconds { get; set; } = 300;
+    public int MaxLeaseSeconds { get; set; } = 86_400;
+    /// <summary>Largest request body accepted, in bytes; bounds a request's memory.</summary>
+    public int MaxPayloadBytes { get; set; } = 1024 * 1024;
+    public int MaxEventsPerRequest { get; set; } = 1000;
+    /// <summary>How much of a refused payload the rejection log keeps.</summary>
+    public int RejectionPayloadBytes { get; set; } = 8 * 1024;
+    /// <summary>Attempts at an optimistic-concurrency decision before answering 503 contention.</summary>
+    public int ConcurrencyRetries { get; set; } = 8;
+    public string SchemaName { get; set; } = "ledger";
+
+    public EmbeddedPostgresOptions EmbeddedPostgres { get; set; } = new();
+}

@@ -1,0 +1,93 @@
+using System.Buffers;
+using System.Text.Json;
+using FluentValidation.Results;
+
+namespace Ledger.Infrastructure;
+
+/// <summary>
+/// Reads request bodies ourselves so that every malformed, mistyped or oversized body gets a
+/// stable refusal (never a 500) and a request's memory stays bounded by the configured maximum.
+/// </summary>
+public static class RequestBody
+{
+    public sealed record Read(JsonElement? Json, byte[] Raw, Problem? Problem);
+
+    public static async Task<Read> ReadJsonAsync(HttpContext context, int maxBytes, bool allowEmpty = false)
+    {
+        var request = context.Request;
+        if (request.ContentLength is { } declared && declared > maxBytes)
+        {
+            return new Read(null, [], TooLarge(maxBytes));
+        }
+
+        var buffer = new ArrayBufferWriter<byte>(Math.Min(maxBytes + 1, 16 * 1024));
+        var stream = request.Body;
+        while (true)
+        {
+            var span = buffer.GetMemory(8 * 1024);
+            var read = await stream.ReadAsync(span, context.RequestAborted);
+            if (read == 0) break;
+            buffer.Advance(read);
+            if (buffer.WrittenCount > maxBytes)
+            {
+                return new Read(null, [], TooLarge(maxBytes));
+            }
+        }
+
+        var raw = buffer.WrittenSpan.ToArray();
+        if (raw.Length == 0 || raw.AsSpan().Trim(" \t\r\n"u8).Length == 0)
+        {
+            return allowEmpty
+                ? new Read(null, raw, null)
+                : new Read(null, raw, Problem.Of(400, ProblemCodes.MalformedJson, "The request body is empty",
+                    "A JSON body is required."));
+        }
+
+        try
+        {
+            using var document = JsonDocument.Parse(raw, new JsonDocumentOptions { MaxDepth = 32 });
+            return new Read(document.RootElement.Clone(), raw, null);
+        }
+        catch (JsonException e)
+        {
+            return new Read(null, raw, Problem.Of(400, ProblemCodes.MalformedJson, "The request body is not valid JSON",
+                e.Message));
+        }
+    }
+
+    /// <summary>Binds a JSON element to a request record; a member of the wrong type is a 422.</summary>
+    public static (T? Value, Problem? Problem) Bind<T>(JsonElement element, string pathPrefix = "") where T : class
+    {
+        try
+        {
+            var value = element.Deserialize<T>(LedgerJson.Options);
+            return value is null
+                ? (null, Invalid(new Dictionary<string, string[]> { [pathPrefix.TrimEnd('.') is { Length: > 0 } p ? p : "$"] = ["A JSON object is required."] }))
+                : (value, null);
+        }
+        catch (JsonException e)
+        {
+            var path = (pathPrefix + (e.Path ?? "$").TrimStart('$').TrimStart('.')).TrimEnd('.');
+            return (null, Invalid(new Dictionary<string, string[]>
+            {
+                [path.Length == 0 ? "$" : path] = ["The value has the wrong type or format."],
+            }));
+        }
+    }
+
+    public static Problem Invalid(IReadOnlyDictionary<string, string[]> errors, string? detail = null) =>
+        Problem.Of(422, ProblemCodes.InvalidPayload, "The request payload is invalid",
+            detail ?? "Fix the listed fields; resending the same payload will be refused again.") with { Errors = errors };
+
+    public static Problem Invalid(IEnumerable<ValidationFailure> failures, string pathPrefix = "") =>
+        Invalid(failures
+            .GroupBy(f => pathPrefix + ToCamel(f.PropertyName))
+            .ToDictionary(g => g.Key, g => g.Select(f => f.ErrorMessage).Distinct().ToArray()));
+
+    private static string ToCamel(string propertyName) =>
+        string.Join('.', propertyName.Split('.').Select(p => p.Length == 0 ? p : char.ToLowerInvariant(p[0]) + p[1..]));
+
+    private static Problem TooLarge(int maxBytes) =>
+        Problem.Of(413, ProblemCodes.PayloadTooLarge, "The request body is too large",
+            $"The body exceeds the configured maximum of {maxBytes} bytes; split it into smaller requests.");
+}

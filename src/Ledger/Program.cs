@@ -1,0 +1,82 @@
+using FluentValidation;
+using JasperFx;
+using JasperFx.Events;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Ledger.Runs;
+using Marten;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using Weasel.Core;
+using Wolverine;
+using Wolverine.Http;
+
+var builder = WebApplication.CreateBuilder(args);
+using var startupLog = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true));
+var log = startupLog.CreateLogger("Ledger.Startup");
+
+builder.Services.AddOptions<LedgerOptions>().Bind(builder.Configuration.GetSection(LedgerOptions.Section))
+    .Validate(o => !string.IsNullOrWhiteSpace(o.AdminKey), "Ledger:AdminKey (environment Ledger__AdminKey) must be set.")
+    .Validate(o => o.MaxPayloadBytes >= 1024, "Ledger:MaxPayloadBytes must be at least 1024.")
+    .ValidateOnStart();
+
+string connectionString;
+try
+{
+    connectionString = Database.ResolveConnectionString(builder, log);
+}
+catch (EmbeddedPostgresUnavailableException e)
+{
+    log.LogCritical("Cannot start without a database: {Reason}", e.Message);
+    return 2;
+}
+
+var ledger = builder.Configuration.GetSection(LedgerOptions.Section).Get<LedgerOptions>() ?? new LedgerOptions();
+builder.Services.AddMarten(options =>
+    {
+        options.Connection(connectionString);
+        options.DatabaseSchemaName = ledger.SchemaName;
+        options.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.CamelCase,
+            configure: json => json.Converters.Add(
+                new System.Text.Json.Serialization.JsonStringEnumConverter(System.Text.Json.JsonNamingPolicy.KebabCaseLower)));
+        options.Events.StreamIdentity = StreamIdentity.AsString;
+        options.Events.MetadataConfig.EnableAll();
+        options.AddRuns();
+        options.AddForensics();
+    })
+    .UseLightweightSessions()
+    .ApplyAllDatabaseChangesOnStartup();
+
+builder.Host.UseWolverine(options =>
+{
+    options.UseRuntimeCompilation();
+    options.Discovery.IncludeAssembly(typeof(Program).Assembly);
+});
+builder.Services.AddWolverineHttp();
+
+builder.Services.AddValidatorsFromAssemblyContaining<Program>(ServiceLifetime.Singleton);
+builder.Services.AddSingleton(TimeProvider.System);
+builder.Services.AddSingleton<Access>();
+builder.Services.AddSingleton<RejectionLog>();
+builder.Services.AddSingleton<RunDecisions>();
+builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));
+builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
+builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
+{
+    document.Info.Title = "Run Ledger";
+    document.Info.Description = "The truth about runs handed to workers: every worker event appended to the run's stream, status derived from it.";
+    return Task.CompletedTask;
+}));
+
+var app = builder.Build();
+app.StopEmbeddedOnShutdown();
+
+app.UseLedgerErrors();
+app.MapOpenApi("/openapi/{documentName}.json");
+app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write });
+app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
+app.MapWolverineEndpoints();
+
+return await app.RunJasperFxCommands(args);
+
+public partial class Program;

@@ -1,0 +1,85 @@
+using FluentValidation;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using Wolverine.Http;
+
+namespace Ledger.Runs;
+
+public sealed record ClaimRun
+{
+    /// <summary>Who takes the lease (host, pod, process): shown to operators.</summary>
+    public string? Worker { get; init; }
+
+    public sealed class Validator : AbstractValidator<ClaimRun>
+    {
+        public Validator() => RuleFor(c => c.Worker!).NotEmpty().MaximumLength(200).When(c => c.Worker is not null);
+    }
+}
+
+public sealed record LeaseGranted(string RunId, string LeaseToken, DateTimeOffset LeaseExpiresAt);
+
+public static class ClaimRunEndpoint
+{
+    [WolverinePost("/api/runs/{id}/claim", Name = "ClaimRun")]
+    [Tags("Runs")]
+    [EndpointSummary("Take the run's lease (admin or worker key)")]
+    [ProducesResponseType<LeaseGranted>(200)]
+    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409)]
+    public static async Task<IResult> Post(string id, HttpContext context, Access access, RejectionLog rejections,
+        IValidator<ClaimRun> validator, RunDecisions decisions, IOptions<LedgerOptions> options, TimeProvider clock)
+    {
+        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes, allowEmpty: true);
+        if (access.Require(context, Role.Admin, Role.Worker) is { } denied) return await rejections.Refuse(context, denied with { RunId = id }, body.Raw);
+        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
+
+        var request = new ClaimRun();
+        if (body.Json is { } json)
+        {
+            var (bound, problem) = RequestBody.Bind<ClaimRun>(json);
+            if (problem is not null) return await rejections.Refuse(context, problem with { RunId = id }, body.Raw);
+            request = bound!;
+        }
+        var validation = await validator.ValidateAsync(request, context.RequestAborted);
+        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors) with { RunId = id }, body.Raw);
+
+        var token = Leases.NewToken();
+        var tokenHash = Access.DigestHex(token);
+        var outcome = await decisions.Decide<object>(id, stream =>
+        {
+            var run = stream.Aggregate;
+            if (run is null) return RunProblems.NotFound(id);
+            if (run.Status.IsTerminal()) return RunProblems.Terminal(run);
+
+            var now = clock.GetUtcNow();
+            if (run.LeaseExpiresAt is { } expires && expires > now)
+            {
+                return Problem.Of(409, ProblemCodes.LeaseHeld, "The run is leased to another worker",
+                    $"Held by '{run.Worker ?? "an unnamed worker"}' until {expires:O}.", runId: id, runStatus: run.Status);
+            }
+
+            var claimed = new RunClaimed(request.Worker, tokenHash, now, now.AddSeconds(run.LeaseSeconds));
+            stream.AppendOne(claimed);
+            return new LeaseGranted(id, token, claimed.LeaseExpiresAt);
+        }, context.RequestAborted);
+
+        return outcome switch
+        {
+            Problem problem => await rejections.Refuse(context, problem, body.Raw, request.Worker),
+            LeaseGranted granted => Results.Json(granted, LedgerJson.Options),
+            _ => throw new InvalidOperationException("unexpected claim outcome"),
+        };
+    }
+}
+
+public static class RunProblems
+{
+    public static Problem NotFound(string runId) =>
+        Problem.Of(404, ProblemCodes.RunNotFound, "No such run", $"No run '{runId}' is registered.", runId: runId);
+
+    public static Problem Terminal(Run run) =>
+        Problem.Of(409, ProblemCodes.RunTerminal, "The run is already finished",
+            $"The run is {run.Status.ToString().ToLowerInvariant()}{(run.Reason is null ? "" : $" ({run.Reason})")}; nothing can change it. Stop sending events for it.",
+            runId: run.Id, runStatus: run.Status);
+}

@@ -1,0 +1,248 @@
+using System.Text.Json;
+using FluentValidation;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Marten;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using Wolverine.Http;
+
+namespace Ledger.Runs;
+
+/// <summary>One worker event as it arrives on the wire: the union of every type's fields.</summary>
+public sealed record WorkerEventRequest
+{
+    public string? Type { get; init; }
+    public string? EventId { get; init; }
+    public DateTimeOffset? OccurredAt { get; init; }
+    public string? StepId { get; init; }
+    public string? Name { get; init; }
+    public string? Outcome { get; init; }
+    public List<string>? Lines { get; init; }
+    public Dictionary<string, double>? Scores { get; init; }
+    public string? Uri { get; init; }
+    public string? Sha256 { get; init; }
+    public long? Bytes { get; init; }
+    public string? ChunkId { get; init; }
+    public long? Count { get; init; }
+    public long? ItemsTotal { get; init; }
+    public string? ErrorClass { get; init; }
+    public string? Message { get; init; }
+
+    public WorkerEvent ToEvent(DateTimeOffset recordedAt)
+    {
+        var eventId = EventId!;
+        var occurredAt = OccurredAt!.Value;
+        return Type switch
+        {
+            WorkerEventTypes.RunStarted => new RunStarted { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt },
+            WorkerEventTypes.StepStarted => new StepStarted { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, StepId = StepId!, Name = Name },
+            WorkerEventTypes.StepCompleted => new StepCompleted { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, StepId = StepId!, Outcome = Outcome },
+            WorkerEventTypes.Heartbeat => new HeartbeatReceived { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt },
+            WorkerEventTypes.Log => new LogWritten { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, Lines = Lines! },
+            WorkerEventTypes.ScoresReported => new ScoresReported { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, Scores = Scores! },
+            WorkerEventTypes.OutputRecorded => new OutputRecorded { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, Name = Name!, Uri = Uri!, Sha256 = Sha256?.ToLowerInvariant(), Bytes = Bytes },
+            WorkerEventTypes.ItemsCommitted => new ItemsCommitted { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, ChunkId = ChunkId!, Count = Count!.Value },
+            WorkerEventTypes.RunCompleted => new RunCompleted { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, ItemsTotal = ItemsTotal },
+            WorkerEventTypes.RunFailed => new RunFailed { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, ErrorClass = ErrorClass!, Message = Message },
+            _ => throw new InvalidOperationException($"unvalidated event type {Type}"),
+        };
+    }
+
+    public sealed class Validator : AbstractValidator<WorkerEventRequest>
+    {
+        public const int MaxLines = 1000;
+        public const int MaxLineLength = 16 * 1024;
+        public const int MaxText = 8 * 1024;
+
+        public Validator()
+        {
+            RuleFor(e => e.Type).NotEmpty()
+                .Must(t => t is null || WorkerEventTypes.All.Contains(t))
+                .WithMessage($"Unknown event type; allowed: {string.Join(", ", WorkerEventTypes.All)}.");
+            RuleFor(e => e.EventId).NotEmpty().MaximumLength(200);
+            RuleFor(e => e.OccurredAt).NotNull();
+
+            When(e => e.Type is WorkerEventTypes.StepStarted or WorkerEventTypes.StepCompleted, () =>
+            {
+                RuleFor(e => e.StepId).NotEmpty().WithMessage("A step event needs its stepId.").MaximumLength(200);
+            });
+            When(e => e.Type == WorkerEventTypes.StepStarted, () => RuleFor(e => e.Name).MaximumLength(200));
+            When(e => e.Type == WorkerEventTypes.StepCompleted, () => RuleFor(e => e.Outcome).MaximumLength(64));
+            When(e => e.Type == WorkerEventTypes.Log, () =>
+            {
+                RuleFor(e => e.Lines).NotNull();
+                RuleFor(e => e.Lines!.Count).LessThanOrEqualTo(MaxLines).OverridePropertyName("lines").When(e => e.Lines is not null);
+                RuleForEach(e => e.Lines).NotNull().MaximumLength(MaxLineLength);
+            });
+            When(e => e.Type == WorkerEventTypes.ScoresReported, () =>
+            {
+                RuleFor(e => e.Scores).NotEmpty().WithMessage("scores.reported needs at least one score.");
+                RuleFor(e => e.Scores!.Count).LessThanOrEqualTo(100).OverridePropertyName("scores").When(e => e.Scores is not null);
+                RuleForEach(e => e.Scores)
+                    .Must(kv => kv.Key.Length is > 0 and <= 200).WithMessage("Score names must be 1-200 characters.")
+                    .Must(kv => double.IsFinite(kv.Value)).WithMessage("Scores must be finite numbers.");
+            });
+            When(e => e.Type == WorkerEventTypes.OutputRecorded, () =>
+            {
+                RuleFor(e => e.Name).NotEmpty().MaximumLength(200);
+                RuleFor(e => e.Uri).NotEmpty().MaximumLength(2048)
+                    .Must(u => System.Uri.TryCreate(u, UriKind.Absolute, out _)).WithMessage("The uri must be absolute.");
+                RuleFor(e => e.Sha256).Matches("^[0-9a-fA-F]{64}$").When(e => e.Sha256 is not null)
+                    .WithMessage("sha256 must be 64 hexadecimal characters.");
+                RuleFor(e => e.Bytes).GreaterThanOrEqualTo(0).When(e => e.Bytes is not null);
+            });
+            When(e => e.Type == WorkerEventTypes.ItemsCommitted, () =>
+            {
+                RuleFor(e => e.ChunkId).NotEmpty().MaximumLength(200);
+                RuleFor(e => e.Count).NotNull().GreaterThanOrEqualTo(0);
+            });
+            When(e => e.Type == WorkerEventTypes.RunCompleted, () =>
+                RuleFor(e => e.ItemsTotal).GreaterThanOrEqualTo(0).When(e => e.ItemsTotal is not null));
+            When(e => e.Type == WorkerEventTypes.RunFailed, () =>
+            {
+                RuleFor(e => e.ErrorClass).NotEmpty().MaximumLength(64);
+                RuleFor(e => e.Message).MaximumLength(MaxText);
+            });
+        }
+    }
+}
+
+public sealed record EventsRecorded(string RunId, RunStatus Status, IReadOnlyList<EventResult> Results);
+
+public static class RecordEventsEndpoint
+{
+    [WolverinePost("/api/runs/{id}/events", Name = "RecordEvents")]
+    [Tags("Runs")]
+    [EndpointSummary("Report one worker event or an ordered array of them (lease token)")]
+    [ProducesResponseType<EventsRecorded>(200)]
+    [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(403),
+     ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(413),
+     ProducesResponseType<Problem>(422), ProducesResponseType<Problem>(503)]
+    public static async Task<IResult> Post(string id, HttpContext context, RejectionLog rejections,
+        IValidator<WorkerEventRequest> validator, RunDecisions decisions, IDocumentStore store,
+        IOptions<LedgerOptions> options, TimeProvider clock)
+    {
+        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
+        var token = Access.BearerToken(context);
+        if (string.IsNullOrEmpty(token))
+        {
+            return await rejections.Refuse(context, Problem.Of(401, ProblemCodes.MissingCredentials,
+                "A lease token is required", "Send `Authorization: Bearer <leaseToken>` from the claim.", runId: id), body.Raw);
+        }
+        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
+
+        var (requests, invalid) = Parse(body.Json!.Value, validator, options.Value.MaxEventsPerRequest);
+        if (invalid is not null) return await rejections.Refuse(context, invalid with { RunId = id }, body.Raw);
+
+        var tokenHash = Access.DigestHex(token);
+        string? worker = null;
+        var outcome = await decisions.Decide<object>(id, stream =>
+        {
+            var current = stream.Aggregate;
+            if (current is null) return RunProblems.NotFound(id);
+            worker = current.Worker;
+            if (!Leases.Holds(current, tokenHash)) return new TokenMismatch(current.Status);
+
+            var now = clock.GetUtcNow();
+            var wasTerminal = current.Status.IsTerminal();
+            // A terminal run takes late events (recorded and flagged); a live one needs a live lease.
+            if (!wasTerminal && current.LeaseExpiresAt is { } expires && expires <= now) return Leases.Expired(current);
+
+            var run = RunDecisions.Copy(current);
+            var results = new List<EventResult>(requests!.Count);
+            var toAppend = new List<object>(requests.Count);
+            foreach (var request in requests)
+            {
+                var @event = request.ToEvent(now);
+                var effect = run.Evaluate(@event);
+                if (effect.Kind == EventResultKind.Refused)
+                {
+                    return Problem.Of(effect.HttpStatus, effect.Reason!, RefusalTitle(effect.Reason!), effect.Detail,
+                        runId: id, runStatus: current.Status) with
+                    {
+                        EventId = @event.EventId,
+                        Detail = requests.Count > 1 ? $"{effect.Detail} No event of this request was recorded." : effect.Detail,
+                    };
+                }
+                results.Add(new EventResult(@event.EventId, effect.Kind, effect.Reason, effect.Detail));
+                if (effect.Kind == EventResultKind.Duplicate) continue;
+                toAppend.Add(@event);
+                run.Fold(@event);
+            }
+
+            if (toAppend.Count > 0) stream.AppendMany(toAppend);
+            return wasTerminal
+                ? RunProblems.Terminal(current) with { Results = results }
+                : new EventsRecorded(id, run.Status, results);
+        }, context.RequestAborted);
+
+        return outcome switch
+        {
+            EventsRecorded recorded => Results.Json(recorded, LedgerJson.Options),
+            TokenMismatch mismatch => await rejections.Refuse(context,
+                await Leases.Mismatch(store, id, mismatch.Status, tokenHash, context.RequestAborted), body.Raw),
+            // Late events were recorded; the refusal tells the worker to stop. Not a rejection: nothing was refused.
+            Problem { Code: ProblemCodes.RunTerminal, Results: not null } late => late.ToResult(),
+            Problem problem => await rejections.Refuse(context, problem, body.Raw, worker),
+            _ => throw new InvalidOperationException("unexpected events outcome"),
+        };
+    }
+
+    private sealed record TokenMismatch(RunStatus Status);
+
+    private static string RefusalTitle(string reason) => reason switch
+    {
+        ProblemCodes.UnknownStep => "The step was never started",
+        ProblemCodes.ScoreConflict => "The score is already recorded with another value",
+        ProblemCodes.UnknownScore => "The score is not one the run declared",
+        ProblemCodes.OutputConflict => "The output is already recorded differently",
+        ProblemCodes.ChunkConflict => "The chunk is already committed with another count",
+        _ => "The event was refused",
+    };
+
+    /// <summary>One event object or an ordered array of them; every one must be valid or none is taken.</summary>
+    private static (List<WorkerEventRequest>? Requests, Problem? Problem) Parse(JsonElement json,
+        IValidator<WorkerEventRequest> validator, int maxEvents)
+    {
+        var elements = json.ValueKind switch
+        {
+            JsonValueKind.Array => json.EnumerateArray().ToList(),
+            JsonValueKind.Object => [json],
+            _ => null,
+        };
+        if (elements is null)
+        {
+            return (null, RequestBody.Invalid(new Dictionary<string, string[]> { ["$"] = ["Send one event object or an array of events."] }));
+        }
+        if (elements.Count == 0 || elements.Count > maxEvents)
+        {
+            return (null, RequestBody.Invalid(new Dictionary<string, string[]> { ["$"] = [$"Send between 1 and {maxEvents} events."] }));
+        }
+
+        var isArray = json.ValueKind == JsonValueKind.Array;
+        var requests = new List<WorkerEventRequest>(elements.Count);
+        var errors = new Dictionary<string, string[]>();
+        for (var i = 0; i < elements.Count; i++)
+        {
+            var prefix = isArray ? $"[{i}]." : "";
+            var (request, problem) = RequestBody.Bind<WorkerEventRequest>(elements[i], prefix);
+            if (problem is not null)
+            {
+                foreach (var (key, value) in problem.Errors!) errors[key] = value;
+                continue;
+            }
+            var validation = validator.Validate(request!);
+            if (!validation.IsValid)
+            {
+                foreach (var (key, value) in RequestBody.Invalid(validation.Errors, prefix).Errors!) errors[key] = value;
+                continue;
+            }
+            requests.Add(request!);
+        }
+
+        return errors.Count > 0
+            ? (null, RequestBody.Invalid(errors, "Fix the listed events; no event of this request was recorded, and resending it unchanged will be refused again."))
+            : (requests, null);
+    }
+}

@@ -1,0 +1,113 @@
+using FluentValidation;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Marten;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using Wolverine.Http;
+
+namespace Ledger.Runs;
+
+public sealed record RegisterRun
+{
+    public string? RunId { get; init; }
+    public string? Board { get; init; }
+    public string? Participant { get; init; }
+    public string? Batch { get; init; }
+    public Dictionary<string, string>? Labels { get; init; }
+    public List<string>? RequiredScores { get; init; }
+    public List<string>? RequiredOutputs { get; init; }
+    public long? ExpectedItems { get; init; }
+    public int? LeaseSeconds { get; init; }
+
+    public sealed class Validator : AbstractValidator<RegisterRun>
+    {
+        public Validator(IOptions<LedgerOptions> options)
+        {
+            RuleFor(r => r.RunId!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.RunId is not null);
+            RuleFor(r => r.Board!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.Board is not null);
+            RuleFor(r => r.Participant!).NotEmpty().MaximumLength(200).When(r => r.Participant is not null);
+            RuleFor(r => r.Batch!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.Batch is not null);
+            RuleFor(r => r.Labels!).Must(l => l.Count <= 32).WithMessage("At most 32 labels.")
+                .Must(l => l.All(kv => kv.Key.Length is > 0 and <= 64 && kv.Value is { Length: > 0 and <= 200 }))
+                .WithMessage("Label keys must be 1-64 characters and values 1-200 characters.")
+                .When(r => r.Labels is not null);
+            RuleFor(r => r.RequiredScores!).Must(BeDistinctNames).WithMessage("Required scores must be distinct non-empty names of at most 200 characters (at most 100).")
+                .When(r => r.RequiredScores is not null);
+            RuleFor(r => r.RequiredOutputs!).Must(BeDistinctNames).WithMessage("Required outputs must be distinct non-empty names of at most 200 characters (at most 100).")
+                .When(r => r.RequiredOutputs is not null);
+            RuleFor(r => r.ExpectedItems).GreaterThanOrEqualTo(0).When(r => r.ExpectedItems is not null);
+            RuleFor(r => r.LeaseSeconds).InclusiveBetween(1, options.Value.MaxLeaseSeconds).When(r => r.LeaseSeconds is not null);
+        }
+
+        private static bool BeDistinctNames(List<string> names) =>
+            names.Count <= 100 && names.All(n => n is { Length: > 0 and <= 200 }) && names.Distinct(StringComparer.Ordinal).Count() == names.Count;
+    }
+}
+
+public sealed record RunRegisteredResponse(string RunId, RunStatus Status, int LeaseSeconds);
+
+public static class RegisterRunEndpoint
+{
+    [WolverinePost("/api/runs", Name = "RegisterRun")]
+    [Tags("Runs")]
+    [EndpointSummary("Register a run (admin key)")]
+    [ProducesResponseType<RunRegisteredResponse>(201)]
+    [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
+    public static async Task<IResult> Post(HttpContext context, Access access, RejectionLog rejections,
+        IValidator<RegisterRun> validator, IDocumentStore store, IOptions<LedgerOptions> options, TimeProvider clock)
+    {
+        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
+        if (access.Require(context, Role.Admin) is { } denied) return await rejections.Refuse(context, denied, body.Raw);
+        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem, body.Raw);
+
+        var (request, bindProblem) = RequestBody.Bind<RegisterRun>(body.Json!.Value);
+        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem, body.Raw);
+
+        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
+        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors), body.Raw);
+
+        var runId = request!.RunId ?? Guid.CreateVersion7().ToString();
+        var registered = new RunRegistered(
+            runId,
+            request.Board,
+            request.Participant,
+            request.Batch,
+            request.Labels ?? new Dictionary<string, string>(),
+            request.RequiredScores ?? [],
+            request.RequiredOutputs ?? [],
+            request.ExpectedItems,
+            request.LeaseSeconds ?? options.Value.DefaultLeaseSeconds,
+            clock.GetUtcNow());
+
+        await using var session = store.LightweightSession();
+        session.Events.StartStream<Run>(runId, registered);
+        try
+        {
+            await session.SaveChangesAsync(context.RequestAborted);
+        }
+        catch (Exception e) when (IsStreamCollision(e))
+        {
+            return await rejections.Refuse(context, Problem.Of(409, ProblemCodes.RunExists, "The run already exists",
+                $"A run with id '{runId}' is already registered; read it with GET /api/runs/{runId}.", runId: runId), body.Raw);
+        }
+
+        context.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
+        return Results.Json(new RunRegisteredResponse(runId, RunStatus.Registered, registered.LeaseSeconds),
+            LedgerJson.Options, statusCode: 201);
+    }
+
+    private static bool IsStreamCollision(Exception e) => e switch
+    {
+        JasperFx.Events.ExistingStreamIdCollisionException or Marten.Exceptions.ExistingStreamIdCollisionException => true,
+        Npgsql.PostgresException { SqlState: Npgsql.PostgresErrorCodes.UniqueViolation } p when p.TableName?.Contains("streams") == true => true,
+        _ when e.InnerException is not null => IsStreamCollision(e.InnerException),
+        _ => false,
+    };
+}
+
+public static class Identifiers
+{
+    public const string Pattern = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$";
+    public const string Message = "Must be 1-128 characters of letters, digits and . _ : @ -, starting with a letter or digit.";
+}

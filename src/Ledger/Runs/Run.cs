@@ -1,0 +1,343 @@
+using System.Text.Json.Serialization;
+
+namespace Ledger.Runs;
+
+public enum RunStatus { Registered, Claimed, Running, Succeeded, Failed, Lost, Cancelled }
+
+public static class RunStatusRules
+{
+    public static bool IsTerminal(this RunStatus status) => status >= RunStatus.Succeeded;
+}
+
+/// <summary>What recording one event did to the run, as the worker is told and the history shows.</summary>
+public enum EventResultKind { Applied, Duplicate, RecordedNotApplied, Refused }
+
+public sealed record EventEffect(EventResultKind Kind, string? Reason = null, string? Detail = null, int HttpStatus = 0)
+{
+    public static readonly EventEffect Applied = new(EventResultKind.Applied);
+    public static EventEffect Duplicate(string reason) => new(EventResultKind.Duplicate, reason);
+    public static EventEffect NotApplied(string reason, string? detail = null) => new(EventResultKind.RecordedNotApplied, reason, detail);
+    public static EventEffect Refuse(int httpStatus, string reason, string detail) => new(EventResultKind.Refused, reason, detail, httpStatus);
+}
+
+public sealed record EventResult(string EventId, EventResultKind Result, string? Reason = null, string? Detail = null);
+
+public static class AnomalyKinds
+{
+    public const string LateEvent = "late-event";
+    public const string LateCompletion = "late-completion";
+    public const string CompletedBeforeResults = "completed-before-results";
+    public const string AccountingMismatch = "accounting-mismatch";
+}
+
+public sealed record RunAnomaly(string Kind, DateTimeOffset At, string Detail, string? EventId = null);
+
+public sealed record RunStep(string StepId, string? Name, DateTimeOffset StartedAt, bool Completed = false,
+    string? Outcome = null, DateTimeOffset? CompletedAt = null);
+
+public sealed record RunOutput(string Name, string Uri, string? Sha256, long? Bytes);
+
+/// <summary>
+/// A run, folded from its stream. The Apply methods are the invariants: they never throw and
+/// never read a clock; they decide what each event does from the state and the event alone.
+/// <see cref="Evaluate"/> says what applying an event would do without doing it, so the
+/// endpoint can answer the worker and refuse before appending.
+/// </summary>
+public sealed class Run
+{
+    public string Id { get; set; } = "";
+    public long Version { get; set; }
+    public RunStatus Status { get; set; }
+    public string? Reason { get; set; }
+
+    public string? Board { get; set; }
+    public string? Participant { get; set; }
+    public string? Batch { get; set; }
+    public Dictionary<string, string> Labels { get; set; } = new();
+    public List<string> RequiredScores { get; set; } = [];
+    public List<string> RequiredOutputs { get; set; } = [];
+    public long? ExpectedItems { get; set; }
+    public int LeaseSeconds { get; set; }
+
+    public string? Worker { get; set; }
+    public string? LeaseTokenHash { get; set; }
+    public DateTimeOffset? LeaseExpiresAt { get; set; }
+    public int Claims { get; set; }
+
+    public DateTimeOffset RegisteredAt { get; set; }
+    public DateTimeOffset? ClaimedAt { get; set; }
+    public DateTimeOffset? StartedAt { get; set; }
+    public DateTimeOffset? LastEventAt { get; set; }
+    public DateTimeOffset? TerminalAt { get; set; }
+
+    public bool CompletionReported { get; set; }
+    public DateTimeOffset? CompletionReportedAt { get; set; }
+    public long? ItemsTotalReported { get; set; }
+    public string? ErrorClass { get; set; }
+    public string? ErrorMessage { get; set; }
+
+    public Dictionary<string, RunStep> Steps { get; set; } = new();
+    public Dictionary<string, double> Scores { get; set; } = new();
+    public Dictionary<string, RunOutput> Outputs { get; set; } = new();
+    public Dictionary<string, long> Chunks { get; set; } = new();
+    public long CommittedItems { get; set; }
+    public long LogLines { get; set; }
+
+    public List<RunAnomaly> Anomalies { get; set; } = [];
+    /// <summary>Every worker eventId recorded in the stream: the at-most-once guard.</summary>
+    public HashSet<string> EventIds { get; set; } = new(StringComparer.Ordinal);
+
+    [JsonIgnore] public long? DeclaredItemsTotal => ExpectedItems ?? ItemsTotalReported;
+
+    public static Run Create(RunRegistered e) => new()
+    {
+        Id = e.RunId,
+        Status = RunStatus.Registered,
+        Board = e.Board,
+        Participant = e.Participant,
+        Batch = e.Batch,
+        Labels = new Dictionary<string, string>(e.Labels),
+        RequiredScores = [.. e.RequiredScores],
+        RequiredOutputs = [.. e.RequiredOutputs],
+        ExpectedItems = e.ExpectedItems,
+        LeaseSeconds = e.LeaseSeconds,
+        RegisteredAt = e.RegisteredAt,
+    };
+
+    public void Apply(RunClaimed e)
+    {
+        if (Status.IsTerminal()) return;
+        Worker = e.Worker;
+        LeaseTokenHash = e.LeaseTokenHash;
+        LeaseExpiresAt = e.LeaseExpiresAt;
+        ClaimedAt ??= e.ClaimedAt;
+        Claims++;
+        if (Status == RunStatus.Registered) Status = RunStatus.Claimed;
+    }
+
+    public void Apply(RunCancelled e)
+    {
+        if (Status.IsTerminal()) return;
+        Terminate(RunStatus.Cancelled, e.Reason ?? "cancelled-by-operator", e.CancelledAt);
+    }
+
+    public void Apply(RunStarted e) => Record(e);
+    public void Apply(StepStarted e) => Record(e);
+    public void Apply(StepCompleted e) => Record(e);
+    public void Apply(HeartbeatReceived e) => Record(e);
+    public void Apply(LogWritten e) => Record(e);
+    public void Apply(ScoresReported e) => Record(e);
+    public void Apply(OutputRecorded e) => Record(e);
+    public void Apply(ItemsCommitted e) => Record(e);
+    public void Apply(RunCompleted e) => Record(e);
+    public void Apply(RunFailed e) => Record(e);
+
+    /// <summary>Applies any event of a run's stream (for replays and batch evaluation outside Marten).</summary>
+    public void Fold(object @event)
+    {
+        switch (@event)
+        {
+            case RunClaimed x: Apply(x); break;
+            case RunCancelled x: Apply(x); break;
+            case WorkerEvent x: Record(x); break;
+        }
+    }
+
+    /// <summary>What recording this worker event would do, given the state now. Pure.</summary>
+    public EventEffect Evaluate(WorkerEvent e)
+    {
+        if (EventIds.Contains(e.EventId)) return EventEffect.Duplicate("event-id-seen");
+
+        if (Status.IsTerminal())
+        {
+            return e is RunCompleted && Status == RunStatus.Lost
+                ? EventEffect.NotApplied(AnomalyKinds.LateCompletion, $"The run was already lost at {TerminalAt:O}.")
+                : EventEffect.NotApplied(AnomalyKinds.LateEvent, $"The run was already {Status.ToString().ToLowerInvariant()}.");
+        }
+
+        switch (e)
+        {
+            case StepStarted s when Steps.ContainsKey(s.StepId):
+                return EventEffect.NotApplied("step-already-started", $"Step '{s.StepId}' was already started.");
+
+            case StepCompleted c when !Steps.TryGetValue(c.StepId, out _):
+                return EventEffect.Refuse(409, "unknown-step", $"Step '{c.StepId}' was never started in this run.");
+
+            case StepCompleted c when Steps[c.StepId].Completed:
+                return EventEffect.NotApplied("step-already-completed", $"Step '{c.StepId}' was already completed.");
+
+            case ScoresReported s:
+            {
+                var allKnown = true;
+                foreach (var (name, value) in s.Scores)
+                {
+                    if (RequiredScores.Count > 0 && !RequiredScores.Contains(name))
+                    {
+                        return EventEffect.Refuse(422, "unknown-score",
+                            $"Score '{name}' is not among the declared scores: {string.Join(", ", RequiredScores)}.");
+                    }
+                    if (Scores.TryGetValue(name, out var existing))
+                    {
+                        if (existing != value)
+                        {
+                            return EventEffect.Refuse(409, "score-conflict",
+                                $"Score '{name}' is already recorded as {existing}; scores are immutable.");
+                        }
+                    }
+                    else
+                    {
+                        allKnown = false;
+                    }
+                }
+                return allKnown ? EventEffect.Duplicate("scores-already-recorded") : EventEffect.Applied;
+            }
+
+            case OutputRecorded o when Outputs.TryGetValue(o.Name, out var existing):
+                return existing.Uri == o.Uri && existing.Sha256 == o.Sha256 && existing.Bytes == o.Bytes
+                    ? EventEffect.Duplicate("output-already-recorded")
+                    : EventEffect.Refuse(409, "output-conflict",
+                        $"Output '{o.Name}' is already recorded with another uri or digest.");
+
+            case ItemsCommitted i when Chunks.TryGetValue(i.ChunkId, out var count):
+                return count == i.Count
+                    ? EventEffect.Duplicate("chunk-already-committed")
+                    : EventEffect.Refuse(409, "chunk-conflict",
+                        $"Chunk '{i.ChunkId}' was already committed with {count} items, not {i.Count}.");
+
+            case RunCompleted when CompletionReported:
+                return EventEffect.NotApplied("completion-already-reported", "Completion was already reported.");
+
+            default:
+                return EventEffect.Applied;
+        }
+    }
+
+    /// <summary>What is still required before a reported completion can become a success.</summary>
+    public IReadOnlyList<string> Missing()
+    {
+        var missing = new List<string>();
+        missing.AddRange(RequiredScores.Where(s => !Scores.ContainsKey(s)).Select(s => $"score:{s}"));
+        missing.AddRange(RequiredOutputs.Where(o => !Outputs.ContainsKey(o)).Select(o => $"output:{o}"));
+        missing.AddRange(Steps.Values.Where(s => !s.Completed).OrderBy(s => s.StepId, StringComparer.Ordinal)
+            .Select(s => $"step:{s.StepId}"));
+        if (DeclaredItemsTotal is { } total && CommittedItems < total)
+        {
+            missing.Add($"items:{total - CommittedItems}");
+        }
+        return missing;
+    }
+
+    private void Record(WorkerEvent e)
+    {
+        var effect = Evaluate(e);
+        if (effect.Kind is EventResultKind.Duplicate or EventResultKind.Refused) return;
+
+        EventIds.Add(e.EventId);
+        LastEventAt = e.RecordedAt;
+
+        if (effect.Kind == EventResultKind.RecordedNotApplied)
+        {
+            if (effect.Reason == AnomalyKinds.LateCompletion)
+            {
+                var delay = TerminalAt is { } t ? e.RecordedAt - t : TimeSpan.Zero;
+                Anomalies.Add(new RunAnomaly(AnomalyKinds.LateCompletion, e.RecordedAt,
+                    $"Completion claimed to occur at {e.OccurredAt:O} arrived {delay.TotalSeconds:0}s after the run was marked lost; the run stays lost.",
+                    e.EventId));
+            }
+            else if (effect.Reason == AnomalyKinds.LateEvent)
+            {
+                Anomalies.Add(new RunAnomaly(AnomalyKinds.LateEvent, e.RecordedAt,
+                    $"{EventNames.WireName(e)} arrived after the run was {Status.ToString().ToLowerInvariant()}; status unchanged.",
+                    e.EventId));
+            }
+            return;
+        }
+
+        if (Status == RunStatus.Claimed)
+        {
+            Status = RunStatus.Running;
+            StartedAt = e.RecordedAt;
+        }
+
+        switch (e)
+        {
+            case StepStarted s:
+                Steps[s.StepId] = new RunStep(s.StepId, s.Name, s.OccurredAt);
+                break;
+            case StepCompleted c:
+                Steps[c.StepId] = Steps[c.StepId] with { Completed = true, Outcome = c.Outcome, CompletedAt = c.OccurredAt };
+                break;
+            case HeartbeatReceived h:
+                LeaseExpiresAt = h.RecordedAt.AddSeconds(LeaseSeconds);
+                break;
+            case LogWritten l:
+                LogLines += l.Lines.Count;
+                break;
+            case ScoresReported s:
+                foreach (var (name, value) in s.Scores) Scores.TryAdd(name, value);
+                break;
+            case OutputRecorded o:
+                Outputs[o.Name] = new RunOutput(o.Name, o.Uri, o.Sha256, o.Bytes);
+                break;
+            case ItemsCommitted i:
+                Chunks[i.ChunkId] = i.Count;
+                CommittedItems += i.Count;
+                break;
+            case RunCompleted c:
+                CompletionReported = true;
+                CompletionReportedAt = c.RecordedAt;
+                ItemsTotalReported = c.ItemsTotal;
+                break;
+            case RunFailed f:
+                ErrorClass = f.ErrorClass;
+                ErrorMessage = f.Message;
+                Terminate(RunStatus.Failed, f.ErrorClass, f.RecordedAt);
+                return;
+        }
+
+        Settle(e);
+    }
+
+    /// <summary>After any applied fact: does the run now balance, overflow, or complete?</summary>
+    private void Settle(WorkerEvent trigger)
+    {
+        if (Status.IsTerminal()) return;
+
+        if (ExpectedItems is { } expected && ItemsTotalReported is { } reported && expected != reported)
+        {
+            Anomalies.Add(new RunAnomaly(AnomalyKinds.AccountingMismatch, trigger.RecordedAt,
+                $"Registered with {expected} expected items but completion claims {reported}.", trigger.EventId));
+            Terminate(RunStatus.Failed, AnomalyKinds.AccountingMismatch, trigger.RecordedAt);
+            return;
+        }
+
+        if (DeclaredItemsTotal is { } total && CommittedItems > total)
+        {
+            Anomalies.Add(new RunAnomaly(AnomalyKinds.AccountingMismatch, trigger.RecordedAt,
+                $"Committed {CommittedItems} items but the declared total is {total}.", trigger.EventId));
+            Terminate(RunStatus.Failed, AnomalyKinds.AccountingMismatch, trigger.RecordedAt);
+            return;
+        }
+
+        if (!CompletionReported) return;
+
+        var missing = Missing();
+        if (missing.Count == 0)
+        {
+            Terminate(RunStatus.Succeeded, null, trigger.RecordedAt);
+        }
+        else if (trigger is RunCompleted)
+        {
+            Reason = AnomalyKinds.CompletedBeforeResults;
+            Anomalies.Add(new RunAnomaly(AnomalyKinds.CompletedBeforeResults, trigger.RecordedAt,
+                $"Completion reported while missing: {string.Join(", ", missing)}.", trigger.EventId));
+        }
+    }
+
+    private void Terminate(RunStatus status, string? reason, DateTimeOffset at)
+    {
+        Status = status;
+        Reason = reason;
+        TerminalAt = at;
+    }
+}

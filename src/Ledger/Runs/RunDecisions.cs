@@ -1,0 +1,47 @@
+using System.Text.Json;
+using Ledger.Infrastructure;
+using Marten;
+using JasperFx.Events;
+using Microsoft.Extensions.Options;
+
+namespace Ledger.Runs;
+
+/// <summary>
+/// Every decision about a run is taken under optimistic concurrency: read the run at version N,
+/// decide, append expecting N. When another writer got there first, decide again on the new
+/// state; after the configured attempts, answer a retryable 503.
+/// </summary>
+public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> options, ILogger<RunDecisions> logger)
+{
+    public async Task<T> Decide<T>(string runId, Func<IEventStream<Run>, T> decide, CancellationToken ct)
+    {
+        var attempts = Math.Max(1, options.Value.ConcurrencyRetries);
+        for (var attempt = 1; ; attempt++)
+        {
+            await using var session = store.LightweightSession();
+            var stream = await session.Events.FetchForWriting<Run>(runId, ct);
+            var decision = decide(stream);
+            try
+            {
+                await session.SaveChangesAsync(ct);
+                return decision;
+            }
+            catch (Exception e) when (DatabaseFailures.IsConcurrency(e) && attempt < attempts)
+            {
+                logger.LogDebug("Run {RunId} changed while deciding (attempt {Attempt}); deciding again", runId, attempt);
+                await Task.Delay(Random.Shared.Next(1, 5 * attempt), ct);
+            }
+            catch (Exception e) when (DatabaseFailures.IsConcurrency(e))
+            {
+                logger.LogWarning("Run {RunId} stayed contended for {Attempts} attempts", runId, attempts);
+                throw new ProblemException(Problem.Of(503, ProblemCodes.Contention,
+                    "The run is being changed by other requests", "Retry shortly; nothing from this request was recorded.",
+                    retryable: true, runId: runId) with { RetryAfterSeconds = 1 });
+            }
+        }
+    }
+
+    /// <summary>A private copy to evaluate a batch on, so the fetched aggregate is never mutated.</summary>
+    public static Run Copy(Run run) =>
+        JsonSerializer.Deserialize<Run>(JsonSerializer.SerializeToUtf8Bytes(run, LedgerJson.Options), LedgerJson.Options)!;
+}

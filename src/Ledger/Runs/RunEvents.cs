@@ -1,0 +1,127 @@
+namespace Ledger.Runs;
+
+// Events of a run's stream. Past tense; every fact the state is derived from is in the event
+// itself (RecordedAt is the ledger's clock at append time), so a replay never reads a clock.
+
+public sealed record RunRegistered(
+    string RunId,
+    string? Board,
+    string? Participant,
+    string? Batch,
+    IReadOnlyDictionary<string, string> Labels,
+    IReadOnlyList<string> RequiredScores,
+    IReadOnlyList<string> RequiredOutputs,
+    long? ExpectedItems,
+    int LeaseSeconds,
+    DateTimeOffset RegisteredAt);
+
+/// <summary>A worker took the lease. Only the token's SHA-256 digest is kept.</summary>
+public sealed record RunClaimed(
+    string? Worker,
+    string LeaseTokenHash,
+    DateTimeOffset ClaimedAt,
+    DateTimeOffset LeaseExpiresAt);
+
+public sealed record RunCancelled(string? Reason, DateTimeOffset CancelledAt);
+
+/// <summary>Anything a worker reports: carries the client's idempotency key and its claimed time.</summary>
+public abstract record WorkerEvent
+{
+    public required string EventId { get; init; }
+    public required DateTimeOffset OccurredAt { get; init; }
+    public required DateTimeOffset RecordedAt { get; init; }
+}
+
+public sealed record RunStarted : WorkerEvent;
+
+public sealed record StepStarted : WorkerEvent
+{
+    public required string StepId { get; init; }
+    public string? Name { get; init; }
+}
+
+public sealed record StepCompleted : WorkerEvent
+{
+    public required string StepId { get; init; }
+    public string? Outcome { get; init; }
+}
+
+public sealed record HeartbeatReceived : WorkerEvent;
+
+public sealed record LogWritten : WorkerEvent
+{
+    public required IReadOnlyList<string> Lines { get; init; }
+}
+
+public sealed record ScoresReported : WorkerEvent
+{
+    public required IReadOnlyDictionary<string, double> Scores { get; init; }
+}
+
+public sealed record OutputRecorded : WorkerEvent
+{
+    public required string Name { get; init; }
+    public required string Uri { get; init; }
+    public string? Sha256 { get; init; }
+    public long? Bytes { get; init; }
+}
+
+public sealed record ItemsCommitted : WorkerEvent
+{
+    public required string ChunkId { get; init; }
+    public required long Count { get; init; }
+}
+
+public sealed record RunCompleted : WorkerEvent
+{
+    public long? ItemsTotal { get; init; }
+}
+
+public sealed record RunFailed : WorkerEvent
+{
+    public required string ErrorClass { get; init; }
+    public string? Message { get; init; }
+}
+
+/// <summary>The wire names of worker events, as the HTTP contract pins them.</summary>
+public static class WorkerEventTypes
+{
+    public const string RunStarted = "run.started";
+    public const string StepStarted = "step.started";
+    public const string StepCompleted = "step.completed";
+    public const string Heartbeat = "heartbeat";
+    public const string Log = "log";
+    public const string ScoresReported = "scores.reported";
+    public const string OutputRecorded = "output.recorded";
+    public const string ItemsCommitted = "items.committed";
+    public const string RunCompleted = "run.completed";
+    public const string RunFailed = "run.failed";
+
+    public static readonly IReadOnlyList<string> All =
+    [
+        RunStarted, StepStarted, StepCompleted, Heartbeat, Log, ScoresReported,
+        OutputRecorded, ItemsCommitted, RunCompleted, RunFailed,
+    ];
+}
+
+public static class EventNames
+{
+    /// <summary>The name an event of the stream is shown by: the wire type for worker events.</summary>
+    public static string WireName(object @event) => @event switch
+    {
+        RunStarted => WorkerEventTypes.RunStarted,
+        StepStarted => WorkerEventTypes.StepStarted,
+        StepCompleted => WorkerEventTypes.StepCompleted,
+        HeartbeatReceived => WorkerEventTypes.Heartbeat,
+        LogWritten => WorkerEventTypes.Log,
+        ScoresReported => WorkerEventTypes.ScoresReported,
+        OutputRecorded => WorkerEventTypes.OutputRecorded,
+        ItemsCommitted => WorkerEventTypes.ItemsCommitted,
+        RunCompleted => WorkerEventTypes.RunCompleted,
+        RunFailed => WorkerEventTypes.RunFailed,
+        RunRegistered => "run.registered",
+        RunClaimed => "run.claimed",
+        RunCancelled => "run.cancelled",
+        _ => @event.GetType().Name,
+    };
+}

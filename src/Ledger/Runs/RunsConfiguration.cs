@@ -1,0 +1,26 @@
+using JasperFx.Events.Projections;
+using Marten;
+
+namespace Ledger.Runs;
+
+public static class RunsConfiguration
+{
+    /// <summary>The run stream, its inline summary (consistent with every write) and the lease index.</summary>
+    public static StoreOptions AddRuns(this StoreOptions options)
+    {
+        options.Projections.Snapshot<Run>(SnapshotLifecycle.Inline);
+        options.Projections.Add<LeaseHolderProjection>(ProjectionLifecycle.Inline);
+        options.Schema.For<Run>()
+            .Index(r => r.Status)
+            .Index(r => r.Board)
+            .Index(r => r.Batch);
+        options.Schema.For<LeaseHolder>();
+
+        options.Events.AddEventTypes([
+            typeof(RunRegistered), typeof(RunClaimed), typeof(RunCancelled), typeof(RunStarted), typeof(StepStarted),
+            typeof(StepCompleted), typeof(HeartbeatReceived), typeof(LogWritten), typeof(ScoresReported),
+            typeof(OutputRecorded), typeof(ItemsCommitted), typeof(RunCompleted), typeof(RunFailed),
+        ]);
+        return options;
+    }
+}
