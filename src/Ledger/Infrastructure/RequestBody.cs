@@ -84,8 +84,9 @@ public static class RequestBody
             .GroupBy(f => pathPrefix + ToCamel(f.PropertyName))
             .ToDictionary(g => g.Key, g => g.Select(f => f.ErrorMessage).Distinct().ToArray()));
 
+    // Only the member name is camel-cased: what follows it (a score name, an index) is the client's own text.
     private static string ToCamel(string propertyName) =>
-        string.Join('.', propertyName.Split('.').Select(p => p.Length == 0 ? p : char.ToLowerInvariant(p[0]) + p[1..]));
+        propertyName.Length == 0 ? propertyName : char.ToLowerInvariant(propertyName[0]) + propertyName[1..];
 
     private static Problem TooLarge(int maxBytes) =>
         Problem.Of(413, ProblemCodes.PayloadTooLarge, "The request body is too large",

@@ -79,9 +79,14 @@ public sealed record WorkerEventRequest
             {
                 RuleFor(e => e.Scores).NotEmpty().WithMessage("scores.reported needs at least one score.");
                 RuleFor(e => e.Scores!.Count).LessThanOrEqualTo(100).OverridePropertyName("scores").When(e => e.Scores is not null);
-                RuleForEach(e => e.Scores)
-                    .Must(kv => kv.Key.Length is > 0 and <= 200).WithMessage("Score names must be 1-200 characters.")
-                    .Must(kv => double.IsFinite(kv.Value)).WithMessage("Scores must be finite numbers.");
+                RuleFor(e => e.Scores).Custom((scores, context) =>
+                {
+                    foreach (var (name, value) in scores ?? [])
+                    {
+                        if (name.Length is 0 or > 200) context.AddFailure("scores", "Score names must be 1-200 characters.");
+                        else if (!double.IsFinite(value)) context.AddFailure($"scores.{name}", "Scores must be finite numbers.");
+                    }
+                });
             });
             When(e => e.Type == WorkerEventTypes.OutputRecorded, () =>
             {
