@@ -24,6 +24,10 @@ public static class DatabaseFailures
     public static bool IsConcurrency(Exception e) => e switch
     {
         ConcurrencyException or EventStreamUnexpectedMaxEventIdException => true,
+        // Raised by Marten's append function when the stream moved past the expected version.
+        PostgresException { SqlState: "MT003" } => true,
+        // PostgreSQL broke a lock cycle between two writers of one run by aborting this one.
+        PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure } => true,
         PostgresException { SqlState: PostgresErrorCodes.UniqueViolation } p
             when p.ConstraintName?.Contains("events", StringComparison.OrdinalIgnoreCase) == true => true,
         _ when e.InnerException is not null => IsConcurrency(e.InnerException),

@@ -18,18 +18,23 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
         var attempts = Math.Max(1, options.Value.ConcurrencyRetries);
         for (var attempt = 1; ; attempt++)
         {
+            // Optimistic first; a run that keeps being contended is decided under its stream lock,
+            // so a hot run still makes progress instead of bouncing every writer.
+            var exclusive = attempt > OptimisticAttempts;
             await using var session = store.LightweightSession();
-            var stream = await session.Events.FetchForWriting<Run>(runId, ct);
-            var decision = decide(stream);
             try
             {
+                var stream = exclusive
+                    ? await session.Events.FetchForExclusiveWriting<Run>(runId, ct)
+                    : await session.Events.FetchForWriting<Run>(runId, ct);
+                var decision = decide(stream);
                 await session.SaveChangesAsync(ct);
                 return decision;
             }
             catch (Exception e) when (DatabaseFailures.IsConcurrency(e) && attempt < attempts)
             {
                 logger.LogDebug("Run {RunId} changed while deciding (attempt {Attempt}); deciding again", runId, attempt);
-                await Task.Delay(Random.Shared.Next(1, 5 * attempt), ct);
+                await Task.Delay(Random.Shared.Next(1, 4 << Math.Min(attempt, 4)), ct);
             }
             catch (Exception e) when (DatabaseFailures.IsConcurrency(e))
             {
@@ -40,6 +45,8 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
             }
         }
     }
+
+    private const int OptimisticAttempts = 2;
 
     /// <summary>A private copy to evaluate a batch on, so the fetched aggregate is never mutated.</summary>
     public static Run Copy(Run run) =>
