@@ -59,6 +59,9 @@ builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddSingleton<Access>();
 builder.Services.AddSingleton<RejectionLog>();
 builder.Services.AddSingleton<RunDecisions>();
+builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
+builder.Services.AddSingleton<Janitor>();
+builder.Services.AddHostedService<JanitorService>();
 builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>

@@ -9,6 +9,8 @@ public sealed class EmbeddedPostgresOptions
     public string DataDirectory { get; set; } = Path.Combine("/var/tmp", "run-ledger", "postgres");
     public int Port { get; set; } = 54329;
     public string Database { get; set; } = "ledger";
+    /// <summary>Where initdb and pg_ctl are; when unset, PATH and /usr/lib/postgresql/*/bin are searched.</summary>
+    public string? BinDirectory { get; set; }
 }
 
 /// <summary>
@@ -43,7 +45,7 @@ public sealed class EmbeddedPostgres
     /// <summary>Starts (or reuses) the cluster and makes sure the ledger database exists; returns its connection string.</summary>
     public string Start()
     {
-        _binDirectory = FindBinaries() ?? throw new EmbeddedPostgresUnavailableException(
+        _binDirectory = FindBinaries(_options.BinDirectory) ?? throw new EmbeddedPostgresUnavailableException(
             "No PostgreSQL server binaries (initdb, pg_ctl) were found on PATH or under /usr/lib/postgresql. " +
             "Either set ConnectionStrings__Ledger to an existing PostgreSQL database, " +
             "or start one with `docker compose up -d` (see docker-compose.yml).");
@@ -143,12 +145,12 @@ public sealed class EmbeddedPostgres
         return process.ExitCode;
     }
 
-    private static string? FindBinaries()
+    private static string? FindBinaries(string? configured)
     {
-        var candidates = (Environment.GetEnvironmentVariable("PATH") ?? "")
-            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
-            .ToList();
-        if (Directory.Exists("/usr/lib/postgresql"))
+        var candidates = configured is not null
+            ? [configured]
+            : (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries).ToList();
+        if (configured is null && Directory.Exists("/usr/lib/postgresql"))
         {
             candidates.AddRange(Directory.GetDirectories("/usr/lib/postgresql")
                 .OrderByDescending(d => d, StringComparer.Ordinal)

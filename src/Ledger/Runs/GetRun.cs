@@ -31,6 +31,7 @@ public sealed record RunView(
     string? ErrorClass,
     string? ErrorMessage,
     IReadOnlyList<RunAnomaly> Anomalies,
+    IReadOnlyList<Verdict> Verdicts,
     DateTimeOffset RegisteredAt,
     DateTimeOffset? ClaimedAt,
     DateTimeOffset? StartedAt,
@@ -45,7 +46,7 @@ public sealed record RunView(
         run.RequiredScores, run.RequiredOutputs, run.Scores, run.Outputs,
         new ItemsView(run.ExpectedItems, run.ItemsTotalReported, run.CommittedItems, run.Chunks.Count),
         run.Steps.Values.OrderBy(s => s.StartedAt).ThenBy(s => s.StepId, StringComparer.Ordinal).ToList(),
-        run.LogLines, run.ErrorClass, run.ErrorMessage, run.Anomalies,
+        run.LogLines, run.ErrorClass, run.ErrorMessage, run.Anomalies, run.Verdicts,
         run.RegisteredAt, run.ClaimedAt, run.StartedAt, run.LastEventAt, run.TerminalAt);
 }
 

@@ -53,48 +53,38 @@ public static class RunReplay
         foreach (var e in events)
         {
             EventEffect effect;
-            DateTimeOffset? occurredAt = null;
-            string? eventId = null;
-            switch (e.Data)
+            if (e.Data is RunRegistered registered)
             {
-                case RunRegistered registered:
-                    run = Run.Create(registered);
-                    effect = EventEffect.Applied;
-                    occurredAt = registered.RegisteredAt;
-                    break;
-                case WorkerEvent worker when run is not null:
-                    effect = run.Evaluate(worker);
-                    occurredAt = worker.OccurredAt;
-                    eventId = worker.EventId;
-                    run.Fold(worker);
-                    break;
-                case RunClaimed claimed when run is not null:
-                    effect = run.Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied;
-                    occurredAt = claimed.ClaimedAt;
-                    run.Apply(claimed);
-                    break;
-                case RunCancelled cancelled when run is not null:
-                    effect = run.Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied;
-                    occurredAt = cancelled.CancelledAt;
-                    run.Apply(cancelled);
-                    break;
-                default:
-                    effect = EventEffect.NotApplied("unknown-event");
-                    break;
+                run = Run.Create(registered);
+                effect = EventEffect.Applied;
+            }
+            else if (run is null)
+            {
+                continue;
+            }
+            else
+            {
+                effect = run.EffectOf(e.Data);
+                run.Fold(e.Data);
             }
 
-            if (run is null) continue;
             run.Version = e.Version;
-            entries.Add(new HistoryEntry(e.Sequence, e.Version, EventNames.WireName(e.Data), occurredAt,
-                RecordedAt(e), eventId, effect.Kind, effect.Reason, effect.Detail, run.Status,
+            var worker = e.Data as WorkerEvent;
+            entries.Add(new HistoryEntry(e.Sequence, e.Version, EventNames.WireName(e.Data), OccurredAt(e.Data),
+                worker?.RecordedAt ?? e.Timestamp, worker?.EventId, effect.Kind, effect.Reason, effect.Detail, run.Status,
                 JsonSerializer.SerializeToElement(e.Data, e.Data.GetType(), LedgerJson.Options)));
         }
         return new Explained(run ?? new Run(), entries);
     }
 
-    private static DateTimeOffset RecordedAt(IEvent e) => e.Data switch
+    private static DateTimeOffset? OccurredAt(object data) => data switch
     {
-        WorkerEvent w => w.RecordedAt,
-        _ => e.Timestamp,
+        WorkerEvent w => w.OccurredAt,
+        RunRegistered r => r.RegisteredAt,
+        RunClaimed c => c.ClaimedAt,
+        RunCancelled c => c.CancelledAt,
+        LeaseExpired l => l.DetectedAt,
+        RunReclassified r => r.At,
+        _ => null,
     };
 }

@@ -37,6 +37,10 @@ public sealed record RunStep(string StepId, string? Name, DateTimeOffset Started
 
 public sealed record RunOutput(string Name, string Uri, string? Sha256, long? Bytes);
 
+/// <summary>A terminal decision: by the ledger from the stream, or by an operator reclassifying it.</summary>
+public sealed record Verdict(RunStatus Status, string? Reason, DateTimeOffset At, string DecidedBy,
+    IReadOnlyList<string>? Evidence = null);
+
 /// <summary>
 /// A run, folded from its stream. The Apply methods are the invariants: they never throw and
 /// never read a clock; they decide what each event does from the state and the event alone.
@@ -84,6 +88,8 @@ public sealed class Run
     public long LogLines { get; set; }
 
     public List<RunAnomaly> Anomalies { get; set; } = [];
+    /// <summary>Every terminal verdict in order; more than one only through operator reclassification.</summary>
+    public List<Verdict> Verdicts { get; set; } = [];
     /// <summary>Every worker eventId recorded in the stream: the at-most-once guard.</summary>
     public HashSet<string> EventIds { get; set; } = new(StringComparer.Ordinal);
 
@@ -121,6 +127,23 @@ public sealed class Run
         Terminate(RunStatus.Cancelled, e.Reason ?? "cancelled-by-operator", e.CancelledAt);
     }
 
+    public void Apply(LeaseExpired e)
+    {
+        if (Status.IsTerminal()) return;
+        // A completion whose results never arrived is a failure, not a loss: the worker did report.
+        if (CompletionReported) Terminate(RunStatus.Failed, "incomplete-results", e.DetectedAt);
+        else Terminate(RunStatus.Lost, "lease-expired", e.DetectedAt);
+    }
+
+    public void Apply(RunReclassified e)
+    {
+        if (!Status.IsTerminal()) return;
+        Status = e.To;
+        Reason = e.Reason;
+        TerminalAt = e.At;
+        Verdicts.Add(new Verdict(e.To, e.Reason, e.At, e.Operator is null ? "operator" : $"operator:{e.Operator}", e.Evidence));
+    }
+
     public void Apply(RunStarted e) => Record(e);
     public void Apply(StepStarted e) => Record(e);
     public void Apply(StepCompleted e) => Record(e);
@@ -139,9 +162,19 @@ public sealed class Run
         {
             case RunClaimed x: Apply(x); break;
             case RunCancelled x: Apply(x); break;
+            case LeaseExpired x: Apply(x); break;
+            case RunReclassified x: Apply(x); break;
             case WorkerEvent x: Record(x); break;
         }
     }
+
+    /// <summary>What folding any event of the stream would do: the history's "what applying it did".</summary>
+    public EventEffect EffectOf(object @event) => @event switch
+    {
+        WorkerEvent worker => Evaluate(worker),
+        RunReclassified => Status.IsTerminal() ? EventEffect.Applied : EventEffect.NotApplied("run-not-terminal"),
+        _ => Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied,
+    };
 
     /// <summary>What recording this worker event would do, given the state now. Pure.</summary>
     public EventEffect Evaluate(WorkerEvent e)
@@ -253,7 +286,8 @@ public sealed class Run
             return;
         }
 
-        if (Status == RunStatus.Claimed)
+        // A heartbeat only proves liveness; any other report means the work has begun.
+        if (Status == RunStatus.Claimed && e is not HeartbeatReceived)
         {
             Status = RunStatus.Running;
             StartedAt = e.RecordedAt;
@@ -339,5 +373,6 @@ public sealed class Run
         Status = status;
         Reason = reason;
         TerminalAt = at;
+        Verdicts.Add(new Verdict(status, reason, at, "ledger"));
     }
 }

@@ -24,6 +24,19 @@ public sealed record RunClaimed(
 
 public sealed record RunCancelled(string? Reason, DateTimeOffset CancelledAt);
 
+/// <summary>The janitor found the lease expired (past its grace) without a heartbeat.</summary>
+public sealed record LeaseExpired(DateTimeOffset LeaseExpiresAt, DateTimeOffset DetectedAt);
+
+/// <summary>An operator overruled a terminal verdict; the earlier one stays in the run's verdicts.</summary>
+public sealed record RunReclassified(
+    RunStatus From,
+    string? FromReason,
+    RunStatus To,
+    string Reason,
+    IReadOnlyList<string> Evidence,
+    string? Operator,
+    DateTimeOffset At);
+
 /// <summary>Anything a worker reports: carries the client's idempotency key and its claimed time.</summary>
 public abstract record WorkerEvent
 {
@@ -122,6 +135,8 @@ public static class EventNames
         RunRegistered => "run.registered",
         RunClaimed => "run.claimed",
         RunCancelled => "run.cancelled",
+        LeaseExpired => "lease.expired",
+        RunReclassified => "run.reclassified",
         _ => @event.GetType().Name,
     };
 }

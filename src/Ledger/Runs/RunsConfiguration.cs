@@ -13,13 +13,15 @@ public static class RunsConfiguration
         options.Schema.For<Run>()
             .Index(r => r.Status)
             .Index(r => r.Board)
-            .Index(r => r.Batch);
+            .Index(r => r.Batch)
+            .Index(r => r.LeaseExpiresAt);
         options.Schema.For<LeaseHolder>();
 
         options.Events.AddEventTypes([
             typeof(RunRegistered), typeof(RunClaimed), typeof(RunCancelled), typeof(RunStarted), typeof(StepStarted),
             typeof(StepCompleted), typeof(HeartbeatReceived), typeof(LogWritten), typeof(ScoresReported),
             typeof(OutputRecorded), typeof(ItemsCommitted), typeof(RunCompleted), typeof(RunFailed),
+            typeof(LeaseExpired), typeof(RunReclassified),
         ]);
         return options;
     }

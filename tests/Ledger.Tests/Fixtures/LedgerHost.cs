@@ -1,6 +1,7 @@
 using Alba;
 using JasperFx.CommandLine;
 using Ledger.Infrastructure;
+using Ledger.Runs;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Time.Testing;
@@ -26,6 +27,8 @@ public sealed class LedgerHost : IAsyncLifetime
     public FakeTimeProvider Clock { get; } = new(DateTimeOffset.UtcNow) { AutoAdvanceAmount = TimeSpan.FromMilliseconds(1) };
     public string ConnectionString { get; private set; } = "";
 
+    public Task<Janitor.SweepResult> Sweep() => Host.Services.GetRequiredService<Janitor>().SweepAsync(CancellationToken.None);
+
     public async Task InitializeAsync()
     {
         (_serverConnectionString, ConnectionString, _database) = TestDatabase.Create();
@@ -35,6 +38,9 @@ public sealed class LedgerHost : IAsyncLifetime
         Environment.SetEnvironmentVariable("Ledger__WorkerKeys__0", WorkerKey);
         Environment.SetEnvironmentVariable("Ledger__ReadKeys__0", ReadKey);
         Environment.SetEnvironmentVariable("Ledger__MaxPayloadBytes", (256 * 1024).ToString());
+        // Tests sweep explicitly (Janitor.SweepAsync) so that time, not a timer, decides.
+        Environment.SetEnvironmentVariable("Ledger__Janitor__Enabled", "false");
+        Environment.SetEnvironmentVariable("Ledger__Janitor__GraceSeconds", "10");
 
         JasperFxEnvironment.AutoStartHost = true;
         Host = await AlbaHost.For<Program>(web => web.ConfigureServices(services =>

@@ -1,0 +1,95 @@
+using FluentValidation;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using Wolverine.Http;
+
+namespace Ledger.Runs;
+
+/// <summary>An operator overrules a terminal verdict, saying why and on what evidence.</summary>
+public sealed record ReclassifyRun
+{
+    public RunStatus? Status { get; init; }
+    public string? Reason { get; init; }
+    /// <summary>What the decision relies on: eventIds (e.g. the late completion's), log links, ticket ids.</summary>
+    public List<string>? Evidence { get; init; }
+    public string? Operator { get; init; }
+
+    public sealed class Validator : AbstractValidator<ReclassifyRun>
+    {
+        public Validator()
+        {
+            RuleFor(r => r.Status).NotNull().Must(s => s is null || s.Value.IsTerminal())
+                .WithMessage("The new status must be terminal: succeeded, failed, lost or cancelled.");
+            RuleFor(r => r.Reason).NotEmpty().MaximumLength(500);
+            RuleFor(r => r.Evidence).NotEmpty().WithMessage("Name the evidence the decision relies on (e.g. an eventId).");
+            RuleFor(r => r.Evidence!.Count).LessThanOrEqualTo(50).OverridePropertyName("evidence").When(r => r.Evidence is not null);
+            RuleForEach(r => r.Evidence).NotEmpty().MaximumLength(500);
+            RuleFor(r => r.Operator!).NotEmpty().MaximumLength(200).When(r => r.Operator is not null);
+        }
+    }
+}
+
+public static class ReclassifyRunEndpoint
+{
+    [WolverinePost("/api/runs/{id}/reclassify", Name = "ReclassifyRun")]
+    [Tags("Runs")]
+    [EndpointSummary("Overrule a terminal verdict, audited; the earlier verdict is kept (admin key)")]
+    [ProducesResponseType<RunView>(200)]
+    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
+    public static async Task<IResult> Post(string id, HttpContext context, Access access, RejectionLog rejections,
+        IValidator<ReclassifyRun> validator, RunDecisions decisions, IOptions<LedgerOptions> options, TimeProvider clock)
+    {
+        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
+        if (access.Require(context, Role.Admin) is { } denied) return await rejections.Refuse(context, denied with { RunId = id }, body.Raw);
+        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
+
+        var (request, bindProblem) = RequestBody.Bind<ReclassifyRun>(body.Json!.Value);
+        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem with { RunId = id }, body.Raw);
+        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
+        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors) with { RunId = id }, body.Raw);
+
+        var outcome = await decisions.Decide<object>(id, stream =>
+        {
+            var run = stream.Aggregate;
+            if (run is null) return RunProblems.NotFound(id);
+            if (!run.Status.IsTerminal())
+            {
+                return Problem.Of(409, "run-not-terminal", "Only a terminal verdict can be reclassified",
+                    $"The run is {Wire(run.Status)}; cancel it instead.", runId: id, runStatus: run.Status);
+            }
+            if (run.Status == request!.Status)
+            {
+                return Problem.Of(409, "reclassify-no-change", "The run already has this status",
+                    $"The run is already {Wire(run.Status)}.", runId: id, runStatus: run.Status);
+            }
+            // Succeeded means complete, even by an operator's hand: the results must be in the run.
+            if (request.Status == RunStatus.Succeeded && RequiredForSuccess(run) is { Count: > 0 } missing)
+            {
+                return Problem.Of(409, "incomplete-results", "A run cannot succeed without its results",
+                    $"Missing: {string.Join(", ", missing)}.", runId: id, runStatus: run.Status);
+            }
+
+            var reclassified = new RunReclassified(run.Status, run.Reason, request.Status!.Value, request.Reason!,
+                request.Evidence!, request.Operator, clock.GetUtcNow());
+            stream.AppendOne(reclassified);
+            var after = RunDecisions.Copy(run);
+            after.Apply(reclassified);
+            after.Version = run.Version + 1;
+            return RunView.From(after);
+        }, context.RequestAborted);
+
+        return outcome switch
+        {
+            Problem problem => await rejections.Refuse(context, problem, body.Raw),
+            RunView view => Results.Json(view, LedgerJson.Options),
+            _ => throw new InvalidOperationException("unexpected reclassify outcome"),
+        };
+    }
+
+    private static List<string> RequiredForSuccess(Run run) =>
+        [.. run.CompletionReported ? [] : new[] { "completion" }, .. run.Missing()];
+
+    private static string Wire(RunStatus status) => status.ToString().ToLowerInvariant();
+}
