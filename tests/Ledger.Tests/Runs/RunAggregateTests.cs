@@ -1,0 +1,667 @@
+using Ledger.Runs;
+
+namespace Ledger.Tests.Runs;
+
+/// <summary>
+/// Example tests of the run aggregate alone: no database, no HTTP. Events are reported the way the
+/// events endpoint does it: evaluate first, append (fold) only what is neither refused nor a duplicate.
+/// </summary>
+public sealed class RunAggregateTests
+{
+    private static readonly DateTimeOffset T0 = new(2025, 3, 1, 12, 0, 0, TimeSpan.Zero);
+    private int _sequence;
+
+    // ---- lifecycle -------------------------------------------------------------------------
+
+    [Fact]
+    public void a_claim_moves_a_registered_run_to_claimed()
+    {
+        var run = Run.Create(Registered());
+        Assert.Equal(RunStatus.Registered, run.Status);
+
+        run.Fold(Claim());
+
+        Assert.Equal(RunStatus.Claimed, run.Status);
+        Assert.Equal(1, run.Claims);
+        Assert.Equal("worker-1", run.Worker);
+    }
+
+    [Fact]
+    public void a_heartbeat_proves_liveness_but_only_real_work_moves_claimed_to_running()
+    {
+        var run = NewRun();
+        Assert.Equal(RunStatus.Claimed, run.Status);
+
+        Assert.Equal(EventResultKind.Applied, Report(run, Heartbeat()).Kind);
+        Assert.Equal(RunStatus.Claimed, run.Status);
+        Assert.Null(run.StartedAt);
+
+        var log = Log();
+        Assert.Equal(EventResultKind.Applied, Report(run, log).Kind);
+        Assert.Equal(RunStatus.Running, run.Status);
+        Assert.Equal(log.RecordedAt, run.StartedAt);
+    }
+
+    [Fact]
+    public void a_later_worker_event_does_not_move_the_start_time()
+    {
+        var run = NewRun();
+        var first = Started();
+        Report(run, first);
+        Report(run, Log("a", "b"));
+
+        Assert.Equal(RunStatus.Running, run.Status);
+        Assert.Equal(first.RecordedAt, run.StartedAt);
+        Assert.Equal(2, run.LogLines);
+    }
+
+    [Fact]
+    public void a_heartbeat_extends_the_lease_from_when_it_was_recorded()
+    {
+        var run = NewRun(leaseSeconds: 90);
+        var heartbeat = Heartbeat();
+
+        Report(run, heartbeat);
+
+        Assert.Equal(heartbeat.RecordedAt.AddSeconds(90), run.LeaseExpiresAt);
+    }
+
+    // ---- succeeded means complete ------------------------------------------------------------
+
+    [Fact]
+    public void a_run_with_completion_scores_outputs_steps_and_balanced_items_succeeds()
+    {
+        var run = NewRun(scores: ["accuracy"], outputs: ["predictions"], expectedItems: 10);
+
+        foreach (var e in FullResults()) Assert.Equal(EventResultKind.Applied, Report(run, e).Kind);
+        Assert.Equal(RunStatus.Running, run.Status);
+
+        var completion = Completed(itemsTotal: 10);
+        Assert.Equal(EventResultKind.Applied, Report(run, completion).Kind);
+
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+        Assert.Null(run.Reason);
+        Assert.Empty(run.Missing());
+        Assert.Equal(completion.RecordedAt, run.TerminalAt);
+        Assert.Equal(0.93, run.Scores["accuracy"]);
+        Assert.Equal(10, run.CommittedItems);
+    }
+
+    [Fact]
+    public void a_completed_run_missing_any_single_piece_does_not_succeed()
+    {
+        // Each piece of a complete run left out in turn: the completion alone must never be enough.
+        var pieces = new (string Left, Func<WorkerEvent, bool> Omit, string Missing)[]
+        {
+            ("score", e => e is ScoresReported, "score:accuracy"),
+            ("output", e => e is OutputRecorded, "output:predictions"),
+            ("step completion", e => e is StepCompleted, "step:s1"),
+            ("last chunk", e => e is ItemsCommitted { ChunkId: "c2" }, "items:4"),
+        };
+
+        foreach (var (left, omit, missing) in pieces)
+        {
+            var run = NewRun(scores: ["accuracy"], outputs: ["predictions"], expectedItems: 10);
+            foreach (var e in FullResults().Where(e => !omit(e))) Report(run, e);
+            Report(run, Completed(itemsTotal: 10));
+
+            Assert.True(run.Status == RunStatus.Running, $"without the {left} the run is {run.Status}");
+            Assert.Equal([missing], run.Missing());
+        }
+    }
+
+    [Fact]
+    public void a_completion_without_declared_requirements_succeeds_at_once()
+    {
+        var run = NewRun();
+        Report(run, Started());
+
+        Report(run, Completed());
+
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+    }
+
+    [Fact]
+    public void completion_before_results_stays_running_listing_exactly_what_is_missing()
+    {
+        var run = NewRun(scores: ["accuracy", "f1"], outputs: ["predictions"], expectedItems: 10);
+        Report(run, StepStarted("s2"));
+        Report(run, StepStarted("s1"));
+        Report(run, StepCompleted("s2"));
+        Report(run, Items("c1", 4));
+
+        var completion = Completed();
+        Assert.Equal(EventResultKind.Applied, Report(run, completion).Kind);
+
+        Assert.Equal(RunStatus.Running, run.Status);
+        Assert.Equal(AnomalyKinds.CompletedBeforeResults, run.Reason);
+        Assert.True(run.CompletionReported);
+        Assert.Equal(["score:accuracy", "score:f1", "output:predictions", "step:s1", "items:6"], run.Missing());
+        var anomaly = Assert.Single(run.Anomalies);
+        Assert.Equal(AnomalyKinds.CompletedBeforeResults, anomaly.Kind);
+        Assert.Equal(completion.EventId, anomaly.EventId);
+    }
+
+    [Fact]
+    public void a_run_that_completed_before_its_results_succeeds_when_the_last_piece_arrives()
+    {
+        var run = NewRun(scores: ["accuracy", "f1"], outputs: ["predictions"], expectedItems: 10);
+        Report(run, StepStarted("s1"));
+        Report(run, Items("c1", 4));
+        Report(run, Completed());
+
+        Report(run, Scores(("accuracy", 0.9)));
+        Assert.Equal(["score:f1", "output:predictions", "step:s1", "items:6"], run.Missing());
+        Report(run, Output("predictions", "s3://b/p.csv"));
+        Report(run, StepCompleted("s1"));
+        Report(run, Items("c2", 5));
+        Report(run, Scores(("f1", 0.8)));
+        Assert.Equal(["items:1"], run.Missing());
+        Assert.Equal(RunStatus.Running, run.Status);
+        Assert.Equal(AnomalyKinds.CompletedBeforeResults, run.Reason);
+
+        var last = Items("c3", 1);
+        Report(run, last);
+
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+        Assert.Null(run.Reason);
+        Assert.Equal(last.RecordedAt, run.TerminalAt);
+        Assert.Empty(run.Missing());
+    }
+
+    [Fact]
+    public void items_total_reported_at_completion_is_the_declared_total_when_none_was_registered()
+    {
+        var run = NewRun();
+        Report(run, Items("c1", 3));
+        Report(run, Completed(itemsTotal: 5));
+
+        Assert.Equal(RunStatus.Running, run.Status);
+        Assert.Equal(["items:2"], run.Missing());
+
+        Report(run, Items("c2", 2));
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+    }
+
+    // ---- counts balance ----------------------------------------------------------------------
+
+    [Fact]
+    public void an_over_count_against_expected_items_fails_at_once_with_accounting_mismatch()
+    {
+        var run = NewRun(expectedItems: 5);
+        Report(run, Items("c1", 3));
+        Assert.Equal(RunStatus.Running, run.Status);
+
+        var over = Items("c2", 3);
+        Assert.Equal(EventResultKind.Applied, Report(run, over).Kind);
+
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.Equal(AnomalyKinds.AccountingMismatch, run.Reason);
+        Assert.False(run.CompletionReported); // failed without waiting for the completion
+        var anomaly = Assert.Single(run.Anomalies);
+        Assert.Equal(AnomalyKinds.AccountingMismatch, anomaly.Kind);
+        Assert.Equal(over.EventId, anomaly.EventId);
+    }
+
+    [Fact]
+    public void a_completion_claiming_fewer_items_than_already_committed_fails_with_accounting_mismatch()
+    {
+        var run = NewRun();
+        Report(run, Items("c1", 7));
+
+        Report(run, Completed(itemsTotal: 5));
+
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.Equal(AnomalyKinds.AccountingMismatch, run.Reason);
+    }
+
+    [Fact]
+    public void expected_items_disagreeing_with_the_reported_items_total_fails_with_accounting_mismatch()
+    {
+        // Committed matches the registration, but the worker claims another total: not a success.
+        var run = NewRun(expectedItems: 10);
+        Report(run, Items("c1", 10));
+
+        Report(run, Completed(itemsTotal: 8));
+
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.Equal(AnomalyKinds.AccountingMismatch, run.Reason);
+        Assert.Contains(run.Anomalies, a => a.Kind == AnomalyKinds.AccountingMismatch);
+    }
+
+    [Fact]
+    public void an_under_count_waits_for_the_missing_items()
+    {
+        var run = NewRun(expectedItems: 10);
+        Report(run, Items("c1", 4));
+
+        Report(run, Completed(itemsTotal: 10));
+
+        Assert.Equal(RunStatus.Running, run.Status);
+        Assert.Equal(["items:6"], run.Missing());
+    }
+
+    [Fact]
+    public void a_repeated_chunk_with_the_same_count_is_a_duplicate_and_does_not_inflate_the_count()
+    {
+        var run = NewRun(expectedItems: 10);
+        Report(run, Items("c1", 4));
+
+        var again = Items("c1", 4);
+        var effect = run.Evaluate(again);
+
+        Assert.Equal(EventResultKind.Duplicate, effect.Kind);
+        Assert.Equal("chunk-already-committed", effect.Reason);
+        // Even if both copies reached the stream, the fold must count the chunk once.
+        run.Fold(again);
+        Assert.Equal(4, run.CommittedItems);
+        Assert.Single(run.Chunks);
+        Assert.DoesNotContain(again.EventId, run.EventIds);
+    }
+
+    [Fact]
+    public void a_repeated_chunk_with_another_count_is_refused_409_chunk_conflict()
+    {
+        var run = NewRun(expectedItems: 10);
+        Report(run, Items("c1", 4));
+
+        var conflicting = Items("c1", 5);
+        var effect = run.Evaluate(conflicting);
+
+        Assert.Equal(EventResultKind.Refused, effect.Kind);
+        Assert.Equal(409, effect.HttpStatus);
+        Assert.Equal("chunk-conflict", effect.Reason);
+        run.Fold(conflicting);
+        Assert.Equal(4, run.CommittedItems);
+        Assert.Equal(4, run.Chunks["c1"]);
+    }
+
+    // ---- scores are immutable ----------------------------------------------------------------
+
+    [Fact]
+    public void the_same_score_again_is_a_duplicate()
+    {
+        var run = NewRun(scores: ["accuracy"]);
+        Report(run, Scores(("accuracy", 0.9)));
+
+        var effect = run.Evaluate(Scores(("accuracy", 0.9)));
+
+        Assert.Equal(EventResultKind.Duplicate, effect.Kind);
+        Assert.Equal("scores-already-recorded", effect.Reason);
+    }
+
+    [Fact]
+    public void a_different_value_for_a_recorded_score_is_refused_409_score_conflict_and_the_value_stays()
+    {
+        var run = NewRun(scores: ["accuracy", "f1"]);
+        Report(run, Scores(("accuracy", 0.9)));
+
+        // Even bundled with a new score, the conflicting one refuses the whole event.
+        var conflicting = Scores(("f1", 0.5), ("accuracy", 0.95));
+        var effect = run.Evaluate(conflicting);
+
+        Assert.Equal(EventResultKind.Refused, effect.Kind);
+        Assert.Equal(409, effect.HttpStatus);
+        Assert.Equal("score-conflict", effect.Reason);
+        run.Fold(conflicting);
+        Assert.Equal(0.9, run.Scores["accuracy"]);
+        Assert.False(run.Scores.ContainsKey("f1"));
+    }
+
+    [Fact]
+    public void an_undeclared_score_is_refused_422_unknown_score_when_scores_were_declared()
+    {
+        var run = NewRun(scores: ["accuracy"]);
+
+        var effect = run.Evaluate(Scores(("recall", 0.4)));
+
+        Assert.Equal(EventResultKind.Refused, effect.Kind);
+        Assert.Equal(422, effect.HttpStatus);
+        Assert.Equal("unknown-score", effect.Reason);
+    }
+
+    [Fact]
+    public void any_score_name_is_accepted_when_no_scores_were_declared()
+    {
+        var run = NewRun();
+
+        Assert.Equal(EventResultKind.Applied, Report(run, Scores(("recall", 0.4))).Kind);
+
+        Assert.Equal(0.4, run.Scores["recall"]);
+    }
+
+    [Fact]
+    public void a_new_value_for_a_recorded_output_is_refused_409_output_conflict()
+    {
+        var run = NewRun(outputs: ["predictions"]);
+        Report(run, Output("predictions", "s3://b/p.csv"));
+
+        Assert.Equal(EventResultKind.Duplicate, run.Evaluate(Output("predictions", "s3://b/p.csv")).Kind);
+        var effect = run.Evaluate(Output("predictions", "s3://b/other.csv"));
+
+        Assert.Equal(EventResultKind.Refused, effect.Kind);
+        Assert.Equal(409, effect.HttpStatus);
+        Assert.Equal("output-conflict", effect.Reason);
+    }
+
+    // ---- steps ---------------------------------------------------------------------------------
+
+    [Fact]
+    public void completing_a_step_that_was_never_started_is_refused_409_unknown_step()
+    {
+        var run = NewRun();
+        Report(run, StepStarted("s1"));
+
+        var unknown = StepCompleted("s9");
+        var effect = run.Evaluate(unknown);
+
+        Assert.Equal(EventResultKind.Refused, effect.Kind);
+        Assert.Equal(409, effect.HttpStatus);
+        Assert.Equal("unknown-step", effect.Reason);
+        run.Fold(unknown);
+        Assert.False(run.Steps.ContainsKey("s9"));
+    }
+
+    [Fact]
+    public void a_step_started_again_is_recorded_but_not_applied()
+    {
+        var run = NewRun();
+        var first = StepStarted("s1", name: "load");
+        Report(run, first);
+
+        var again = StepStarted("s1", name: "other");
+        var effect = Report(run, again);
+
+        Assert.Equal(EventResultKind.RecordedNotApplied, effect.Kind);
+        Assert.Equal("step-already-started", effect.Reason);
+        Assert.Equal("load", run.Steps["s1"].Name);
+        Assert.Equal(first.OccurredAt, run.Steps["s1"].StartedAt);
+        Assert.Contains(again.EventId, run.EventIds);
+    }
+
+    [Fact]
+    public void a_second_completion_keeps_the_first_items_total()
+    {
+        var run = NewRun();
+        Report(run, StepStarted("s1"));
+        Report(run, Completed(itemsTotal: 3));
+
+        var effect = Report(run, Completed(itemsTotal: 7));
+
+        Assert.Equal(EventResultKind.RecordedNotApplied, effect.Kind);
+        Assert.Equal("completion-already-reported", effect.Reason);
+        Assert.Equal(3, run.ItemsTotalReported);
+    }
+
+    // ---- terminal is absorbing ---------------------------------------------------------------
+
+    [Fact]
+    public void a_failure_report_fails_the_run_with_its_error_class()
+    {
+        var run = NewRun();
+        Report(run, Started());
+
+        var failure = Failed("oom", "out of memory");
+        Report(run, failure);
+
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.Equal("oom", run.Reason);
+        Assert.Equal("out of memory", run.ErrorMessage);
+        Assert.Equal(failure.RecordedAt, run.TerminalAt);
+    }
+
+    [Fact]
+    public void events_after_a_failure_are_recorded_not_applied_and_flagged_late()
+    {
+        var run = NewRun(scores: ["accuracy"], expectedItems: 5);
+        Report(run, Items("c1", 2));
+        Report(run, Failed("oom"));
+        var terminalAt = run.TerminalAt;
+
+        var lateScore = Scores(("accuracy", 0.99));
+        var effect = Report(run, lateScore);
+
+        Assert.Equal(EventResultKind.RecordedNotApplied, effect.Kind);
+        Assert.Equal(AnomalyKinds.LateEvent, effect.Reason);
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.Equal("oom", run.Reason);
+        Assert.Empty(run.Scores);
+        Assert.Equal(terminalAt, run.TerminalAt);
+        Assert.Contains(lateScore.EventId, run.EventIds);
+        var anomaly = Assert.Single(run.Anomalies);
+        Assert.Equal(AnomalyKinds.LateEvent, anomaly.Kind);
+        Assert.Equal(lateScore.EventId, anomaly.EventId);
+
+        Assert.Equal(EventResultKind.RecordedNotApplied, Report(run, Items("c2", 3)).Kind);
+        Assert.Equal(2, run.CommittedItems);
+    }
+
+    [Fact]
+    public void a_completion_after_a_failure_is_a_late_event_and_the_run_stays_failed()
+    {
+        var run = NewRun();
+        Report(run, Failed("timeout"));
+
+        var effect = Report(run, Completed());
+
+        Assert.Equal(EventResultKind.RecordedNotApplied, effect.Kind);
+        Assert.Equal(AnomalyKinds.LateEvent, effect.Reason);
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.False(run.CompletionReported);
+        Assert.Equal(AnomalyKinds.LateEvent, Assert.Single(run.Anomalies).Kind);
+    }
+
+    [Fact]
+    public void a_failure_after_success_is_a_late_event_and_the_run_stays_succeeded()
+    {
+        var run = NewRun(scores: ["accuracy"]);
+        Report(run, Scores(("accuracy", 0.9)));
+        Report(run, Completed());
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+
+        var effect = Report(run, Failed("oom"));
+
+        Assert.Equal(EventResultKind.RecordedNotApplied, effect.Kind);
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+        Assert.Null(run.Reason);
+        Assert.Null(run.ErrorClass);
+        Assert.Equal(0.9, run.Scores["accuracy"]);
+    }
+
+    [Fact]
+    public void a_score_conflict_after_terminal_is_late_not_refused_and_the_score_stays()
+    {
+        var run = NewRun(scores: ["accuracy"]);
+        Report(run, Scores(("accuracy", 0.9)));
+        Report(run, Completed());
+
+        var effect = Report(run, Scores(("accuracy", 0.1)));
+
+        Assert.Equal(EventResultKind.RecordedNotApplied, effect.Kind);
+        Assert.Equal(AnomalyKinds.LateEvent, effect.Reason);
+        Assert.Equal(0.9, run.Scores["accuracy"]);
+    }
+
+    [Fact]
+    public void cancelling_a_live_run_cancels_it()
+    {
+        var run = NewRun();
+        Report(run, Started());
+
+        run.Fold(new RunCancelled(null, T0.AddHours(1)));
+
+        Assert.Equal(RunStatus.Cancelled, run.Status);
+        Assert.Equal("cancelled-by-operator", run.Reason);
+        Assert.Equal(T0.AddHours(1), run.TerminalAt);
+        Assert.Equal(EventResultKind.RecordedNotApplied, Report(run, Completed()).Kind);
+        Assert.Equal(RunStatus.Cancelled, run.Status);
+    }
+
+    [Fact]
+    public void cancel_after_terminal_does_nothing()
+    {
+        var succeeded = NewRun();
+        var completion = Completed();
+        Report(succeeded, completion);
+        var failed = NewRun();
+        var failure = Failed("oom");
+        Report(failed, failure);
+
+        foreach (var (run, status, reason, at) in new[]
+                 {
+                     (succeeded, RunStatus.Succeeded, (string?)null, completion.RecordedAt),
+                     (failed, RunStatus.Failed, "oom", failure.RecordedAt),
+                 })
+        {
+            Assert.Equal(status, run.Status);
+            var anomalies = run.Anomalies.Count;
+
+            run.Fold(new RunCancelled("too late", T0.AddHours(1)));
+
+            Assert.Equal(status, run.Status);
+            Assert.Equal(reason, run.Reason);
+            Assert.Equal(at, run.TerminalAt);
+            Assert.Equal(anomalies, run.Anomalies.Count);
+        }
+    }
+
+    // ---- at most once ------------------------------------------------------------------------
+
+    [Fact]
+    public void a_repeated_event_id_is_a_duplicate_whatever_it_carries()
+    {
+        var run = NewRun(expectedItems: 10);
+        var first = Items("c1", 4);
+        Report(run, first);
+
+        var sameId = Items("c2", 3, eventId: first.EventId);
+        var effect = run.Evaluate(sameId);
+
+        Assert.Equal(EventResultKind.Duplicate, effect.Kind);
+        Assert.Equal("event-id-seen", effect.Reason);
+        run.Fold(sameId);
+        Assert.Equal(4, run.CommittedItems);
+        Assert.False(run.Chunks.ContainsKey("c2"));
+    }
+
+    [Fact]
+    public void a_repeated_event_id_after_terminal_is_still_a_duplicate_and_adds_no_anomaly()
+    {
+        var run = NewRun();
+        var failure = Failed("oom");
+        Report(run, failure);
+
+        var effect = run.Evaluate(failure);
+
+        Assert.Equal(EventResultKind.Duplicate, effect.Kind);
+        run.Fold(failure);
+        Assert.Empty(run.Anomalies);
+    }
+
+    // ---- helpers -----------------------------------------------------------------------------
+
+    /// <summary>Reports an event as the endpoint does: refused and duplicate events are never appended.</summary>
+    private static EventEffect Report(Run run, WorkerEvent e)
+    {
+        var effect = run.Evaluate(e);
+        if (effect.Kind is not (EventResultKind.Refused or EventResultKind.Duplicate)) run.Fold(e);
+        return effect;
+    }
+
+    /// <summary>Everything a run registered with score accuracy, output predictions and 10 items needs, but its completion.</summary>
+    private WorkerEvent[] FullResults() =>
+    [
+        Started(),
+        StepStarted("s1"),
+        Items("c1", 6),
+        Items("c2", 4),
+        Scores(("accuracy", 0.93)),
+        Output("predictions", "s3://bucket/predictions.csv"),
+        StepCompleted("s1"),
+    ];
+
+    private static RunRegistered Registered(string[]? scores = null, string[]? outputs = null, long? expectedItems = null,
+        int leaseSeconds = 60) =>
+        new("run-1", "board", "team-a", null, new Dictionary<string, string>(), scores ?? [], outputs ?? [],
+            expectedItems, leaseSeconds, T0);
+
+    private static RunClaimed Claim() => new("worker-1", "hash", T0.AddSeconds(1), T0.AddSeconds(61));
+
+    private static Run NewRun(string[]? scores = null, string[]? outputs = null, long? expectedItems = null,
+        int leaseSeconds = 60)
+    {
+        var run = Run.Create(Registered(scores, outputs, expectedItems, leaseSeconds));
+        run.Fold(Claim());
+        return run;
+    }
+
+    private (string EventId, DateTimeOffset OccurredAt, DateTimeOffset RecordedAt) Next(string? eventId)
+    {
+        _sequence++;
+        return (eventId ?? $"e{_sequence}", T0.AddMinutes(1).AddSeconds(_sequence), T0.AddMinutes(1).AddSeconds(_sequence).AddMilliseconds(250));
+    }
+
+    private RunStarted Started()
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new RunStarted { EventId = id, OccurredAt = occurred, RecordedAt = recorded };
+    }
+
+    private HeartbeatReceived Heartbeat()
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new HeartbeatReceived { EventId = id, OccurredAt = occurred, RecordedAt = recorded };
+    }
+
+    private LogWritten Log(params string[] lines)
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new LogWritten { EventId = id, OccurredAt = occurred, RecordedAt = recorded, Lines = lines };
+    }
+
+    private StepStarted StepStarted(string stepId, string? name = null)
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new StepStarted { EventId = id, OccurredAt = occurred, RecordedAt = recorded, StepId = stepId, Name = name };
+    }
+
+    private StepCompleted StepCompleted(string stepId)
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new StepCompleted { EventId = id, OccurredAt = occurred, RecordedAt = recorded, StepId = stepId, Outcome = "ok" };
+    }
+
+    private ScoresReported Scores(params (string Name, double Value)[] scores)
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new ScoresReported
+        {
+            EventId = id, OccurredAt = occurred, RecordedAt = recorded,
+            Scores = scores.ToDictionary(s => s.Name, s => s.Value),
+        };
+    }
+
+    private OutputRecorded Output(string name, string uri)
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new OutputRecorded { EventId = id, OccurredAt = occurred, RecordedAt = recorded, Name = name, Uri = uri };
+    }
+
+    private ItemsCommitted Items(string chunkId, long count, string? eventId = null)
+    {
+        var (id, occurred, recorded) = Next(eventId);
+        return new ItemsCommitted { EventId = id, OccurredAt = occurred, RecordedAt = recorded, ChunkId = chunkId, Count = count };
+    }
+
+    private RunCompleted Completed(long? itemsTotal = null)
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new RunCompleted { EventId = id, OccurredAt = occurred, RecordedAt = recorded, ItemsTotal = itemsTotal };
+    }
+
+    private RunFailed Failed(string errorClass, string? message = null)
+    {
+        var (id, occurred, recorded) = Next(null);
+        return new RunFailed { EventId = id, OccurredAt = occurred, RecordedAt = recorded, ErrorClass = errorClass, Message = message };
+    }
+}
