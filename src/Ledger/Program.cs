@@ -1,8 +1,10 @@
 using FluentValidation;
 using JasperFx;
 using JasperFx.Events;
+using JasperFx.Events.Daemon;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Leaderboards;
 using Ledger.Runs;
 using Marten;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
@@ -42,9 +44,11 @@ builder.Services.AddMarten(options =>
         options.Events.StreamIdentity = StreamIdentity.AsString;
         options.Events.MetadataConfig.EnableAll();
         options.AddRuns();
+        options.AddLeaderboards();
         options.AddForensics();
     })
     .UseLightweightSessions()
+    .AddAsyncDaemon(ledger.DaemonMode == ProjectionDaemonMode.Solo ? DaemonMode.Solo : DaemonMode.Disabled)
     .ApplyAllDatabaseChangesOnStartup();
 
 builder.Host.UseWolverine(options =>
@@ -59,6 +63,8 @@ builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddSingleton<Access>();
 builder.Services.AddSingleton<RejectionLog>();
 builder.Services.AddSingleton<RunDecisions>();
+builder.Services.AddSingleton(new LedgerDatabase(connectionString));
+builder.Services.AddHostedService<ProjectionLeadership>();
 builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
 builder.Services.AddSingleton<Janitor>();
 builder.Services.AddHostedService<JanitorService>();

@@ -22,6 +22,8 @@ public sealed class LedgerOptions
     /// <summary>Attempts at an optimistic-concurrency decision before answering 503 contention.</summary>
     public int ConcurrencyRetries { get; set; } = 8;
     public string SchemaName { get; set; } = "ledger";
+    /// <summary>How this instance runs the async projections: Leader (one elected among instances), Solo, or Disabled.</summary>
+    public ProjectionDaemonMode DaemonMode { get; set; } = ProjectionDaemonMode.Leader;
 
     public EmbeddedPostgresOptions EmbeddedPostgres { get; set; } = new();
 }

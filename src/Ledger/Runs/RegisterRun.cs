@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Leaderboards;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
@@ -27,6 +28,8 @@ public sealed record RegisterRun
             RuleFor(r => r.RunId!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.RunId is not null);
             RuleFor(r => r.Board!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.Board is not null);
             RuleFor(r => r.Participant!).NotEmpty().MaximumLength(200).When(r => r.Participant is not null);
+            RuleFor(r => r.Participant).NotEmpty().When(r => r.Board is not null)
+                .WithMessage("A run entered on a board needs its participant.");
             RuleFor(r => r.Batch!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.Batch is not null);
             RuleFor(r => r.Labels!).Must(l => l.Count <= 32).WithMessage("At most 32 labels.")
                 .Must(l => l.All(kv => kv.Key.Length is > 0 and <= 64 && kv.Value is { Length: > 0 and <= 200 }))
@@ -67,20 +70,41 @@ public static class RegisterRunEndpoint
         var validation = await validator.ValidateAsync(request!, context.RequestAborted);
         if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors), body.Raw);
 
-        var runId = request!.RunId ?? Guid.CreateVersion7().ToString();
+        await using var session = store.LightweightSession();
+        Ranking? ranking = null;
+        if (request!.Board is { } boardId)
+        {
+            var board = await session.LoadAsync<Board>(boardId, context.RequestAborted);
+            if (board is null)
+            {
+                return await rejections.Refuse(context, RequestBody.Invalid(new Dictionary<string, string[]>
+                {
+                    ["board"] = [$"No board '{boardId}' is defined; define it with POST /api/boards first."],
+                }), body.Raw);
+            }
+            ranking = board.Ranking;
+        }
+
+        var runId = request.RunId ?? Guid.CreateVersion7().ToString();
+        // A run entered on a board cannot succeed without the scores the board ranks by.
+        var requiredScores = (request.RequiredScores ?? [])
+            .Concat(ranking is null ? [] : new[] { ranking.PrimaryScore })
+            .Concat(ranking?.TieBreakScore is { } tieBreak ? new[] { tieBreak } : [])
+            .Distinct(StringComparer.Ordinal)
+            .ToList();
         var registered = new RunRegistered(
             runId,
             request.Board,
             request.Participant,
             request.Batch,
             request.Labels ?? new Dictionary<string, string>(),
-            request.RequiredScores ?? [],
+            requiredScores,
             request.RequiredOutputs ?? [],
             request.ExpectedItems,
             request.LeaseSeconds ?? options.Value.DefaultLeaseSeconds,
-            clock.GetUtcNow());
+            clock.GetUtcNow(),
+            ranking);
 
-        await using var session = store.LightweightSession();
         session.Events.StartStream<Run>(runId, registered);
         try
         {

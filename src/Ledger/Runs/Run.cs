@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using Ledger.Leaderboards;
 
 namespace Ledger.Runs;
 
@@ -62,6 +63,7 @@ public sealed class Run
     public List<string> RequiredOutputs { get; set; } = [];
     public long? ExpectedItems { get; set; }
     public int LeaseSeconds { get; set; }
+    public Ranking? Ranking { get; set; }
 
     public string? Worker { get; set; }
     public string? LeaseTokenHash { get; set; }
@@ -108,7 +110,15 @@ public sealed class Run
         ExpectedItems = e.ExpectedItems,
         LeaseSeconds = e.LeaseSeconds,
         RegisteredAt = e.RegisteredAt,
+        Ranking = e.Ranking,
     };
+
+    /// <summary>Records that a verdict was published; the verdict itself was derived by the facts before it.</summary>
+    public void Apply(VerdictReached e) { }
+
+    /// <summary>The verdict to publish for the last terminal decision of this run.</summary>
+    public VerdictReached? LatestVerdict() => Verdicts.Count == 0 ? null : new VerdictReached(
+        Id, Status, Reason, Board, Participant, Ranking, new Dictionary<string, double>(Scores), Verdicts[^1].At, Verdicts[^1].DecidedBy);
 
     public void Apply(RunClaimed e)
     {
@@ -164,6 +174,7 @@ public sealed class Run
             case RunCancelled x: Apply(x); break;
             case LeaseExpired x: Apply(x); break;
             case RunReclassified x: Apply(x); break;
+            case VerdictReached x: Apply(x); break;
             case WorkerEvent x: Record(x); break;
         }
     }
@@ -173,6 +184,7 @@ public sealed class Run
     {
         WorkerEvent worker => Evaluate(worker),
         RunReclassified => Status.IsTerminal() ? EventEffect.Applied : EventEffect.NotApplied("run-not-terminal"),
+        VerdictReached => EventEffect.Applied,
         _ => Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied,
     };
 

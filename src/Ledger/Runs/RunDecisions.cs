@@ -13,7 +13,25 @@ namespace Ledger.Runs;
 /// </summary>
 public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> options, ILogger<RunDecisions> logger)
 {
+    // Decisions on one run inside this process queue up instead of racing: striped, so memory
+    // stays fixed whatever the number of runs. Across processes, optimistic concurrency decides.
+    private readonly SemaphoreSlim[] _stripes = Enumerable.Range(0, 4096).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
+
     public async Task<T> Decide<T>(string runId, Func<IEventStream<Run>, T> decide, CancellationToken ct)
+    {
+        var stripe = _stripes[(uint)StringComparer.Ordinal.GetHashCode(runId) % (uint)_stripes.Length];
+        await stripe.WaitAsync(ct);
+        try
+        {
+            return await DecideUnderConcurrency(runId, decide, ct);
+        }
+        finally
+        {
+            stripe.Release();
+        }
+    }
+
+    private async Task<T> DecideUnderConcurrency<T>(string runId, Func<IEventStream<Run>, T> decide, CancellationToken ct)
     {
         var attempts = Math.Max(1, options.Value.ConcurrencyRetries);
         for (var attempt = 1; ; attempt++)
@@ -28,6 +46,7 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
                     ? await session.Events.FetchForExclusiveWriting<Run>(runId, ct)
                     : await session.Events.FetchForWriting<Run>(runId, ct);
                 var decision = decide(stream);
+                PublishVerdict(stream);
                 await session.SaveChangesAsync(ct);
                 return decision;
             }
@@ -47,6 +66,28 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
     }
 
     private const int OptimisticAttempts = 2;
+
+    /// <summary>When the events being appended end in a new terminal verdict, publish it beside them.</summary>
+    private static void PublishVerdict(IEventStream<Run> stream)
+    {
+        if (stream.Aggregate is not { } before || stream.Events.Count == 0) return;
+        if (!stream.Events.Any(e => MayConclude(before, e.Data))) return;
+
+        var after = Copy(before);
+        foreach (var e in stream.Events) after.Fold(e.Data);
+        if (after.Verdicts.Count > before.Verdicts.Count && after.LatestVerdict() is { } verdict)
+        {
+            stream.AppendOne(verdict);
+        }
+    }
+
+    // Only these can end a run; the common heartbeat and log skip the extra fold entirely.
+    private static bool MayConclude(Run before, object e) => e switch
+    {
+        RunCompleted or RunFailed or ItemsCommitted or RunCancelled or LeaseExpired or RunReclassified => true,
+        ScoresReported or OutputRecorded or StepCompleted => before.CompletionReported,
+        _ => false,
+    };
 
     /// <summary>A private copy to evaluate a batch on, so the fetched aggregate is never mutated.</summary>
     public static Run Copy(Run run) =>

@@ -1,3 +1,5 @@
+using Ledger.Leaderboards;
+
 namespace Ledger.Runs;
 
 // Events of a run's stream. Past tense; every fact the state is derived from is in the event
@@ -13,7 +15,8 @@ public sealed record RunRegistered(
     IReadOnlyList<string> RequiredOutputs,
     long? ExpectedItems,
     int LeaseSeconds,
-    DateTimeOffset RegisteredAt);
+    DateTimeOffset RegisteredAt,
+    Ranking? Ranking = null);
 
 /// <summary>A worker took the lease. Only the token's SHA-256 digest is kept.</summary>
 public sealed record RunClaimed(
@@ -23,6 +26,22 @@ public sealed record RunClaimed(
     DateTimeOffset LeaseExpiresAt);
 
 public sealed record RunCancelled(string? Reason, DateTimeOffset CancelledAt);
+
+/// <summary>
+/// A terminal verdict the Run aggregate derived (or an operator gave), written beside the facts
+/// that produced it so that cross-run projections (leaderboards, KPIs) can follow verdicts
+/// without re-deriving them. Folding it changes nothing; verify checks it agrees with the fold.
+/// </summary>
+public sealed record VerdictReached(
+    string RunId,
+    RunStatus Status,
+    string? Reason,
+    string? Board,
+    string? Participant,
+    Ranking? Ranking,
+    IReadOnlyDictionary<string, double> Scores,
+    DateTimeOffset At,
+    string DecidedBy);
 
 /// <summary>The janitor found the lease expired (past its grace) without a heartbeat.</summary>
 public sealed record LeaseExpired(DateTimeOffset LeaseExpiresAt, DateTimeOffset DetectedAt);
@@ -137,6 +156,7 @@ public static class EventNames
         RunCancelled => "run.cancelled",
         LeaseExpired => "lease.expired",
         RunReclassified => "run.reclassified",
+        VerdictReached => "verdict.reached",
         _ => @event.GetType().Name,
     };
 }

@@ -5,6 +5,7 @@ using Ledger.Runs;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Time.Testing;
+using Marten.Events;
 using Npgsql;
 
 namespace Ledger.Tests.Fixtures;
@@ -27,6 +28,10 @@ public sealed class LedgerHost : IAsyncLifetime
     public FakeTimeProvider Clock { get; } = new(DateTimeOffset.UtcNow) { AutoAdvanceAmount = TimeSpan.FromMilliseconds(1) };
     public string ConnectionString { get; private set; } = "";
 
+    /// <summary>Waits until the async projections (standings) have caught up with every event.</summary>
+    public Task Settled() => Host.Services.GetRequiredService<Marten.IDocumentStore>()
+        .WaitForNonStaleProjectionDataAsync(TimeSpan.FromSeconds(30));
+
     public Task<Janitor.SweepResult> Sweep() => Host.Services.GetRequiredService<Janitor>().SweepAsync(CancellationToken.None);
 
     public async Task InitializeAsync()
@@ -41,9 +46,21 @@ public sealed class LedgerHost : IAsyncLifetime
         // Tests sweep explicitly (Janitor.SweepAsync) so that time, not a timer, decides.
         Environment.SetEnvironmentVariable("Ledger__Janitor__Enabled", "false");
         Environment.SetEnvironmentVariable("Ledger__Janitor__GraceSeconds", "10");
+        Environment.SetEnvironmentVariable("Ledger__DaemonMode", "Leader");
 
         JasperFxEnvironment.AutoStartHost = true;
         Host = await AlbaHost.For<Program>(web => web.ConfigureServices(services =>
+        {
+            services.RemoveAll<TimeProvider>();
+            services.AddSingleton<TimeProvider>(Clock);
+        }));
+    }
+
+    /// <summary>A second ledger instance on the same database and clock, as a second replica would be.</summary>
+    public Task<IAlbaHost> SecondInstance()
+    {
+        JasperFxEnvironment.AutoStartHost = true;
+        return AlbaHost.For<Program>(web => web.ConfigureServices(services =>
         {
             services.RemoveAll<TimeProvider>();
             services.AddSingleton<TimeProvider>(Clock);

@@ -32,6 +32,42 @@ public sealed class ConcurrencyTests(LedgerHost ledger)
     }
 
     [Fact]
+    public async Task deliveries_of_one_event_id_through_two_ledger_instances_append_it_once()
+    {
+        // Within one instance decisions on a run queue up; across instances only the database's
+        // optimistic concurrency stands between two copies of one event.
+        await using var second = await ledger.SecondInstance();
+        var other = second.Server.CreateClient();
+        for (var round = 0; round < 5; round++)
+        {
+            var (runId, token) = await _api.Started();
+            var payload = System.Text.Json.JsonSerializer.Serialize(
+                Event("scores.reported", $"twin-{round}", fields: new { scores = new { f1 = 0.5 } }), Json);
+            var viaSecond = Enumerable.Range(0, 6).Select(async _ =>
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/runs/{runId}/events")
+                {
+                    Content = new StringContent(payload, System.Text.Encoding.UTF8, "application/json"),
+                };
+                request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+                using var response = await other.SendAsync(request);
+                return (response.StatusCode, await response.Content.ReadAsStringAsync());
+            });
+            var viaFirst = Enumerable.Range(0, 6).Select(async _ =>
+            {
+                var r = await _api.Send(HttpMethod.Post, $"/api/runs/{runId}/events", token, rawBody: payload);
+                return (r.Status, r.Text);
+            });
+            var responses = await Task.WhenAll(viaSecond.Concat(viaFirst));
+
+            Assert.All(responses, r => Assert.Equal(HttpStatusCode.OK, r.Item1));
+            Assert.Equal(1, responses.Count(r => r.Item2.Contains("\"applied\"")));
+            var run = await _api.Run(runId);
+            Assert.Equal(3, run["version"]!.GetValue<long>());
+        }
+    }
+
+    [Fact]
     public async Task parallel_distinct_events_are_all_applied_and_none_is_lost()
     {
         var (runId, token) = await _api.Started();

@@ -1,13 +1,10 @@
 using System.Net;
-using Alba;
-using JasperFx.CommandLine;
 using Ledger.Runs;
 using Marten;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Ledger.Tests.Fixtures;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using static Ledger.Tests.Fixtures.Scenarios;
 
 namespace Ledger.Tests.Runs;
@@ -137,12 +134,7 @@ public sealed class LeaseAndJanitorTests(LedgerHost ledger)
         for (var i = 0; i < 30; i++) runs.Add((await _api.Started(new { runId = NewRunId("twin"), leaseSeconds = 5 })).RunId);
         ledger.Clock.Advance(TimeSpan.FromSeconds(30));
 
-        JasperFxEnvironment.AutoStartHost = true;
-        await using var second = await AlbaHost.For<Program>(web => web.ConfigureServices(services =>
-        {
-            services.RemoveAll<TimeProvider>();
-            services.AddSingleton<TimeProvider>(ledger.Clock);
-        }));
+        await using var second = await ledger.SecondInstance();
         var janitors = new[] { ledger.Host.Services.GetRequiredService<Janitor>(), second.Services.GetRequiredService<Janitor>() };
 
         var results = await Task.WhenAll(janitors.Select(j => j.SweepAsync(CancellationToken.None)));

@@ -14,9 +14,11 @@ public sealed class RunLifecycleTests(LedgerHost ledger)
     [Fact]
     public async Task a_run_with_all_its_results_goes_from_registered_to_succeeded()
     {
+        var board = NewRunId("eeg-2025");
+        await _api.Send(HttpMethod.Post, "/api/boards", LedgerHost.AdminKey, new { id = board, primaryScore = "accuracy", direction = "max" });
         var runId = await _api.Register(new
         {
-            runId = NewRunId(), board = "eeg-2025", participant = "team-a", labels = new { region = "EU" },
+            runId = NewRunId(), board, participant = "team-a", labels = new { region = "EU" },
             requiredScores = new[] { "accuracy" }, requiredOutputs = new[] { "predictions" }, expectedItems = 10,
         });
         Assert.Equal("registered", (await _api.Run(runId))["status"]!.GetValue<string>());
@@ -52,7 +54,7 @@ public sealed class RunLifecycleTests(LedgerHost ledger)
         Assert.Equal(2, run["logLines"]!.GetValue<long>());
         Assert.Empty(run["missing"]!.AsArray());
         Assert.Equal("EU", run["labels"]!["region"]!.GetValue<string>());
-        Assert.Equal(12, run["version"]!.GetValue<long>()); // registered + claimed + ten worker events
+        Assert.Equal(13, run["version"]!.GetValue<long>()); // registered + claimed + ten worker events + the verdict
     }
 
     [Fact]
@@ -162,12 +164,13 @@ public sealed class RunLifecycleTests(LedgerHost ledger)
         var history = await _api.Send(HttpMethod.Get, $"/api/runs/{runId}/events", LedgerHost.ReadKey);
         Assert.Equal(HttpStatusCode.OK, history.Status);
         var events = history.Json!["events"]!.AsArray();
-        Assert.Equal(["run.registered", "run.claimed", "step.started", "step.completed", "run.completed", "heartbeat"],
+        Assert.Equal(["run.registered", "run.claimed", "step.started", "step.completed", "run.completed", "verdict.reached", "heartbeat"],
             events.Select(e => e!["type"]!.GetValue<string>()));
-        Assert.Equal([1L, 2, 3, 4, 5, 6], events.Select(e => e!["version"]!.GetValue<long>()));
-        Assert.Equal(["applied", "applied", "applied", "applied", "applied", "recorded-not-applied"],
+        Assert.Equal([1L, 2, 3, 4, 5, 6, 7], events.Select(e => e!["version"]!.GetValue<long>()));
+        Assert.Equal(["applied", "applied", "applied", "applied", "applied", "applied", "recorded-not-applied"],
             events.Select(e => e!["result"]!.GetValue<string>()));
-        Assert.Equal("late-event", events[5]!["reason"]!.GetValue<string>());
+        Assert.Equal("succeeded", events[5]!["data"]!["status"]!.GetValue<string>());
+        Assert.Equal("late-event", events[6]!["reason"]!.GetValue<string>());
         Assert.Equal(occurred, events[2]!["occurredAt"]!.GetValue<DateTimeOffset>());
         Assert.NotEqual(occurred, events[2]!["recordedAt"]!.GetValue<DateTimeOffset>());
         Assert.Equal("succeeded", events[4]!["statusAfter"]!.GetValue<string>());

@@ -1,0 +1,134 @@
+namespace Ledger.Bench;
+
+/// <summary>Command line of the benchmark; every count and duration is bounded.</summary>
+public sealed class BenchOptions
+{
+    public bool Quick { get; private set; }
+    /// <summary>Concurrent simulated workers (HTTP), connections (baseline) and sessions (Marten).</summary>
+    public int Workers { get; private set; } = 8;
+    /// <summary>Repetitions of every figure; the report gives their median.</summary>
+    public int Repetitions { get; private set; } = 5;
+    public int RebuildRepetitions { get; private set; } = 3;
+    public TimeSpan HttpDuration { get; private set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan BaselineDuration { get; private set; } = TimeSpan.FromSeconds(5);
+    public TimeSpan MartenDuration { get; private set; } = TimeSpan.FromSeconds(3);
+    public TimeSpan ReadDuration { get; private set; } = TimeSpan.FromSeconds(5);
+    /// <summary>Runs seeded (in-process, through Marten) before the read figures.</summary>
+    public int Runs { get; private set; } = 100_000;
+    /// <summary>Concurrent readers for GET /api/runs/{id}.</summary>
+    public int ReadConcurrency { get; private set; } = 2;
+    public int BatchSize { get; private set; } = 100;
+    /// <summary>Batches of <see cref="BatchSize"/> events per run in the batch lifecycle.</summary>
+    public int BatchesPerRun { get; private set; } = 3;
+    public int PostgresPort { get; private set; } = 54349;
+    public int LedgerPort { get; private set; } = 54350;
+    public string PostgresDirectory { get; private set; } = "/var/tmp/run-ledger/bench-postgres";
+    public string? LedgerDll { get; private set; }
+    public string? Output { get; private set; }
+    public bool KeepDatabase { get; private set; }
+    /// <summary>Seconds to wait for the service's async projections to catch up after seeding.</summary>
+    public int CatchUpSeconds { get; private set; } = 120;
+    /// <summary>Extra environment for the ledger process (KEY=VALUE), for experiments such as DOTNET_gcServer=0.</summary>
+    public Dictionary<string, string> LedgerEnvironment { get; } = new();
+    /// <summary>Only rebuild the Run projection of an existing bench database (kept with --keep-db), then stop.</summary>
+    public string? RebuildOnly { get; private set; }
+    public bool Verbose { get; private set; }
+
+    public static BenchOptions Parse(string[] args)
+    {
+        var o = new BenchOptions();
+        if (args.Contains("--quick"))
+        {
+            o.Quick = true;
+            o.Repetitions = 3;
+            o.RebuildRepetitions = 3;
+            o.HttpDuration = TimeSpan.FromSeconds(1.5);
+            o.BaselineDuration = TimeSpan.FromSeconds(0.75);
+            o.MartenDuration = TimeSpan.FromSeconds(0.5);
+            o.ReadDuration = TimeSpan.FromSeconds(0.75);
+            o.Runs = 2_000;
+            o.CatchUpSeconds = 10;
+        }
+
+        for (var i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            switch (args[i])
+            {
+                case "--quick": break;
+                case "--workers": o.Workers = Positive(Next()); break;
+                case "--reps": o.Repetitions = Positive(Next()); break;
+                case "--rebuild-reps": o.RebuildRepetitions = Positive(Next()); break;
+                case "--http-seconds": o.HttpDuration = Seconds(Next()); break;
+                case "--baseline-seconds": o.BaselineDuration = Seconds(Next()); break;
+                case "--marten-seconds": o.MartenDuration = Seconds(Next()); break;
+                case "--read-seconds": o.ReadDuration = Seconds(Next()); break;
+                case "--runs": o.Runs = Math.Max(10, Positive(Next())); break;
+                case "--read-concurrency": o.ReadConcurrency = Positive(Next()); break;
+                case "--batch-size": o.BatchSize = Math.Min(1000, Positive(Next())); break;
+                case "--batches-per-run": o.BatchesPerRun = Positive(Next()); break;
+                case "--pg-port": o.PostgresPort = Positive(Next()); break;
+                case "--port": o.LedgerPort = Positive(Next()); break;
+                case "--pg-dir": o.PostgresDirectory = Next(); break;
+                case "--ledger-dll": o.LedgerDll = Next(); break;
+                case "--out": o.Output = Next(); break;
+                case "--keep-db": o.KeepDatabase = true; break;
+                case "--catch-up-seconds": o.CatchUpSeconds = Positive(Next()); break;
+                case "--ledger-env":
+                    var pair = Next();
+                    var eq = pair.IndexOf('=');
+                    if (eq <= 0) throw new ArgumentException($"--ledger-env needs KEY=VALUE, not '{pair}'");
+                    o.LedgerEnvironment[pair[..eq]] = pair[(eq + 1)..];
+                    break;
+                case "--rebuild-only": o.RebuildOnly = Next(); break;
+                case "--verbose": o.Verbose = true; break;
+                case "-h" or "--help":
+                    Console.WriteLine(Help);
+                    Environment.Exit(0);
+                    break;
+                default: throw new ArgumentException($"Unknown option {args[i]}\n{Help}");
+            }
+        }
+
+        // Bounded: nothing runs for long whatever is asked.
+        o.Repetitions = Math.Min(o.Repetitions, 9);
+        o.RebuildRepetitions = Math.Min(o.RebuildRepetitions, 9);
+        o.Workers = Math.Min(o.Workers, 64);
+        o.Runs = Math.Min(o.Runs, 1_000_000);
+        return o;
+    }
+
+    private static int Positive(string s) => int.TryParse(s, out var v) && v > 0 ? v : throw new ArgumentException($"'{s}' is not a positive number");
+
+    private static TimeSpan Seconds(string s) =>
+        double.TryParse(s, System.Globalization.CultureInfo.InvariantCulture, out var v) && v > 0 && v <= 120
+            ? TimeSpan.FromSeconds(v)
+            : throw new ArgumentException($"'{s}' is not a duration in seconds (0-120]");
+
+    public const string Help = """
+        Ledger.Bench: ingestion, baselines, Marten append modes, replay and reads, in one run.
+          dotnet run -c Release --project bench/Ledger.Bench -- [--quick] [options]
+        options:
+          --quick                 small counts, under 60 s (3 repetitions)
+          --workers N             concurrent simulated workers (default 8)
+          --reps N                repetitions per figure, median reported (default 5, quick 3)
+          --rebuild-reps N        repetitions of the projection rebuild (default 3)
+          --http-seconds S        duration of one ledger ingestion repetition (default 10)
+          --baseline-seconds S    duration of one baseline repetition (default 5)
+          --marten-seconds S      duration of one Marten append-mode repetition (default 3)
+          --read-seconds S        duration of one read repetition (default 5)
+          --runs N                runs seeded through Marten before the reads (default 100000, quick 2000)
+          --read-concurrency N    concurrent readers (default 2)
+          --batch-size N          events per batch request / multi-row INSERT / COPY (default 100)
+          --batches-per-run N     batches per run in the batch lifecycle (default 3)
+          --pg-port P             port of the bench's private PostgreSQL (default 54349)
+          --port P                loopback port of the ledger process (default 54350)
+          --pg-dir DIR            data directory of the private PostgreSQL (default /var/tmp/run-ledger/bench-postgres)
+          --ledger-dll PATH       the service to start (default src/Ledger/bin/<same configuration>/net10.0/Ledger.dll)
+          --out FILE              report file (default bench/results/latest.md)
+          --keep-db               keep the bench database (dropped by default)
+          --ledger-env KEY=VALUE  extra environment for the ledger process (repeatable), e.g. DOTNET_gcServer=0
+          --rebuild-only DB       only time the Run projection rebuild of a kept bench database, then stop
+          --verbose               log the projection daemon's progress during rebuilds
+        """;
+}

@@ -1,0 +1,172 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace Ledger.Bench;
+
+/// <summary>
+/// The ledger as a real separate process (<c>dotnet Ledger.dll --urls http://127.0.0.1:PORT</c>),
+/// so that its resident memory can be read from /proc while it is under load.
+/// </summary>
+public sealed class LedgerProcess : IAsyncDisposable
+{
+    public const string AdminKey = "bench-admin-key";
+    public const string WorkerKey = "bench-worker-key";
+    public const string ReadKey = "bench-read-key";
+
+    private readonly Process _process;
+    private readonly StreamWriter _log;
+    private readonly CancellationTokenSource _stopSampling = new();
+    private readonly Task _sampler;
+    private readonly object _gate = new();
+    private long _peakRssKb;
+    private string _phase = "startup";
+    private readonly Dictionary<string, long> _peakByPhase = new();
+
+    public Uri BaseAddress { get; }
+    public int Pid => _process.Id;
+    public string LogPath { get; }
+
+    private LedgerProcess(Process process, StreamWriter log, string logPath, Uri baseAddress)
+    {
+        _process = process;
+        _log = log;
+        LogPath = logPath;
+        BaseAddress = baseAddress;
+        _sampler = Task.Run(SampleAsync);
+    }
+
+    public static async Task<LedgerProcess> StartAsync(string dll, int port, string connectionString, string logPath, TimeSpan timeout,
+        IReadOnlyDictionary<string, string>? extraEnvironment = null)
+    {
+        var url = $"http://127.0.0.1:{port}";
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = Path.GetDirectoryName(dll)!,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(dll);
+        psi.ArgumentList.Add("--urls");
+        psi.ArgumentList.Add(url);
+        psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
+        psi.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        psi.Environment["ConnectionStrings__Ledger"] = connectionString;
+        psi.Environment["Ledger__AdminKey"] = AdminKey;
+        psi.Environment["Ledger__WorkerKeys__0"] = WorkerKey;
+        psi.Environment["Ledger__ReadKeys__0"] = ReadKey;
+        psi.Environment["Ledger__Janitor__Enabled"] = "false";
+        // The bench's own settings must not leak into the service.
+        psi.Environment.Remove("DOTNET_gcServer");
+        foreach (var (key, value) in extraEnvironment ?? new Dictionary<string, string>()) psi.Environment[key] = value;
+
+        Directory.CreateDirectory(Path.GetDirectoryName(logPath)!);
+        var log = new StreamWriter(logPath, append: false) { AutoFlush = true };
+        var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start dotnet");
+        process.OutputDataReceived += (_, e) => Write(log, e.Data);
+        process.ErrorDataReceived += (_, e) => Write(log, e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+
+        var ledger = new LedgerProcess(process, log, logPath, new Uri(url));
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            if (process.HasExited)
+            {
+                await ledger.DisposeAsync();
+                throw new InvalidOperationException($"The ledger exited with code {process.ExitCode} while starting; see {logPath}:\n{Tail(logPath)}");
+            }
+            try
+            {
+                using var response = await http.GetAsync($"{url}/health");
+                if (response.IsSuccessStatusCode) return ledger;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) { }
+            if (DateTime.UtcNow > deadline)
+            {
+                await ledger.DisposeAsync();
+                throw new TimeoutException($"GET /health did not answer 200 within {timeout.TotalSeconds:0}s; see {logPath}:\n{Tail(logPath)}");
+            }
+            await Task.Delay(100);
+        }
+    }
+
+    private static void Write(StreamWriter log, string? line)
+    {
+        if (line is null) return;
+        lock (log)
+        {
+            try { log.WriteLine(line); } catch (ObjectDisposedException) { }
+        }
+    }
+
+    /// <summary>Names what the next RSS samples are attributed to.</summary>
+    public void Phase(string name)
+    {
+        lock (_gate) _phase = name;
+    }
+
+    public long RssKb() => ReadRssKb(_process.Id) ?? 0;
+    public long PeakRssKb { get { lock (_gate) return _peakRssKb; } }
+    public IReadOnlyDictionary<string, long> PeakRssByPhaseKb { get { lock (_gate) return new Dictionary<string, long>(_peakByPhase); } }
+
+    private async Task SampleAsync()
+    {
+        while (!_stopSampling.IsCancellationRequested)
+        {
+            if (ReadRssKb(_process.Id) is { } kb)
+            {
+                lock (_gate)
+                {
+                    _peakRssKb = Math.Max(_peakRssKb, kb);
+                    _peakByPhase[_phase] = Math.Max(_peakByPhase.GetValueOrDefault(_phase), kb);
+                }
+            }
+            try { await Task.Delay(200, _stopSampling.Token); } catch (OperationCanceledException) { }
+        }
+    }
+
+    private static long? ReadRssKb(int pid)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            {
+                if (!line.StartsWith("VmRSS:", StringComparison.Ordinal)) continue;
+                var digits = new string(line.Where(char.IsDigit).ToArray());
+                return long.Parse(digits);
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return null;
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int sig);
+
+    /// <summary>SIGTERM (a graceful ASP.NET Core shutdown), then a kill after 20 s.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _stopSampling.Cancel();
+        try { await _sampler; } catch { /* sampling only */ }
+        if (!_process.HasExited)
+        {
+            kill(_process.Id, 15);
+            using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            try { await _process.WaitForExitAsync(wait.Token); }
+            catch (OperationCanceledException) { _process.Kill(entireProcessTree: true); }
+        }
+        _process.Dispose();
+        lock (_log) _log.Dispose();
+    }
+
+    public static string Tail(string path, int lines = 30)
+    {
+        try { return string.Join('\n', File.ReadLines(path).TakeLast(lines)); }
+        catch (IOException) { return "(no log)"; }
+    }
+}

@@ -1,0 +1,311 @@
+using System.Diagnostics;
+using Ledger.Infrastructure;
+using Marten;
+using Npgsql;
+
+namespace Ledger.Bench;
+
+public static class BenchProgram
+{
+#if DEBUG
+    private const string Configuration = "Debug";
+    private static readonly bool IsDebug = true;
+#else
+    private const string Configuration = "Release";
+    private static readonly bool IsDebug = false;
+#endif
+
+    public static async Task<int> Main(string[] args)
+    {
+        BenchOptions o;
+        try { o = BenchOptions.Parse(args); }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            return 2;
+        }
+
+        var clock = Stopwatch.StartNew();
+        var repo = FindRepoRoot();
+        var dll = Path.GetFullPath(o.LedgerDll ?? Path.Combine(repo, "src", "Ledger", "bin", Configuration, "net10.0", "Ledger.dll"));
+        var output = Path.GetFullPath(o.Output ?? Path.Combine(repo, "bench", "results", "latest.md"));
+        if (!File.Exists(dll))
+        {
+            Console.Error.WriteLine($"The service is not built: {dll} is missing. Run: dotnet build -c {Configuration} src/Ledger");
+            return 2;
+        }
+        if (IsDebug) Console.Error.WriteLine("warning: a Debug build is not representative; run with -c Release");
+
+        using var cancel = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
+
+        var database = $"bench_{DateTime.UtcNow:yyyyMMdd_HHmmss}_{Environment.ProcessId}";
+        var results = new Results();
+        var pg = new EmbeddedPostgres(new EmbeddedPostgresOptions
+        {
+            DataDirectory = o.PostgresDirectory,
+            Port = o.PostgresPort,
+            Database = database,
+        }, m => Log($"postgres: {m}"));
+
+        Log($"{(o.Quick ? "quick" : "full")} mode, {o.Workers} workers, {o.Repetitions} repetitions; service {dll}");
+        string connectionString;
+        try { connectionString = pg.Start(); }
+        catch (EmbeddedPostgresUnavailableException e)
+        {
+            Console.Error.WriteLine($"Cannot start PostgreSQL: {e.Message}");
+            return 2;
+        }
+
+        var status = 0;
+        try
+        {
+            await RunAsync(o, results, repo, dll, connectionString, database, cancel.Token);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Console.Error.WriteLine($"Benchmark failed: {e}");
+            results.Notes.Add($"The run FAILED before the end: {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+            status = 1;
+        }
+        finally
+        {
+            NpgsqlConnection.ClearAllPools();
+            if (!o.KeepDatabase) DropDatabase(pg, database);
+            pg.Stop();
+        }
+
+        results.Total = clock.Elapsed;
+        Directory.CreateDirectory(Path.GetDirectoryName(output)!);
+        var markdown = results.Markdown(o);
+        await File.WriteAllTextAsync(output, markdown);
+        Console.WriteLine();
+        Console.WriteLine(markdown);
+        Log($"report written to {output}; total {clock.Elapsed.TotalSeconds:0.0} s");
+        return status;
+    }
+
+    private static async Task RunAsync(BenchOptions o, Results results, string repo, string dll, string connectionString,
+        string database, CancellationToken ct)
+    {
+        await using var db = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(connectionString)
+        {
+            MaxPoolSize = Math.Max(20, o.Workers * 2),
+        }.ConnectionString);
+        var version = await Sql.ScalarAsync<string>(db, "show server_version");
+        results.Machine = Machine.Read(version, repo);
+        results.Durability = $"synchronous_commit={await Sql.ScalarAsync<string>(db, "show synchronous_commit")}, " +
+                             $"fsync={await Sql.ScalarAsync<string>(db, "show fsync")}, " +
+                             $"wal_sync_method={await Sql.ScalarAsync<string>(db, "show wal_sync_method")}, " +
+                             $"shared_buffers={await Sql.ScalarAsync<string>(db, "show shared_buffers")} (PostgreSQL defaults, fresh database {database})";
+        Log(results.Machine.Line);
+
+        // The service, as its own process.
+        var logPath = Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.log");
+        var startup = Stopwatch.StartNew();
+        var ledger = await LedgerProcess.StartAsync(dll, o.LedgerPort, connectionString, logPath, TimeSpan.FromSeconds(180), o.LedgerEnvironment);
+        _probe = new CpuProbe(o.PostgresDirectory) { LedgerPid = ledger.Pid };
+        Log($"ledger pid {ledger.Pid} healthy after {startup.Elapsed.TotalSeconds:0.0} s (log {logPath})");
+        results.Notes.Add($"The ledger ran as `dotnet {Path.GetRelativePath(repo, dll)} --urls {ledger.BaseAddress}` (pid {ledger.Pid}), healthy {startup.Elapsed.TotalSeconds:0.0} s after start; its log: {logPath}.");
+
+        try
+        {
+            using var client = new LedgerClient(ledger.BaseAddress, o.Workers + o.ReadConcurrency + 2);
+            var baseline = new Baseline(o, db);
+            await baseline.SetUpAsync();
+
+            // Warm-up: the first calls compile Wolverine's and Marten's generated code, and JIT everything.
+            ledger.Phase("warm-up");
+            var warm = Stopwatch.StartNew();
+            await HttpIngestion.WarmUpAsync(client, o, IngestionMode.Single, "warm-single");
+            await HttpIngestion.WarmUpAsync(client, o, IngestionMode.Batch, "warm-batch");
+            await baseline.SingleRowAsync("warm-base", 2, TimeSpan.FromMilliseconds(100));
+            await baseline.MultiRowAsync("warm-base-multi", 2, TimeSpan.FromMilliseconds(100));
+            await baseline.CopyAsync("warm-base-copy", 2, TimeSpan.FromMilliseconds(100));
+            Log($"warm-up done in {warm.Elapsed.TotalSeconds:0.0} s (every warm-up run ended succeeded)");
+
+            // Ingestion, interleaved with its baselines so that noise on the shared machine hits both alike.
+            var w = o.Workers;
+            for (var rep = 1; rep <= o.Repetitions; rep++)
+            {
+                ct.ThrowIfCancellationRequested();
+                await Measure(results, db, "base.single", "Baseline: raw INSERT, 1 row per tx",
+                    () => baseline.SingleRowAsync($"b1-r{rep}", w, o.BaselineDuration));
+                ledger.Phase("ingestion (single)");
+                await Measure(results, db, "ledger.single", "Ledger: single-event requests",
+                    () => HttpIngestion.RunAsync(client, o, IngestionMode.Single, $"s-r{rep}", w, o.HttpDuration, results.ControlCalls));
+                ledger.Phase("idle");
+                await Measure(results, db, "base.multi", $"Baseline: multi-row INSERT of {o.BatchSize}",
+                    () => baseline.MultiRowAsync($"bm-r{rep}", w, o.BaselineDuration));
+                ledger.Phase("ingestion (batch)");
+                await Measure(results, db, "ledger.batch", $"Ledger: batches of {o.BatchSize}",
+                    () => HttpIngestion.RunAsync(client, o, IngestionMode.Batch, $"m-r{rep}", w, o.HttpDuration, results.ControlCalls));
+                ledger.Phase("idle");
+                await Measure(results, db, "base.copy", $"Baseline: binary COPY of {o.BatchSize}",
+                    () => baseline.CopyAsync($"bc-r{rep}", w, o.BaselineDuration));
+                Log($"ingestion rep {rep}/{o.Repetitions}: ledger single {Last(results, "ledger.single")}, row/tx {Last(results, "base.single")}, " +
+                    $"ledger batch {Last(results, "ledger.batch")}, multi-row {Last(results, "base.multi")}, copy {Last(results, "base.copy")}");
+            }
+
+            // Marten append modes and the service's write path, in-process, on schemas of their own.
+            await using (var marten = new MartenFigures(o, connectionString))
+            {
+                var prep = Stopwatch.StartNew();
+                await marten.PrepareAsync();
+                foreach (var mode in new[] { "rich", "quick" })
+                {
+                    await marten.AppendAsync(mode, 1, $"warm-a1-{mode}").ConfigureAwait(false);
+                    await marten.DecideAsync(mode, 1, $"warm-d1-{mode}", 2, TimeSpan.FromMilliseconds(200), null);
+                }
+                Log($"Marten stores ready and warm in {prep.Elapsed.TotalSeconds:0.0} s");
+
+                for (var rep = 1; rep <= o.Repetitions; rep++)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    foreach (var mode in new[] { "rich", "quick" })
+                    {
+                        var title = mode == "rich" ? "Rich" : "Quick";
+                        await Measure(results, db, $"marten.append1.{mode}", $"Marten {title} append, 1 event per tx",
+                            () => marten.AppendAsync(mode, 1, $"a1-{mode}-r{rep}"));
+                        await Measure(results, db, $"marten.append100.{mode}", $"Marten {title} append, {o.BatchSize} events per tx",
+                            () => marten.AppendAsync(mode, o.BatchSize, $"a100-{mode}-r{rep}"));
+                        await Measure(results, db, $"marten.decide1.{mode}", $"Service write path in-process, {title}, 1 event per tx",
+                            () => marten.DecideAsync(mode, 1, $"d1-{mode}-r{rep}", w, o.MartenDuration, mode == "rich" ? results.DecidePhases : null));
+                    }
+                    // Where one uncontended request's time goes.
+                    await Measure(results, db, "diag.base1", "One worker: raw INSERT, 1 row per tx",
+                        () => baseline.SingleRowAsync($"x1-r{rep}", 1, o.MartenDuration));
+                    await Measure(results, db, "diag.decide1", "One worker: service write path in-process (Rich)",
+                        () => marten.DecideAsync("rich", 1, $"x2-r{rep}", 1, o.MartenDuration, results.DecidePhasesSolo));
+                    ledger.Phase("ingestion (one worker)");
+                    await Measure(results, db, "diag.http1", "One worker: ledger single-event requests",
+                        () => HttpIngestion.RunAsync(client, o, IngestionMode.Single, $"x3-r{rep}", 1, o.MartenDuration));
+                    ledger.Phase("idle");
+                    Log($"Marten rep {rep}/{o.Repetitions}: rich 1/tx {Last(results, "marten.append1.rich")}, quick 1/tx {Last(results, "marten.append1.quick")}, " +
+                        $"rich {o.BatchSize}/tx {Last(results, "marten.append100.rich")}, quick {o.BatchSize}/tx {Last(results, "marten.append100.quick")}, " +
+                        $"write path rich {Last(results, "marten.decide1.rich")}, quick {Last(results, "marten.decide1.quick")}");
+                }
+            }
+
+            // Reads: seed runs straight into the service's event store, then GET them over HTTP.
+            var ledgerSchema = "ledger";
+            await using (var mirror = await MartenStores.CreateAsync(o2 => MartenStores.Mirror(o2, connectionString, ledgerSchema), applySchema: false))
+            {
+                ledger.Phase("seeding");
+                var (seedTime, seedEvents) = await Seeder.SeedAsync(mirror, o.Runs, parallelism: 4);
+                results.SeededRuns = o.Runs;
+                Log($"seeded {o.Runs:N0} runs ({seedEvents:N0} events) in {seedTime.TotalSeconds:0.0} s");
+                results.Notes.Add($"Reads: {o.Runs:N0} finished runs ({seedEvents:N0} events) were seeded in {seedTime.TotalSeconds:0.0} s " +
+                                  $"({seedEvents / seedTime.TotalSeconds:N0} events/s) by appending their events directly through Marten in-process " +
+                                  "(the service's store configuration and inline projections, 250 runs per transaction), not over HTTP.");
+                var caughtUp = await Sql.WaitForAsyncProjectionsAsync(db, ledgerSchema, TimeSpan.FromSeconds(o.CatchUpSeconds));
+                if (caughtUp is { } c)
+                {
+                    results.Notes.Add(c.CaughtUp
+                        ? $"The service's async projections caught up with the seeded events {c.Waited.TotalSeconds:0.0} s after seeding."
+                        : $"The service's async projections were still {c.Lag:N0} events behind {c.Waited.TotalSeconds:0} s after seeding; reads ran while they caught up.");
+                }
+                var (st, body) = await client.GetRunAsync(Seeder.RunId(0));
+                if (st != System.Net.HttpStatusCode.OK || !body.Contains("\"status\":\"succeeded\"", StringComparison.Ordinal))
+                {
+                    throw new InvalidOperationException($"a seeded run does not read back as succeeded over HTTP: {(int)st} {body}");
+                }
+            }
+            results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {ledgerSchema}.mt_streams");
+
+            ledger.Phase("reads");
+            for (var i = 0; i < 20 * o.ReadConcurrency; i++) await client.ReadRunAsync(Seeder.RunId(i % o.Runs));
+            for (var rep = 1; rep <= o.Repetitions; rep++)
+            {
+                ct.ThrowIfCancellationRequested();
+                await Measure(results, null, "reads.get", "GET /api/runs/{id}",
+                    () => Reads.RunAsync(client, r => Seeder.RunId(r.Next(o.Runs)), o.ReadConcurrency, o.ReadDuration));
+                // LEADERBOARD (issue 7): measure GET /api/boards/{Seeder.Board}/leaderboard here, p50/p99, same
+                // repetitions, once the endpoint exists (target: p99 <= 20 ms at 100k runs).
+            }
+            Log($"reads: p50 {results["reads.get"].MedianP50:0.00} ms, p99 {results["reads.get"].MedianP99:0.00} ms over {results.RunsAtReads:N0} runs");
+        }
+        finally
+        {
+            results.PeakRssKb = ledger.PeakRssKb;
+            results.PeakRssByPhaseKb = ledger.PeakRssByPhaseKb;
+            Log($"ledger RSS peak {ledger.PeakRssKb / 1024.0:0} MB; stopping it");
+            if (_probe is not null) _probe.LedgerPid = null;
+            await ledger.DisposeAsync();
+        }
+
+        // Replay: the service is stopped; rebuild the Run projection from all of its events.
+        await using (var mirror = await MartenStores.CreateAsync(o2 => MartenStores.Mirror(o2, connectionString, "ledger"), applySchema: false))
+        {
+            results.RebuildEvents = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
+            var docs = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");
+            const string digestSql = "select coalesce(md5(string_agg(id || ':' || data::text, ',' order by id)), '') from ledger.mt_doc_run";
+            var before = await Sql.ScalarAsync<string>(db, digestSql);
+            for (var rep = 1; rep <= o.RebuildRepetitions; rep++)
+            {
+                ct.ThrowIfCancellationRequested();
+                var cpuBefore = _probe?.Read();
+                var elapsed = await Rebuild.RunAsync(mirror, ct);
+                if (_probe is not null && cpuBefore is { } cb) results.AddCpu("rebuild", _probe.Read() - cb);
+                results.Get("rebuild", "Projection rebuild (Run)").Samples.Add(Sample.Timed(elapsed, results.RebuildEvents));
+                Log($"rebuild {rep}/{o.RebuildRepetitions}: {results.RebuildEvents:N0} events in {elapsed.TotalSeconds:0.00} s ({results.RebuildEvents / elapsed.TotalSeconds:N0} events/s)");
+            }
+            var docsAfter = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");
+            var after = await Sql.ScalarAsync<string>(db, digestSql);
+            results.Notes.Add($"Rebuild: {results.RebuildEvents:N0} events of {docs:N0} runs, through Marten's projection daemon " +
+                              $"(`BuildProjectionDaemonAsync()` then `RebuildProjectionAsync<Run>()`), with the service stopped; " +
+                              $"{docsAfter:N0} run documents afterwards; stored run documents {(before == after ? "identical byte for byte" : "DIFFERENT")} before and after the rebuilds.");
+        }
+
+        results.Notes.Add("Ledger events/s count the worker events acknowledged as applied over the whole wall time, which also includes registering and claiming each run (2 more requests per run, not counted as events). " +
+                          "Latencies are per request, measured by the load generator on the same 2 cores (so they include client time).");
+        results.Notes.Add("The in-process Marten figures share the bench process with the load generator; they use schemas of their own in the same database, with the service idle.");
+    }
+
+    private static CpuProbe? _probe;
+
+    private static async Task Measure(Results results, NpgsqlDataSource? db, string key, string title, Func<Task<Sample>> run)
+    {
+        var before = db is null ? default : await WriteCounters.ReadAsync(db);
+        var cpuBefore = _probe?.Read();
+        var sample = await run();
+        if (_probe is not null && cpuBefore is { } cb) results.AddCpu(key, _probe.Read() - cb);
+        if (db is not null) results.AddWrites(key, await WriteCounters.ReadAsync(db) - before);
+        results.Get(key, title).Samples.Add(sample);
+        if (sample.Errors > 0) Log($"{title}: {sample.Errors} errors, first: {sample.FirstError}");
+    }
+
+    private static string Last(Results r, string key) =>
+        r.Has(key) ? $"{r[key].Samples[^1].EventsPerSecond:N0}/s p99 {r[key].Samples[^1].P99Ms:0.0}ms" : "–";
+
+    private static void DropDatabase(EmbeddedPostgres pg, string database)
+    {
+        try
+        {
+            using var conn = new NpgsqlConnection(pg.ServerConnectionString());
+            conn.Open();
+            using var cmd = new NpgsqlCommand($"drop database if exists \"{database}\" with (force)", conn);
+            cmd.ExecuteNonQuery();
+            Log($"dropped database {database}");
+        }
+        catch (Exception e)
+        {
+            Log($"could not drop database {database}: {e.Message}");
+        }
+    }
+
+    private static string FindRepoRoot()
+    {
+        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "Ledger.sln"))) return dir.FullName;
+            }
+        }
+        throw new InvalidOperationException("Run the bench from inside the repository (Ledger.sln not found).");
+    }
+
+    private static readonly Stopwatch Since = Stopwatch.StartNew();
+    public static void Log(string message) => Console.WriteLine($"[{Since.Elapsed.TotalSeconds,6:0.0}s] {message}");
+}

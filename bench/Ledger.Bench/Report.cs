@@ -1,0 +1,276 @@
+using System.Globalization;
+using System.Text;
+
+namespace Ledger.Bench;
+
+/// <summary>Everything measured in one run, and the markdown report made of it.</summary>
+public sealed class Results
+{
+    private readonly Dictionary<string, Measurement> _measurements = new();
+    public Dictionary<string, WriteCounters> Writes { get; } = new();
+    public Dictionary<string, CpuCounters> Cpu { get; } = new();
+    public List<string> Notes { get; } = [];
+    public PhaseTimes DecidePhases { get; } = new();
+    public PhaseTimes DecidePhasesSolo { get; } = new();
+    public Recorder ControlCalls { get; } = new();
+    public Machine? Machine { get; set; }
+    public string Durability { get; set; } = "";
+    public long PeakRssKb { get; set; }
+    public IReadOnlyDictionary<string, long> PeakRssByPhaseKb { get; set; } = new Dictionary<string, long>();
+    public long SeededRuns { get; set; }
+    public long RunsAtReads { get; set; }
+    public long RebuildEvents { get; set; }
+    public TimeSpan Total { get; set; }
+
+    public Measurement this[string key] => _measurements[key];
+
+    public Measurement Get(string key, string title)
+    {
+        if (!_measurements.TryGetValue(key, out var m)) _measurements[key] = m = new Measurement(key, title);
+        return m;
+    }
+
+    public bool Has(string key) => _measurements.TryGetValue(key, out var m) && m.HasSamples;
+
+    public void AddCpu(string key, CpuCounters delta) =>
+        Cpu[key] = Cpu.TryGetValue(key, out var sum) ? sum + delta : delta;
+
+    public void AddWrites(string key, WriteCounters delta) =>
+        Writes[key] = Writes.TryGetValue(key, out var sum) ? sum + delta : delta;
+
+    private sealed record Row(string Figure, double Value, string Unit, string? Baseline, double? BaselineValue,
+        double? Ratio, string Target, bool? Met);
+
+    private List<Row> Rows(BenchOptions o)
+    {
+        var rows = new List<Row>();
+        double Eps(string k) => Has(k) ? this[k].MedianEventsPerSecond : double.NaN;
+        double? Ratio(double a, double b) => double.IsNaN(a) || double.IsNaN(b) || b == 0 ? null : a / b;
+
+        var single = Eps("ledger.single");
+        var rowTx = Eps("base.single");
+        var multi = Eps("base.multi");
+        var copy = Eps("base.copy");
+        var batch = Eps("ledger.batch");
+        var singleRatio = Ratio(single, rowTx);
+        rows.Add(new("Ingestion, single-event requests", single, "events/s", "raw INSERT, 1 row per tx", rowTx, singleRatio,
+            "≥ 0.40 × baseline", singleRatio >= 0.40));
+        if (Has("ledger.single"))
+        {
+            var l = this["ledger.single"];
+            var b = Has("base.single") ? this["base.single"] : null;
+            rows.Add(new("Single-event request latency p50", l.MedianP50, "ms", "INSERT p50", b?.MedianP50, Ratio(l.MedianP50, b?.MedianP50 ?? double.NaN), "–", null));
+            rows.Add(new("Single-event request latency p95", l.MedianP95, "ms", "INSERT p95", b?.MedianP95, Ratio(l.MedianP95, b?.MedianP95 ?? double.NaN), "–", null));
+            rows.Add(new("Single-event request latency p99", l.MedianP99, "ms", "INSERT p99", b?.MedianP99, Ratio(l.MedianP99, b?.MedianP99 ?? double.NaN), "≤ 50 ms", l.MedianP99 <= 50));
+        }
+        var batchRatio = Ratio(batch, multi);
+        rows.Add(new($"Ingestion, batches of {o.BatchSize}", batch, "events/s", $"raw multi-row INSERT of {o.BatchSize}", multi, batchRatio,
+            "≥ 0.50 × baseline", batchRatio >= 0.50));
+        rows.Add(new($"Ingestion, batches of {o.BatchSize} (vs COPY)", batch, "events/s", $"raw binary COPY of {o.BatchSize}", copy, Ratio(batch, copy), "–", null));
+        if (Has("ledger.batch"))
+        {
+            var l = this["ledger.batch"];
+            var b = Has("base.multi") ? this["base.multi"] : null;
+            rows.Add(new($"Batch request latency p50", l.MedianP50, "ms", "multi-row INSERT p50", b?.MedianP50, Ratio(l.MedianP50, b?.MedianP50 ?? double.NaN), "–", null));
+            rows.Add(new($"Batch request latency p99", l.MedianP99, "ms", "multi-row INSERT p99", b?.MedianP99, Ratio(l.MedianP99, b?.MedianP99 ?? double.NaN), "–", null));
+        }
+
+        foreach (var (key, title, baseKey, baseName) in new[]
+                 {
+                     ("marten.append1.rich", "Marten append, Rich, 1 event per tx (in-process)", "base.single", "raw INSERT, 1 row per tx"),
+                     ("marten.append1.quick", "Marten append, Quick, 1 event per tx (in-process)", "base.single", "raw INSERT, 1 row per tx"),
+                     ("marten.append100.rich", $"Marten append, Rich, {o.BatchSize} events per tx (in-process)", "base.multi", $"raw multi-row INSERT of {o.BatchSize}"),
+                     ("marten.append100.quick", $"Marten append, Quick, {o.BatchSize} events per tx (in-process)", "base.multi", $"raw multi-row INSERT of {o.BatchSize}"),
+                     ("marten.decide1.rich", "Service write path, Rich, 1 event per tx (in-process, no HTTP)", "base.single", "raw INSERT, 1 row per tx"),
+                     ("marten.decide1.quick", "Service write path, Quick, 1 event per tx (in-process, no HTTP)", "base.single", "raw INSERT, 1 row per tx"),
+                 })
+        {
+            if (!Has(key)) continue;
+            rows.Add(new(title, Eps(key), "events/s", baseName, Eps(baseKey), Ratio(Eps(key), Eps(baseKey)), "–", null));
+        }
+
+        if (Has("rebuild"))
+        {
+            var r = Eps("rebuild");
+            rows.Add(new($"Projection rebuild (Run, {RebuildEvents:N0} events)", r, "events/s", null, null, null, "≥ 30,000 events/s", r >= 30_000));
+        }
+        if (Has("reads.get"))
+        {
+            var g = this["reads.get"];
+            rows.Add(new($"GET /api/runs/{{id}} p50 ({RunsAtReads:N0} runs, {o.ReadConcurrency} readers)", g.MedianP50, "ms", null, null, null, "–", null));
+            rows.Add(new($"GET /api/runs/{{id}} p99 ({RunsAtReads:N0} runs, {o.ReadConcurrency} readers)", g.MedianP99, "ms", null, null, null, "–", null));
+        }
+        // LEADERBOARD (issue 7): GET /api/boards/{id}/leaderboard p50/p99 at 100k runs goes here once the endpoint exists.
+        rows.Add(new($"Leaderboard read p99 ({RunsAtReads:N0} runs)", double.NaN, "ms", null, null, null, "≤ 20 ms at 100k runs", null));
+        if (PeakRssKb > 0)
+        {
+            var mb = PeakRssKb / 1024.0;
+            rows.Add(new("Ledger RSS, peak during the run", mb, "MB", null, null, null, "≤ 300 MB", mb <= 300));
+        }
+        return rows;
+    }
+
+    public string Markdown(BenchOptions o)
+    {
+        var sb = new StringBuilder();
+        var mode = o.Quick ? "quick" : "full";
+        sb.AppendLine($"# Run Ledger benchmark ({mode} mode)");
+        sb.AppendLine();
+        sb.AppendLine(Machine?.Line ?? "Machine: unknown");
+        sb.AppendLine();
+        sb.AppendLine($"Durability: {Durability}. Concurrency: {o.Workers} workers/connections/sessions. " +
+                      $"Every figure is the median of {o.Repetitions} repetitions (rebuild: {o.RebuildRepetitions}); " +
+                      $"ratios are to the baseline measured in the same run, interleaved with the ledger's repetitions. Total time {Total.TotalSeconds:0} s.");
+        sb.AppendLine();
+        sb.AppendLine("| figure | median | unit | baseline | baseline median | ratio | target | met? |");
+        sb.AppendLine("|---|---:|---|---|---:|---:|---|---|");
+        var rows = Rows(o);
+        foreach (var r in rows)
+        {
+            sb.AppendLine($"| {r.Figure} | {Num(r.Value)} | {r.Unit} | {r.Baseline ?? "–"} | {Num(r.BaselineValue)} | {Ratio(r.Ratio)} | {r.Target} | {Met(r)} |");
+        }
+        sb.AppendLine();
+
+        AppendDetails(sb, o);
+        sb.AppendLine();
+        sb.AppendLine(Summary(rows));
+        return sb.ToString();
+    }
+
+    private static string Met(Row r) => r.Met switch
+    {
+        true => "yes",
+        false => "**no**",
+        null when r.Target != "–" => "not measured",
+        _ => "–",
+    };
+
+    private string Summary(List<Row> rows)
+    {
+        string Part(string name, Row? r, Func<Row, string> show) => r is null ? $"{name}: not measured" : $"{name} {show(r)}";
+        var single = rows.FirstOrDefault(r => r.Figure.StartsWith("Ingestion, single", StringComparison.Ordinal));
+        var p99 = rows.FirstOrDefault(r => r.Figure.StartsWith("Single-event request latency p99", StringComparison.Ordinal));
+        var batch = rows.FirstOrDefault(r => r.Figure.StartsWith("Ingestion, batches", StringComparison.Ordinal));
+        var copy = rows.FirstOrDefault(r => r.Figure.Contains("(vs COPY)", StringComparison.Ordinal));
+        var rebuild = rows.FirstOrDefault(r => r.Figure.StartsWith("Projection rebuild", StringComparison.Ordinal));
+        var rss = rows.FirstOrDefault(r => r.Figure.StartsWith("Ledger RSS", StringComparison.Ordinal));
+        var targets = rows.Where(r => r.Met is not null).ToList();
+        var parts = new[]
+        {
+            Part("single-event", single, r => $"{Ratio(r.Ratio)}× the 1-row-per-tx baseline (target 0.40: {MetWord(r)})"),
+            Part("p99", p99, r => $"{Num(r.Value)} ms (target 50: {MetWord(r)})"),
+            Part("batches", batch, r => $"{Ratio(r.Ratio)}× multi-row INSERT (target 0.50: {MetWord(r)})"),
+            Part("batches vs COPY", copy, r => $"{Ratio(r.Ratio)}×"),
+            Part("rebuild", rebuild, r => $"{Num(r.Value)} events/s (target 30,000: {MetWord(r)})"),
+            "leaderboard: not measured (no endpoint yet)",
+            Part("RSS peak", rss, r => $"{Num(r.Value)} MB (target 300: {MetWord(r)})"),
+        };
+        return $"Summary: {string.Join("; ", parts)}. Targets met: {targets.Count(r => r.Met == true)} of {targets.Count} measured.";
+    }
+
+    private static string MetWord(Row r) => r.Met switch { true => "met", false => "missed", _ => "n/a" };
+
+    private void AppendDetails(StringBuilder sb, BenchOptions o)
+    {
+        sb.AppendLine("## Details");
+        sb.AppendLine();
+        sb.AppendLine("Every repetition (events/s; request latency p50/p95/p99 in ms; errors):");
+        sb.AppendLine();
+        sb.AppendLine("| figure | repetitions (events/s) | p50 | p95 | p99 | requests/s | errors |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|");
+        foreach (var m in _measurements.Values.Where(m => m.HasSamples))
+        {
+            var reps = string.Join(", ", m.Samples.Select(s => Num(s.EventsPerSecond)));
+            sb.AppendLine($"| {m.Title} | {reps} | {Num(m.MedianP50)} | {Num(m.MedianP95)} | {Num(m.MedianP99)} | {Num(m.MedianOperationsPerSecond)} | {m.Errors} |");
+        }
+        var errors = _measurements.Values.SelectMany(m => m.Samples).Select(s => s.FirstError).FirstOrDefault(e => e is not null);
+        if (errors is not null) sb.AppendLine($"\nFirst error: `{errors}`");
+        sb.AppendLine();
+
+        if (Writes.Count > 0)
+        {
+            sb.AppendLine("What PostgreSQL wrote per event (exact: WAL position and transaction ids, over all repetitions of the figure; the whole cluster, so the idle service is included):");
+            sb.AppendLine();
+            sb.AppendLine("| figure | WAL bytes per event | write transactions per event |");
+            sb.AppendLine("|---|---:|---:|");
+            foreach (var (key, w) in Writes)
+            {
+                if (!Has(key)) continue;
+                var events = this[key].Samples.Sum(s => s.Events);
+                if (events == 0) continue;
+                sb.AppendLine($"| {this[key].Title} | {Num((double)w.WalBytes / events)} | {((double)w.WriteTransactions / events).ToString("0.00", CultureInfo.InvariantCulture)} |");
+            }
+            sb.AppendLine();
+        }
+
+        if (Cpu.Count > 0)
+        {
+            sb.AppendLine("CPU time per event, in microseconds, over all repetitions of the figure (from /proc; the bench process is the load generator and, for the in-process figures, Marten too; " +
+                          "other = every other process on the machine, e.g. other work on a shared machine; busy = share of both cores in use). On 2 cores, events/s cannot exceed 2,000,000 / (sum of the columns):");
+            sb.AppendLine();
+            sb.AppendLine("| figure | ledger | bench | PostgreSQL | other | sum | machine busy |");
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+            foreach (var (key, c) in Cpu)
+            {
+                if (!Has(key)) continue;
+                var events = this[key].Samples.Sum(s => s.Events);
+                if (events == 0) continue;
+                double Us(long ticks) => ticks / CpuProbe.TicksPerSecond * 1e6 / events;
+                var busy = c.MachineTotal == 0 ? double.NaN : 100.0 * c.MachineBusy / c.MachineTotal;
+                sb.AppendLine($"| {this[key].Title} | {Num(Us(c.Ledger))} | {Num(Us(c.Bench))} | {Num(Us(c.Postgres))} | {Num(Us(c.Other))} | {Num(Us(c.Ledger + c.Bench + c.Postgres + c.Other))} | {busy:0}% |");
+            }
+            sb.AppendLine();
+        }
+
+        void Phases(string title, PhaseTimes p)
+        {
+            if (p.FetchMs.Count == 0) return;
+            double Med(List<double> l) => Measurement.Median(l);
+            var total = Med(p.FetchMs) + Med(p.DecideMs) + Med(p.SaveMs);
+            sb.AppendLine($"| {title} | {p.FetchMs.Count:N0} | {Num(Med(p.FetchMs))} | {Num(Med(p.DecideMs))} | {Num(Med(p.SaveMs))} | {Num(total)} |");
+        }
+        if (DecidePhases.FetchMs.Count + DecidePhasesSolo.FetchMs.Count > 0)
+        {
+            sb.AppendLine("Where a single-event decision's time goes (service write path in-process, Rich; medians in ms): " +
+                          "fetch = `FetchForWriting<Run>` (reads the run document and stream version), decide = lease check, JSON copy of the run, Evaluate and Fold, " +
+                          "save = `SaveChangesAsync` (append, upsert of the run document, commit):");
+            sb.AppendLine();
+            sb.AppendLine("| load | decisions | fetch | decide | save | sum |");
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|");
+            Phases("1 worker", DecidePhasesSolo);
+            Phases($"{o.Workers} workers", DecidePhases);
+            sb.AppendLine();
+        }
+
+        if (Has("diag.base1") || Has("diag.http1"))
+        {
+            sb.AppendLine("One worker, no contention (median p50 in ms): ");
+            foreach (var (key, name) in new[] { ("diag.base1", "raw INSERT, 1 row per tx"), ("diag.decide1", "service write path in-process"), ("diag.http1", "ledger HTTP single-event request") })
+            {
+                if (Has(key)) sb.AppendLine($"- {name}: p50 {Num(this[key].MedianP50)} ms, p99 {Num(this[key].MedianP99)} ms, {Num(this[key].MedianEventsPerSecond)} events/s");
+            }
+            var controls = ControlCalls.Finish(TimeSpan.FromSeconds(1));
+            if (controls.Operations > 0) sb.AppendLine($"- register + claim before each run (under load): p50 {Num(controls.P50Ms)} ms, p99 {Num(controls.P99Ms)} ms");
+            sb.AppendLine();
+        }
+
+        if (PeakRssByPhaseKb.Count > 0)
+        {
+            sb.AppendLine("Ledger RSS (VmRSS), peak per phase: " + string.Join(", ", PeakRssByPhaseKb.Select(kv => $"{kv.Key} {kv.Value / 1024.0:0} MB")) + ".");
+            sb.AppendLine();
+        }
+
+        foreach (var note in Notes) sb.AppendLine($"- {note}");
+    }
+
+    public static string Num(double? v) => v switch
+    {
+        null => "–",
+        double d when double.IsNaN(d) => "–",
+        double d when Math.Abs(d) >= 100 => d.ToString("N0", CultureInfo.InvariantCulture),
+        double d when Math.Abs(d) >= 10 => d.ToString("0.0", CultureInfo.InvariantCulture),
+        double d => d.ToString("0.00", CultureInfo.InvariantCulture),
+    };
+
+    private static string Ratio(double? r) => r is { } v && !double.IsNaN(v) ? v.ToString("0.00", CultureInfo.InvariantCulture) : "–";
+}

@@ -1,0 +1,112 @@
+using FluentValidation;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Ledger.Runs;
+using Marten;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using Wolverine.Http;
+
+namespace Ledger.Leaderboards;
+
+public enum Direction { Max, Min }
+
+/// <summary>How a board ranks: copied into each run at registration, so a run is ranked as it was entered.</summary>
+public sealed record Ranking(string PrimaryScore, Direction Direction, string? TieBreakScore, Direction TieBreakDirection);
+
+/// <summary>A leaderboard scope. Configuration, not history: boards are documents, their results are projections.</summary>
+public sealed class Board
+{
+    public string Id { get; set; } = "";
+    public string? Title { get; set; }
+    public required Ranking Ranking { get; set; }
+    public DateTimeOffset CreatedAt { get; set; }
+}
+
+public sealed record DefineBoard
+{
+    public string? Id { get; init; }
+    public string? Title { get; init; }
+    public string? PrimaryScore { get; init; }
+    public Direction? Direction { get; init; }
+    public string? TieBreakScore { get; init; }
+    public Direction? TieBreakDirection { get; init; }
+
+    public Ranking ToRanking() => new(PrimaryScore!, Direction!.Value, TieBreakScore, TieBreakDirection ?? Leaderboards.Direction.Max);
+
+    public sealed class Validator : AbstractValidator<DefineBoard>
+    {
+        public Validator()
+        {
+            RuleFor(b => b.Id).NotEmpty().Matches(Identifiers.Pattern).WithMessage(Identifiers.Message);
+            RuleFor(b => b.Title!).MaximumLength(200).When(b => b.Title is not null);
+            RuleFor(b => b.PrimaryScore).NotEmpty().MaximumLength(200);
+            RuleFor(b => b.Direction).NotNull().WithMessage("direction must be 'max' or 'min'.");
+            RuleFor(b => b.TieBreakScore!).NotEmpty().MaximumLength(200)
+                .NotEqual(b => b.PrimaryScore).WithMessage("The tie-break score must differ from the primary score.")
+                .When(b => b.TieBreakScore is not null);
+            RuleFor(b => b.TieBreakDirection).Null().When(b => b.TieBreakScore is null)
+                .WithMessage("tieBreakDirection needs a tieBreakScore.");
+        }
+    }
+}
+
+public static class BoardEndpoints
+{
+    [WolverinePost("/api/boards", Name = "DefineBoard")]
+    [Tags("Leaderboards")]
+    [EndpointSummary("Define a leaderboard scope: primary score, direction, optional tie-break (admin key)")]
+    [ProducesResponseType<Board>(201), ProducesResponseType<Board>(200)]
+    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
+    public static async Task<IResult> Post(HttpContext context, Access access, RejectionLog rejections,
+        IValidator<DefineBoard> validator, IDocumentStore store, IOptions<LedgerOptions> options, TimeProvider clock)
+    {
+        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
+        if (access.Require(context, Role.Admin) is { } denied) return await rejections.Refuse(context, denied, body.Raw);
+        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem, body.Raw);
+        var (request, bindProblem) = RequestBody.Bind<DefineBoard>(body.Json!.Value);
+        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem, body.Raw);
+        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
+        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors), body.Raw);
+
+        var board = new Board { Id = request!.Id!, Title = request.Title, Ranking = request.ToRanking(), CreatedAt = clock.GetUtcNow() };
+        await using var session = store.LightweightSession();
+        var existing = await session.LoadAsync<Board>(board.Id, context.RequestAborted);
+        if (existing is not null)
+        {
+            // Defining the same board again is a harmless retry; redefining it would re-rank history.
+            return existing.Ranking == board.Ranking
+                ? Results.Json(existing, LedgerJson.Options)
+                : await rejections.Refuse(context, Problem.Of(409, "board-exists", "The board exists with another ranking",
+                    $"Board '{board.Id}' ranks by {existing.Ranking.PrimaryScore} ({existing.Ranking.Direction.ToString().ToLowerInvariant()}); boards are immutable."), body.Raw);
+        }
+
+        session.Insert(board);
+        try
+        {
+            await session.SaveChangesAsync(context.RequestAborted);
+        }
+        catch (Exception e) when (e.ToString().Contains("23505"))
+        {
+            return await rejections.Refuse(context, Problem.Of(409, "board-exists", "The board was just defined",
+                $"Board '{board.Id}' was defined concurrently; read it with GET /api/boards/{board.Id}."), body.Raw);
+        }
+        context.Response.Headers.Location = $"/api/boards/{Uri.EscapeDataString(board.Id)}";
+        return Results.Json(board, LedgerJson.Options, statusCode: 201);
+    }
+
+    [WolverineGet("/api/boards/{id}", Name = "GetBoard")]
+    [Tags("Leaderboards")]
+    [EndpointSummary("A board's definition (admin or read key)")]
+    [ProducesResponseType<Board>(200), ProducesResponseType<Problem>(404)]
+    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store)
+    {
+        if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
+        await using var session = store.QuerySession();
+        var board = await session.LoadAsync<Board>(id, context.RequestAborted);
+        return board is null ? BoardNotFound(id).ToResult() : Results.Json(board, LedgerJson.Options);
+    }
+
+    public static Problem BoardNotFound(string id) =>
+        Problem.Of(404, "board-not-found", "No such board", $"No board '{id}' is defined; define it with POST /api/boards.");
+}

@@ -1,0 +1,22 @@
+using JasperFx.Events.Projections;
+using Marten;
+
+namespace Ledger.Leaderboards;
+
+public static class LeaderboardsConfiguration
+{
+    /// <summary>
+    /// Standings are an async multi-stream projection: one writer (the daemon) folds verdicts in
+    /// sequence order, so concurrent verdicts for one participant never overwrite each other.
+    /// </summary>
+    public static StoreOptions AddLeaderboards(this StoreOptions options)
+    {
+        options.Schema.For<Board>();
+        options.Projections.Add<StandingProjection>(ProjectionLifecycle.Async);
+        options.Schema.For<Standing>()
+            .Duplicate(s => s.Board)
+            .Duplicate(s => s.BestScore!)
+            .Duplicate(s => s.BestRunId!);
+        return options;
+    }
+}
