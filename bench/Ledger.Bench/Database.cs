@@ -92,9 +92,9 @@ public static class Seeder
 public static class Rebuild
 {
     /// <summary>Full rebuild of the Run projection from every event, through Marten's projection daemon.</summary>
-    public static async Task<TimeSpan> RunAsync(DocumentStore store, CancellationToken ct)
+    public static async Task<TimeSpan> RunAsync(DocumentStore store, CancellationToken ct, Microsoft.Extensions.Logging.ILogger? logger = null)
     {
-        using var daemon = await store.BuildProjectionDaemonAsync();
+        using var daemon = await store.BuildProjectionDaemonAsync(logger: logger);
         var started = Stopwatch.GetTimestamp();
         await daemon.RebuildProjectionAsync<Run>(TimeSpan.FromMinutes(5), ct);
         return Stopwatch.GetElapsedTime(started);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Ledger.Infrastructure;
 using Marten;
+using Microsoft.Extensions.Logging;
 using Npgsql;
 
 namespace Ledger.Bench;
@@ -39,7 +40,7 @@ public static class BenchProgram
         using var cancel = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
 
-        var database = $"bench_{DateTime.UtcNow:yyyyMMdd_HHmmss}_{Environment.ProcessId}";
+        var database = o.RebuildOnly ?? $"bench_{DateTime.UtcNow:yyyyMMdd_HHmmss}_{Environment.ProcessId}";
         var results = new Results();
         var pg = new EmbeddedPostgres(new EmbeddedPostgresOptions
         {
@@ -55,6 +56,17 @@ public static class BenchProgram
         {
             Console.Error.WriteLine($"Cannot start PostgreSQL: {e.Message}");
             return 2;
+        }
+
+        if (o.RebuildOnly is not null)
+        {
+            try { await RebuildOnlyAsync(o, connectionString, cancel.Token); }
+            finally
+            {
+                NpgsqlConnection.ClearAllPools();
+                pg.Stop();
+            }
+            return 0;
         }
 
         var status = 0;
@@ -263,6 +275,30 @@ public static class BenchProgram
     }
 
     private static CpuProbe? _probe;
+
+    /// <summary>Times the Run projection rebuild of a kept bench database: for before/after comparisons of a fix.</summary>
+    private static async Task RebuildOnlyAsync(BenchOptions o, string connectionString, CancellationToken ct)
+    {
+        await using var db = NpgsqlDataSource.Create(connectionString);
+        using var logging = Microsoft.Extensions.Logging.LoggerFactory.Create(b =>
+        {
+            b.AddSimpleConsole(c => { c.SingleLine = true; c.TimestampFormat = "HH:mm:ss.fff "; });
+            b.SetMinimumLevel(o.Verbose ? Microsoft.Extensions.Logging.LogLevel.Debug : Microsoft.Extensions.Logging.LogLevel.Warning);
+        });
+        await using var mirror = await MartenStores.CreateAsync(m => MartenStores.Mirror(m, connectionString, "ledger"), applySchema: false);
+        var events = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
+        var streams = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_streams");
+        _probe = new CpuProbe(o.PostgresDirectory);
+        for (var rep = 1; rep <= o.RebuildRepetitions; rep++)
+        {
+            var before = _probe.Read();
+            var elapsed = await Rebuild.RunAsync(mirror, ct, logging.CreateLogger("Rebuild"));
+            var cpu = _probe.Read() - before;
+            Log($"rebuild {rep}/{o.RebuildRepetitions}: {events:N0} events of {streams:N0} runs in {elapsed.TotalSeconds:0.00} s " +
+                $"= {events / elapsed.TotalSeconds:N0} events/s; CPU bench {cpu.Bench / CpuProbe.TicksPerSecond:0.0} s, " +
+                $"PostgreSQL {cpu.Postgres / CpuProbe.TicksPerSecond:0.0} s, other {cpu.Other / CpuProbe.TicksPerSecond:0.0} s");
+        }
+    }
 
     private static async Task Measure(Results results, NpgsqlDataSource? db, string key, string title, Func<Task<Sample>> run)
     {

@@ -177,7 +177,8 @@ public static class RecordEventsEndpoint
             }
 
             if (toAppend.Count > 0) stream.AppendMany(toAppend);
-            return wasTerminal
+            // A pure retry of what was already recorded is answered as it was: idempotent.
+            return wasTerminal && toAppend.Count > 0
                 ? RunProblems.Terminal(current) with { Results = results }
                 : new EventsRecorded(id, run.Status, results);
         }, context.RequestAborted);

@@ -134,6 +134,19 @@ public sealed class RunLifecycleTests(LedgerHost ledger)
     }
 
     [Fact]
+    public async Task a_retry_of_an_already_recorded_event_after_the_verdict_is_still_just_a_duplicate()
+    {
+        var (runId, token) = await _api.Started();
+        var completion = Event("run.completed", "final");
+        Assert.Equal("succeeded", (await _api.Events(runId, token, completion)).RunStatus);
+
+        var retry = await _api.Events(runId, token, completion);
+        Assert.Equal(HttpStatusCode.OK, retry.Status);
+        Assert.Equal("duplicate", retry.Json!["results"]![0]!["result"]!.GetValue<string>());
+        Assert.Empty((await _api.Run(runId))["anomalies"]!.AsArray());
+    }
+
+    [Fact]
     public async Task cancelling_a_live_run_is_terminal_and_a_second_cancel_is_refused()
     {
         var (runId, _) = await _api.Started();
