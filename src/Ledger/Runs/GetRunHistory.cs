@@ -85,6 +85,7 @@ public static class RunReplay
         RunCancelled c => c.CancelledAt,
         LeaseExpired l => l.DetectedAt,
         RunReclassified r => r.At,
+        VerdictReached v => v.At,
         _ => null,
     };
 }
