@@ -247,6 +247,7 @@ public static class BenchProgram
         }
 
         // Replay: the service is stopped; rebuild the Run projection from all of its events.
+        using var logging = RebuildLogging(o);
         await using (var mirror = await MartenStores.CreateAsync(o2 => MartenStores.Mirror(o2, connectionString, "ledger"), applySchema: false))
         {
             results.RebuildEvents = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
@@ -257,7 +258,9 @@ public static class BenchProgram
             {
                 ct.ThrowIfCancellationRequested();
                 var cpuBefore = _probe?.Read();
-                var elapsed = await Rebuild.RunAsync(mirror, ct);
+                var allocated = GC.GetTotalAllocatedBytes();
+                var elapsed = await Rebuild.RunAsync(mirror, ct, logging.CreateLogger("Rebuild"));
+                results.RebuildAllocatedBytes += GC.GetTotalAllocatedBytes() - allocated;
                 if (_probe is not null && cpuBefore is { } cb) results.AddCpu("rebuild", _probe.Read() - cb);
                 results.Get("rebuild", "Projection rebuild (Run)").Samples.Add(Sample.Timed(elapsed, results.RebuildEvents));
                 Log($"rebuild {rep}/{o.RebuildRepetitions}: {results.RebuildEvents:N0} events in {elapsed.TotalSeconds:0.00} s ({results.RebuildEvents / elapsed.TotalSeconds:N0} events/s)");
@@ -276,15 +279,17 @@ public static class BenchProgram
 
     private static CpuProbe? _probe;
 
+    private static ILoggerFactory RebuildLogging(BenchOptions o) => LoggerFactory.Create(b =>
+    {
+        b.AddSimpleConsole(c => { c.SingleLine = true; c.TimestampFormat = "HH:mm:ss.fff "; });
+        b.SetMinimumLevel(o.Verbose ? LogLevel.Debug : LogLevel.Warning);
+    });
+
     /// <summary>Times the Run projection rebuild of a kept bench database: for before/after comparisons of a fix.</summary>
     private static async Task RebuildOnlyAsync(BenchOptions o, string connectionString, CancellationToken ct)
     {
         await using var db = NpgsqlDataSource.Create(connectionString);
-        using var logging = Microsoft.Extensions.Logging.LoggerFactory.Create(b =>
-        {
-            b.AddSimpleConsole(c => { c.SingleLine = true; c.TimestampFormat = "HH:mm:ss.fff "; });
-            b.SetMinimumLevel(o.Verbose ? Microsoft.Extensions.Logging.LogLevel.Debug : Microsoft.Extensions.Logging.LogLevel.Warning);
-        });
+        using var logging = RebuildLogging(o);
         await using var mirror = await MartenStores.CreateAsync(m => MartenStores.Mirror(m, connectionString, "ledger"), applySchema: false);
         var events = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
         var streams = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_streams");
@@ -292,8 +297,11 @@ public static class BenchProgram
         for (var rep = 1; rep <= o.RebuildRepetitions; rep++)
         {
             var before = _probe.Read();
+            var allocated = GC.GetTotalAllocatedBytes();
+            var gcs = GC.CollectionCount(0);
             var elapsed = await Rebuild.RunAsync(mirror, ct, logging.CreateLogger("Rebuild"));
             var cpu = _probe.Read() - before;
+            Log($"allocated {(GC.GetTotalAllocatedBytes() - allocated) / (double)events:N0} bytes per event, {GC.CollectionCount(0) - gcs} gen0 GCs");
             Log($"rebuild {rep}/{o.RebuildRepetitions}: {events:N0} events of {streams:N0} runs in {elapsed.TotalSeconds:0.00} s " +
                 $"= {events / elapsed.TotalSeconds:N0} events/s; CPU bench {cpu.Bench / CpuProbe.TicksPerSecond:0.0} s, " +
                 $"PostgreSQL {cpu.Postgres / CpuProbe.TicksPerSecond:0.0} s, other {cpu.Other / CpuProbe.TicksPerSecond:0.0} s");

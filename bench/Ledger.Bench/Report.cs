@@ -20,6 +20,7 @@ public sealed class Results
     public long SeededRuns { get; set; }
     public long RunsAtReads { get; set; }
     public long RebuildEvents { get; set; }
+    public long RebuildAllocatedBytes { get; set; }
     public TimeSpan Total { get; set; }
 
     public Measurement this[string key] => _measurements[key];
