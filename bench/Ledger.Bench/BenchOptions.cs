@@ -11,7 +11,7 @@ public sealed class BenchOptions
     public int RebuildRepetitions { get; private set; } = 3;
     public TimeSpan HttpDuration { get; private set; } = TimeSpan.FromSeconds(10);
     public TimeSpan BaselineDuration { get; private set; } = TimeSpan.FromSeconds(5);
-    public TimeSpan MartenDuration { get; private set; } = TimeSpan.FromSeconds(3);
+    public TimeSpan MartenDuration { get; private set; } = TimeSpan.FromSeconds(2);
     public TimeSpan ReadDuration { get; private set; } = TimeSpan.FromSeconds(5);
     /// <summary>Runs seeded (in-process, through Marten) before the read figures.</summary>
     public int Runs { get; private set; } = 100_000;
@@ -27,7 +27,7 @@ public sealed class BenchOptions
     public string? Output { get; private set; }
     public bool KeepDatabase { get; private set; }
     /// <summary>Seconds to wait for the service's async projections to catch up after seeding.</summary>
-    public int CatchUpSeconds { get; private set; } = 120;
+    public int CatchUpSeconds { get; private set; } = 60;
     /// <summary>Extra environment for the ledger process (KEY=VALUE), for experiments such as DOTNET_gcServer=0.</summary>
     public Dictionary<string, string> LedgerEnvironment { get; } = new();
     /// <summary>Only rebuild the Run projection of an existing bench database (kept with --keep-db), then stop.</summary>
@@ -42,10 +42,10 @@ public sealed class BenchOptions
             o.Quick = true;
             o.Repetitions = 3;
             o.RebuildRepetitions = 3;
-            o.HttpDuration = TimeSpan.FromSeconds(1.5);
-            o.BaselineDuration = TimeSpan.FromSeconds(0.75);
-            o.MartenDuration = TimeSpan.FromSeconds(0.5);
-            o.ReadDuration = TimeSpan.FromSeconds(0.75);
+            o.HttpDuration = TimeSpan.FromSeconds(1.0);
+            o.BaselineDuration = TimeSpan.FromSeconds(0.5);
+            o.MartenDuration = TimeSpan.FromSeconds(0.4);
+            o.ReadDuration = TimeSpan.FromSeconds(0.5);
             o.Runs = 2_000;
             o.CatchUpSeconds = 10;
         }
@@ -115,7 +115,7 @@ public sealed class BenchOptions
           --rebuild-reps N        repetitions of the projection rebuild (default 3)
           --http-seconds S        duration of one ledger ingestion repetition (default 10)
           --baseline-seconds S    duration of one baseline repetition (default 5)
-          --marten-seconds S      duration of one Marten append-mode repetition (default 3)
+          --marten-seconds S      duration of one Marten append-mode repetition (default 2)
           --read-seconds S        duration of one read repetition (default 5)
           --runs N                runs seeded through Marten before the reads (default 100000, quick 2000)
           --read-concurrency N    concurrent readers (default 2)

@@ -145,6 +145,46 @@ public sealed class LedgerProcess : IAsyncDisposable
         return null;
     }
 
+    /// <summary>
+    /// What the resident memory is made of, from /proc/PID/smaps: anonymous memory (GC heap, JIT'd
+    /// code, native allocations) and the mapped files that take the most of it.
+    /// </summary>
+    public string MemoryBreakdown()
+    {
+        try
+        {
+            var files = new Dictionary<string, long>();
+            long anonymous = 0, rss = 0;
+            string? current = null;
+            foreach (var line in File.ReadLines($"/proc/{_process.Id}/smaps"))
+            {
+                if (line.Length > 0 && char.IsAsciiHexDigit(line[0]) && line.Contains('-'))
+                {
+                    var parts = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+                    current = parts.Length >= 6 && parts[5].StartsWith('/') ? parts[5] : null;
+                }
+                else if (line.StartsWith("Rss:", StringComparison.Ordinal))
+                {
+                    var kb = long.Parse(new string(line.Where(char.IsDigit).ToArray()));
+                    rss += kb;
+                    if (current is not null) files[current] = files.GetValueOrDefault(current) + kb;
+                }
+                else if (line.StartsWith("Anonymous:", StringComparison.Ordinal))
+                {
+                    anonymous += long.Parse(new string(line.Where(char.IsDigit).ToArray()));
+                }
+            }
+            var top = files.OrderByDescending(kv => kv.Value).Take(6)
+                .Select(kv => $"{Path.GetFileName(kv.Key)} {kv.Value / 1024.0:0.0} MB");
+            return $"RSS {rss / 1024.0:0} MB = anonymous {anonymous / 1024.0:0} MB (GC heaps, JIT'd code, native) + mapped files " +
+                   $"{files.Values.Sum() / 1024.0:0} MB (largest: {string.Join(", ", top)})";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            return $"(no memory breakdown: {e.Message})";
+        }
+    }
+
     [DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int sig);
 

@@ -122,6 +122,32 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
             }
         });
 
+    /// <summary>The SQL of one decision on a fresh run's first event(s): what a single events request costs PostgreSQL.</summary>
+    public async Task<List<string>> CaptureOneDecisionAsync(string mode, int perSave, string runId)
+    {
+        var store = _stores[$"decide-{mode}"];
+        var script = Script(runId, perSave);
+        var now = DateTimeOffset.UtcNow;
+        await using (var start = store.LightweightSession())
+        {
+            start.Events.StartStream<Run>(script.RunId, MartenStores.Registered(script, now), MartenStores.Claimed("lt_" + runId, now));
+            await start.SaveChangesAsync();
+        }
+        var capture = new SqlCapture();
+        await using var session = store.LightweightSession();
+        session.Logger = capture;
+        var stream = await session.Events.FetchForWriting<Run>(script.RunId);
+        var fetched = capture.RoundTrips.Count;
+        var run = RunDecisions.Copy(stream.Aggregate!);
+        var events = script.Events.Take(perSave).Select(e => (object)MartenStores.ToEvent(e, now)).ToList();
+        foreach (var e in events) run.Fold(e);
+        stream.AppendMany(events);
+        await session.SaveChangesAsync();
+        var lines = capture.RoundTrips.Select((sql, i) => $"{(i < fetched ? "fetch" : "save")}: {sql}").ToList();
+        lines.Add("save: COMMIT (the transaction's own round trip)");
+        return lines;
+    }
+
     private RunScript Script(string runId, int perSave) => perSave == 1
         ? Workload.SingleLifecycle(runId)
         : Workload.BatchLifecycle(runId, options.BatchesPerRun, perSave);

@@ -112,6 +112,9 @@ public static class BenchProgram
                              $"shared_buffers={await Sql.ScalarAsync<string>(db, "show shared_buffers")} (PostgreSQL defaults, fresh database {database})";
         Log(results.Machine.Line);
 
+        // The service's own store configuration, in-process: seeds the runs for the reads, then rebuilds.
+        await using var mirror = await MartenStores.CreateAsync(m => MartenStores.Mirror(m, connectionString, "ledger"), applySchema: false);
+
         // The service, as its own process.
         var logPath = Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.log");
         var startup = Stopwatch.StartNew();
@@ -170,6 +173,8 @@ public static class BenchProgram
                     await marten.DecideAsync(mode, 1, $"warm-d1-{mode}", 2, TimeSpan.FromMilliseconds(200), null);
                 }
                 Log($"Marten stores ready and warm in {prep.Elapsed.TotalSeconds:0.0} s");
+                results.DecisionSql["1"] = await marten.CaptureOneDecisionAsync("rich", 1, "sql-rich-1");
+                results.DecisionSql[o.BatchSize.ToString()] = await marten.CaptureOneDecisionAsync("rich", o.BatchSize, "sql-rich-100");
 
                 for (var rep = 1; rep <= o.Repetitions; rep++)
                 {
@@ -183,6 +188,8 @@ public static class BenchProgram
                             () => marten.AppendAsync(mode, o.BatchSize, $"a100-{mode}-r{rep}"));
                         await Measure(results, db, $"marten.decide1.{mode}", $"Service write path in-process, {title}, 1 event per tx",
                             () => marten.DecideAsync(mode, 1, $"d1-{mode}-r{rep}", w, o.MartenDuration, mode == "rich" ? results.DecidePhases : null));
+                        await Measure(results, db, $"marten.decide100.{mode}", $"Service write path in-process, {title}, {o.BatchSize} events per tx",
+                            () => marten.DecideAsync(mode, o.BatchSize, $"d100-{mode}-r{rep}", w, o.MartenDuration, mode == "rich" ? results.DecidePhasesBatch : null));
                     }
                     // Where one uncontended request's time goes.
                     await Measure(results, db, "diag.base1", "One worker: raw INSERT, 1 row per tx",
@@ -200,8 +207,7 @@ public static class BenchProgram
             }
 
             // Reads: seed runs straight into the service's event store, then GET them over HTTP.
-            var ledgerSchema = "ledger";
-            await using (var mirror = await MartenStores.CreateAsync(o2 => MartenStores.Mirror(o2, connectionString, ledgerSchema), applySchema: false))
+            const string ledgerSchema = "ledger";
             {
                 ledger.Phase("seeding");
                 var (seedTime, seedEvents) = await Seeder.SeedAsync(mirror, o.Runs, parallelism: 4);
@@ -241,14 +247,15 @@ public static class BenchProgram
         {
             results.PeakRssKb = ledger.PeakRssKb;
             results.PeakRssByPhaseKb = ledger.PeakRssByPhaseKb;
-            Log($"ledger RSS peak {ledger.PeakRssKb / 1024.0:0} MB; stopping it");
+            var breakdown = ledger.MemoryBreakdown();
+            results.Notes.Add($"Ledger memory at the end of the load: {breakdown}.");
+            Log($"ledger RSS peak {ledger.PeakRssKb / 1024.0:0} MB; {breakdown}; stopping it");
             if (_probe is not null) _probe.LedgerPid = null;
             await ledger.DisposeAsync();
         }
 
         // Replay: the service is stopped; rebuild the Run projection from all of its events.
         using var logging = RebuildLogging(o);
-        await using (var mirror = await MartenStores.CreateAsync(o2 => MartenStores.Mirror(o2, connectionString, "ledger"), applySchema: false))
         {
             results.RebuildEvents = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
             var docs = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");

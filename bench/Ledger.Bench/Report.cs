@@ -12,6 +12,8 @@ public sealed class Results
     public List<string> Notes { get; } = [];
     public PhaseTimes DecidePhases { get; } = new();
     public PhaseTimes DecidePhasesSolo { get; } = new();
+    public PhaseTimes DecidePhasesBatch { get; } = new();
+    public Dictionary<string, List<string>> DecisionSql { get; } = new();
     public Recorder ControlCalls { get; } = new();
     public Machine? Machine { get; set; }
     public string Durability { get; set; } = "";
@@ -84,6 +86,8 @@ public sealed class Results
                      ("marten.append100.quick", $"Marten append, Quick, {o.BatchSize} events per tx (in-process)", "base.multi", $"raw multi-row INSERT of {o.BatchSize}"),
                      ("marten.decide1.rich", "Service write path, Rich, 1 event per tx (in-process, no HTTP)", "base.single", "raw INSERT, 1 row per tx"),
                      ("marten.decide1.quick", "Service write path, Quick, 1 event per tx (in-process, no HTTP)", "base.single", "raw INSERT, 1 row per tx"),
+                     ("marten.decide100.rich", $"Service write path, Rich, {o.BatchSize} events per tx (in-process, no HTTP)", "base.multi", $"raw multi-row INSERT of {o.BatchSize}"),
+                     ("marten.decide100.quick", $"Service write path, Quick, {o.BatchSize} events per tx (in-process, no HTTP)", "base.multi", $"raw multi-row INSERT of {o.BatchSize}"),
                  })
         {
             if (!Has(key)) continue;
@@ -232,14 +236,25 @@ public sealed class Results
         }
         if (DecidePhases.FetchMs.Count + DecidePhasesSolo.FetchMs.Count > 0)
         {
-            sb.AppendLine("Where a single-event decision's time goes (service write path in-process, Rich; medians in ms): " +
+            sb.AppendLine("Where a decision's time goes (service write path in-process, Rich; medians in ms): " +
                           "fetch = `FetchForWriting<Run>` (reads the run document and stream version), decide = lease check, JSON copy of the run, Evaluate and Fold, " +
                           "save = `SaveChangesAsync` (append, upsert of the run document, commit):");
             sb.AppendLine();
             sb.AppendLine("| load | decisions | fetch | decide | save | sum |");
             sb.AppendLine("|---|---:|---:|---:|---:|---:|");
-            Phases("1 worker", DecidePhasesSolo);
-            Phases($"{o.Workers} workers", DecidePhases);
+            Phases("1 worker, 1 event per tx", DecidePhasesSolo);
+            Phases($"{o.Workers} workers, 1 event per tx", DecidePhases);
+            Phases($"{o.Workers} workers, {o.BatchSize} events per tx", DecidePhasesBatch);
+            sb.AppendLine();
+        }
+
+        foreach (var (events, sql) in DecisionSql)
+        {
+            sb.AppendLine($"The SQL of one decision appending {events} event(s) (service write path, Rich; captured with a Marten session logger): {sql.Count} round trips.");
+            sb.AppendLine();
+            sb.AppendLine("```");
+            foreach (var line in sql) sb.AppendLine(line.Length <= 400 ? line : line[..400] + "…");
+            sb.AppendLine("```");
             sb.AppendLine();
         }
 

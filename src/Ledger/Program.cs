@@ -9,7 +9,6 @@ using Ledger.Runs;
 using Marten;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
-using Weasel.Core;
 using Wolverine;
 using Wolverine.Http;
 
@@ -36,13 +35,7 @@ catch (EmbeddedPostgresUnavailableException e)
 var ledger = builder.Configuration.GetSection(LedgerOptions.Section).Get<LedgerOptions>() ?? new LedgerOptions();
 builder.Services.AddMarten(options =>
     {
-        options.Connection(connectionString);
-        options.DatabaseSchemaName = ledger.SchemaName;
-        options.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.CamelCase,
-            configure: json => json.Converters.Add(
-                new System.Text.Json.Serialization.JsonStringEnumConverter(System.Text.Json.JsonNamingPolicy.KebabCaseLower)));
-        options.Events.StreamIdentity = StreamIdentity.AsString;
-        options.Events.MetadataConfig.EnableAll();
+        options.UseLedgerStorage(connectionString, ledger.SchemaName);
         options.AddRuns();
         options.AddLeaderboards();
         options.AddForensics();
@@ -64,6 +57,8 @@ builder.Services.AddSingleton<Access>();
 builder.Services.AddSingleton<RejectionLog>();
 builder.Services.AddSingleton<RunDecisions>();
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
+builder.Services.AddSingleton<ReadDatabase>();
+builder.Services.AddForensicsServices();
 builder.Services.AddHostedService<ProjectionLeadership>();
 builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
 builder.Services.AddSingleton<Janitor>();

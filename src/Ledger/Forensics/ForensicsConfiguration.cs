@@ -7,6 +7,10 @@ public static class ForensicsConfiguration
     public static StoreOptions AddForensics(this StoreOptions options)
     {
         options.Schema.For<Rejection>().Index(r => r.RunId).Index(r => r.Reason).Index(r => r.At);
+        options.Schema.For<AnomalyRecord>().Index(a => a.Kind).Index(a => a.RunId).Index(a => a.At);
         return options;
     }
+
+    public static IServiceCollection AddForensicsServices(this IServiceCollection services) =>
+        services.AddSingleton<ProjectionVerifier>();
 }

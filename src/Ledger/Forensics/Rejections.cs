@@ -50,6 +50,7 @@ public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOpti
         {
             await using var session = store.LightweightSession();
             session.Store(rejection);
+            session.Store(AnomalyRecord.From(rejection));
             await session.SaveChangesAsync(CancellationToken.None);
         }
         catch (Exception e) when (problem.Code is ProblemCodes.DatabaseUnavailable || DatabaseFailures.IsTransient(e))

@@ -71,11 +71,24 @@ public static class RunReplay
             run.Version = e.Version;
             var worker = e.Data as WorkerEvent;
             entries.Add(new HistoryEntry(e.Sequence, e.Version, EventNames.WireName(e.Data), OccurredAt(e.Data),
-                worker?.RecordedAt ?? e.Timestamp, worker?.EventId, effect.Kind, effect.Reason, effect.Detail, run.Status,
+                RecordedAt(e), worker?.EventId, effect.Kind, effect.Reason, effect.Detail, run.Status,
                 JsonSerializer.SerializeToElement(e.Data, e.Data.GetType(), LedgerJson.Options)));
         }
         return new Explained(run ?? new Run(), entries);
     }
+
+    /// <summary>The ledger's own clock when the event was recorded (what time travel goes by).</summary>
+    public static DateTimeOffset RecordedAt(IEvent e) => e.Data switch
+    {
+        WorkerEvent w => w.RecordedAt,
+        RunRegistered r => r.RegisteredAt,
+        RunClaimed c => c.ClaimedAt,
+        RunCancelled c => c.CancelledAt,
+        LeaseExpired l => l.DetectedAt,
+        RunReclassified r => r.At,
+        VerdictReached v => v.At,
+        _ => e.Timestamp,
+    };
 
     private static DateTimeOffset? OccurredAt(object data) => data switch
     {

@@ -142,7 +142,7 @@ public static class RecordEventsEndpoint
 
         var tokenHash = Access.DigestHex(token);
         string? worker = null;
-        var outcome = await decisions.Decide<object>(id, stream =>
+        var outcome = await decisions.Decide<object>(id, (stream, decision) =>
         {
             var current = stream.Aggregate;
             if (current is null) return RunProblems.NotFound(id);
@@ -177,6 +177,7 @@ public static class RecordEventsEndpoint
             }
 
             if (toAppend.Count > 0) stream.AppendMany(toAppend);
+            decision.After = run;
             // A pure retry of what was already recorded is answered as it was: idempotent.
             return wasTerminal && toAppend.Count > 0
                 ? RunProblems.Terminal(current) with { Results = results }

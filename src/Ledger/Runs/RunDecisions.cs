@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Marten;
 using JasperFx.Events;
@@ -17,7 +18,14 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
     // stays fixed whatever the number of runs. Across processes, optimistic concurrency decides.
     private readonly SemaphoreSlim[] _stripes = Enumerable.Range(0, 4096).Select(_ => new SemaphoreSlim(1, 1)).ToArray();
 
-    public async Task<T> Decide<T>(string runId, Func<IEventStream<Run>, T> decide, CancellationToken ct)
+    public Task<T> Decide<T>(string runId, Func<IEventStream<Run>, T> decide, CancellationToken ct) =>
+        Decide(runId, (stream, _) => decide(stream), ct);
+
+    /// <summary>
+    /// Decides with a context where the decision can hand over the run as it will be after its
+    /// events (it usually has folded them already), sparing a second fold.
+    /// </summary>
+    public async Task<T> Decide<T>(string runId, Func<IEventStream<Run>, DecisionContext, T> decide, CancellationToken ct)
     {
         var stripe = _stripes[(uint)StringComparer.Ordinal.GetHashCode(runId) % (uint)_stripes.Length];
         await stripe.WaitAsync(ct);
@@ -31,7 +39,7 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
         }
     }
 
-    private async Task<T> DecideUnderConcurrency<T>(string runId, Func<IEventStream<Run>, T> decide, CancellationToken ct)
+    private async Task<T> DecideUnderConcurrency<T>(string runId, Func<IEventStream<Run>, DecisionContext, T> decide, CancellationToken ct)
     {
         var attempts = Math.Max(1, options.Value.ConcurrencyRetries);
         for (var attempt = 1; ; attempt++)
@@ -45,8 +53,9 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
                 var stream = exclusive
                     ? await session.Events.FetchForExclusiveWriting<Run>(runId, ct)
                     : await session.Events.FetchForWriting<Run>(runId, ct);
-                var decision = decide(stream);
-                PublishVerdict(stream);
+                var context = new DecisionContext();
+                var decision = decide(stream, context);
+                Derive(session, stream, context.After);
                 await session.SaveChangesAsync(ct);
                 return decision;
             }
@@ -67,17 +76,27 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
 
     private const int OptimisticAttempts = 2;
 
-    /// <summary>When the events being appended end in a new terminal verdict, publish it beside them.</summary>
-    private static void PublishVerdict(IEventStream<Run> stream)
+    /// <summary>
+    /// What the appended events imply beyond the run itself: a new terminal verdict is published
+    /// beside them, and each new anomaly becomes a queryable record, in the same transaction.
+    /// </summary>
+    private static void Derive(IDocumentSession session, IEventStream<Run> stream, Run? after)
     {
         if (stream.Aggregate is not { } before || stream.Events.Count == 0) return;
-        if (!stream.Events.Any(e => MayConclude(before, e.Data))) return;
+        if (after is null)
+        {
+            if (!stream.Events.Any(e => MayConclude(before, e.Data))) return;
+            after = Copy(before);
+            foreach (var e in stream.Events) after.Fold(e.Data);
+        }
 
-        var after = Copy(before);
-        foreach (var e in stream.Events) after.Fold(e.Data);
         if (after.Verdicts.Count > before.Verdicts.Count && after.LatestVerdict() is { } verdict)
         {
             stream.AppendOne(verdict);
+        }
+        for (var i = before.Anomalies.Count; i < after.Anomalies.Count; i++)
+        {
+            session.Store(AnomalyRecord.From(after, i));
         }
     }
 
@@ -92,4 +111,10 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
     /// <summary>A private copy to evaluate a batch on, so the fetched aggregate is never mutated.</summary>
     public static Run Copy(Run run) =>
         JsonSerializer.Deserialize<Run>(JsonSerializer.SerializeToUtf8Bytes(run, LedgerJson.Options), LedgerJson.Options)!;
+}
+
+public sealed class DecisionContext
+{
+    /// <summary>The run as it will be once the appended events are folded, when the decision already knows it.</summary>
+    public Run? After { get; set; }
 }

@@ -1,0 +1,31 @@
+using Marten;
+using Marten.Services;
+using Npgsql;
+
+namespace Ledger.Bench;
+
+/// <summary>Records the SQL a Marten session sends: each command or batch is one round trip.</summary>
+public sealed class SqlCapture : IMartenSessionLogger
+{
+    public List<string> RoundTrips { get; } = [];
+
+    public void OnBeforeExecute(NpgsqlCommand command) =>
+        RoundTrips.Add(Shorten(command.CommandText));
+
+    public void OnBeforeExecute(NpgsqlBatch batch) =>
+        RoundTrips.Add($"batch of {batch.BatchCommands.Count}: " +
+                       string.Join(" | ", batch.BatchCommands.Select(c => Shorten(c.CommandText))));
+
+    public void LogSuccess(NpgsqlCommand command) { }
+    public void LogFailure(NpgsqlCommand command, Exception ex) { }
+    public void LogSuccess(NpgsqlBatch batch) { }
+    public void LogFailure(NpgsqlBatch batch, Exception ex) { }
+    public void LogFailure(Exception ex, string message) { }
+    public void RecordSavedChanges(IDocumentSession session, IChangeSet commit) { }
+
+    private static string Shorten(string sql)
+    {
+        var flat = string.Join(' ', sql.Split((char[])['\n', '\r', '\t', ' '], StringSplitOptions.RemoveEmptyEntries));
+        return flat.Length <= 110 ? flat : flat[..110] + "…";
+    }
+}

@@ -1,0 +1,84 @@
+using Ledger.Infrastructure;
+using Ledger.Runs;
+using Marten;
+using Marten.Pagination;
+using Microsoft.AspNetCore.Mvc;
+using Wolverine.Http;
+
+namespace Ledger.Forensics;
+
+/// <summary>
+/// Every anomaly of every kind in one queryable place: those a run's fold derived (late events,
+/// ghost completions, completion before results, accounting mismatches, status mismatches) and
+/// those of refused requests (score conflicts, other rejections).
+/// </summary>
+public sealed class AnomalyRecord
+{
+    /// <summary><c>runId#n</c> for the n-th anomaly of a run (so a refold reproduces it); the rejection id otherwise.</summary>
+    public string Id { get; set; } = "";
+    public required string Kind { get; set; }
+    public string? RunId { get; set; }
+    public DateTimeOffset At { get; set; }
+    public required string Detail { get; set; }
+    public string? EventId { get; set; }
+
+    public const string Rejected = "rejected";
+    public const string ScoreConflict = "score-conflict";
+
+    public static AnomalyRecord From(Run run, int index)
+    {
+        var anomaly = run.Anomalies[index];
+        return new AnomalyRecord
+        {
+            Id = $"{run.Id}#{index}",
+            Kind = anomaly.Kind,
+            RunId = run.Id,
+            At = anomaly.At,
+            Detail = anomaly.Detail,
+            EventId = anomaly.EventId,
+        };
+    }
+
+    public static AnomalyRecord From(Rejection rejection) => new()
+    {
+        Id = $"rejection:{rejection.Id}",
+        Kind = rejection.Reason == ProblemCodes.ScoreConflict ? ScoreConflict : Rejected,
+        RunId = rejection.RunId,
+        At = rejection.At,
+        Detail = $"{rejection.Method} {rejection.Path} refused with {rejection.HttpStatus} {rejection.Reason}: {rejection.Detail}",
+    };
+}
+
+public sealed record AnomalyPage(IReadOnlyList<AnomalyRecord> Items, int Page, int PageSize, long Total);
+
+public static class GetAnomaliesEndpoint
+{
+    [WolverineGet("/api/anomalies", Name = "GetAnomalies")]
+    [Tags("Forensics")]
+    [EndpointSummary("Anomalies of every kind, newest first, by kind, run and time (admin or read key)")]
+    [ProducesResponseType<AnomalyPage>(200), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(422)]
+    public static async Task<IResult> Get(HttpContext context, Access access, IDocumentStore store,
+        string? kind, string? runId, string? since, int? page, int? pageSize)
+    {
+        if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
+        DateTimeOffset? from = null;
+        if (since is not null)
+        {
+            if (!DateTimeOffset.TryParse(since, System.Globalization.CultureInfo.InvariantCulture,
+                    System.Globalization.DateTimeStyles.AssumeUniversal, out var parsed))
+            {
+                return RequestBody.Invalid(new Dictionary<string, string[]> { ["since"] = ["An ISO 8601 time is required."] }).ToResult();
+            }
+            from = parsed;
+        }
+        var (number, size) = Paging.Normalize(page, pageSize);
+
+        await using var session = store.QuerySession();
+        IQueryable<AnomalyRecord> query = session.Query<AnomalyRecord>();
+        if (kind is not null) query = query.Where(a => a.Kind == kind);
+        if (runId is not null) query = query.Where(a => a.RunId == runId);
+        if (from is { } f) query = query.Where(a => a.At >= f);
+        var items = await query.OrderByDescending(a => a.At).ThenBy(a => a.Id).ToPagedListAsync(number, size, context.RequestAborted);
+        return Results.Json(new AnomalyPage(items.ToList(), number, size, items.TotalItemCount), LedgerJson.Options);
+    }
+}

@@ -1,0 +1,89 @@
+using Ledger.Infrastructure;
+using Ledger.Runs;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using Wolverine.Http;
+
+namespace Ledger.Forensics;
+
+public sealed record TimeToTerminal(long Runs, double? P50Seconds, double? P95Seconds, double? P99Seconds);
+
+public sealed record Kpis(
+    long Runs,
+    IReadOnlyDictionary<string, long> RunsByStatus,
+    double? LostRate,
+    long GhostTransitionsPrevented,
+    long CompletionsBeforeResults,
+    long AccountingMismatches,
+    long StatusMismatches,
+    long LateEvents,
+    IReadOnlyDictionary<string, long> AnomaliesByKind,
+    IReadOnlyDictionary<string, long> RejectionsByReason,
+    TimeToTerminal TimeToTerminal);
+
+/// <summary>
+/// KPIs are aggregates over the projections (run summaries, anomaly and rejection records):
+/// grouped counts on indexed columns and one percentile pass over terminal runs, in one round trip.
+/// </summary>
+public static class GetKpisEndpoint
+{
+    [WolverineGet("/api/kpis", Name = "GetKpis")]
+    [Tags("Forensics")]
+    [EndpointSummary("Runs by status, lost rate, ghost transitions prevented, mismatches, rejections, time to terminal (admin or read key)")]
+    [ProducesResponseType<Kpis>(200), ProducesResponseType<Problem>(401)]
+    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, IOptions<LedgerOptions> options)
+    {
+        if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
+        var schema = options.Value.SchemaName;
+        var ct = context.RequestAborted;
+
+        await using var batch = database.Source.CreateBatch();
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select lower(data->>'status'), count(*) from {schema}.mt_doc_run group by 1"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select data->>'kind', count(*) from {schema}.mt_doc_anomalyrecord group by 1"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select data->>'reason', count(*) from {schema}.mt_doc_rejection group by 1"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"""
+            select count(*), percentile_cont(array[0.5, 0.95, 0.99]) within group (order by seconds)
+            from (select extract(epoch from ((data->>'terminalAt')::timestamptz - (data->>'registeredAt')::timestamptz))::float8 as seconds
+                  from {schema}.mt_doc_run where data->>'terminalAt' is not null) t
+            """));
+        await using var reader = await batch.ExecuteReaderAsync(ct);
+
+        var byStatus = await Counts(reader, ct);
+        await reader.NextResultAsync(ct);
+        var anomalies = await Counts(reader, ct);
+        await reader.NextResultAsync(ct);
+        var rejections = await Counts(reader, ct);
+        await reader.NextResultAsync(ct);
+        await reader.ReadAsync(ct);
+        var terminalRuns = reader.GetInt64(0);
+        var percentiles = reader.IsDBNull(1) ? null : reader.GetFieldValue<double[]>(1);
+
+        foreach (var status in Enum.GetNames<RunStatus>().Select(n => n.ToLowerInvariant())) byStatus.TryAdd(status, 0);
+        var terminal = byStatus["succeeded"] + byStatus["failed"] + byStatus["lost"] + byStatus["cancelled"];
+        long Anomalies(string kind) => anomalies.GetValueOrDefault(kind);
+
+        return Results.Json(new Kpis(
+            byStatus.Values.Sum(),
+            byStatus,
+            terminal == 0 ? null : (double)byStatus["lost"] / terminal,
+            Anomalies(AnomalyKinds.LateCompletion),
+            Anomalies(AnomalyKinds.CompletedBeforeResults),
+            Anomalies(AnomalyKinds.AccountingMismatch),
+            Anomalies("status-mismatch"),
+            Anomalies(AnomalyKinds.LateEvent),
+            anomalies,
+            rejections,
+            new TimeToTerminal(terminalRuns, percentiles?[0], percentiles?[1], percentiles?[2])), LedgerJson.Options);
+    }
+
+    private static async Task<Dictionary<string, long>> Counts(NpgsqlDataReader reader, CancellationToken ct)
+    {
+        var counts = new Dictionary<string, long>();
+        while (await reader.ReadAsync(ct))
+        {
+            if (!reader.IsDBNull(0)) counts[reader.GetString(0)] = reader.GetInt64(1);
+        }
+        return counts;
+    }
+}

@@ -1,0 +1,22 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using JasperFx.Events;
+using Marten;
+using Weasel.Core;
+
+namespace Ledger.Infrastructure;
+
+public static class LedgerStorage
+{
+    /// <summary>How the ledger stores documents and events; shared by the service and by verify's scratch store.</summary>
+    public static StoreOptions UseLedgerStorage(this StoreOptions options, string connectionString, string schema)
+    {
+        options.Connection(connectionString);
+        options.DatabaseSchemaName = schema;
+        options.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.CamelCase,
+            configure: json => json.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower)));
+        options.Events.StreamIdentity = StreamIdentity.AsString;
+        options.Events.MetadataConfig.EnableAll();
+        return options;
+    }
+}
