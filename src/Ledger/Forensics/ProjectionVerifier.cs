@@ -3,6 +3,7 @@ using Ledger.Infrastructure;
 using Ledger.Leaderboards;
 using Ledger.Runs;
 using Marten;
+using Marten.Events.Archiving;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using Weasel.Core;
@@ -40,8 +41,9 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
             while (true)
             {
                 var from = last;
+                // Archived streams still stand behind their projections (leaderboards, KPIs): include them.
                 var page = await session.Events.QueryAllRawEvents()
-                    .Where(e => e.Sequence > from).OrderBy(e => e.Sequence).Take(Page).ToListAsync(ct);
+                    .Where(e => e.MaybeArchived() && e.Sequence > from).OrderBy(e => e.Sequence).Take(Page).ToListAsync(ct);
                 if (page.Count == 0) break;
                 foreach (var e in page) Fold(e, runs, published, leases, standings);
                 events += page.Count;

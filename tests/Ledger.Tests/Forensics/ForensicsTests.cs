@@ -236,4 +236,27 @@ public sealed class ForensicsTests(LedgerHost ledger)
         var now = await _api.Send(HttpMethod.Get, $"/api/boards/{board}/leaderboard", LedgerHost.ReadKey);
         Assert.Equal([second, first], now.Json!["rows"]!.AsArray().Select(r => r!["runId"]!.GetValue<string>()));
     }
+
+    [Fact]
+    public async Task an_archived_run_keeps_its_leaderboard_row_and_still_verifies()
+    {
+        var board = NewRunId("archive");
+        await _api.Send(HttpMethod.Post, "/api/boards", LedgerHost.AdminKey, new { id = board, primaryScore = "s", direction = "max" });
+        var (runId, token) = await _api.Started(new { runId = NewRunId("old"), board, participant = "veteran" });
+        await _api.Events(runId, token, new[] { Event("scores.reported", fields: new { scores = new { s = 3.0 } }), Event("run.completed") });
+        await ledger.Settled();
+
+        await using (var session = ledger.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession())
+        {
+            session.Events.ArchiveStream(runId);
+            await session.SaveChangesAsync();
+        }
+        await ledger.Settled();
+
+        var rows = (await _api.Send(HttpMethod.Get, $"/api/boards/{board}/leaderboard", LedgerHost.ReadKey)).Json!["rows"]!.AsArray();
+        Assert.Equal([runId], rows.Select(r => r!["runId"]!.GetValue<string>()));
+        Assert.Equal("succeeded", (await _api.Run(runId))["status"]!.GetValue<string>());
+        var report = await Verify();
+        Assert.True(report.Passed, string.Join("\n", report.Differences));
+    }
 }
