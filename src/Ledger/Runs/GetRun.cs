@@ -42,7 +42,7 @@ public sealed record RunView(
         run.Id, run.Status, run.Reason, run.Version, run.Board, run.Participant, run.Batch, run.Labels,
         new LeaseView(run.Worker, run.LeaseExpiresAt, run.Claims),
         run.CompletionReported,
-        run.Status == RunStatus.Succeeded ? [] : run.Missing(),
+        run.Status == RunStatus.Succeeded ? [] : run.MissingForSuccess(),
         run.RequiredScores, run.RequiredOutputs, run.Scores, run.Outputs,
         new ItemsView(run.ExpectedItems, run.ItemsTotalReported, run.CommittedItems, run.Chunks.Count),
         run.Steps.Values.OrderBy(s => s.StartedAt).ThenBy(s => s.StepId, StringComparer.Ordinal).ToList(),

@@ -65,7 +65,7 @@ public static class ReclassifyRunEndpoint
                     $"The run is already {Wire(run.Status)}.", runId: id, runStatus: run.Status);
             }
             // Succeeded means complete, even by an operator's hand: the results must be in the run.
-            if (request.Status == RunStatus.Succeeded && RequiredForSuccess(run) is { Count: > 0 } missing)
+            if (request.Status == RunStatus.Succeeded && run.MissingForSuccess() is { Count: > 0 } missing)
             {
                 return Problem.Of(409, "incomplete-results", "A run cannot succeed without its results",
                     $"Missing: {string.Join(", ", missing)}.", runId: id, runStatus: run.Status);
@@ -87,9 +87,6 @@ public static class ReclassifyRunEndpoint
             _ => throw new InvalidOperationException("unexpected reclassify outcome"),
         };
     }
-
-    private static List<string> RequiredForSuccess(Run run) =>
-        [.. run.CompletionReported ? [] : new[] { "completion" }, .. run.Missing()];
 
     private static string Wire(RunStatus status) => status.ToString().ToLowerInvariant();
 }

@@ -272,6 +272,10 @@ public sealed class Run
         return missing;
     }
 
+    /// <summary>Everything still needed to succeed, the completion report included.</summary>
+    public IReadOnlyList<string> MissingForSuccess() =>
+        CompletionReported ? Missing() : ["completion", .. Missing()];
+
     private void Record(WorkerEvent e)
     {
         var effect = Evaluate(e);
