@@ -55,6 +55,7 @@ builder.Services.AddValidatorsFromAssemblyContaining<Program>(ServiceLifetime.Si
 builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddSingleton<Access>();
 builder.Services.AddSingleton<RejectionLog>();
+builder.Services.AddSingleton<RequestGate>();
 builder.Services.AddSingleton<RunDecisions>();
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();

@@ -61,16 +61,7 @@ public static class GetAnomaliesEndpoint
         string? kind, string? runId, string? since, int? page, int? pageSize)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        DateTimeOffset? from = null;
-        if (since is not null)
-        {
-            if (!DateTimeOffset.TryParse(since, System.Globalization.CultureInfo.InvariantCulture,
-                    System.Globalization.DateTimeStyles.AssumeUniversal, out var parsed))
-            {
-                return RequestBody.Invalid(new Dictionary<string, string[]> { ["since"] = ["An ISO 8601 time is required."] }).ToResult();
-            }
-            from = parsed;
-        }
+        if (!QueryValues.TryTime(since, "since", out var from, out var badTime)) return badTime!;
         var (number, size) = Paging.Normalize(page, pageSize);
 
         await using var session = store.QuerySession();

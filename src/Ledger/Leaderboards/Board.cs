@@ -58,18 +58,14 @@ public static class BoardEndpoints
     [EndpointSummary("Define a leaderboard scope: primary score, direction, optional tie-break (admin key)")]
     [ProducesResponseType<Board>(201), ProducesResponseType<Board>(200)]
     [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
-    public static async Task<IResult> Post(HttpContext context, Access access, RejectionLog rejections,
-        IValidator<DefineBoard> validator, IDocumentStore store, IOptions<LedgerOptions> options, TimeProvider clock)
+    public static async Task<IResult> Post(HttpContext context, RequestGate gate, RejectionLog rejections,
+        IValidator<DefineBoard> validator, IDocumentStore store, TimeProvider clock)
     {
-        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
-        if (access.Require(context, Role.Admin) is { } denied) return await rejections.Refuse(context, denied, body.Raw);
-        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem, body.Raw);
-        var (request, bindProblem) = RequestBody.Bind<DefineBoard>(body.Json!.Value);
-        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem, body.Raw);
-        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
-        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors), body.Raw);
+        var admission = await gate.Admit<DefineBoard>(context, validator, [Role.Admin]);
+        if (admission.Refusal is not null) return admission.Refusal;
+        var request = admission.Request!;
 
-        var board = new Board { Id = request!.Id!, Title = request.Title, Ranking = request.ToRanking(), CreatedAt = clock.GetUtcNow() };
+        var board = new Board { Id = request.Id!, Title = request.Title, Ranking = request.ToRanking(), CreatedAt = clock.GetUtcNow() };
         await using var session = store.LightweightSession();
         var existing = await session.LoadAsync<Board>(board.Id, context.RequestAborted);
         if (existing is not null)
@@ -78,7 +74,7 @@ public static class BoardEndpoints
             return existing.Ranking == board.Ranking
                 ? Results.Json(existing, LedgerJson.Options)
                 : await rejections.Refuse(context, Problem.Of(409, "board-exists", "The board exists with another ranking",
-                    $"Board '{board.Id}' ranks by {existing.Ranking.PrimaryScore} ({existing.Ranking.Direction.ToString().ToLowerInvariant()}); boards are immutable."), body.Raw);
+                    $"Board '{board.Id}' ranks by {existing.Ranking.PrimaryScore} ({existing.Ranking.Direction.ToString().ToLowerInvariant()}); boards are immutable."), admission.Raw);
         }
 
         session.Insert(board);
@@ -89,7 +85,7 @@ public static class BoardEndpoints
         catch (Exception e) when (e.ToString().Contains("23505"))
         {
             return await rejections.Refuse(context, Problem.Of(409, "board-exists", "The board was just defined",
-                $"Board '{board.Id}' was defined concurrently; read it with GET /api/boards/{board.Id}."), body.Raw);
+                $"Board '{board.Id}' was defined concurrently; read it with GET /api/boards/{board.Id}."), admission.Raw);
         }
         context.Response.Headers.Location = $"/api/boards/{Uri.EscapeDataString(board.Id)}";
         return Results.Json(board, LedgerJson.Options, statusCode: 201);

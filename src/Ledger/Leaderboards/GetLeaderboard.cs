@@ -27,16 +27,7 @@ public static class GetLeaderboardEndpoint
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         var (number, size) = Paging.Normalize(page, pageSize);
-        DateTimeOffset? asOf = null;
-        if (at is not null)
-        {
-            if (!DateTimeOffset.TryParse(at, System.Globalization.CultureInfo.InvariantCulture,
-                    System.Globalization.DateTimeStyles.AssumeUniversal, out var parsed))
-            {
-                return RequestBody.Invalid(new Dictionary<string, string[]> { ["at"] = ["An ISO 8601 time is required."] }).ToResult();
-            }
-            asOf = parsed;
-        }
+        if (!QueryValues.TryTime(at, "at", out var asOf, out var badTime)) return badTime!;
 
         await using var session = store.QuerySession();
         var board = await session.LoadAsync<Board>(id, context.RequestAborted);

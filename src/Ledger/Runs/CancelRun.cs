@@ -26,22 +26,12 @@ public static class CancelRunEndpoint
     [EndpointSummary("Cancel a run that has not finished (admin key)")]
     [ProducesResponseType<RunCancelledResponse>(200)]
     [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409)]
-    public static async Task<IResult> Post(string id, HttpContext context, Access access, RejectionLog rejections,
-        IValidator<CancelRun> validator, RunDecisions decisions, IOptions<LedgerOptions> options, TimeProvider clock)
+    public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
+        IValidator<CancelRun> validator, RunDecisions decisions, TimeProvider clock)
     {
-        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes, allowEmpty: true);
-        if (access.Require(context, Role.Admin) is { } denied) return await rejections.Refuse(context, denied with { RunId = id }, body.Raw);
-        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
-
-        var request = new CancelRun();
-        if (body.Json is { } json)
-        {
-            var (bound, problem) = RequestBody.Bind<CancelRun>(json);
-            if (problem is not null) return await rejections.Refuse(context, problem with { RunId = id }, body.Raw);
-            request = bound!;
-        }
-        var validation = await validator.ValidateAsync(request, context.RequestAborted);
-        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors) with { RunId = id }, body.Raw);
+        var admission = await gate.Admit<CancelRun>(context, validator, [Role.Admin], runId: id, bodyOptional: true);
+        if (admission.Refusal is not null) return admission.Refusal;
+        var request = admission.Request!;
 
         var outcome = await decisions.Decide<object>(id, stream =>
         {
@@ -55,7 +45,7 @@ public static class CancelRunEndpoint
 
         return outcome switch
         {
-            Problem problem => await rejections.Refuse(context, problem, body.Raw),
+            Problem problem => await rejections.Refuse(context, problem, admission.Raw),
             RunCancelledResponse response => Results.Json(response, LedgerJson.Options),
             _ => throw new InvalidOperationException("unexpected cancel outcome"),
         };

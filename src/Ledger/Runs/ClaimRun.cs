@@ -27,22 +27,12 @@ public static class ClaimRunEndpoint
     [EndpointSummary("Take the run's lease (admin or worker key)")]
     [ProducesResponseType<LeaseGranted>(200)]
     [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409)]
-    public static async Task<IResult> Post(string id, HttpContext context, Access access, RejectionLog rejections,
-        IValidator<ClaimRun> validator, RunDecisions decisions, IOptions<LedgerOptions> options, TimeProvider clock)
+    public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
+        IValidator<ClaimRun> validator, RunDecisions decisions, TimeProvider clock)
     {
-        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes, allowEmpty: true);
-        if (access.Require(context, Role.Admin, Role.Worker) is { } denied) return await rejections.Refuse(context, denied with { RunId = id }, body.Raw);
-        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
-
-        var request = new ClaimRun();
-        if (body.Json is { } json)
-        {
-            var (bound, problem) = RequestBody.Bind<ClaimRun>(json);
-            if (problem is not null) return await rejections.Refuse(context, problem with { RunId = id }, body.Raw);
-            request = bound!;
-        }
-        var validation = await validator.ValidateAsync(request, context.RequestAborted);
-        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors) with { RunId = id }, body.Raw);
+        var admission = await gate.Admit<ClaimRun>(context, validator, [Role.Admin, Role.Worker], runId: id, bodyOptional: true);
+        if (admission.Refusal is not null) return admission.Refusal;
+        var request = admission.Request!;
 
         var token = Leases.NewToken();
         var tokenHash = Access.DigestHex(token);
@@ -66,7 +56,7 @@ public static class ClaimRunEndpoint
 
         return outcome switch
         {
-            Problem problem => await rejections.Refuse(context, problem, body.Raw, request.Worker),
+            Problem problem => await rejections.Refuse(context, problem, admission.Raw, request.Worker),
             LeaseGranted granted => Results.Json(granted, LedgerJson.Options),
             _ => throw new InvalidOperationException("unexpected claim outcome"),
         };

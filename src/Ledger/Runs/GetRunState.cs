@@ -17,16 +17,7 @@ public static class GetRunStateEndpoint
     public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, long? version, string? at)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        DateTimeOffset? asOf = null;
-        if (at is not null)
-        {
-            if (!DateTimeOffset.TryParse(at, System.Globalization.CultureInfo.InvariantCulture,
-                    System.Globalization.DateTimeStyles.AssumeUniversal, out var parsed))
-            {
-                return RequestBody.Invalid(new Dictionary<string, string[]> { ["at"] = ["An ISO 8601 time is required."] }).ToResult();
-            }
-            asOf = parsed;
-        }
+        if (!QueryValues.TryTime(at, "at", out var asOf, out var badTime)) return badTime!;
         if (version is < 1)
         {
             return RequestBody.Invalid(new Dictionary<string, string[]> { ["version"] = ["Versions start at 1."] }).ToResult();

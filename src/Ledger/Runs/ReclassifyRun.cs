@@ -38,17 +38,12 @@ public static class ReclassifyRunEndpoint
     [EndpointSummary("Overrule a terminal verdict, audited; the earlier verdict is kept (admin key)")]
     [ProducesResponseType<RunView>(200)]
     [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
-    public static async Task<IResult> Post(string id, HttpContext context, Access access, RejectionLog rejections,
-        IValidator<ReclassifyRun> validator, RunDecisions decisions, IOptions<LedgerOptions> options, TimeProvider clock)
+    public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
+        IValidator<ReclassifyRun> validator, RunDecisions decisions, TimeProvider clock)
     {
-        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
-        if (access.Require(context, Role.Admin) is { } denied) return await rejections.Refuse(context, denied with { RunId = id }, body.Raw);
-        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
-
-        var (request, bindProblem) = RequestBody.Bind<ReclassifyRun>(body.Json!.Value);
-        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem with { RunId = id }, body.Raw);
-        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
-        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors) with { RunId = id }, body.Raw);
+        var admission = await gate.Admit<ReclassifyRun>(context, validator, [Role.Admin], runId: id);
+        if (admission.Refusal is not null) return admission.Refusal;
+        var request = admission.Request!;
 
         var outcome = await decisions.Decide<object>(id, stream =>
         {
@@ -59,7 +54,7 @@ public static class ReclassifyRunEndpoint
                 return Problem.Of(409, "run-not-terminal", "Only a terminal verdict can be reclassified",
                     $"The run is {Wire(run.Status)}; cancel it instead.", runId: id, runStatus: run.Status);
             }
-            if (run.Status == request!.Status)
+            if (run.Status == request.Status)
             {
                 return Problem.Of(409, "reclassify-no-change", "The run already has this status",
                     $"The run is already {Wire(run.Status)}.", runId: id, runStatus: run.Status);
@@ -82,7 +77,7 @@ public static class ReclassifyRunEndpoint
 
         return outcome switch
         {
-            Problem problem => await rejections.Refuse(context, problem, body.Raw),
+            Problem problem => await rejections.Refuse(context, problem, admission.Raw),
             RunView view => Results.Json(view, LedgerJson.Options),
             _ => throw new InvalidOperationException("unexpected reclassify outcome"),
         };

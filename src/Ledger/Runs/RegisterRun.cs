@@ -57,22 +57,16 @@ public static class RegisterRunEndpoint
     [EndpointSummary("Register a run (admin key)")]
     [ProducesResponseType<RunRegisteredResponse>(201)]
     [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
-    public static async Task<IResult> Post(HttpContext context, Access access, RejectionLog rejections,
+    public static async Task<IResult> Post(HttpContext context, RequestGate gate, RejectionLog rejections,
         IValidator<RegisterRun> validator, IDocumentStore store, IOptions<LedgerOptions> options, TimeProvider clock)
     {
-        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
-        if (access.Require(context, Role.Admin) is { } denied) return await rejections.Refuse(context, denied, body.Raw);
-        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem, body.Raw);
-
-        var (request, bindProblem) = RequestBody.Bind<RegisterRun>(body.Json!.Value);
-        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem, body.Raw);
-
-        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
-        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors), body.Raw);
+        var admission = await gate.Admit<RegisterRun>(context, validator, [Role.Admin]);
+        if (admission.Refusal is not null) return admission.Refusal;
+        var request = admission.Request!;
 
         await using var session = store.LightweightSession();
         Ranking? ranking = null;
-        if (request!.Board is { } boardId)
+        if (request.Board is { } boardId)
         {
             var board = await session.LoadAsync<Board>(boardId, context.RequestAborted);
             if (board is null)
@@ -80,7 +74,7 @@ public static class RegisterRunEndpoint
                 return await rejections.Refuse(context, RequestBody.Invalid(new Dictionary<string, string[]>
                 {
                     ["board"] = [$"No board '{boardId}' is defined; define it with POST /api/boards first."],
-                }), body.Raw);
+                }), admission.Raw);
             }
             ranking = board.Ranking;
         }
@@ -113,7 +107,7 @@ public static class RegisterRunEndpoint
         catch (Exception e) when (IsStreamCollision(e))
         {
             return await rejections.Refuse(context, Problem.Of(409, ProblemCodes.RunExists, "The run already exists",
-                $"A run with id '{runId}' is already registered; read it with GET /api/runs/{runId}.", runId: runId), body.Raw);
+                $"A run with id '{runId}' is already registered; read it with GET /api/runs/{runId}.", runId: runId), admission.Raw);
         }
 
         context.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
