@@ -173,8 +173,11 @@ public static class BenchProgram
                     await marten.DecideAsync(mode, 1, $"warm-d1-{mode}", 2, TimeSpan.FromMilliseconds(200), null);
                 }
                 Log($"Marten stores ready and warm in {prep.Elapsed.TotalSeconds:0.0} s");
-                results.DecisionSql["1"] = await marten.CaptureOneDecisionAsync("rich", 1, "sql-rich-1");
-                results.DecisionSql[o.BatchSize.ToString()] = await marten.CaptureOneDecisionAsync("rich", o.BatchSize, "sql-rich-100");
+                foreach (var mode in new[] { "rich", "quick" })
+                {
+                    results.DecisionSql[$"1 event, {mode}"] = await marten.CaptureOneDecisionAsync(mode, 1, $"sql-{mode}-1");
+                    results.DecisionSql[$"{o.BatchSize} events, {mode}"] = await marten.CaptureOneDecisionAsync(mode, o.BatchSize, $"sql-{mode}-100");
+                }
 
                 for (var rep = 1; rep <= o.Repetitions; rep++)
                 {

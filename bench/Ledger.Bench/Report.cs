@@ -250,7 +250,7 @@ public sealed class Results
 
         foreach (var (events, sql) in DecisionSql)
         {
-            sb.AppendLine($"The SQL of one decision appending {events} event(s) (service write path, Rich; captured with a Marten session logger): {sql.Count} round trips.");
+            sb.AppendLine($"The SQL of one decision appending {events} (service write path; captured with a Marten session logger): {sql.Count} round trips.");
             sb.AppendLine();
             sb.AppendLine("```");
             foreach (var line in sql) sb.AppendLine(line.Length <= 400 ? line : line[..400] + "…");

@@ -14,7 +14,7 @@ public sealed class SqlCapture : IMartenSessionLogger
 
     public void OnBeforeExecute(NpgsqlBatch batch) =>
         RoundTrips.Add($"batch of {batch.BatchCommands.Count}: " +
-                       string.Join(" | ", batch.BatchCommands.Select(c => Shorten(c.CommandText))));
+                       string.Join(" | ", batch.BatchCommands.Cast<NpgsqlBatchCommand>().Select(c => Shorten(c.CommandText))));
 
     public void LogSuccess(NpgsqlCommand command) { }
     public void LogFailure(NpgsqlCommand command, Exception ex) { }
