@@ -24,7 +24,7 @@ public sealed record LedgerDatabase(string ConnectionString);
 /// here, so the ledger does this itself with a plain connection.)
 /// </summary>
 public sealed class ProjectionLeadership(IDocumentStore store, LedgerDatabase database, IOptions<LedgerOptions> options,
-    ILogger<ProjectionLeadership> logger) : BackgroundService
+    ILogger<ProjectionLeadership> logger, ILoggerFactory loggers) : BackgroundService
 {
     private static readonly TimeSpan Retry = TimeSpan.FromSeconds(5);
 
@@ -50,7 +50,8 @@ public sealed class ProjectionLeadership(IDocumentStore store, LedgerDatabase da
                 }
 
                 logger.LogInformation("This instance leads the async projections (leaderboard standings)");
-                var daemon = await store.BuildProjectionDaemonAsync(logger: logger);
+                // The daemon logs each processed range: under Marten's category, which is configured to warnings.
+                var daemon = await store.BuildProjectionDaemonAsync(logger: loggers.CreateLogger("Marten.Daemon"));
                 await daemon.StartAllAsync();
                 try
                 {
