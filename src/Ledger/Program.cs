@@ -81,6 +81,8 @@ app.MapOpenApi("/openapi/{documentName}.json");
 app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write });
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
 app.MapWolverineEndpoints();
+app.MapFallback((HttpContext context) => Problem.Of(404, ProblemCodes.NotFound, "No such endpoint",
+    $"{context.Request.Method} {context.Request.Path} is not part of the API; see /openapi/v1.json.").ToResult()).ExcludeFromDescription();
 
 return await app.RunJasperFxCommands(args);
 

@@ -1,0 +1,64 @@
+using System.Net;
+using System.Text;
+using Ledger.Tests.Fixtures;
+using static Ledger.Tests.Fixtures.Scenarios;
+
+namespace Ledger.Tests.Runs;
+
+/// <summary>Never a 500 for bad input: random bodies at every write endpoint get a stable refusal, and nothing changes.</summary>
+[Collection(LedgerCollection.Name)]
+public sealed class GarbageInputTests(LedgerHost ledger)
+{
+    private readonly Scenarios _api = new(ledger);
+
+    private static readonly string[] Fragments =
+    [
+        "{", "}", "[", "]", "\"", ":", ",", "null", "true", "1e999", "-0", "NaN", "\"type\"", "\"eventId\"", "\"occurredAt\"",
+        "\"run.completed\"", "\"step.completed\"", "\"scores\"", "{\"a\":", "\\u0000", "\"2026-01-01T00:00:00Z\"", "[[[[", "\u00e9", " ",
+    ];
+
+    [Fact]
+    public async Task random_bodies_at_every_write_endpoint_are_refused_cleanly_and_change_nothing()
+    {
+        var random = new Random(20261122);
+        var (runId, token) = await _api.Started();
+        var endpoints = new (string Url, string Key)[]
+        {
+            ("/api/runs", LedgerHost.AdminKey),
+            ($"/api/runs/{runId}/claim", LedgerHost.WorkerKey),
+            ($"/api/runs/{runId}/events", token),
+            ($"/api/runs/{runId}/cancel", LedgerHost.AdminKey),
+            ($"/api/runs/{runId}/reclassify", LedgerHost.AdminKey),
+            ("/api/boards", LedgerHost.AdminKey),
+        };
+
+        for (var i = 0; i < 300; i++)
+        {
+            var body = new StringBuilder();
+            for (var n = random.Next(1, 12); n > 0; n--) body.Append(Fragments[random.Next(Fragments.Length)]);
+            var (url, key) = endpoints[random.Next(endpoints.Length)];
+            var response = await _api.Send(HttpMethod.Post, url, key, rawBody: body.ToString());
+
+            Assert.True(response.Code < 500, $"{url} <- {body}: {response.Code} {response.Text}");
+            if (response.Code >= 400)
+            {
+                Assert.Equal("application/problem+json", response.ContentType);
+                Assert.NotNull(response.ProblemCode);
+                Assert.False(response.Retryable);
+            }
+        }
+
+        // Whatever got through was a valid request: the run is still one the worker can finish.
+        var run = await _api.Run(runId);
+        Assert.Contains(run["status"]!.GetValue<string>(), new[] { "claimed", "running", "cancelled" });
+    }
+
+    [Fact]
+    public async Task an_unknown_path_is_a_problem_too()
+    {
+        var response = await _api.Send(HttpMethod.Get, "/api/nothing-here", LedgerHost.AdminKey);
+        Assert.Equal(HttpStatusCode.NotFound, response.Status);
+        Assert.Equal("not-found", response.ProblemCode);
+        Assert.Equal("application/problem+json", response.ContentType);
+    }
+}
