@@ -79,14 +79,21 @@ public static class RequestBody
         Problem.Of(422, ProblemCodes.InvalidPayload, "The request payload is invalid",
             detail ?? "Fix the listed fields; resending the same payload will be refused again.") with { Errors = errors };
 
-    public static Problem Invalid(IEnumerable<ValidationFailure> failures, string pathPrefix = "") =>
-        Invalid(failures
+    public static Problem Invalid(IEnumerable<ValidationFailure> failures, string pathPrefix = "")
+    {
+        var list = failures as IReadOnlyCollection<ValidationFailure> ?? failures.ToList();
+        return Invalid(list
             .GroupBy(f => pathPrefix + ToCamel(f.PropertyName))
-            .ToDictionary(g => g.Key, g => g.Select(f => f.ErrorMessage).Distinct().ToArray()));
+            .ToDictionary(g => g.Key, g => g.Select(f => f.ErrorMessage).Distinct().ToArray()))
+            with { Allowed = list.Select(f => f.CustomState).OfType<AllowedValues>().FirstOrDefault()?.Values };
+    }
 
     // Only the member name is camel-cased: what follows it (a score name, an index) is the client's own text.
     private static string ToCamel(string propertyName) =>
         propertyName.Length == 0 ? propertyName : char.ToLowerInvariant(propertyName[0]) + propertyName[1..];
+
+    /// <summary>Attached to a validation failure (<c>WithState</c>) whose field takes only these values: the problem's <c>allowed</c>.</summary>
+    public sealed record AllowedValues(IReadOnlyList<string> Values);
 
     private static Problem TooLarge(int maxBytes) =>
         Problem.Of(413, ProblemCodes.PayloadTooLarge, "The request body is too large",

@@ -26,6 +26,7 @@ public sealed record WorkerEventRequest
     public string? ChunkId { get; init; }
     public long? Count { get; init; }
     public long? ItemsTotal { get; init; }
+    public List<string>? Warnings { get; init; }
     public string? ErrorClass { get; init; }
     public string? Message { get; init; }
 
@@ -43,7 +44,7 @@ public sealed record WorkerEventRequest
             WorkerEventTypes.ScoresReported => new ScoresReported { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, Scores = Scores! },
             WorkerEventTypes.OutputRecorded => new OutputRecorded { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, Name = Name!, Uri = Uri!, Sha256 = Sha256?.ToLowerInvariant(), Bytes = Bytes },
             WorkerEventTypes.ItemsCommitted => new ItemsCommitted { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, ChunkId = ChunkId!, Count = Count!.Value },
-            WorkerEventTypes.RunCompleted => new RunCompleted { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, ItemsTotal = ItemsTotal },
+            WorkerEventTypes.RunCompleted => new RunCompleted { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, ItemsTotal = ItemsTotal, Warnings = Warnings },
             WorkerEventTypes.RunFailed => new RunFailed { EventId = eventId, OccurredAt = occurredAt, RecordedAt = recordedAt, ErrorClass = ErrorClass!, Message = Message },
             _ => throw new InvalidOperationException($"unvalidated event type {Type}"),
         };
@@ -54,6 +55,8 @@ public sealed record WorkerEventRequest
         public const int MaxLines = 1000;
         public const int MaxLineLength = 16 * 1024;
         public const int MaxText = 8 * 1024;
+        public const int MaxWarnings = 20;
+        public const string WarningPattern = "^[a-z0-9][a-z0-9._-]{0,63}$";
 
         public Validator()
         {
@@ -103,10 +106,18 @@ public sealed record WorkerEventRequest
                 RuleFor(e => e.Count).NotNull().GreaterThanOrEqualTo(0);
             });
             When(e => e.Type == WorkerEventTypes.RunCompleted, () =>
-                RuleFor(e => e.ItemsTotal).GreaterThanOrEqualTo(0).When(e => e.ItemsTotal is not null));
+            {
+                RuleFor(e => e.ItemsTotal).GreaterThanOrEqualTo(0).When(e => e.ItemsTotal is not null);
+                RuleFor(e => e.Warnings!.Count).LessThanOrEqualTo(MaxWarnings).OverridePropertyName("warnings").When(e => e.Warnings is not null);
+                RuleForEach(e => e.Warnings).NotEmpty().Matches(WarningPattern)
+                    .WithMessage("A warning is a short code: 1-64 lower-case letters, digits and . _ -, e.g. empty-output.");
+            });
             When(e => e.Type == WorkerEventTypes.RunFailed, () =>
             {
-                RuleFor(e => e.ErrorClass).NotEmpty().MaximumLength(64);
+                RuleFor(e => e.ErrorClass).NotEmpty()
+                    .Must(c => c is null || ErrorClasses.All.Contains(c))
+                    .WithMessage($"Unknown errorClass; allowed: {string.Join(", ", ErrorClasses.All)}.")
+                    .WithState(_ => new RequestBody.AllowedValues(ErrorClasses.All));
                 RuleFor(e => e.Message).MaximumLength(MaxText);
             });
         }
@@ -230,6 +241,7 @@ public static class RecordEventsEndpoint
         var isArray = json.ValueKind == JsonValueKind.Array;
         var requests = new List<WorkerEventRequest>(elements.Count);
         var errors = new Dictionary<string, string[]>();
+        IReadOnlyList<string>? allowed = null;
         for (var i = 0; i < elements.Count; i++)
         {
             var prefix = isArray ? $"[{i}]." : "";
@@ -242,14 +254,16 @@ public static class RecordEventsEndpoint
             var validation = validator.Validate(request!);
             if (!validation.IsValid)
             {
-                foreach (var (key, value) in RequestBody.Invalid(validation.Errors, prefix).Errors!) errors[key] = value;
+                var invalid = RequestBody.Invalid(validation.Errors, prefix);
+                foreach (var (key, value) in invalid.Errors!) errors[key] = value;
+                allowed ??= invalid.Allowed;
                 continue;
             }
             requests.Add(request!);
         }
 
         return errors.Count > 0
-            ? (null, RequestBody.Invalid(errors, "Fix the listed events; no event of this request was recorded, and resending it unchanged will be refused again."))
+            ? (null, RequestBody.Invalid(errors, "Fix the listed events; no event of this request was recorded, and resending it unchanged will be refused again.") with { Allowed = allowed })
             : (requests, null);
     }
 }

@@ -31,6 +31,26 @@ public static class AnomalyKinds
     public const string AccountingMismatch = "accounting-mismatch";
 }
 
+/// <summary>Why a run failed, from a closed list, so that a dashboard can tell a timeout from a bad answer.</summary>
+public static class ErrorClasses
+{
+    public const string Timeout = "timeout";
+    public const string Validation = "validation";
+    public const string Provider = "provider";
+    public const string Infrastructure = "infrastructure";
+    public const string Cancelled = "cancelled";
+    public const string Unknown = "unknown";
+
+    public static readonly IReadOnlyList<string> All = [Timeout, Validation, Provider, Infrastructure, Cancelled, Unknown];
+}
+
+/// <summary>What a run carries beside its status: a success with a warning is still a success.</summary>
+public static class WarningKinds
+{
+    /// <summary>An output was recorded with zero bytes: an empty answer, not a failure.</summary>
+    public const string EmptyOutput = "empty-output";
+}
+
 public sealed record RunAnomaly(string Kind, DateTimeOffset At, string Detail, string? EventId = null);
 
 public sealed record RunStep(string StepId, string? Name, DateTimeOffset StartedAt, bool Completed = false,
@@ -81,6 +101,8 @@ public sealed class Run
     public long? ItemsTotalReported { get; set; }
     public string? ErrorClass { get; set; }
     public string? ErrorMessage { get; set; }
+    /// <summary>Reported with the completion or derived from the results (an empty output); never blocks success.</summary>
+    public List<string> Warnings { get; set; } = [];
 
     public Dictionary<string, RunStep> Steps { get; set; } = new();
     public Dictionary<string, double> Scores { get; set; } = new();
@@ -328,6 +350,7 @@ public sealed class Run
                 break;
             case OutputRecorded o:
                 Outputs[o.Name] = new RunOutput(o.Name, o.Uri, o.Sha256, o.Bytes);
+                if (o.Bytes == 0) Warn(WarningKinds.EmptyOutput);
                 break;
             case ItemsCommitted i:
                 Chunks[i.ChunkId] = i.Count;
@@ -337,6 +360,7 @@ public sealed class Run
                 CompletionReported = true;
                 CompletionReportedAt = c.RecordedAt;
                 ItemsTotalReported = c.ItemsTotal;
+                foreach (var warning in c.Warnings ?? []) Warn(warning);
                 break;
             case RunFailed f:
                 ErrorClass = f.ErrorClass;
@@ -382,6 +406,11 @@ public sealed class Run
             Anomalies.Add(new RunAnomaly(AnomalyKinds.CompletedBeforeResults, trigger.RecordedAt,
                 $"Completion reported while missing: {string.Join(", ", missing)}.", trigger.EventId));
         }
+    }
+
+    private void Warn(string warning)
+    {
+        if (!Warnings.Contains(warning)) Warnings.Add(warning);
     }
 
     private void Terminate(RunStatus status, string? reason, DateTimeOffset at)

@@ -107,10 +107,13 @@ public sealed record ItemsCommitted : WorkerEvent
 public sealed record RunCompleted : WorkerEvent
 {
     public long? ItemsTotal { get; init; }
+    /// <summary>What the worker wants noticed about a success (e.g. <c>empty-output</c>); it stays a success.</summary>
+    public IReadOnlyList<string>? Warnings { get; init; }
 }
 
 public sealed record RunFailed : WorkerEvent
 {
+    /// <summary>One of <see cref="ErrorClasses.All"/> (checked at the edge; older streams may hold others).</summary>
     public required string ErrorClass { get; init; }
     public string? Message { get; init; }
 }
