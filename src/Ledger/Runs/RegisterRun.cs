@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Labels;
 using Ledger.Leaderboards;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
@@ -23,7 +24,7 @@ public sealed record RegisterRun
 
     public sealed class Validator : AbstractValidator<RegisterRun>
     {
-        public Validator(IOptions<LedgerOptions> options)
+        public Validator(IOptions<LedgerOptions> options, LabelVocabulary vocabulary)
         {
             RuleFor(r => r.RunId!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.RunId is not null);
             RuleFor(r => r.Board!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.Board is not null);
@@ -34,6 +35,7 @@ public sealed record RegisterRun
             RuleFor(r => r.Labels!).Must(l => l.Count <= 32).WithMessage("At most 32 labels.")
                 .Must(l => l.All(kv => kv.Key.Length is > 0 and <= 64 && kv.Value is { Length: > 0 and <= 200 }))
                 .WithMessage("Label keys must be 1-64 characters and values 1-200 characters.")
+                .Custom((labels, context) => vocabulary.Check(labels, "labels", context))
                 .When(r => r.Labels is not null);
             RuleFor(r => r.RequiredScores!).Must(BeDistinctNames).WithMessage("Required scores must be distinct non-empty names of at most 200 characters (at most 100).")
                 .When(r => r.RequiredScores is not null);
@@ -58,7 +60,8 @@ public static class RegisterRunEndpoint
     [ProducesResponseType<RunRegisteredResponse>(201)]
     [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
     public static async Task<IResult> Post(HttpContext context, RequestGate gate, RejectionLog rejections,
-        IValidator<RegisterRun> validator, IDocumentStore store, IOptions<LedgerOptions> options, TimeProvider clock)
+        IValidator<RegisterRun> validator, IDocumentStore store, IOptions<LedgerOptions> options, TimeProvider clock,
+        LabelVocabulary vocabulary)
     {
         var admission = await gate.Admit<RegisterRun>(context, validator, [Role.Admin]);
         if (admission.Refusal is not null) return admission.Refusal;
@@ -86,18 +89,22 @@ public static class RegisterRunEndpoint
             .Concat(ranking?.TieBreakScore is { } tieBreak ? new[] { tieBreak } : [])
             .Distinct(StringComparer.Ordinal)
             .ToList();
+        var sent = request.Labels ?? new Dictionary<string, string>();
+        var labels = vocabulary.NormalizeLeniently(sent);
         var registered = new RunRegistered(
             runId,
             request.Board,
             request.Participant,
             request.Batch,
-            request.Labels ?? new Dictionary<string, string>(),
+            labels,
             requiredScores,
             request.RequiredOutputs ?? [],
             request.ExpectedItems,
             request.LeaseSeconds ?? options.Value.DefaultLeaseSeconds,
             clock.GetUtcNow(),
-            ranking);
+            ranking,
+            // Kept only when normalization changed something, so the stream shows what the caller said.
+            labels.Any(kv => sent[kv.Key] != kv.Value) ? sent : null);
 
         session.Events.StartStream<Run>(runId, registered);
         try

@@ -5,6 +5,7 @@ namespace Ledger.Runs;
 // Events of a run's stream. Past tense; every fact the state is derived from is in the event
 // itself (RecordedAt is the ledger's clock at append time), so a replay never reads a clock.
 
+/// <summary>A run was registered. <see cref="Labels"/> are normalized; <see cref="LabelsAsSent"/> is what the caller sent, when that differed.</summary>
 public sealed record RunRegistered(
     string RunId,
     string? Board,
@@ -16,7 +17,8 @@ public sealed record RunRegistered(
     long? ExpectedItems,
     int LeaseSeconds,
     DateTimeOffset RegisteredAt,
-    Ranking? Ranking = null);
+    Ranking? Ranking = null,
+    IReadOnlyDictionary<string, string>? LabelsAsSent = null);
 
 /// <summary>A worker took the lease. Only the token's SHA-256 digest is kept.</summary>
 public sealed record RunClaimed(
