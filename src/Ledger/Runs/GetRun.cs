@@ -32,6 +32,7 @@ public sealed record RunView(
     string? ErrorMessage,
     IReadOnlyList<string> Warnings,
     IReadOnlyList<RunAnomaly> Anomalies,
+    IReadOnlyList<RunObservation> Observations,
     IReadOnlyList<Verdict> Verdicts,
     DateTimeOffset RegisteredAt,
     DateTimeOffset? ClaimedAt,
@@ -47,7 +48,7 @@ public sealed record RunView(
         run.RequiredScores, run.RequiredOutputs, run.Scores, run.Outputs,
         new ItemsView(run.ExpectedItems, run.ItemsTotalReported, run.CommittedItems, run.Chunks.Count),
         run.Steps.Values.OrderBy(s => s.StartedAt).ThenBy(s => s.StepId, StringComparer.Ordinal).ToList(),
-        run.LogLines, run.ErrorClass, run.ErrorMessage, run.Warnings, run.Anomalies, run.Verdicts,
+        run.LogLines, run.ErrorClass, run.ErrorMessage, run.Warnings, run.Anomalies, run.Observations, run.Verdicts,
         run.RegisteredAt, run.ClaimedAt, run.StartedAt, run.LastEventAt, run.TerminalAt);
 }
 

@@ -87,6 +87,7 @@ public static class RunReplay
         LeaseExpired l => l.DetectedAt,
         RunReclassified r => r.At,
         VerdictReached v => v.At,
+        StatusObserved o => o.RecordedAt,
         _ => e.Timestamp,
     };
 
@@ -99,6 +100,7 @@ public static class RunReplay
         LeaseExpired l => l.DetectedAt,
         RunReclassified r => r.At,
         VerdictReached v => v.At,
+        StatusObserved o => o.ObservedAt,
         _ => null,
     };
 }

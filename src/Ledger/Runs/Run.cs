@@ -8,6 +8,11 @@ public enum RunStatus { Registered, Claimed, Running, Succeeded, Failed, Lost, C
 public static class RunStatusRules
 {
     public static bool IsTerminal(this RunStatus status) => status >= RunStatus.Succeeded;
+
+    public static string Wire(this RunStatus status) => status.ToString().ToLowerInvariant();
+
+    /// <summary>The statuses as the wire spells them.</summary>
+    public static readonly IReadOnlyList<string> WireNames = Enum.GetValues<RunStatus>().Select(Wire).ToArray();
 }
 
 /// <summary>What recording one event did to the run, as the worker is told and the history shows.</summary>
@@ -29,6 +34,7 @@ public static class AnomalyKinds
     public const string LateCompletion = "late-completion";
     public const string CompletedBeforeResults = "completed-before-results";
     public const string AccountingMismatch = "accounting-mismatch";
+    public const string StatusMismatch = "status-mismatch";
 }
 
 /// <summary>Why a run failed, from a closed list, so that a dashboard can tell a timeout from a bad answer.</summary>
@@ -51,7 +57,13 @@ public static class WarningKinds
     public const string EmptyOutput = "empty-output";
 }
 
-public sealed record RunAnomaly(string Kind, DateTimeOffset At, string Detail, string? EventId = null);
+public sealed record RunAnomaly(string Kind, DateTimeOffset At, string Detail, string? EventId = null, StatusMismatch? Mismatch = null);
+
+/// <summary>Both sides of a disagreement: what the ledger decided and what another system said.</summary>
+public sealed record StatusMismatch(RunStatus Ledger, RunStatus Observed, string Source, DateTimeOffset ObservedAt);
+
+/// <summary>Another system's view of the run, as recorded.</summary>
+public sealed record RunObservation(string Source, RunStatus Status, DateTimeOffset ObservedAt, string? Detail, DateTimeOffset RecordedAt);
 
 public sealed record RunStep(string StepId, string? Name, DateTimeOffset StartedAt, bool Completed = false,
     string? Outcome = null, DateTimeOffset? CompletedAt = null);
@@ -112,6 +124,8 @@ public sealed class Run
     public long LogLines { get; set; }
 
     public List<RunAnomaly> Anomalies { get; set; } = [];
+    /// <summary>Other systems' views of the run, in the order recorded; they never change <see cref="Status"/>.</summary>
+    public List<RunObservation> Observations { get; set; } = [];
     /// <summary>Every terminal verdict in order; more than one only through operator reclassification.</summary>
     public List<Verdict> Verdicts { get; set; } = [];
     /// <summary>Every worker eventId recorded in the stream: the at-most-once guard.</summary>
@@ -174,7 +188,48 @@ public sealed class Run
         Reason = e.Reason;
         TerminalAt = e.At;
         Verdicts.Add(new Verdict(e.To, e.Reason, e.At, e.Operator is null ? "operator" : $"operator:{e.Operator}", e.Evidence));
+        FlagMismatches(e.At);
     }
+
+    /// <summary>What recording another system's view would do: a repeat is a duplicate, anything else is recorded.</summary>
+    public EventEffect Evaluate(StatusObserved e)
+    {
+        if (Observations.Any(o => o.Source == e.Source && o.Status == e.Status && o.ObservedAt == e.ObservedAt))
+        {
+            return EventEffect.Duplicate("observation-already-recorded");
+        }
+        // A source polled every minute says the same thing again and again: only a change of its view is news.
+        return Observations.LastOrDefault(o => o.Source == e.Source) is { } latest && latest.Status == e.Status
+            ? EventEffect.Duplicate("observation-unchanged")
+            : EventEffect.Applied;
+    }
+
+    public void Apply(StatusObserved e)
+    {
+        if (Evaluate(e).Kind != EventResultKind.Applied) return;
+        var observation = new RunObservation(e.Source, e.Status, e.ObservedAt, e.Detail, e.RecordedAt);
+        Observations.Add(observation);
+        if (Disagrees(observation)) FlagMismatch(observation, e.RecordedAt);
+    }
+
+    /// <summary>True when the observation names a terminal status other than the ledger's terminal verdict.</summary>
+    public bool Disagrees(RunObservation observation) =>
+        Status.IsTerminal() && observation.Status.IsTerminal() && observation.Status != Status;
+
+    /// <summary>At a new verdict, each source's latest view is compared with it.</summary>
+    private void FlagMismatches(DateTimeOffset at)
+    {
+        var latestBySource = Observations
+            .GroupBy(o => o.Source, StringComparer.Ordinal)
+            .Select(g => g.OrderBy(o => o.ObservedAt).Last());
+        foreach (var observation in latestBySource.Where(Disagrees).ToList()) FlagMismatch(observation, at);
+    }
+
+    private void FlagMismatch(RunObservation o, DateTimeOffset at) =>
+        Anomalies.Add(new RunAnomaly(AnomalyKinds.StatusMismatch, at,
+            $"The ledger says {Status.Wire()}{(Reason is null ? "" : $" ({Reason})")}; {o.Source} observed {o.Status.Wire()} at {o.ObservedAt:O}" +
+            $"{(o.Detail is null ? "" : $": {o.Detail}")}. The ledger's status stands.",
+            Mismatch: new StatusMismatch(Status, o.Status, o.Source, o.ObservedAt)));
 
     public void Apply(RunStarted e) => Record(e);
     public void Apply(StepStarted e) => Record(e);
@@ -197,6 +252,7 @@ public sealed class Run
             case LeaseExpired x: Apply(x); break;
             case RunReclassified x: Apply(x); break;
             case VerdictReached x: Apply(x); break;
+            case StatusObserved x: Apply(x); break;
             case WorkerEvent x: Record(x); break;
         }
     }
@@ -207,6 +263,7 @@ public sealed class Run
         WorkerEvent worker => Evaluate(worker),
         RunReclassified => Status.IsTerminal() ? EventEffect.Applied : EventEffect.NotApplied("run-not-terminal"),
         VerdictReached => EventEffect.Applied,
+        StatusObserved observed => Evaluate(observed),
         _ => Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied,
     };
 
@@ -419,5 +476,6 @@ public sealed class Run
         Reason = reason;
         TerminalAt = at;
         Verdicts.Add(new Verdict(status, reason, at, "ledger"));
+        FlagMismatches(at);
     }
 }

@@ -58,6 +58,12 @@ public sealed record RunReclassified(
     string? Operator,
     DateTimeOffset At);
 
+/// <summary>
+/// Another system's view of the run (an executor, a portal), as it reported it. Recorded in the
+/// stream beside the ledger's facts; it never changes the ledger's status, only flags disagreement.
+/// </summary>
+public sealed record StatusObserved(string Source, RunStatus Status, DateTimeOffset ObservedAt, string? Detail, DateTimeOffset RecordedAt);
+
 /// <summary>Anything a worker reports: carries the client's idempotency key and its claimed time.</summary>
 public abstract record WorkerEvent
 {
@@ -162,6 +168,7 @@ public static class EventNames
         LeaseExpired => "lease.expired",
         RunReclassified => "run.reclassified",
         VerdictReached => "verdict.reached",
+        StatusObserved => "status.observed",
         _ => @event.GetType().Name,
     };
 }

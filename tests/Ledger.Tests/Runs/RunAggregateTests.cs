@@ -558,6 +558,129 @@ public sealed class RunAggregateTests
         Assert.Empty(run.Anomalies);
     }
 
+    // ---- outcome detail and other systems' views ----------------------------------------------
+
+    [Fact]
+    public void an_empty_output_is_a_warning_and_the_run_still_succeeds()
+    {
+        var run = NewRun(outputs: ["answer"]);
+        Report(run, Output("answer", "s3://answers/1.txt", bytes: 0));
+
+        Report(run, Completed());
+
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+        Assert.Null(run.Reason);
+        Assert.Equal([WarningKinds.EmptyOutput], run.Warnings);
+    }
+
+    [Fact]
+    public void an_observation_is_recorded_and_never_changes_the_status()
+    {
+        var run = NewRun();
+        Report(run, Started());
+
+        run.Fold(Observed("modal", RunStatus.Succeeded));
+
+        Assert.Equal(RunStatus.Running, run.Status);
+        Assert.Null(run.TerminalAt);
+        Assert.Empty(run.Verdicts);
+        var observation = Assert.Single(run.Observations);
+        Assert.Equal(("modal", RunStatus.Succeeded), (observation.Source, observation.Status));
+        Assert.Empty(run.Anomalies); // no verdict yet, nothing to disagree with
+    }
+
+    [Fact]
+    public void an_observation_that_disagrees_with_the_verdict_is_flagged_with_both_sides()
+    {
+        var run = NewRun(outputs: ["answer"]);
+        Report(run, Output("answer", "s3://answers/1.txt", bytes: 0));
+        Report(run, Completed());
+        var observed = Observed("portal", RunStatus.Failed, "EMPTY_MODEL_RESPONSE");
+
+        run.Fold(observed);
+
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+        var anomaly = Assert.Single(run.Anomalies);
+        Assert.Equal(AnomalyKinds.StatusMismatch, anomaly.Kind);
+        Assert.Equal(new StatusMismatch(RunStatus.Succeeded, RunStatus.Failed, "portal", observed.ObservedAt), anomaly.Mismatch);
+        Assert.Contains("EMPTY_MODEL_RESPONSE", anomaly.Detail);
+    }
+
+    [Fact]
+    public void an_observation_made_before_the_verdict_is_compared_when_the_verdict_is_reached()
+    {
+        var run = NewRun();
+        run.Fold(Observed("modal", RunStatus.Succeeded));
+        run.Fold(Observed("portal", RunStatus.Failed));
+        Assert.Empty(run.Anomalies);
+
+        var failure = Failed("provider", "empty response");
+        Report(run, failure);
+
+        Assert.Equal(RunStatus.Failed, run.Status);
+        var anomaly = Assert.Single(run.Anomalies);
+        Assert.Equal(new StatusMismatch(RunStatus.Failed, RunStatus.Succeeded, "modal", run.Observations[0].ObservedAt), anomaly.Mismatch);
+        Assert.Equal(failure.RecordedAt, anomaly.At);
+    }
+
+    [Fact]
+    public void only_a_sources_latest_view_is_compared_with_a_verdict()
+    {
+        var run = NewRun();
+        run.Fold(Observed("modal", RunStatus.Failed));
+        run.Fold(Observed("modal", RunStatus.Succeeded)); // the executor corrected itself before the ledger decided
+        Report(run, Completed());
+
+        Assert.Equal(RunStatus.Succeeded, run.Status);
+        Assert.Empty(run.Anomalies);
+        Assert.Equal(2, run.Observations.Count);
+    }
+
+    [Fact]
+    public void an_agreeing_or_non_terminal_observation_is_not_a_mismatch()
+    {
+        var run = NewRun();
+        Report(run, Completed());
+
+        run.Fold(Observed("modal", RunStatus.Succeeded));
+        run.Fold(Observed("portal", RunStatus.Running));
+
+        Assert.Empty(run.Anomalies);
+    }
+
+    [Fact]
+    public void a_repeated_observation_is_a_duplicate_and_is_not_recorded_twice()
+    {
+        var run = NewRun();
+        Report(run, Completed());
+        var observed = Observed("portal", RunStatus.Failed);
+        run.Fold(observed);
+
+        Assert.Equal(EventResultKind.Duplicate, run.Evaluate(observed).Kind);
+        var again = Observed("portal", RunStatus.Failed);
+        Assert.Equal(new EventEffect(EventResultKind.Duplicate, "observation-unchanged"), run.Evaluate(again));
+        run.Fold(observed);
+        run.Fold(again);
+
+        Assert.Single(run.Observations);
+        Assert.Single(run.Anomalies);
+    }
+
+    [Fact]
+    public void a_reclassification_is_compared_with_the_observations_too()
+    {
+        var run = NewRun();
+        run.Fold(Observed("modal", RunStatus.Succeeded));
+        Report(run, Failed("provider"));
+        Assert.Single(run.Anomalies);
+
+        run.Fold(new RunReclassified(RunStatus.Failed, "provider", RunStatus.Lost, "worker vanished", ["ticket-1"], "ops", T0.AddHours(1)));
+
+        Assert.Equal(RunStatus.Lost, run.Status);
+        Assert.Equal(2, run.Anomalies.Count);
+        Assert.Equal(RunStatus.Lost, run.Anomalies[1].Mismatch!.Ledger);
+    }
+
     // ---- helpers -----------------------------------------------------------------------------
 
     /// <summary>Reports an event as the endpoint does: refused and duplicate events are never appended.</summary>
@@ -641,10 +764,16 @@ public sealed class RunAggregateTests
         };
     }
 
-    private OutputRecorded Output(string name, string uri)
+    private OutputRecorded Output(string name, string uri, long? bytes = null)
     {
         var (id, occurred, recorded) = Next(null);
-        return new OutputRecorded { EventId = id, OccurredAt = occurred, RecordedAt = recorded, Name = name, Uri = uri };
+        return new OutputRecorded { EventId = id, OccurredAt = occurred, RecordedAt = recorded, Name = name, Uri = uri, Bytes = bytes };
+    }
+
+    private StatusObserved Observed(string source, RunStatus status, string? detail = null)
+    {
+        var (_, occurred, recorded) = Next(null);
+        return new StatusObserved(source, status, occurred, detail, recorded);
     }
 
     private ItemsCommitted Items(string chunkId, long count, string? eventId = null)

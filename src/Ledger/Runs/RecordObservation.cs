@@ -1,0 +1,86 @@
+using FluentValidation;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using Wolverine.Http;
+
+namespace Ledger.Runs;
+
+/// <summary>Another system (an executor, a portal) says what it believes the run's status is.</summary>
+public sealed record RecordObservation
+{
+    /// <summary>Who observed: the system's name, e.g. <c>modal</c> or <c>portal</c>.</summary>
+    public string? Source { get; init; }
+    /// <summary>The observed status, in the ledger's words (the caller maps its own).</summary>
+    public string? Status { get; init; }
+    public DateTimeOffset? ObservedAt { get; init; }
+    public string? Detail { get; init; }
+
+    public const int MaxDetail = 2000;
+
+    public StatusObserved ToEvent(DateTimeOffset recordedAt) =>
+        new(Source!, Enum.Parse<RunStatus>(Status!, ignoreCase: true), ObservedAt!.Value, Detail, recordedAt);
+
+    public sealed class Validator : AbstractValidator<RecordObservation>
+    {
+        public Validator()
+        {
+            RuleFor(o => o.Source).NotEmpty().MaximumLength(200);
+            RuleFor(o => o.Status).NotEmpty()
+                .Must(s => s is null || RunStatusRules.WireNames.Contains(s))
+                .WithMessage($"Unknown status; allowed: {string.Join(", ", RunStatusRules.WireNames)}.")
+                .WithState(_ => new RequestBody.AllowedValues(RunStatusRules.WireNames));
+            RuleFor(o => o.ObservedAt).NotNull();
+            RuleFor(o => o.Detail!).MaximumLength(MaxDetail).When(o => o.Detail is not null);
+        }
+    }
+}
+
+/// <summary>What recording the observation did; <c>mismatch</c> is true when it disagrees with the ledger's verdict now.</summary>
+public sealed record ObservationRecorded(string RunId, RunStatus Status, EventResultKind Result, string? Reason, bool Mismatch);
+
+public static class RecordObservationEndpoint
+{
+    [WolverinePost("/api/runs/{id}/observations", Name = "RecordObservation")]
+    [Tags("Runs")]
+    [EndpointSummary("Record another system's view of the run; a disagreeing terminal status is flagged, never adopted (admin or worker key)")]
+    [ProducesResponseType<ObservationRecorded>(200)]
+    [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(403),
+     ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(422), ProducesResponseType<Problem>(503)]
+    public static async Task<IResult> Post(string id, HttpContext context, Access access, RejectionLog rejections,
+        IValidator<RecordObservation> validator, RunDecisions decisions, IOptions<LedgerOptions> options, TimeProvider clock)
+    {
+        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
+        if (access.Require(context, Role.Admin, Role.Worker) is { } denied) return await rejections.Refuse(context, denied with { RunId = id }, body.Raw);
+        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
+
+        var (request, bindProblem) = RequestBody.Bind<RecordObservation>(body.Json!.Value);
+        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem with { RunId = id }, body.Raw);
+        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
+        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors) with { RunId = id }, body.Raw);
+
+        var outcome = await decisions.Decide<object>(id, stream =>
+        {
+            var run = stream.Aggregate;
+            if (run is null) return RunProblems.NotFound(id);
+
+            var observed = request!.ToEvent(clock.GetUtcNow());
+            var effect = run.Evaluate(observed);
+            if (effect.Kind == EventResultKind.Duplicate)
+            {
+                return new ObservationRecorded(id, run.Status, effect.Kind, effect.Reason, false);
+            }
+            stream.AppendOne(observed);
+            var mismatch = run.Disagrees(new RunObservation(observed.Source, observed.Status, observed.ObservedAt, observed.Detail, observed.RecordedAt));
+            return new ObservationRecorded(id, run.Status, effect.Kind, mismatch ? AnomalyKinds.StatusMismatch : null, mismatch);
+        }, context.RequestAborted);
+
+        return outcome switch
+        {
+            Problem problem => await rejections.Refuse(context, problem, body.Raw, request!.Source),
+            ObservationRecorded recorded => Results.Json(recorded, LedgerJson.Options),
+            _ => throw new InvalidOperationException("unexpected observation outcome"),
+        };
+    }
+}
