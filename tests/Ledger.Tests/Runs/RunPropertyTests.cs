@@ -185,6 +185,38 @@ public sealed class RunPropertyTests
         }, iter: 300, print: Print);
     }
 
+    [Fact]
+    public void observations_never_change_what_the_worker_events_decide()
+    {
+        Gen.Select(Scenarios, ObservationInserts).Sample((scenario, inserts) =>
+        {
+            var (plain, _) = Simulation.Play(scenario, _ => { });
+            var (observed, accepted) = Simulation.Play(scenario with { Inputs = Interleave(scenario.Inputs, inserts) }, _ => { });
+
+            Assert.Equal(Json(plain), Json(WithoutObservations(observed)));
+            foreach (var anomaly in observed.Anomalies.Where(a => a.Kind == AnomalyKinds.StatusMismatch))
+            {
+                var mismatch = anomaly.Mismatch!;
+                Assert.True(mismatch.Ledger.IsTerminal() && mismatch.Observed.IsTerminal() && mismatch.Ledger != mismatch.Observed,
+                    $"a mismatch that is none: {mismatch}");
+            }
+            // Each source's latest view disagreeing with a terminal verdict is flagged.
+            if (observed.Status.IsTerminal())
+            {
+                foreach (var latest in observed.Observations.GroupBy(o => o.Source).Select(g => g.OrderBy(o => o.ObservedAt).Last()))
+                {
+                    if (!latest.Status.IsTerminal() || latest.Status == observed.Status) continue;
+                    Assert.Contains(observed.Anomalies, a => a.Mismatch is { } m && m.Source == latest.Source && m.Observed == latest.Status
+                        && m.ObservedAt == latest.ObservedAt && m.Ledger == observed.Status);
+                }
+            }
+
+            var replayed = Run.Create(Simulation.Registered(scenario.Definition));
+            foreach (var e in accepted) replayed.Fold(e);
+            Assert.Equal(Json(observed), Json(replayed));
+        }, iter: Iterations, print: t => Print(t.Item1));
+    }
+
     /// <summary>The generator reaches the cases the properties are about; otherwise they would pass vacuously.</summary>
     [Fact]
     public void the_generated_scenarios_reach_every_interesting_outcome()
@@ -256,7 +288,9 @@ public sealed class RunPropertyTests
         {
             var run = NewRun(scenario.Definition);
             var accepted = new List<object> { Claimed };
-            var inputs = scenario.Inputs.Select((input, i) => Stamp(input, T0.AddHours(1).AddSeconds(i))).ToArray();
+            // Observations take no tick of the clock: the worker events are stamped as they would be without them.
+            var ticks = 0;
+            var inputs = scenario.Inputs.Select(input => Stamp(input, T0.AddHours(1).AddSeconds(input is StatusObserved ? ticks : ticks++))).ToArray();
             for (var i = 0; i < inputs.Length; i++)
             {
                 EventEffect? effect = null;
@@ -267,6 +301,12 @@ public sealed class RunPropertyTests
                         effect = run.Evaluate(e);
                         if (effect.Kind is EventResultKind.Refused or EventResultKind.Duplicate) break;
                         run.Fold(e);
+                        appended = true;
+                        break;
+                    case StatusObserved o:
+                        effect = run.Evaluate(o);
+                        if (effect.Kind == EventResultKind.Duplicate) break;
+                        run.Fold(o);
                         appended = true;
                         break;
                     case RunCancelled c:
@@ -285,6 +325,7 @@ public sealed class RunPropertyTests
         {
             WorkerEvent e => e with { RecordedAt = now },
             Cancel c => new RunCancelled(c.Reason, now),
+            StatusObserved o => o with { RecordedAt = now },
             _ => throw new InvalidOperationException(),
         };
     }
@@ -518,6 +559,27 @@ public sealed class RunPropertyTests
         return array;
     }
 
+    /// <summary>Other systems' views, each with where it lands among the inputs.</summary>
+    private static readonly Gen<(int At, StatusObserved Observation)[]> ObservationInserts =
+        Gen.Select(Gen.Int[0, 1000], Gen.OneOf("modal", "portal"), Gen.Enum<RunStatus>(), Gen.Int[0, 3],
+                (at, source, status, minute) => (at, new StatusObserved(source, status, T0.AddMinutes(minute), null, T0)))
+            .Array[0, 6];
+
+    private static object[] Interleave(object[] inputs, (int At, StatusObserved Observation)[] inserts)
+    {
+        var list = inputs.ToList();
+        foreach (var (at, observation) in inserts) list.Insert(at % (list.Count + 1), observation);
+        return [.. list];
+    }
+
+    private static Run WithoutObservations(Run run)
+    {
+        var copy = RunDecisions.Copy(run);
+        copy.Observations.Clear();
+        copy.Anomalies.RemoveAll(a => a.Kind == AnomalyKinds.StatusMismatch);
+        return copy;
+    }
+
     private static readonly Gen<(int, int)> IndexPair = Gen.Select(Gen.Int[0, 1000], Gen.Int[0, 1000]);
 
     private static readonly Gen<Scenario> Scenarios =
@@ -562,6 +624,7 @@ public sealed class RunPropertyTests
         RunCompleted e => $"{e.EventId} run.completed itemsTotal={e.ItemsTotal?.ToString() ?? "-"}",
         RunFailed e => $"{e.EventId} run.failed {e.ErrorClass}",
         Cancel or RunCancelled => "cancel",
+        StatusObserved o => $"observed {o.Source} {o.Status} at {o.ObservedAt:HH:mm}",
         _ => input.ToString() ?? "?",
     };
 
