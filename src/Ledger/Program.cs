@@ -2,6 +2,7 @@ using FluentValidation;
 using JasperFx;
 using JasperFx.Events;
 using JasperFx.Events.Daemon;
+using Ledger.Batches;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Labels;
@@ -39,6 +40,7 @@ builder.Services.AddMarten(options =>
         options.UseLedgerStorage(connectionString, ledger.SchemaName);
         options.AddRuns();
         options.AddLeaderboards();
+        options.AddBatches();
         options.AddForensics();
     })
     .UseLightweightSessions()
@@ -56,6 +58,7 @@ builder.Services.AddValidatorsFromAssemblyContaining<Program>(ServiceLifetime.Si
 builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddSingleton<Access>();
 builder.Services.AddLabels(builder.Configuration);
+builder.Services.AddBatches(builder.Configuration);
 builder.Services.AddSingleton<RejectionLog>();
 builder.Services.AddSingleton<RequestGate>();
 builder.Services.AddSingleton<RunDecisions>();

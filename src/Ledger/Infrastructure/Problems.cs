@@ -35,6 +35,8 @@ public static class ProblemCodes
     public const string DatabaseUnavailable = "database-unavailable";
     public const string Internal = "internal-error";
     public const string NotFound = "not-found";
+    public const string BatchNotFound = "batch-not-found";
+    public const string BatchExists = "batch-exists";
 }
 
 /// <summary>RFC 9457 (7807) problem details, with the ledger's extension members.</summary>

@@ -51,6 +51,23 @@ public sealed class Scenarios(LedgerHost ledger)
         return response.Json!;
     }
 
+    public async Task<JsonNode> DefineBatch(object body)
+    {
+        var response = await Send(HttpMethod.Post, "/api/batches", LedgerHost.AdminKey, body);
+        Assert.True(response.Status == HttpStatusCode.Created, $"batch definition answered {response.Status}: {response.Text}");
+        return response.Json!;
+    }
+
+    public async Task<JsonNode> Batch(string batchId)
+    {
+        var response = await Send(HttpMethod.Get, $"/api/batches/{batchId}", LedgerHost.ReadKey);
+        Assert.True(response.Status == HttpStatusCode.OK, $"GET batch answered {response.Status}: {response.Text}");
+        return response.Json!;
+    }
+
+    public Task<Response> Observe(string runId, object body, string? key = LedgerHost.WorkerKey) =>
+        Send(HttpMethod.Post, $"/api/runs/{runId}/observations", key, body);
+
     public async Task<Response> Send(HttpMethod method, string url, string? bearer, object? body = null, string? rawBody = null)
     {
         using var request = new HttpRequestMessage(method, url);

@@ -11,9 +11,6 @@ public sealed class ObservationTests(LedgerHost ledger)
 {
     private readonly Scenarios _api = new(ledger);
 
-    private Task<Response> Observe(string runId, object body, string? key = LedgerHost.WorkerKey) =>
-        _api.Send(HttpMethod.Post, $"/api/runs/{runId}/observations", key, body);
-
     private static IEnumerable<JsonNode> Mismatches(JsonNode run) =>
         run["anomalies"]!.AsArray().Where(a => a!["kind"]!.GetValue<string>() == "status-mismatch")!;
 
@@ -25,7 +22,7 @@ public sealed class ObservationTests(LedgerHost ledger)
         await _api.Events(runId, token, Event("run.completed"));
         var observedAt = _api.Now.AddSeconds(-5);
 
-        var response = await Observe(runId, new { source = "portal", status = "failed", observedAt, detail = "Provider returned empty response" });
+        var response = await _api.Observe(runId, new { source = "portal", status = "failed", observedAt, detail = "Provider returned empty response" });
 
         Assert.Equal(HttpStatusCode.OK, response.Status);
         Assert.Equal("succeeded", response.Json!["status"]!.GetValue<string>());
@@ -50,7 +47,7 @@ public sealed class ObservationTests(LedgerHost ledger)
     public async Task an_observation_made_before_the_verdict_is_flagged_when_the_ledger_decides()
     {
         var (runId, token) = await _api.Started();
-        var early = await Observe(runId, new { source = "modal", status = "succeeded", observedAt = _api.Now });
+        var early = await _api.Observe(runId, new { source = "modal", status = "succeeded", observedAt = _api.Now });
         Assert.False(early.Json!["mismatch"]!.GetValue<bool>());
         Assert.Empty(Mismatches(await _api.Run(runId)));
 
@@ -70,9 +67,9 @@ public sealed class ObservationTests(LedgerHost ledger)
         await _api.Events(runId, token, Event("run.completed"));
         var body = new { source = "modal", status = "succeeded", observedAt = _api.Now };
 
-        var first = await Observe(runId, body, LedgerHost.AdminKey);
+        var first = await _api.Observe(runId, body, LedgerHost.AdminKey);
         var version = (await _api.Run(runId))["version"]!.GetValue<long>();
-        var again = await Observe(runId, body);
+        var again = await _api.Observe(runId, body);
 
         Assert.Equal("applied", first.Json!["result"]!.GetValue<string>());
         Assert.False(first.Json!["mismatch"]!.GetValue<bool>());
@@ -94,9 +91,9 @@ public sealed class ObservationTests(LedgerHost ledger)
         var body = new { source = "portal", status = "failed", observedAt = _api.Now };
         var token = await _api.Claim(runId);
 
-        Assert.Equal("missing-credentials", (await Observe(runId, body, key: null)).ProblemCode);
-        Assert.Equal("invalid-credentials", (await Observe(runId, body, key: token)).ProblemCode);
-        var reader = await Observe(runId, body, LedgerHost.ReadKey);
+        Assert.Equal("missing-credentials", (await _api.Observe(runId, body, key: null)).ProblemCode);
+        Assert.Equal("invalid-credentials", (await _api.Observe(runId, body, key: token)).ProblemCode);
+        var reader = await _api.Observe(runId, body, LedgerHost.ReadKey);
         Assert.Equal(HttpStatusCode.Forbidden, reader.Status);
         Assert.Equal("forbidden", reader.ProblemCode);
         Assert.Empty((await _api.Run(runId))["observations"]!.AsArray());
@@ -105,7 +102,7 @@ public sealed class ObservationTests(LedgerHost ledger)
     [Fact]
     public async Task an_observation_of_an_unknown_run_is_a_404()
     {
-        var response = await Observe(NewRunId(), new { source = "portal", status = "failed", observedAt = _api.Now });
+        var response = await _api.Observe(NewRunId(), new { source = "portal", status = "failed", observedAt = _api.Now });
         Assert.Equal(HttpStatusCode.NotFound, response.Status);
         Assert.Equal("run-not-found", response.ProblemCode);
     }
@@ -115,7 +112,7 @@ public sealed class ObservationTests(LedgerHost ledger)
     {
         var runId = await _api.Register();
 
-        var response = await Observe(runId, new { source = "modal", status = "Succeeded", observedAt = _api.Now });
+        var response = await _api.Observe(runId, new { source = "modal", status = "Succeeded", observedAt = _api.Now });
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
