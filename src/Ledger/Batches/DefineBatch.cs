@@ -155,17 +155,12 @@ public static class DefineBatchEndpoint
     [ProducesResponseType<Batch>(201), ProducesResponseType<Batch>(200)]
     [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(403),
      ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(413), ProducesResponseType<Problem>(422)]
-    public static async Task<IResult> Post(HttpContext context, Access access, RejectionLog rejections,
-        IValidator<DefineBatch> validator, IDocumentStore store, IOptions<LedgerOptions> options, TimeProvider clock,
-        LabelVocabulary vocabulary)
+    public static async Task<IResult> Post(HttpContext context, RequestGate gate, RejectionLog rejections,
+        IValidator<DefineBatch> validator, IDocumentStore store, TimeProvider clock, LabelVocabulary vocabulary)
     {
-        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
-        if (access.Require(context, Role.Admin) is { } denied) return await rejections.Refuse(context, denied, body.Raw);
-        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem, body.Raw);
-        var (request, bindProblem) = RequestBody.Bind<DefineBatch>(body.Json!.Value);
-        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem, body.Raw);
-        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
-        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors), body.Raw);
+        var admission = await gate.Admit<DefineBatch>(context, validator, [Role.Admin]);
+        if (admission.Refusal is not null) return admission.Refusal;
+        var request = admission.Request!;
 
         var batch = new Batch { Id = request!.Id!, Title = request.Title, Expected = request.Expand(vocabulary), CreatedAt = clock.GetUtcNow() };
         await using var session = store.LightweightSession();
@@ -192,7 +187,7 @@ public static class DefineBatchEndpoint
         async Task<IResult> Redefined(Batch existing) => existing.SameDefinition(batch)
             ? Results.Json(existing, LedgerJson.Options)
             : await rejections.Refuse(context, Problem.Of(409, ProblemCodes.BatchExists, "The batch exists with other expectations",
-                $"Batch '{batch.Id}' was defined at {existing.CreatedAt:O} expecting {existing.Expected.Count} runs; batches are immutable, define a new one."), body.Raw);
+                $"Batch '{batch.Id}' was defined at {existing.CreatedAt:O} expecting {existing.Expected.Count} runs; batches are immutable, define a new one."), admission.Raw);
     }
 
     private static bool IsDuplicateId(Exception e) => e switch

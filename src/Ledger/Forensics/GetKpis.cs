@@ -70,7 +70,7 @@ public static class GetKpisEndpoint
             Anomalies(AnomalyKinds.LateCompletion),
             Anomalies(AnomalyKinds.CompletedBeforeResults),
             Anomalies(AnomalyKinds.AccountingMismatch),
-            Anomalies("status-mismatch"),
+            Anomalies(AnomalyKinds.StatusMismatch),
             Anomalies(AnomalyKinds.LateEvent),
             anomalies,
             rejections,

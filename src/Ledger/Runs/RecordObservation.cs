@@ -48,37 +48,36 @@ public static class RecordObservationEndpoint
     [ProducesResponseType<ObservationRecorded>(200)]
     [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(403),
      ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(422), ProducesResponseType<Problem>(503)]
-    public static async Task<IResult> Post(string id, HttpContext context, Access access, RejectionLog rejections,
-        IValidator<RecordObservation> validator, RunDecisions decisions, IOptions<LedgerOptions> options, TimeProvider clock)
+    public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
+        IValidator<RecordObservation> validator, RunDecisions decisions, TimeProvider clock)
     {
-        var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
-        if (access.Require(context, Role.Admin, Role.Worker) is { } denied) return await rejections.Refuse(context, denied with { RunId = id }, body.Raw);
-        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
+        var admission = await gate.Admit<RecordObservation>(context, validator, [Role.Admin, Role.Worker], runId: id);
+        if (admission.Refusal is not null) return admission.Refusal;
+        var request = admission.Request!;
 
-        var (request, bindProblem) = RequestBody.Bind<RecordObservation>(body.Json!.Value);
-        if (bindProblem is not null) return await rejections.Refuse(context, bindProblem with { RunId = id }, body.Raw);
-        var validation = await validator.ValidateAsync(request!, context.RequestAborted);
-        if (!validation.IsValid) return await rejections.Refuse(context, RequestBody.Invalid(validation.Errors) with { RunId = id }, body.Raw);
-
-        var outcome = await decisions.Decide<object>(id, stream =>
+        var outcome = await decisions.Decide<object>(id, (stream, decision) =>
         {
             var run = stream.Aggregate;
             if (run is null) return RunProblems.NotFound(id);
 
-            var observed = request!.ToEvent(clock.GetUtcNow());
+            var observed = request.ToEvent(clock.GetUtcNow());
             var effect = run.Evaluate(observed);
             if (effect.Kind == EventResultKind.Duplicate)
             {
                 return new ObservationRecorded(id, run.Status, effect.Kind, effect.Reason, false);
             }
             stream.AppendOne(observed);
-            var mismatch = run.Disagrees(new RunObservation(observed.Source, observed.Status, observed.ObservedAt, observed.Detail, observed.RecordedAt));
+            // Handed over so that a mismatch it raises becomes an anomaly record in the same transaction.
+            var after = RunDecisions.Copy(run);
+            after.Apply(observed);
+            decision.After = after;
+            var mismatch = after.Anomalies.Count > run.Anomalies.Count;
             return new ObservationRecorded(id, run.Status, effect.Kind, mismatch ? AnomalyKinds.StatusMismatch : null, mismatch);
         }, context.RequestAborted);
 
         return outcome switch
         {
-            Problem problem => await rejections.Refuse(context, problem, body.Raw, request!.Source),
+            Problem problem => await rejections.Refuse(context, problem, admission.Raw, request.Source),
             ObservationRecorded recorded => Results.Json(recorded, LedgerJson.Options),
             _ => throw new InvalidOperationException("unexpected observation outcome"),
         };

@@ -1,6 +1,8 @@
 using System.Net;
 using System.Text.Json.Nodes;
+using Ledger.Forensics;
 using Ledger.Tests.Fixtures;
+using Microsoft.Extensions.DependencyInjection;
 using static Ledger.Tests.Fixtures.Scenarios;
 
 namespace Ledger.Tests.Runs;
@@ -82,6 +84,25 @@ public sealed class ObservationTests(LedgerHost ledger)
 
         var history = await _api.Send(HttpMethod.Get, $"/api/runs/{runId}/events", LedgerHost.ReadKey);
         Assert.Single(history.Json!["events"]!.AsArray(), e => e!["type"]!.GetValue<string>() == "status.observed");
+    }
+
+    [Fact]
+    public async Task mismatches_are_anomaly_records_and_a_rebuild_from_the_events_reproduces_them()
+    {
+        var (after, afterToken) = await _api.Started();
+        await _api.Events(after, afterToken, Event("run.completed"));
+        await _api.Observe(after, new { source = "portal", status = "failed", observedAt = _api.Now });
+        var (before, beforeToken) = await _api.Started();
+        await _api.Observe(before, new { source = "modal", status = "succeeded", observedAt = _api.Now });
+        await _api.Events(before, beforeToken, Event("run.failed", fields: new { errorClass = "timeout" }));
+
+        foreach (var runId in new[] { after, before })
+        {
+            var records = await _api.Send(HttpMethod.Get, $"/api/anomalies?kind=status-mismatch&runId={runId}", LedgerHost.ReadKey);
+            Assert.Equal(1, records.Json!["total"]!.GetValue<long>());
+        }
+        var report = await ledger.Host.Services.GetRequiredService<ProjectionVerifier>().VerifyAsync(CancellationToken.None);
+        Assert.True(report.Passed, string.Join("\n", report.Differences));
     }
 
     [Fact]
