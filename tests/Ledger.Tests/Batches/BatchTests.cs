@@ -138,6 +138,12 @@ public sealed class BatchTests(LedgerHost ledger)
         Assert.Equal("claimed", overdue["run"]!["status"]!.GetValue<string>());
         Assert.Contains("still claimed", overdue["detail"]!.GetValue<string>());
         Assert.Equal(1, late["terminal"]!.GetValue<int>());
+
+        // An hour later every lease of the collection has run out: the janitor settles them, so no test inherits them.
+        await ledger.Sweep();
+        var swept = await _api.Batch(batch);
+        Assert.Equal(["not-registered"], swept["missing"]!.AsArray().Select(m => m!["reason"]!.GetValue<string>()));
+        Assert.Equal(1, Count(swept, "lost"));
     }
 
     [Fact]
