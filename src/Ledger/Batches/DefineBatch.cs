@@ -162,7 +162,7 @@ public static class DefineBatchEndpoint
         if (admission.Refusal is not null) return admission.Refusal;
         var request = admission.Request!;
 
-        var batch = new Batch { Id = request!.Id!, Title = request.Title, Expected = request.Expand(vocabulary), CreatedAt = clock.GetUtcNow() };
+        var batch = new Batch { Id = request.Id!, Title = request.Title, Expected = request.Expand(vocabulary), CreatedAt = clock.GetUtcNow() };
         await using var session = store.LightweightSession();
         if (await session.LoadAsync<Batch>(batch.Id, context.RequestAborted) is { } existing)
         {

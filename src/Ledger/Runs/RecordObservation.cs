@@ -2,7 +2,6 @@ using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Microsoft.AspNetCore.Mvc;
-using Microsoft.Extensions.Options;
 using Wolverine.Http;
 
 namespace Ledger.Runs;
