@@ -30,6 +30,8 @@ public sealed class GarbageInputTests(LedgerHost ledger)
             ($"/api/runs/{runId}/cancel", LedgerHost.AdminKey),
             ($"/api/runs/{runId}/reclassify", LedgerHost.AdminKey),
             ("/api/boards", LedgerHost.AdminKey),
+            ($"/api/runs/{runId}/observations", LedgerHost.WorkerKey),
+            ("/api/batches", LedgerHost.AdminKey),
         };
 
         for (var i = 0; i < 300; i++)
