@@ -1,8 +1,8 @@
 using Ledger.Infrastructure;
 using Marten;
 using Marten.Events;
-using Marten.Pagination;
 using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
 using Wolverine.Http;
 
 namespace Ledger.Leaderboards;
@@ -23,7 +23,8 @@ public static class GetLeaderboardEndpoint
     [EndpointSummary("Best succeeded run per participant, ranked (admin or read key)")]
     [EndpointDescription("Served from the async standings projection: a verdict appears within the daemon's polling delay (milliseconds under normal load).")]
     [ProducesResponseType<Leaderboard>(200), ProducesResponseType<Problem>(404)]
-    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, int? page, int? pageSize, string? at)
+    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store,
+        ReadDatabase database, IOptions<LedgerOptions> options, int? page, int? pageSize, string? at)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         var (number, size) = Paging.Normalize(page, pageSize);
@@ -34,12 +35,8 @@ public static class GetLeaderboardEndpoint
         if (board is null) return BoardEndpoints.BoardNotFound(id).ToResult();
         if (asOf is { } time) return Results.Json(await AsOf(session, board, time, number, size, context.RequestAborted), LedgerJson.Options);
 
-        var ranked = Ranked(session.Query<Standing>().Where(s => s.Board == id && s.BestRunId != null), board.Ranking);
-        var standings = await ranked.ToPagedListAsync(number, size, context.RequestAborted);
-        var first = (number - 1) * size + 1;
-        var rows = standings.Select((s, i) => new LeaderboardRow(first + i, s.Participant, s.BestRunId!, s.BestScore!.Value,
-            s.BestTieBreak, s.BestCompletedAt!.Value)).ToList();
-        return Results.Json(new Leaderboard(id, board.Ranking, null, number, size, standings.TotalItemCount, rows), LedgerJson.Options);
+        var (rows, total) = await Current(database, options.Value.SchemaName, board, number, size, context.RequestAborted);
+        return Results.Json(new Leaderboard(id, board.Ranking, null, number, size, total, rows), LedgerJson.Options);
     }
 
     /// <summary>
@@ -77,17 +74,43 @@ public static class GetLeaderboardEndpoint
         return new Leaderboard(board.Id, board.Ranking, time, page, size, ranked.Count, rows);
     }
 
-    private static IQueryable<Standing> Ranked(IQueryable<Standing> standings, Ranking ranking)
+    /// <summary>
+    /// One page of the board from the standings' own columns (duplicated out of the documents),
+    /// so a read never unpacks a participant's result history: one indexed, sorted query.
+    /// </summary>
+    private static async Task<(List<LeaderboardRow> Rows, long Total)> Current(ReadDatabase database, string schema, Board board,
+        int page, int size, CancellationToken ct)
     {
-        var byScore = ranking.Direction == Direction.Max
-            ? standings.OrderByDescending(s => s.BestScore)
-            : standings.OrderBy(s => s.BestScore);
-        if (ranking.TieBreakScore is not null)
+        var ranking = board.Ranking;
+        var score = ranking.Direction == Direction.Max ? "desc" : "asc";
+        var tieBreak = ranking.TieBreakScore is null ? "" : $"best_tie_break {(ranking.TieBreakDirection == Direction.Max ? "desc" : "asc")} nulls last, ";
+        await using var command = database.Source.CreateCommand($"""
+            select participant, best_run_id, best_score, best_tie_break, best_completed_at, count(*) over ()
+            from {schema}.mt_doc_standing
+            where board = @board and best_run_id is not null
+            order by best_score {score}, {tieBreak}best_completed_at asc, best_run_id collate "C" asc
+            limit @size offset @offset
+            """);
+        command.Parameters.AddWithValue("board", board.Id);
+        command.Parameters.AddWithValue("size", size);
+        command.Parameters.AddWithValue("offset", (page - 1) * size);
+
+        var rows = new List<LeaderboardRow>(size);
+        long total = 0;
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
         {
-            byScore = ranking.TieBreakDirection == Direction.Max
-                ? byScore.ThenByDescending(s => s.BestTieBreak)
-                : byScore.ThenBy(s => s.BestTieBreak);
+            total = reader.GetInt64(5);
+            rows.Add(new LeaderboardRow((page - 1) * size + rows.Count + 1, reader.GetString(0), reader.GetString(1), reader.GetDouble(2),
+                reader.IsDBNull(3) ? null : reader.GetDouble(3), reader.GetFieldValue<DateTimeOffset>(4)));
         }
-        return byScore.ThenBy(s => s.BestCompletedAt).ThenBy(s => s.BestRunId);
+        if (rows.Count == 0 && page > 1)
+        {
+            await using var count = database.Source.CreateCommand(
+                $"select count(*) from {schema}.mt_doc_standing where board = @board and best_run_id is not null");
+            count.Parameters.AddWithValue("board", board.Id);
+            total = (long)(await count.ExecuteScalarAsync(ct))!;
+        }
+        return (rows, total);
     }
 }

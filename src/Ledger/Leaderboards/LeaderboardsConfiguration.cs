@@ -13,9 +13,13 @@ public static class LeaderboardsConfiguration
     {
         options.Schema.For<Board>();
         options.Projections.Add<StandingProjection>(ProjectionLifecycle.Async);
+        // The leaderboard reads these columns only, never the documents with their result histories.
         options.Schema.For<Standing>()
             .Duplicate(s => s.Board)
+            .Duplicate(s => s.Participant)
             .Duplicate(s => s.BestScore!)
+            .Duplicate(s => s.BestTieBreak!)
+            .Duplicate(s => s.BestCompletedAt!)
             .Duplicate(s => s.BestRunId!);
         return options;
     }
