@@ -17,6 +17,12 @@ public sealed class BenchOptions
     public int Runs { get; private set; } = 100_000;
     /// <summary>Concurrent readers for GET /api/runs/{id}.</summary>
     public int ReadConcurrency { get; private set; } = 2;
+    /// <summary>Participants the seeded runs are spread over, all on one board.</summary>
+    public int Participants { get; private set; } = 1_000;
+    /// <summary>Concurrent readers of GET /api/boards/{id}/leaderboard: one figure per count.</summary>
+    public IReadOnlyList<int> LeaderboardReaders { get; private set; } = [1, 8];
+    /// <summary>Participants per leaderboard page read (the service's default page size).</summary>
+    public int LeaderboardPageSize { get; private set; } = 50;
     public int BatchSize { get; private set; } = 100;
     /// <summary>Batches of <see cref="BatchSize"/> events per run in the batch lifecycle.</summary>
     public int BatchesPerRun { get; private set; } = 3;
@@ -26,13 +32,15 @@ public sealed class BenchOptions
     public string? LedgerDll { get; private set; }
     public string? Output { get; private set; }
     public bool KeepDatabase { get; private set; }
-    /// <summary>Seconds to wait for the service's async projections to catch up after seeding.</summary>
-    public int CatchUpSeconds { get; private set; } = 60;
+    /// <summary>Seconds to wait for the service's async daemon to fold the seeded verdicts into standings.</summary>
+    public int CatchUpSeconds { get; private set; } = 120;
     /// <summary>Extra environment for the ledger process (KEY=VALUE), for experiments such as DOTNET_gcServer=0.</summary>
     public Dictionary<string, string> LedgerEnvironment { get; } = new();
     /// <summary>Only rebuild the Run projection of an existing bench database (kept with --keep-db), then stop.</summary>
     public string? RebuildOnly { get; private set; }
     public bool Verbose { get; private set; }
+    /// <summary>Skip ingestion, baselines and the Marten figures: for iterating on the read figures.</summary>
+    public bool OnlyReads { get; private set; }
 
     public static BenchOptions Parse(string[] args)
     {
@@ -47,7 +55,7 @@ public sealed class BenchOptions
             o.MartenDuration = TimeSpan.FromSeconds(0.4);
             o.ReadDuration = TimeSpan.FromSeconds(0.5);
             o.Runs = 2_000;
-            o.CatchUpSeconds = 10;
+            o.CatchUpSeconds = 30;
         }
 
         for (var i = 0; i < args.Length; i++)
@@ -65,6 +73,13 @@ public sealed class BenchOptions
                 case "--read-seconds": o.ReadDuration = Seconds(Next()); break;
                 case "--runs": o.Runs = Math.Max(10, Positive(Next())); break;
                 case "--read-concurrency": o.ReadConcurrency = Positive(Next()); break;
+                case "--participants": o.Participants = Positive(Next()); break;
+                case "--leaderboard-readers":
+                    o.LeaderboardReaders = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                        .Select(r => Math.Min(64, Positive(r))).Distinct().ToList();
+                    if (o.LeaderboardReaders.Count == 0) throw new ArgumentException("--leaderboard-readers needs counts, e.g. 1,8");
+                    break;
+                case "--page-size": o.LeaderboardPageSize = Math.Min(500, Positive(Next())); break;
                 case "--batch-size": o.BatchSize = Math.Min(1000, Positive(Next())); break;
                 case "--batches-per-run": o.BatchesPerRun = Positive(Next()); break;
                 case "--pg-port": o.PostgresPort = Positive(Next()); break;
@@ -82,6 +97,7 @@ public sealed class BenchOptions
                     break;
                 case "--rebuild-only": o.RebuildOnly = Next(); break;
                 case "--verbose": o.Verbose = true; break;
+                case "--only-reads": o.OnlyReads = true; break;
                 case "-h" or "--help":
                     Console.WriteLine(Help);
                     Environment.Exit(0);
@@ -95,6 +111,8 @@ public sealed class BenchOptions
         o.RebuildRepetitions = Math.Min(o.RebuildRepetitions, 9);
         o.Workers = Math.Min(o.Workers, 64);
         o.Runs = Math.Min(o.Runs, 1_000_000);
+        o.Participants = Math.Min(o.Participants, o.Runs);
+        o.CatchUpSeconds = Math.Min(o.CatchUpSeconds, 600);
         return o;
     }
 
@@ -118,7 +136,11 @@ public sealed class BenchOptions
           --marten-seconds S      duration of one Marten append-mode repetition (default 2)
           --read-seconds S        duration of one read repetition (default 5)
           --runs N                runs seeded through Marten before the reads (default 100000, quick 2000)
-          --read-concurrency N    concurrent readers (default 2)
+          --read-concurrency N    concurrent readers of GET /api/runs/{id} (default 2)
+          --participants N        participants the seeded runs are spread over, on one board (default 1000)
+          --leaderboard-readers L concurrent leaderboard readers, one figure each (default 1,8)
+          --page-size N           participants per leaderboard page read (default 50)
+          --catch-up-seconds S    wait for the standings to fold the seeded verdicts (default 120, quick 30)
           --batch-size N          events per batch request / multi-row INSERT / COPY (default 100)
           --batches-per-run N     batches per run in the batch lifecycle (default 3)
           --pg-port P             port of the bench's private PostgreSQL (default 54349)
@@ -130,5 +152,6 @@ public sealed class BenchOptions
           --ledger-env KEY=VALUE  extra environment for the ledger process (repeatable), e.g. DOTNET_gcServer=0
           --rebuild-only DB       only time the Run projection rebuild of a kept bench database, then stop
           --verbose               log the projection daemon's progress during rebuilds
+          --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
         """;
 }

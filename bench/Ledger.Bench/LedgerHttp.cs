@@ -89,6 +89,35 @@ public sealed class LedgerClient : IDisposable
         return response.StatusCode == HttpStatusCode.OK;
     }
 
+    /// <summary>POST /api/boards (admin key): 201 when defined, 200 when it already was with the same ranking.</summary>
+    public async Task DefineBoardAsync(object definition)
+    {
+        using var request = Request(HttpMethod.Post, "/api/boards", LedgerProcess.AdminKey, JsonSerializer.SerializeToUtf8Bytes(definition));
+        using var response = await _http.SendAsync(request);
+        if (response.StatusCode is not (HttpStatusCode.Created or HttpStatusCode.OK))
+        {
+            throw new InvalidOperationException($"define board: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        }
+    }
+
+    public static string LeaderboardPath(string board, int page, int pageSize) =>
+        $"/api/boards/{Uri.EscapeDataString(board)}/leaderboard?page={page}&pageSize={pageSize}";
+
+    public async Task<(HttpStatusCode Status, string Body)> GetLeaderboardAsync(string board, int page, int pageSize)
+    {
+        using var request = Request(HttpMethod.Get, LeaderboardPath(board, page, pageSize), LedgerProcess.ReadKey, null);
+        using var response = await _http.SendAsync(request);
+        return (response.StatusCode, await response.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>A leaderboard read whose body is drained but not kept: the latency of the call.</summary>
+    public async Task<bool> ReadLeaderboardAsync(string board, int page, int pageSize)
+    {
+        using var request = Request(HttpMethod.Get, LeaderboardPath(board, page, pageSize), LedgerProcess.ReadKey, null);
+        using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseContentRead);
+        return response.StatusCode == HttpStatusCode.OK;
+    }
+
     public void Dispose() => _http.Dispose();
 }
 
@@ -171,6 +200,23 @@ public static class Reads
                 var t = Stopwatch.GetTimestamp();
                 if (await client.ReadRunAsync(runId)) recorder.Add(t, 1);
                 else recorder.Error($"GET /api/runs/{runId} failed");
+            }
+        });
+
+    /// <summary>
+    /// GET /api/boards/{board}/leaderboard by <paramref name="concurrency"/> readers, each asking for a
+    /// random page (1..<paramref name="pages"/>) of <paramref name="pageSize"/> participants.
+    /// </summary>
+    public static Task<Sample> LeaderboardAsync(LedgerClient client, string board, int pages, int pageSize, int concurrency, TimeSpan duration) =>
+        Load.Run(concurrency, duration, async (reader, recorder, deadline) =>
+        {
+            var random = new Random(reader * 104_729 + Environment.TickCount);
+            while (DateTime.UtcNow < deadline)
+            {
+                var page = 1 + random.Next(pages);
+                var t = Stopwatch.GetTimestamp();
+                if (await client.ReadLeaderboardAsync(board, page, pageSize)) recorder.Add(t, 1);
+                else recorder.Error($"GET {LedgerClient.LeaderboardPath(board, page, pageSize)} failed");
             }
         });
 }

@@ -1,20 +1,19 @@
 using System.Reflection;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using JasperFx;
 using JasperFx.Events;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Marten;
-using Weasel.Core;
 
 namespace Ledger.Bench;
 
 /// <summary>
 /// In-process Marten stores. <see cref="Mirror"/> reproduces the service's Marten configuration
-/// (src/Ledger/Program.cs, AddMarten): keep the two in step. The store extensions
-/// (<c>AddRuns</c>, <c>AddForensics</c>, and any later <c>Add*</c>) are found in the service
-/// assembly by signature, so new projections are picked up without touching the bench.
+/// (src/Ledger/Program.cs, AddMarten): the storage settings come from the service's own
+/// <c>UseLedgerStorage</c>, and the store extensions (<c>AddRuns</c>, <c>AddLeaderboards</c>,
+/// <c>AddForensics</c>, and any later <c>Add*</c>) are found in the service assembly by
+/// signature, so new projections and storage changes are picked up without touching the bench.
 /// </summary>
 public static class MartenStores
 {
@@ -34,13 +33,9 @@ public static class MartenStores
 
     private static void Common(StoreOptions options, string connectionString, string schema, EventAppendMode? appendMode)
     {
-        // As in Program.cs.
-        options.Connection(connectionString);
-        options.DatabaseSchemaName = schema;
-        options.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.CamelCase,
-            configure: json => json.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower)));
-        options.Events.StreamIdentity = StreamIdentity.AsString;
-        options.Events.MetadataConfig.EnableAll();
+        // The service's own storage settings (serializer, stream identity, metadata columns, append
+        // mode), so that the bench writes exactly the columns the service's schema has.
+        options.UseLedgerStorage(connectionString, schema);
         if (appendMode is { } mode) options.Events.AppendMode = mode;
         options.DisableNpgsqlLogging = true;
     }

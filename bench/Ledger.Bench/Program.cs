@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Ledger.Infrastructure;
+using Ledger.Leaderboards;
 using Marten;
 using Microsoft.Extensions.Logging;
 using Npgsql;
@@ -141,7 +142,7 @@ public static class BenchProgram
 
             // Ingestion, interleaved with its baselines so that noise on the shared machine hits both alike.
             var w = o.Workers;
-            for (var rep = 1; rep <= o.Repetitions; rep++)
+            for (var rep = 1; rep <= (o.OnlyReads ? 0 : o.Repetitions); rep++)
             {
                 ct.ThrowIfCancellationRequested();
                 await Measure(results, db, "base.single", "Baseline: raw INSERT, 1 row per tx",
@@ -163,6 +164,7 @@ public static class BenchProgram
             }
 
             // Marten append modes and the service's write path, in-process, on schemas of their own.
+            if (!o.OnlyReads)
             await using (var marten = new MartenFigures(o, connectionString))
             {
                 var prep = Stopwatch.StartNew();
@@ -213,38 +215,80 @@ public static class BenchProgram
             const string ledgerSchema = "ledger";
             {
                 ledger.Phase("seeding");
-                var (seedTime, seedEvents) = await Seeder.SeedAsync(mirror, o.Runs, parallelism: 4);
-                results.SeededRuns = o.Runs;
-                Log($"seeded {o.Runs:N0} runs ({seedEvents:N0} events) in {seedTime.TotalSeconds:0.0} s");
-                results.Notes.Add($"Reads: {o.Runs:N0} finished runs ({seedEvents:N0} events) were seeded in {seedTime.TotalSeconds:0.0} s " +
-                                  $"({seedEvents / seedTime.TotalSeconds:N0} events/s) by appending their events directly through Marten in-process " +
-                                  "(the service's store configuration and inline projections, 250 runs per transaction), not over HTTP.");
-                var caughtUp = await Sql.WaitForAsyncProjectionsAsync(db, ledgerSchema, TimeSpan.FromSeconds(o.CatchUpSeconds));
-                if (caughtUp is { } c)
+                // The board over HTTP, as an orchestrator defines it; its ranking as the service stored it.
+                await client.DefineBoardAsync(Seeder.BoardDefinition);
+                Ranking ranking;
+                await using (var query = mirror.QuerySession())
                 {
-                    results.Notes.Add(c.CaughtUp
-                        ? $"The service's async projections caught up with the seeded events {c.Waited.TotalSeconds:0.0} s after seeding."
-                        : $"The service's async projections were still {c.Lag:N0} events behind {c.Waited.TotalSeconds:0} s after seeding; reads ran while they caught up.");
+                    ranking = (await query.LoadAsync<Board>(Seeder.Board, ct))?.Ranking
+                              ?? throw new InvalidOperationException($"board {Seeder.Board} was defined but cannot be read back");
                 }
+                var plan = new SeedPlan(o.Runs, o.Participants, Seeder.Board, ranking);
+                var seed = await Seeder.SeedAsync(mirror, plan, parallelism: 4);
+                var seedTime = seed.Elapsed;
+                var expected = seed.Expected;
+                results.SeededRuns = o.Runs;
+                results.Board = expected;
+                Log($"seeded {o.Runs:N0} runs ({seed.Events:N0} events; {expected.SucceededRuns:N0} succeeded, {expected.FailedRuns:N0} failed, " +
+                    $"{expected.Participants:N0} participants on {Seeder.Board}) in {seedTime.TotalSeconds:0.0} s");
+                results.Notes.Add($"Reads: {o.Runs:N0} finished runs ({seed.Events:N0} events) were seeded in {seedTime.TotalSeconds:0.0} s " +
+                                  $"({seed.Events / seedTime.TotalSeconds:N0} events/s) by appending their events directly through Marten in-process " +
+                                  "(the service's store configuration and inline projections, 250 runs per transaction), not over HTTP. " +
+                                  $"All are entered on board `{Seeder.Board}` (defined with POST /api/boards: {ranking.PrimaryScore} {Dir(ranking.Direction)}, " +
+                                  $"tie-break {ranking.TieBreakScore ?? "none"} {Dir(ranking.TieBreakDirection)}) by {o.Participants:N0} participants in turn, registered with the board's ranking; " +
+                                  $"{expected.SucceededRuns:N0} succeeded and {expected.FailedRuns:N0} failed (1 in 20), and each stream ends with the `VerdictReached` " +
+                                  "the service appends beside the events that end a run (`Run.LatestVerdict()` of the folded run).");
+
+                // The standings are an async projection: the service's daemon folds the verdicts after the fact.
+                ledger.Phase("standings catch-up");
+                var cpuBefore = _probe?.Read();
+                var catchUp = await StandingsCatchUp.WaitAsync(connectionString, ledgerSchema, client, Seeder.Board, expected.Participants,
+                    TimeSpan.FromSeconds(o.CatchUpSeconds), Log, ct);
+                var cpu = _probe is not null && cpuBefore is { } cb ? _probe.Read() - cb : (CpuCounters?)null;
+                results.CatchUp = catchUp;
+                results.CatchUpCpu = cpu;
+                Log(catchUp.CaughtUp
+                    ? $"standings caught up {catchUp.Waited.TotalSeconds:0.0} s after seeding: {catchUp.ParticipantsSeen:N0} participants"
+                    : $"standings NOT caught up after {catchUp.Waited.TotalSeconds:0} s: shard {catchUp.LagAtEnd:N0} events behind, " +
+                      $"{catchUp.ParticipantsSeen:N0} of {catchUp.ParticipantsExpected:N0} participants; measuring anyway");
+                results.Notes.Add(CatchUpNote(catchUp, cpu, seedTime));
+
                 var (st, body) = await client.GetRunAsync(Seeder.RunId(0));
                 if (st != System.Net.HttpStatusCode.OK || !body.Contains("\"status\":\"succeeded\"", StringComparison.Ordinal))
                 {
                     throw new InvalidOperationException($"a seeded run does not read back as succeeded over HTTP: {(int)st} {body}");
                 }
+                if (catchUp.CaughtUp) await CheckTopAsync(client, expected, results);
             }
             results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {ledgerSchema}.mt_streams");
 
             ledger.Phase("reads");
+            var pages = Math.Max(1, (int)Math.Ceiling((results.Board?.Participants ?? 1) / (double)o.LeaderboardPageSize));
             for (var i = 0; i < 20 * o.ReadConcurrency; i++) await client.ReadRunAsync(Seeder.RunId(i % o.Runs));
+            for (var i = 0; i < 20 * o.LeaderboardReaders.Max(); i++) await client.ReadLeaderboardAsync(Seeder.Board, 1 + i % pages, o.LeaderboardPageSize);
             for (var rep = 1; rep <= o.Repetitions; rep++)
             {
                 ct.ThrowIfCancellationRequested();
                 await Measure(results, null, "reads.get", "GET /api/runs/{id}",
                     () => Reads.RunAsync(client, r => Seeder.RunId(r.Next(o.Runs)), o.ReadConcurrency, o.ReadDuration));
-                // LEADERBOARD (issue 7): measure GET /api/boards/{Seeder.Board}/leaderboard here, p50/p99, same
-                // repetitions, once the endpoint exists (target: p99 <= 20 ms at 100k runs).
+                foreach (var readers in o.LeaderboardReaders)
+                {
+                    await Measure(results, null, $"reads.board.{readers}",
+                        $"GET /api/boards/{{id}}/leaderboard, random page of {o.LeaderboardPageSize}, {readers} reader{(readers == 1 ? "" : "s")}",
+                        () => Reads.LeaderboardAsync(client, Seeder.Board, pages, o.LeaderboardPageSize, readers, o.ReadDuration));
+                }
             }
             Log($"reads: p50 {results["reads.get"].MedianP50:0.00} ms, p99 {results["reads.get"].MedianP99:0.00} ms over {results.RunsAtReads:N0} runs");
+            foreach (var readers in o.LeaderboardReaders)
+            {
+                var m = results[$"reads.board.{readers}"];
+                Log($"leaderboard, {readers} reader(s): p50 {m.MedianP50:0.00} ms, p99 {m.MedianP99:0.00} ms, {m.MedianOperationsPerSecond:N0} requests/s");
+            }
+            results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, ledgerSchema, Seeder.Board, pages,
+                o.LeaderboardPageSize, o.ReadDuration);
+            Log($"leaderboard in-process (no HTTP): board load p50 {results.LeaderboardProfile.BoardLoadP50Ms:0.00} ms, " +
+                $"ranked page p50 {results.LeaderboardProfile.PageQueryP50Ms:0.00} ms; standings average {results.LeaderboardProfile.StandingBytesAvg:N0} bytes " +
+                $"({results.LeaderboardProfile.ResultsPerStandingAvg:0.0} results each), page body {results.LeaderboardProfile.HttpBodyBytes:N0} bytes");
         }
         finally
         {
@@ -288,6 +332,56 @@ public static class BenchProgram
     }
 
     private static CpuProbe? _probe;
+
+    private static string Dir(Direction d) => d == Direction.Max ? "max" : "min";
+
+    private static string CatchUpNote(CatchUpResult c, CpuCounters? cpu, TimeSpan seedTime)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.Append(c.CaughtUp
+            ? $"Standings catch-up: the service's async daemon had folded every seeded verdict ({c.ParticipantsSeen:N0} participants on the board) {c.Waited.TotalSeconds:0.0} s after the seeding ended"
+            : $"Standings catch-up: NOT finished {c.Waited.TotalSeconds:0} s after the seeding ended: the standings shard was still {c.LagAtEnd:N0} events behind and the board showed {c.ParticipantsSeen:N0} of {c.ParticipantsExpected:N0} participants; the leaderboard reads ran while it caught up");
+        sb.Append($" (the seeding itself took {seedTime.TotalSeconds:0.0} s, while the daemon ran). When the seeding ended the standings shard was {c.LagAtStart:N0} events behind " +
+                  $"(daemon high water mark {c.Target - c.HighWaterMarkAtStart:N0} behind); the events it still had to go through held {c.VerdictsToFold:N0} verdicts among {c.EventsToFold:N0} events");
+        var moved = c.ShardAtEnd - c.ShardAtStart;
+        if (c.Waited.TotalSeconds > 0 && moved > 0) sb.Append($"; it advanced {moved / c.Waited.TotalSeconds:N0} events/s ({c.VerdictsToFold * Math.Min(1.0, (double)moved / Math.Max(1, c.LagAtStart)) / c.Waited.TotalSeconds:N0} verdicts/s)");
+        sb.Append('.');
+        if (cpu is { } u)
+        {
+            double S(long ticks) => ticks / CpuProbe.TicksPerSecond;
+            sb.Append($" CPU during the wait: ledger {S(u.Ledger):0.0} s, PostgreSQL {S(u.Postgres):0.0} s, bench {S(u.Bench):0.0} s, other {S(u.Other):0.0} s" +
+                      $" ({(u.MachineTotal == 0 ? double.NaN : 100.0 * u.MachineBusy / u.MachineTotal):0}% of both cores busy).");
+        }
+        if (c.Samples > 0)
+        {
+            var busy = c.Activity.Sum(a => a.Count);
+            sb.Append($" The service's database sessions, sampled {c.Samples:N0} times (every 100 ms) in pg_stat_activity: ");
+            sb.Append(busy == 0
+                ? "never seen busy."
+                : string.Join("; ", c.Activity.Select(a => $"{100.0 * a.Count / c.Samples:0}% `{a.What.Replace("`", "'")}`")) + " (share of samples in which a session was doing it).");
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>The first row of the board must be the best run the seeding computed on its own.</summary>
+    private static async Task CheckTopAsync(LedgerClient client, ExpectedBoard expected, Results results)
+    {
+        var (status, body) = await client.GetLeaderboardAsync(Seeder.Board, 1, 1);
+        using var json = System.Text.Json.JsonDocument.Parse(body);
+        var root = json.RootElement;
+        var participants = root.GetProperty("participants").GetInt64();
+        var rows = root.GetProperty("rows");
+        var top = rows.GetArrayLength() > 0 ? rows[0] : default;
+        var runId = top.ValueKind == System.Text.Json.JsonValueKind.Object ? top.GetProperty("runId").GetString() : null;
+        var participant = top.ValueKind == System.Text.Json.JsonValueKind.Object ? top.GetProperty("participant").GetString() : null;
+        if (status != System.Net.HttpStatusCode.OK || participants != expected.Participants || runId != expected.Top.RunId || participant != expected.TopParticipant)
+        {
+            throw new InvalidOperationException($"the leaderboard does not match the seeded verdicts: expected {expected.Participants} participants, " +
+                                                $"first {expected.TopParticipant} with {expected.Top.RunId} ({expected.Top.Score}); got {(int)status} {body}");
+        }
+        results.Notes.Add($"The leaderboard read back as the seeding computed it: {participants:N0} participants, first {participant} with run {runId} " +
+                          $"({expected.Top.Score}, tie-break {expected.Top.TieBreak}).");
+    }
 
     private static ILoggerFactory RebuildLogging(BenchOptions o) => LoggerFactory.Create(b =>
     {

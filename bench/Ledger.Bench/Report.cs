@@ -20,6 +20,11 @@ public sealed class Results
     public long PeakRssKb { get; set; }
     public IReadOnlyDictionary<string, long> PeakRssByPhaseKb { get; set; } = new Dictionary<string, long>();
     public long SeededRuns { get; set; }
+    /// <summary>The seeded board as the seeding computed it.</summary>
+    public ExpectedBoard? Board { get; set; }
+    public CatchUpResult? CatchUp { get; set; }
+    public CpuCounters? CatchUpCpu { get; set; }
+    public LeaderboardProfile? LeaderboardProfile { get; set; }
     public long RunsAtReads { get; set; }
     public long RebuildEvents { get; set; }
     public long RebuildAllocatedBytes { get; set; }
@@ -105,8 +110,26 @@ public sealed class Results
             rows.Add(new($"GET /api/runs/{{id}} p50 ({RunsAtReads:N0} runs, {o.ReadConcurrency} readers)", g.MedianP50, "ms", null, null, null, "–", null));
             rows.Add(new($"GET /api/runs/{{id}} p99 ({RunsAtReads:N0} runs, {o.ReadConcurrency} readers)", g.MedianP99, "ms", null, null, null, "–", null));
         }
-        // LEADERBOARD (issue 7): GET /api/boards/{id}/leaderboard p50/p99 at 100k runs goes here once the endpoint exists.
-        rows.Add(new($"Leaderboard read p99 ({RunsAtReads:N0} runs)", double.NaN, "ms", null, null, null, "≤ 20 ms at 100k runs", null));
+        var boardRuns = Board is { } b0 ? $"{b0.SucceededRuns + b0.FailedRuns:N0} runs on the board, {b0.Participants:N0} participants" : $"{SeededRuns:N0} runs";
+        var leaderboards = o.LeaderboardReaders.Where(n => Has($"reads.board.{n}")).ToList();
+        foreach (var n in leaderboards)
+        {
+            var l = this[$"reads.board.{n}"];
+            var readers = $"{n} reader{(n == 1 ? "" : "s")}";
+            rows.Add(new($"Leaderboard read p50 ({boardRuns}, {readers})", l.MedianP50, "ms", null, null, null, "–", null));
+            rows.Add(new($"Leaderboard read p99 ({boardRuns}, {readers})", l.MedianP99, "ms", null, null, null, "≤ 20 ms at 100k runs", l.MedianP99 <= 20));
+        }
+        if (leaderboards.Count == 0)
+        {
+            rows.Add(new($"Leaderboard read p99 ({boardRuns})", double.NaN, "ms", null, null, null, "≤ 20 ms at 100k runs", null));
+        }
+        if (CatchUp is { } c)
+        {
+            rows.Add(new(c.CaughtUp
+                    ? $"Standings catch-up after seeding ({c.VerdictsToFold:N0} verdicts in {c.EventsToFold:N0} events still to fold)"
+                    : $"Standings catch-up after seeding: NOT finished, {c.LagAtEnd:N0} events behind at the limit",
+                c.Waited.TotalSeconds, "s", null, null, null, "–", null));
+        }
         if (PeakRssKb > 0)
         {
             var mb = PeakRssKb / 1024.0;
@@ -159,6 +182,12 @@ public sealed class Results
         var copy = rows.FirstOrDefault(r => r.Figure.Contains("(vs COPY)", StringComparison.Ordinal));
         var rebuild = rows.FirstOrDefault(r => r.Figure.StartsWith("Projection rebuild", StringComparison.Ordinal));
         var rss = rows.FirstOrDefault(r => r.Figure.StartsWith("Ledger RSS", StringComparison.Ordinal));
+        var boards = rows.Where(r => r.Figure.StartsWith("Leaderboard read p99", StringComparison.Ordinal) && !double.IsNaN(r.Value)).ToList();
+        var leaderboard = boards.Count == 0
+            ? "leaderboard: not measured"
+            : "leaderboard p99 " + string.Join(", ", boards.Select(r => $"{Num(r.Value)} ms at {Readers(r.Figure)}")) +
+              $" (target 20: {(boards.All(r => r.Met == true) ? "met" : boards.Any(r => r.Met == true) ? "met at " + string.Join(", ", boards.Where(r => r.Met == true).Select(r => Readers(r.Figure))) + " only" : "missed")})" +
+              (CatchUp is { CaughtUp: false } ? ", standings NOT caught up" : "");
         var targets = rows.Where(r => r.Met is not null).ToList();
         var parts = new[]
         {
@@ -167,10 +196,18 @@ public sealed class Results
             Part("batches", batch, r => $"{Ratio(r.Ratio)}× multi-row INSERT (target 0.50: {MetWord(r)})"),
             Part("batches vs COPY", copy, r => $"{Ratio(r.Ratio)}×"),
             Part("rebuild", rebuild, r => $"{Num(r.Value)} events/s (target 30,000: {MetWord(r)})"),
-            "leaderboard: not measured (no endpoint yet)",
+            leaderboard,
             Part("RSS peak", rss, r => $"{Num(r.Value)} MB (target 300: {MetWord(r)})"),
         };
         return $"Summary: {string.Join("; ", parts)}. Targets met: {targets.Count(r => r.Met == true)} of {targets.Count} measured.";
+    }
+
+    /// <summary>"8 readers" out of a leaderboard figure's title.</summary>
+    private static string Readers(string figure)
+    {
+        var end = figure.LastIndexOf(')');
+        var start = figure.LastIndexOf(", ", end, StringComparison.Ordinal);
+        return start < 0 || end < 0 ? figure : figure[(start + 2)..end];
     }
 
     private static string MetWord(Row r) => r.Met switch { true => "met", false => "missed", _ => "n/a" };
@@ -268,6 +305,28 @@ public sealed class Results
             var controls = ControlCalls.Finish(TimeSpan.FromSeconds(1));
             if (controls.Operations > 0) sb.AppendLine($"- register + claim before each run (under load): p50 {Num(controls.P50Ms)} ms, p99 {Num(controls.P99Ms)} ms");
             sb.AppendLine();
+        }
+
+        if (LeaderboardProfile is { } lp)
+        {
+            sb.AppendLine($"Where a leaderboard read's time goes (in the bench process, on the service's store configuration, one reader, random pages of {o.LeaderboardPageSize}, {lp.Reads:N0} reads): " +
+                          $"loading the board p50 {Num(lp.BoardLoadP50Ms)} ms; the ranked page (`ToPagedListAsync` of the standings, as the endpoint queries them) p50 {Num(lp.PageQueryP50Ms)} ms, p99 {Num(lp.PageQueryP99Ms)} ms. " +
+                          $"Stored standings: {Num(lp.StandingBytesAvg)} bytes on average (largest {lp.StandingBytesMax:N0}), {lp.ResultsPerStandingAvg:0.0} results each; " +
+                          $"a page's HTTP body: {Num(lp.HttpBodyBytes)} bytes. The SQL of one read ({lp.RoundTrips.Count} round trips):");
+            sb.AppendLine();
+            sb.AppendLine("```");
+            foreach (var line in lp.RoundTrips) sb.AppendLine(line);
+            sb.AppendLine("```");
+            sb.AppendLine();
+            if (lp.Plan.Count > 0)
+            {
+                sb.AppendLine("Its page query, `explain (analyze, buffers)` with the parameters of one read:");
+                sb.AppendLine();
+                sb.AppendLine("```");
+                foreach (var line in lp.Plan) sb.AppendLine(line);
+                sb.AppendLine("```");
+                sb.AppendLine();
+            }
         }
 
         if (PeakRssByPhaseKb.Count > 0)

@@ -5,7 +5,7 @@ using Npgsql;
 namespace Ledger.Bench;
 
 /// <summary>Records the SQL a Marten session sends: each command or batch is one round trip.</summary>
-public sealed class SqlCapture : IMartenSessionLogger
+public sealed class SqlCapture(int maxLength = 110) : IMartenSessionLogger
 {
     public List<string> RoundTrips { get; } = [];
 
@@ -23,9 +23,9 @@ public sealed class SqlCapture : IMartenSessionLogger
     public void LogFailure(Exception ex, string message) { }
     public void RecordSavedChanges(IDocumentSession session, IChangeSet commit) { }
 
-    private static string Shorten(string sql)
+    private string Shorten(string sql)
     {
         var flat = string.Join(' ', sql.Split((char[])['\n', '\r', '\t', ' '], StringSplitOptions.RemoveEmptyEntries));
-        return flat.Length <= 110 ? flat : flat[..110] + "…";
+        return flat.Length <= maxLength ? flat : flat[..maxLength] + "…";
     }
 }
