@@ -32,6 +32,13 @@ public sealed class LedgerHost : IAsyncLifetime
     public Task Settled() => Host.Services.GetRequiredService<Marten.IDocumentStore>()
         .WaitForNonStaleProjectionDataAsync(TimeSpan.FromSeconds(30));
 
+    /// <summary>Verify, once the async projections have caught up (a lagging standing is not a difference).</summary>
+    public async Task<Ledger.Forensics.VerifyReport> Verify()
+    {
+        await Settled();
+        return await Host.Services.GetRequiredService<Ledger.Forensics.ProjectionVerifier>().VerifyAsync(CancellationToken.None);
+    }
+
     public Task<Janitor.SweepResult> Sweep() => Host.Services.GetRequiredService<Janitor>().SweepAsync(CancellationToken.None);
 
     public async Task InitializeAsync()

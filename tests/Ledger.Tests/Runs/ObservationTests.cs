@@ -1,8 +1,6 @@
 using System.Net;
 using System.Text.Json.Nodes;
-using Ledger.Forensics;
 using Ledger.Tests.Fixtures;
-using Microsoft.Extensions.DependencyInjection;
 using static Ledger.Tests.Fixtures.Scenarios;
 
 namespace Ledger.Tests.Runs;
@@ -101,7 +99,7 @@ public sealed class ObservationTests(LedgerHost ledger)
             var records = await _api.Send(HttpMethod.Get, $"/api/anomalies?kind=status-mismatch&runId={runId}", LedgerHost.ReadKey);
             Assert.Equal(1, records.Json!["total"]!.GetValue<long>());
         }
-        var report = await ledger.Host.Services.GetRequiredService<ProjectionVerifier>().VerifyAsync(CancellationToken.None);
+        var report = await ledger.Verify();
         Assert.True(report.Passed, string.Join("\n", report.Differences));
     }
 
