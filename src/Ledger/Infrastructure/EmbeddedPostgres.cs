@@ -69,9 +69,17 @@ public sealed class EmbeddedPostgres
             {
                 _log($"Starting the private PostgreSQL in {dir} on 127.0.0.1:{_options.Port}");
                 var logFile = Path.Combine(dir, "server.log");
-                RunTool("pg_ctl",
-                    $"-D \"{dir}\" -l \"{logFile}\" -o \"-p {_options.Port} -k '{dir}' -c listen_addresses=127.0.0.1\" -w -t 60 start",
-                    TimeSpan.FromSeconds(90));
+                try
+                {
+                    RunTool("pg_ctl",
+                        $"-D \"{dir}\" -l \"{logFile}\" -o \"-p {_options.Port} -k '{dir}' -c listen_addresses=127.0.0.1\" -w -t 60 start",
+                        TimeSpan.FromSeconds(90));
+                }
+                catch (EmbeddedPostgresUnavailableException e)
+                {
+                    // pg_ctl only says "could not start"; the server's own log says why (e.g. the port is taken).
+                    throw new EmbeddedPostgresUnavailableException($"{e.Message} Server log ({logFile}): {Tail(logFile)}");
+                }
                 StartedByUs = true;
             }
         }
@@ -100,6 +108,18 @@ public sealed class EmbeddedPostgres
         _log($"Stopping the private PostgreSQL in {_options.DataDirectory}");
         RunTool("pg_ctl", $"-D \"{Path.GetFullPath(_options.DataDirectory)}\" -m fast -w stop", TimeSpan.FromSeconds(60), throwOnError: false);
         StartedByUs = false;
+    }
+
+    private static string Tail(string file)
+    {
+        try
+        {
+            return string.Join(" | ", File.ReadLines(file).TakeLast(4));
+        }
+        catch (IOException)
+        {
+            return "(unreadable)";
+        }
     }
 
     private static bool IsRoot => Environment.UserName == "root";
