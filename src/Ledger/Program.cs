@@ -65,6 +65,7 @@ builder.Services.AddSingleton<RunDecisions>();
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();
 builder.Services.AddForensicsServices();
+builder.Services.AddLeaderboardServices();
 builder.Services.AddHostedService<ProjectionLeadership>();
 builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
 builder.Services.AddSingleton<Janitor>();

@@ -95,11 +95,10 @@ public static class BoardEndpoints
     [Tags("Leaderboards")]
     [EndpointSummary("A board's definition (admin or read key)")]
     [ProducesResponseType<Board>(200), ProducesResponseType<Problem>(404)]
-    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store)
+    public static async Task<IResult> Get(string id, HttpContext context, Access access, BoardCatalog boards)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        await using var session = store.QuerySession();
-        var board = await session.LoadAsync<Board>(id, context.RequestAborted);
+        var board = await boards.Find(id, context.RequestAborted);
         return board is null ? BoardNotFound(id).ToResult() : Results.Json(board, LedgerJson.Options);
     }
 

@@ -23,17 +23,20 @@ public static class GetLeaderboardEndpoint
     [EndpointSummary("Best succeeded run per participant, ranked (admin or read key)")]
     [EndpointDescription("Served from the async standings projection: a verdict appears within the daemon's polling delay (milliseconds under normal load).")]
     [ProducesResponseType<Leaderboard>(200), ProducesResponseType<Problem>(404)]
-    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store,
+    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, BoardCatalog boards,
         ReadDatabase database, IOptions<LedgerOptions> options, int? page, int? pageSize, string? at)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         var (number, size) = Paging.Normalize(page, pageSize);
         if (!QueryValues.TryTime(at, "at", out var asOf, out var badTime)) return badTime!;
 
-        await using var session = store.QuerySession();
-        var board = await session.LoadAsync<Board>(id, context.RequestAborted);
+        var board = await boards.Find(id, context.RequestAborted);
         if (board is null) return BoardEndpoints.BoardNotFound(id).ToResult();
-        if (asOf is { } time) return Results.Json(await AsOf(session, board, time, number, size, context.RequestAborted), LedgerJson.Options);
+        if (asOf is { } time)
+        {
+            await using var session = store.QuerySession();
+            return Results.Json(await AsOf(session, board, time, number, size, context.RequestAborted), LedgerJson.Options);
+        }
 
         var (rows, total) = await Current(database, options.Value.SchemaName, board, number, size, context.RequestAborted);
         return Results.Json(new Leaderboard(id, board.Ranking, null, number, size, total, rows), LedgerJson.Options);

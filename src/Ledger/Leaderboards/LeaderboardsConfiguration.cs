@@ -23,4 +23,7 @@ public static class LeaderboardsConfiguration
             .Duplicate(s => s.BestRunId!);
         return options;
     }
+
+    public static IServiceCollection AddLeaderboardServices(this IServiceCollection services) =>
+        services.AddSingleton<BoardCatalog>();
 }

@@ -60,7 +60,7 @@ public static class RegisterRunEndpoint
     [ProducesResponseType<RunRegisteredResponse>(201)]
     [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
     public static async Task<IResult> Post(HttpContext context, RequestGate gate, RejectionLog rejections,
-        IValidator<RegisterRun> validator, IDocumentStore store, IOptions<LedgerOptions> options, TimeProvider clock,
+        IValidator<RegisterRun> validator, IDocumentStore store, BoardCatalog boards, IOptions<LedgerOptions> options, TimeProvider clock,
         LabelVocabulary vocabulary)
     {
         var admission = await gate.Admit<RegisterRun>(context, validator, [Role.Admin]);
@@ -71,7 +71,7 @@ public static class RegisterRunEndpoint
         Ranking? ranking = null;
         if (request.Board is { } boardId)
         {
-            var board = await session.LoadAsync<Board>(boardId, context.RequestAborted);
+            var board = await boards.Find(boardId, context.RequestAborted);
             if (board is null)
             {
                 return await rejections.Refuse(context, RequestBody.Invalid(new Dictionary<string, string[]>
