@@ -59,7 +59,7 @@ public static class GetKpisEndpoint
         var terminalRuns = reader.GetInt64(0);
         var percentiles = reader.IsDBNull(1) ? null : reader.GetFieldValue<double[]>(1);
 
-        foreach (var status in Enum.GetNames<RunStatus>().Select(n => n.ToLowerInvariant())) byStatus.TryAdd(status, 0);
+        foreach (var status in RunStatusRules.WireNames) byStatus.TryAdd(status, 0);
         var terminal = byStatus["succeeded"] + byStatus["failed"] + byStatus["lost"] + byStatus["cancelled"];
         long Anomalies(string kind) => anomalies.GetValueOrDefault(kind);
 

@@ -91,15 +91,7 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
                 break;
             case VerdictReached verdict:
                 (published.TryGetValue(key, out var list) ? list : published[key] = []).Add(verdict.Status);
-                if (verdict is { Board: { } board, Participant: { } participant, Ranking: not null })
-                {
-                    var id = Standing.Key(board, participant);
-                    if (!standings.TryGetValue(id, out var standing))
-                    {
-                        standings[id] = standing = new Standing { Id = id, Board = board, Participant = participant };
-                    }
-                    standing.Record(verdict, e.Sequence);
-                }
+                Standing.Fold(standings, verdict, e.Sequence);
                 break;
             case RunClaimed claimed:
                 leases.Add(new LeaseHolder { Id = claimed.LeaseTokenHash, RunId = key, IssuedAt = claimed.ClaimedAt });

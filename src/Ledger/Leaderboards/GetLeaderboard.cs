@@ -55,13 +55,10 @@ public static class GetLeaderboardEndpoint
         var standings = new Dictionary<string, Standing>(StringComparer.Ordinal);
         foreach (var e in verdicts)
         {
-            if (e.Data is not Runs.VerdictReached { Participant: { } participant, Ranking: not null } verdict
-                || verdict.Board != board.Id || verdict.At > time) continue;
-            if (!standings.TryGetValue(participant, out var standing))
+            if (e.Data is Runs.VerdictReached verdict && verdict.Board == board.Id && verdict.At <= time)
             {
-                standings[participant] = standing = new Standing { Id = Standing.Key(board.Id, participant), Board = board.Id, Participant = participant };
+                Standing.Fold(standings, verdict, e.Sequence);
             }
-            standing.Record(verdict, e.Sequence);
         }
 
         var order = new ResultOrder(board.Ranking);

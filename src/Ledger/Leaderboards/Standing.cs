@@ -24,6 +24,18 @@ public sealed class Standing
 
     public static string Key(string board, string participant) => $"{board}/{participant}";
 
+    public static Standing For(string board, string participant) =>
+        new() { Id = Key(board, participant), Board = board, Participant = participant };
+
+    /// <summary>Folds a ranked verdict into its standing, created on first sight, exactly as the projection does.</summary>
+    public static void Fold(IDictionary<string, Standing> standings, VerdictReached verdict, long sequence)
+    {
+        if (verdict is not { Board: { } board, Participant: { } participant, Ranking: not null }) return;
+        var id = Key(board, participant);
+        if (!standings.TryGetValue(id, out var standing)) standings[id] = standing = For(board, participant);
+        standing.Record(verdict, sequence);
+    }
+
     public void Record(VerdictReached verdict, long sequence)
     {
         LastSequence = sequence;
@@ -74,12 +86,7 @@ public sealed partial class StandingProjection : MultiStreamProjection<Standing,
 
     public Standing Create(IEvent<VerdictReached> e)
     {
-        var standing = new Standing
-        {
-            Id = Standing.Key(e.Data.Board!, e.Data.Participant!),
-            Board = e.Data.Board!,
-            Participant = e.Data.Participant!,
-        };
+        var standing = Standing.For(e.Data.Board!, e.Data.Participant!);
         standing.Record(e.Data, e.Sequence);
         return standing;
     }

@@ -70,6 +70,6 @@ public static class RunProblems
 
     public static Problem Terminal(Run run) =>
         Problem.Of(409, ProblemCodes.RunTerminal, "The run is already finished",
-            $"The run is {run.Status.ToString().ToLowerInvariant()}{(run.Reason is null ? "" : $" ({run.Reason})")}; nothing can change it. Stop sending events for it.",
+            $"The run is {run.Status.Wire()}{(run.Reason is null ? "" : $" ({run.Reason})")}; nothing can change it. Stop sending events for it.",
             runId: run.Id, runStatus: run.Status);
 }

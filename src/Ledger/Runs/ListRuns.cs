@@ -28,7 +28,7 @@ public static class ListRunsEndpoint
             {
                 return RequestBody.Invalid(new Dictionary<string, string[]>
                 {
-                    ["status"] = [$"Unknown status; allowed: {string.Join(", ", Enum.GetNames<RunStatus>().Select(n => n.ToLowerInvariant()))}."],
+                    ["status"] = [$"Unknown status; allowed: {string.Join(", ", RunStatusRules.WireNames)}."],
                 }).ToResult();
             }
             wanted = parsed;

@@ -52,12 +52,12 @@ public static class ReclassifyRunEndpoint
             if (!run.Status.IsTerminal())
             {
                 return Problem.Of(409, "run-not-terminal", "Only a terminal verdict can be reclassified",
-                    $"The run is {Wire(run.Status)}; cancel it instead.", runId: id, runStatus: run.Status);
+                    $"The run is {run.Status.Wire()}; cancel it instead.", runId: id, runStatus: run.Status);
             }
             if (run.Status == request.Status)
             {
                 return Problem.Of(409, "reclassify-no-change", "The run already has this status",
-                    $"The run is already {Wire(run.Status)}.", runId: id, runStatus: run.Status);
+                    $"The run is already {run.Status.Wire()}.", runId: id, runStatus: run.Status);
             }
             // Succeeded means complete, even by an operator's hand: the results must be in the run.
             if (request.Status == RunStatus.Succeeded && run.MissingForSuccess() is { Count: > 0 } missing)
@@ -82,6 +82,4 @@ public static class ReclassifyRunEndpoint
             _ => throw new InvalidOperationException("unexpected reclassify outcome"),
         };
     }
-
-    private static string Wire(RunStatus status) => status.ToString().ToLowerInvariant();
 }

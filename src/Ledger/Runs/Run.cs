@@ -276,7 +276,7 @@ public sealed class Run
         {
             return e is RunCompleted && Status == RunStatus.Lost
                 ? EventEffect.NotApplied(AnomalyKinds.LateCompletion, $"The run was already lost at {TerminalAt:O}.")
-                : EventEffect.NotApplied(AnomalyKinds.LateEvent, $"The run was already {Status.ToString().ToLowerInvariant()}.");
+                : EventEffect.NotApplied(AnomalyKinds.LateEvent, $"The run was already {Status.Wire()}.");
         }
 
         switch (e)
@@ -375,7 +375,7 @@ public sealed class Run
             else if (effect.Reason == AnomalyKinds.LateEvent)
             {
                 Anomalies.Add(new RunAnomaly(AnomalyKinds.LateEvent, e.RecordedAt,
-                    $"{EventNames.WireName(e)} arrived after the run was {Status.ToString().ToLowerInvariant()}; status unchanged.",
+                    $"{EventNames.WireName(e)} arrived after the run was {Status.Wire()}; status unchanged.",
                     e.EventId));
             }
             return;
