@@ -61,6 +61,7 @@ builder.Services.AddLabels(builder.Configuration);
 builder.Services.AddBatches(builder.Configuration);
 builder.Services.AddSingleton<RejectionLog>();
 builder.Services.AddSingleton<RequestGate>();
+builder.Services.AddSingleton<LeaseTokens>();
 builder.Services.AddSingleton<RunDecisions>();
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();
@@ -83,12 +84,14 @@ var app = builder.Build();
 app.StopEmbeddedOnShutdown();
 
 app.UseLedgerErrors();
+app.UseRouting();
+app.UseInputBoundary();
 app.MapOpenApi("/openapi/{documentName}.json");
-app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write });
+app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write })
+    .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
 app.MapWolverineEndpoints();
-app.MapFallback((HttpContext context) => Problem.Of(404, ProblemCodes.NotFound, "No such endpoint",
-    $"{context.Request.Method} {context.Request.Path} is not part of the API; see /openapi/v1.json.").ToResult()).ExcludeFromDescription();
+app.MapProblemFallback();
 
 return await app.RunJasperFxCommands(args);
 

@@ -76,5 +76,5 @@ public static class GetBatchEndpoint
     }
 
     public static Problem BatchNotFound(string id) =>
-        Problem.Of(404, ProblemCodes.BatchNotFound, "No such batch", $"No batch '{id}' is defined; define it with POST /api/batches.");
+        Problem.Of(ProblemCodes.BatchNotFound, "No such batch", $"No batch '{id}' is defined; define it with POST /api/batches.");
 }

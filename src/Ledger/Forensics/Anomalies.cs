@@ -61,7 +61,7 @@ public static class GetAnomaliesEndpoint
         string? kind, string? runId, string? since, int? page, int? pageSize)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        if (!QueryValues.TryTime(since, "since", out var from, out var badTime)) return badTime!;
+        if (!QueryValues.TryTime(since, "since", out var from, out var badTime)) return badTime!.ToResult();
         var (number, size) = Paging.Normalize(page, pageSize);
 
         await using var session = store.QuerySession();

@@ -8,9 +8,12 @@ public static class ForensicsConfiguration
     {
         options.Schema.For<Rejection>().Index(r => r.RunId).Index(r => r.Reason).Index(r => r.At);
         options.Schema.For<AnomalyRecord>().Index(a => a.Kind).Index(a => a.RunId).Index(a => a.At);
+        options.Storage.ExtendedSchemaObjects.Add(UnauthenticatedRefusals.Table(options.DatabaseSchemaName));
         return options;
     }
 
     public static IServiceCollection AddForensicsServices(this IServiceCollection services) =>
-        services.AddSingleton<ProjectionVerifier>();
+        services.AddSingleton<ProjectionVerifier>()
+            .AddSingleton<UnauthenticatedRefusals>()
+            .AddHostedService(sp => sp.GetRequiredService<UnauthenticatedRefusals>());
 }

@@ -32,16 +32,26 @@ public static class GetKpisEndpoint
     [Tags("Forensics")]
     [EndpointSummary("Runs by status, lost rate, ghost transitions prevented, mismatches, rejections, time to terminal (admin or read key)")]
     [ProducesResponseType<Kpis>(200), ProducesResponseType<Problem>(401)]
-    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, IOptions<LedgerOptions> options)
+    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, IOptions<LedgerOptions> options,
+        UnauthenticatedRefusals unauthenticated)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
+        await unauthenticated.FlushAsync(context.RequestAborted);
         var schema = options.Value.SchemaName;
         var ct = context.RequestAborted;
 
         await using var batch = database.Source.CreateBatch();
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"select lower(data->>'status'), count(*) from {schema}.mt_doc_run group by 1"));
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"select data->>'kind', count(*) from {schema}.mt_doc_anomalyrecord group by 1"));
-        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select data->>'reason', count(*) from {schema}.mt_doc_rejection group by 1"));
+        // Kept refusals of authenticated callers, plus the counted ones of callers without credentials (not their samples).
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"""
+            select reason, sum(n)::bigint from (
+                select data->>'reason' as reason, count(*) as n from {schema}.mt_doc_rejection
+                where coalesce((data->>'unauthenticated')::boolean, false) = false group by 1
+                union all
+                select reason, sum(count) from {schema}.{UnauthenticatedRefusals.TableName} group by 1) r
+            group by 1
+            """));
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"""
             select count(*), percentile_cont(array[0.5, 0.95, 0.99]) within group (order by seconds)
             from (select extract(epoch from ((data->>'terminalAt')::timestamptz - (data->>'registeredAt')::timestamptz))::float8 as seconds

@@ -6,26 +6,35 @@ using Wolverine.Http;
 
 namespace Ledger.Forensics;
 
-public sealed record RejectionPage(IReadOnlyList<Rejection> Items, int Page, int PageSize, long Total);
+/// <summary>
+/// Refused requests of authenticated callers, each kept whole (<c>items</c>; samples of the
+/// others are among them, marked <c>unauthenticated</c>), and the counts per hour and reason of
+/// requests refused for want of valid credentials (<c>unauthenticated</c>, since <c>since</c>).
+/// </summary>
+public sealed record RejectionPage(IReadOnlyList<Rejection> Items, int Page, int PageSize, long Total,
+    IReadOnlyList<RefusalCount> Unauthenticated);
 
 public static class GetRejectionsEndpoint
 {
     [WolverineGet("/api/rejections", Name = "GetRejections")]
     [Tags("Forensics")]
-    [EndpointSummary("Refused requests with their reason, newest first (admin or read key)")]
+    [EndpointSummary("Refused requests with their reason, newest first, and the hourly counts of those refused for want of credentials (admin or read key)")]
     [ProducesResponseType<RejectionPage>(200)]
     [ProducesResponseType<Problem>(401)]
     public static async Task<IResult> Get(HttpContext context, Access access, IDocumentStore store,
-        string? runId, string? reason, int? page, int? pageSize)
+        UnauthenticatedRefusals unauthenticated, TimeProvider clock, string? runId, string? reason, string? since,
+        int? page, int? pageSize)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         var (number, size) = Paging.Normalize(page, pageSize);
+        if (!QueryValues.TryTime(since, "since", out var from, out var badTime)) return badTime!.ToResult();
 
         await using var session = store.QuerySession();
         IQueryable<Rejection> query = session.Query<Rejection>();
         if (!string.IsNullOrEmpty(runId)) query = query.Where(r => r.RunId == runId);
         if (!string.IsNullOrEmpty(reason)) query = query.Where(r => r.Reason == reason);
         var items = await query.OrderByDescending(r => r.At).ToPagedListAsync(number, size, context.RequestAborted);
-        return Results.Json(new RejectionPage(items.ToList(), number, size, items.TotalItemCount), LedgerJson.Options);
+        var counts = await unauthenticated.ReadAsync(from ?? clock.GetUtcNow().AddDays(-7), reason, context.RequestAborted);
+        return Results.Json(new RejectionPage(items.ToList(), number, size, items.TotalItemCount, counts), LedgerJson.Options);
     }
 }

@@ -19,13 +19,22 @@ public sealed class Rejection
     public required string Path { get; set; }
     public string? Payload { get; set; }
     public bool PayloadTruncated { get; set; }
+    /// <summary>A sample of the refusals of requests without valid credentials, which are counted rather than kept (see GET /api/rejections).</summary>
+    public bool Unauthenticated { get; set; }
 }
 
-public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOptions<LedgerOptions> options, ILogger<RejectionLog> logger)
+public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOptions<LedgerOptions> options,
+    ILogger<RejectionLog> logger)
 {
-    /// <summary>Keeps the refusal, logs it, and returns the response for it.</summary>
+    /// <summary>
+    /// Keeps the refusal, logs it, and returns the response for it. A refusal for want of valid
+    /// credentials (401) is not kept here: it is counted, and only sampled, so that nobody can fill the database.
+    /// </summary>
     public async Task<IResult> Refuse(HttpContext context, Problem problem, ReadOnlyMemory<byte> payload = default, string? worker = null)
     {
+        // Counted and sampled by UnauthenticatedRefusals as the answer leaves, like every other 401.
+        if (problem.Status == 401) return problem.ToResult();
+
         var cap = options.Value.RejectionPayloadBytes;
         var kept = payload.Length > cap ? payload[..cap] : payload;
         var rejection = new Rejection

@@ -43,7 +43,7 @@ public sealed class Access
         var token = BearerToken(context);
         if (string.IsNullOrEmpty(token))
         {
-            return Problem.Of(401, ProblemCodes.MissingCredentials, "Credentials are required",
+            return Problem.Of(ProblemCodes.MissingCredentials, "Credentials are required",
                 "Send `Authorization: Bearer <key>`.");
         }
 
@@ -55,13 +55,20 @@ public sealed class Access
 
         if (role is null)
         {
-            return Problem.Of(401, ProblemCodes.InvalidCredentials, "The credentials are not recognised",
+            return Problem.Of(ProblemCodes.InvalidCredentials, "The credentials are not recognised",
                 "The bearer key is not one this ledger knows.");
         }
         return allowed.Contains(role.Value)
             ? null
-            : Problem.Of(403, ProblemCodes.Forbidden, "This key may not make this call",
+            : Problem.Of(ProblemCodes.Forbidden, "This key may not make this call",
                 $"A {role.Value.ToString().ToLowerInvariant()} key cannot do this; it needs one of: {string.Join(", ", allowed.Select(a => a.ToString().ToLowerInvariant()))}.");
+    }
+
+    /// <summary>True when the token is one of the configured keys, whatever its role.</summary>
+    public bool IsKey(string token)
+    {
+        var digest = Digest(token);
+        return Matches(_admin, digest) | _workers.Any(w => Matches(w, digest)) | _readers.Any(r => Matches(r, digest));
     }
 
     public static bool Matches(byte[]? expected, byte[] actual) =>

@@ -1,9 +1,12 @@
 using System.Text.Json;
+using Microsoft.AspNetCore.Routing.Patterns;
+using Microsoft.AspNetCore.Routing.Template;
 
 namespace Ledger.Infrastructure;
 
 /// <summary>
-/// The last line of the error contract: whatever escapes an endpoint still leaves as problem
+/// The last line of the error contract: whatever escapes an endpoint, and every error status
+/// answered without a body (by routing, the framework or a filter), still leaves as problem
 /// details. Database outages are retryable 503s; only a genuine bug is a 500.
 /// </summary>
 public static class ErrorHandling
@@ -13,6 +16,16 @@ public static class ErrorHandling
         try
         {
             await next(context);
+            if (context.Response is { StatusCode: >= 400, HasStarted: false, ContentLength: null } response
+                && string.IsNullOrEmpty(response.ContentType))
+            {
+                await ForBareStatus(context).ToResult().ExecuteAsync(context);
+            }
+            if (context.Items[typeof(Problem)] is Problem { Status: 401 } unauthenticated)
+            {
+                await context.RequestServices.GetRequiredService<Ledger.Forensics.UnauthenticatedRefusals>()
+                    .Observe(context, unauthenticated);
+            }
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
@@ -26,6 +39,18 @@ public static class ErrorHandling
         }
     });
 
+    private static Problem ForBareStatus(HttpContext context) => context.Response.StatusCode switch
+    {
+        404 => NoSuchEndpoint(context),
+        405 => Problem.Of(ProblemCodes.MethodNotAllowed, detail: $"{context.Request.Method} is not allowed on {context.Request.Path}."),
+        413 => Problem.Of(ProblemCodes.PayloadTooLarge),
+        415 => Problem.Of(ProblemCodes.UnsupportedMediaType),
+        401 => Problem.Of(ProblemCodes.MissingCredentials),
+        403 => Problem.Of(ProblemCodes.Forbidden),
+        >= 500 => Problem.Of(ProblemCodes.Internal),
+        _ => Problem.Of(ProblemCodes.MalformedRequest),
+    } with { Status = context.Response.StatusCode };
+
     private static Problem Translate(Exception e, HttpContext context)
     {
         var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Ledger.Errors");
@@ -34,19 +59,80 @@ public static class ErrorHandling
             case ProblemException p:
                 return p.Problem;
             case BadHttpRequestException { StatusCode: 413 }:
-                return Problem.Of(413, ProblemCodes.PayloadTooLarge, "The request body is too large", e.Message);
-            case BadHttpRequestException or JsonException:
-                return Problem.Of(400, ProblemCodes.MalformedJson, "The request could not be read", e.Message);
+                return Problem.Of(ProblemCodes.PayloadTooLarge, detail: e.Message);
+            case JsonException:
+                return Problem.Of(ProblemCodes.MalformedJson, "The request could not be read", e.Message);
+            case BadHttpRequestException:
+                return Problem.Of(ProblemCodes.MalformedRequest, detail: e.Message);
             case EmbeddedPostgresUnavailableException:
             case var _ when DatabaseFailures.IsTransient(e):
-                logger.LogWarning(e, "Database unavailable while serving {Method} {Path}", context.Request.Method, context.Request.Path);
-                return Problem.Of(503, ProblemCodes.DatabaseUnavailable, "The ledger's database is unavailable",
-                    "Nothing from this request was recorded; retry after the indicated delay.", retryable: true)
+                var ambiguous = e is CommitOutcomeUnknownException;
+                logger.LogWarning(e, "Database unavailable while serving {Method} {Path} ({Phase})", context.Request.Method,
+                    context.Request.Path, ambiguous ? "during the commit: outcome unknown" : "before any commit");
+                return Problem.Of(ProblemCodes.DatabaseUnavailable, detail: ambiguous
+                    ? "The database failed while this request was being committed, so it may or may not have been recorded. Resending the same request with the same eventId is safe: what was recorded is answered as a duplicate."
+                    : "Nothing from this request was recorded; retry after the indicated delay.")
                     with { RetryAfterSeconds = 2 };
             default:
                 logger.LogError(e, "Unhandled error serving {Method} {Path}", context.Request.Method, context.Request.Path);
-                return Problem.Of(500, ProblemCodes.Internal, "The ledger failed unexpectedly",
-                    "This is a defect in the ledger, not in the request; it has been logged.", retryable: true);
+                return Problem.Of(ProblemCodes.Internal, detail: "This is a defect in the ledger, not in the request; it has been logged.");
+        }
+    }
+
+    /// <summary>
+    /// The answer for a request no endpoint took: 405 with the methods the path does take, or 404.
+    /// The fallback matches every path, file-like ones (/.env, /x.php) included.
+    /// </summary>
+    public static IEndpointConventionBuilder MapProblemFallback(this WebApplication app) =>
+        app.MapFallback("{*path}", (HttpContext context, EndpointDataSource endpoints) =>
+        {
+            var allowed = AllowedMethods(endpoints, context.Request.Path);
+            if (allowed.Count == 0) return NoSuchEndpoint(context).ToResult();
+            context.Response.Headers.Allow = string.Join(", ", allowed);
+            return (Problem.Of(ProblemCodes.MethodNotAllowed,
+                detail: $"{context.Request.Method} is not allowed on {context.Request.Path}; use {string.Join(" or ", allowed)}.")
+                with { Allowed = allowed }).ToResult();
+        }).ExcludeFromDescription();
+
+    private static Problem NoSuchEndpoint(HttpContext context) =>
+        Problem.Of(ProblemCodes.NotFound, detail: $"{context.Request.Method} {context.Request.Path} is not part of the API; see /openapi/v1.json.");
+
+    private static List<string> AllowedMethods(EndpointDataSource source, PathString path)
+    {
+        var methods = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var endpoint in source.Endpoints.OfType<RouteEndpoint>())
+        {
+            if (endpoint.Order == int.MaxValue) continue; // the fallback itself
+            var template = TemplateParser.Parse(endpoint.RoutePattern.RawText ?? "");
+            if (template.Parameters.Any(p => p.IsCatchAll)) continue;
+            var matcher = new TemplateMatcher(template, new RouteValueDictionary());
+            if (!matcher.TryMatch(path, new RouteValueDictionary())) continue;
+            var verbs = endpoint.Metadata.GetMetadata<HttpMethodMetadata>()?.HttpMethods;
+            foreach (var verb in verbs ?? ["GET"]) methods.Add(verb);
+        }
+        return methods.ToList();
+    }
+}
+
+/// <summary>
+/// The database failed during a commit: the transaction may or may not have been committed
+/// (a connection dropped during COMMIT leaves no way to tell). The answer must say so.
+/// </summary>
+public sealed class CommitOutcomeUnknownException(Exception inner)
+    : Exception("The database failed during the commit; the outcome is unknown.", inner);
+
+public static class Commits
+{
+    /// <summary>SaveChanges, with a transient failure during it marked as of unknown outcome.</summary>
+    public static async Task SaveAsync(this Marten.IDocumentSession session, CancellationToken ct)
+    {
+        try
+        {
+            await session.SaveChangesAsync(ct);
+        }
+        catch (Exception e) when (DatabaseFailures.IsTransient(e) && !DatabaseFailures.IsConcurrency(e))
+        {
+            throw new CommitOutcomeUnknownException(e);
         }
     }
 }

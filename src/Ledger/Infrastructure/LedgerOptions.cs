@@ -26,4 +26,7 @@ public sealed class LedgerOptions
     public ProjectionDaemonMode DaemonMode { get; set; } = ProjectionDaemonMode.Leader;
 
     public EmbeddedPostgresOptions EmbeddedPostgres { get; set; } = new();
+
+    /// <summary>How refusals of requests without valid credentials are counted and sampled.</summary>
+    public Ledger.Forensics.RejectionOptions Rejections { get; set; } = new();
 }

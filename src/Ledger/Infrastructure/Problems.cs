@@ -5,24 +5,36 @@ using Ledger.Runs;
 namespace Ledger.Infrastructure;
 
 /// <summary>
-/// The stable catalogue of refusals. A code never changes meaning once published: clients
+/// The stable codes of the refusals. A code never changes meaning once published: clients
 /// match on <see cref="Problem.Type"/> and decide from <c>retryable</c> whether to try again.
+/// What each one means, its HTTP status and whether it is retryable live in <see cref="ProblemCatalogue"/>.
 /// </summary>
 public static class ProblemCodes
 {
     public const string TypePrefix = "urn:run-ledger:problem:";
 
     public const string MalformedJson = "malformed-json";
+    public const string MalformedRequest = "malformed-request";
     public const string InvalidPayload = "invalid-payload";
     public const string PayloadTooLarge = "payload-too-large";
+    public const string UnsupportedMediaType = "unsupported-media-type";
     public const string MissingCredentials = "missing-credentials";
     public const string InvalidCredentials = "invalid-credentials";
     public const string ForeignLease = "foreign-lease";
     public const string Forbidden = "forbidden";
+    public const string NotFound = "not-found";
+    public const string MethodNotAllowed = "method-not-allowed";
     public const string RunNotFound = "run-not-found";
+    public const string StateNotFound = "state-not-found";
+    public const string BoardNotFound = "board-not-found";
+    public const string BatchNotFound = "batch-not-found";
     public const string RunExists = "run-exists";
+    public const string BoardExists = "board-exists";
+    public const string BatchExists = "batch-exists";
     public const string RunTerminal = "run-terminal";
-    public const string RunNotClaimed = "run-not-claimed";
+    public const string RunNotTerminal = "run-not-terminal";
+    public const string ReclassifyNoChange = "reclassify-no-change";
+    public const string IncompleteResults = "incomplete-results";
     public const string LeaseHeld = "lease-held";
     public const string LeaseExpired = "lease-expired";
     public const string LeaseLost = "lease-lost";
@@ -34,11 +46,109 @@ public static class ProblemCodes
     public const string Contention = "contention";
     public const string DatabaseUnavailable = "database-unavailable";
     public const string Internal = "internal-error";
-    public const string NotFound = "not-found";
-    public const string BatchNotFound = "batch-not-found";
-    public const string BatchExists = "batch-exists";
 }
 
+/// <summary>One kind of refusal: its code, HTTP status, whether a retry can succeed, and what it means.</summary>
+public sealed record ProblemType(string Code, int Status, bool Retryable, string Title, string Meaning)
+{
+    public string Type => ProblemCodes.TypePrefix + Code;
+}
+
+/// <summary>
+/// Every refusal the ledger answers, in one place: endpoints take status and retryability from
+/// here, docs/problems.md is rendered from it, and a test proves each one reachable.
+/// </summary>
+public static class ProblemCatalogue
+{
+    public static readonly IReadOnlyList<ProblemType> All =
+    [
+        new(ProblemCodes.MalformedJson, 400, false, "The request body is not valid JSON",
+            "The body is empty, is not JSON, is not UTF-8, or nests deeper than 32 levels."),
+        new(ProblemCodes.MalformedRequest, 400, false, "The request could not be read",
+            "The HTTP request itself is malformed (a header or the framing), as far as the ledger can still answer it."),
+        new(ProblemCodes.InvalidPayload, 422, false, "The request is invalid",
+            "A field of the body, the query or the path is missing, of the wrong type, out of range, or holds a character the ledger cannot store (NUL, a lone surrogate, a control character in an identifier). `errors` names each field; `allowed` lists the values of a closed vocabulary."),
+        new(ProblemCodes.PayloadTooLarge, 413, false, "The request body is too large",
+            "The body exceeds `Ledger:MaxPayloadBytes`; split it into smaller requests."),
+        new(ProblemCodes.UnsupportedMediaType, 415, false, "The body must be JSON",
+            "A body was sent with a content type other than `application/json`."),
+        new(ProblemCodes.MissingCredentials, 401, false, "Credentials are required",
+            "No `Authorization: Bearer ...` header. Says nothing about the run."),
+        new(ProblemCodes.InvalidCredentials, 401, false, "The credentials are not recognised",
+            "The key or lease token is not one this ledger issued. The same answer whether or not the run exists."),
+        new(ProblemCodes.ForeignLease, 403, false, "The lease token belongs to another run",
+            "A lease token of another run was sent. Says nothing about this run."),
+        new(ProblemCodes.Forbidden, 403, false, "This key may not make this call",
+            "The key is valid but its role (admin, worker, read) does not allow this call."),
+        new(ProblemCodes.NotFound, 404, false, "No such endpoint",
+            "The path is not part of the API."),
+        new(ProblemCodes.MethodNotAllowed, 405, false, "The method is not allowed here",
+            "The path exists but not with this method; `allowed` and the Allow header list the methods."),
+        new(ProblemCodes.RunNotFound, 404, false, "No such run",
+            "No run with this id is registered."),
+        new(ProblemCodes.StateNotFound, 404, false, "The run had no such state",
+            "Time travel asked for a version past the stream's end or a time before the run was registered."),
+        new(ProblemCodes.BoardNotFound, 404, false, "No such board",
+            "No board with this id is defined."),
+        new(ProblemCodes.BatchNotFound, 404, false, "No such batch",
+            "No batch with this id is defined."),
+        new(ProblemCodes.RunExists, 409, false, "The run exists with another definition",
+            "A registration reused a run id with a different definition (the same definition again is answered as the first time)."),
+        new(ProblemCodes.BoardExists, 409, false, "The board exists with another ranking",
+            "Boards are immutable: a different definition under an existing id is refused."),
+        new(ProblemCodes.BatchExists, 409, false, "The batch exists with another definition",
+            "Batches are immutable: a different definition under an existing id is refused."),
+        new(ProblemCodes.RunTerminal, 409, false, "The run is already finished",
+            "The run is succeeded, failed, lost or cancelled; no worker event changes it. Late events are still recorded (see `results`). Stop working on it."),
+        new(ProblemCodes.RunNotTerminal, 409, false, "Only a terminal verdict can be reclassified",
+            "Reclassification overrules a verdict; the run has none yet."),
+        new(ProblemCodes.ReclassifyNoChange, 409, false, "The run already has this status",
+            "A reclassification must change the status."),
+        new(ProblemCodes.IncompleteResults, 409, false, "A run cannot succeed without its results",
+            "A reclassification to succeeded was asked for a run whose required results are missing."),
+        new(ProblemCodes.LeaseHeld, 409, false, "The run is leased to another worker",
+            "A claim while another lease is live."),
+        new(ProblemCodes.LeaseExpired, 409, false, "The lease has expired",
+            "The lease ran out; the worker must stop."),
+        new(ProblemCodes.LeaseLost, 409, false, "The lease was taken over",
+            "The run was claimed again after this lease; the worker must stop."),
+        new(ProblemCodes.UnknownStep, 409, false, "The step was never started",
+            "step.completed for a step id this run never started."),
+        new(ProblemCodes.ScoreConflict, 409, false, "The score is already recorded with another value",
+            "Scores are immutable: the same name with another value is refused."),
+        new(ProblemCodes.UnknownScore, 422, false, "The score is not one the run declared",
+            "The run declares its scores and this one is not among them."),
+        new(ProblemCodes.OutputConflict, 409, false, "The output is already recorded differently",
+            "An output name was recorded again with another uri or digest."),
+        new(ProblemCodes.ChunkConflict, 409, false, "The chunk is already committed with another count",
+            "A chunk id was committed again with another count."),
+        new(ProblemCodes.Contention, 503, true, "The run is being changed by other requests",
+            "The run stayed contended through every attempt; nothing from this request was recorded. Retry after the Retry-After delay."),
+        new(ProblemCodes.DatabaseUnavailable, 503, true, "The ledger's database is unavailable",
+            "The database could not be reached or failed during the commit. When the commit was under way the request may have been recorded: resending the same request (the same eventId) is safe."),
+        new(ProblemCodes.Internal, 500, true, "The ledger failed unexpectedly",
+            "A defect in the ledger, not in the request; it is logged."),
+    ];
+
+    private static readonly Dictionary<string, ProblemType> ByCode = All.ToDictionary(p => p.Code, StringComparer.Ordinal);
+
+    public static ProblemType Get(string code) =>
+        ByCode.TryGetValue(code, out var type) ? type : throw new ArgumentException($"'{code}' is not in the problem catalogue", nameof(code));
+
+    public static bool Contains(string code) => ByCode.ContainsKey(code);
+
+    /// <summary>The catalogue as the Markdown table that docs/problems.md holds.</summary>
+    public static string RenderMarkdown()
+    {
+        var text = new System.Text.StringBuilder();
+        text.Append("| type | status | retryable | meaning |\n|---|---|---|---|\n");
+        foreach (var p in All)
+        {
+            text.Append($"| `{p.Code}` | {p.Status} | {(p.Retryable ? "yes" : "no")} | {p.Meaning} |\n");
+        }
+        return text.ToString();
+    }
+}
 /// <summary>RFC 9457 (7807) problem details, with the ledger's extension members.</summary>
 public sealed record Problem
 {
@@ -60,18 +170,23 @@ public sealed record Problem
     public string? EventId { get; init; }
     [JsonIgnore] public int? RetryAfterSeconds { get; init; }
 
-    public static Problem Of(int httpStatus, string code, string title, string? detail = null, bool retryable = false,
-        string? runId = null, RunStatus? runStatus = null) => new()
+    /// <summary>A refusal of a catalogued type: its status and retryability come from <see cref="ProblemCatalogue"/>.</summary>
+    public static Problem Of(string code, string? title = null, string? detail = null, string? runId = null,
+        RunStatus? runStatus = null)
     {
-        Type = ProblemCodes.TypePrefix + code,
-        Code = code,
-        Title = title,
-        Status = httpStatus,
-        Detail = detail,
-        Retryable = retryable,
-        RunId = runId,
-        RunStatus = runStatus,
-    };
+        var type = ProblemCatalogue.Get(code);
+        return new Problem
+        {
+            Type = type.Type,
+            Code = code,
+            Title = title ?? type.Title,
+            Status = type.Status,
+            Detail = detail,
+            Retryable = type.Retryable,
+            RunId = runId,
+            RunStatus = runStatus,
+        };
+    }
 
     public IResult ToResult() => new ProblemResult(this);
 }
@@ -89,6 +204,7 @@ internal sealed class ProblemResult(Problem problem) : IResult, IStatusCodeHttpR
         {
             response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
         }
+        httpContext.Items[typeof(Problem)] = problem;
         var withInstance = problem.Instance is null ? problem with { Instance = httpContext.Request.Path } : problem;
         await JsonSerializer.SerializeAsync(response.Body, withInstance, LedgerJson.Options, httpContext.RequestAborted);
     }

@@ -5,7 +5,7 @@ namespace Ledger.Infrastructure;
 public static class QueryValues
 {
     /// <summary>An optional ISO 8601 time from the query string (UTC when no offset is given), or the 422 for it.</summary>
-    public static bool TryTime(string? value, string name, out DateTimeOffset? time, out IResult? refusal)
+    public static bool TryTime(string? value, string name, out DateTimeOffset? time, out Problem? refusal)
     {
         time = null;
         refusal = null;
@@ -15,7 +15,7 @@ public static class QueryValues
             time = parsed;
             return true;
         }
-        refusal = RequestBody.Invalid(new Dictionary<string, string[]> { [name] = ["An ISO 8601 time is required."] }).ToResult();
+        refusal = RequestBody.Invalid(new Dictionary<string, string[]> { [name] = ["An ISO 8601 time is required."] });
         return false;
     }
 }

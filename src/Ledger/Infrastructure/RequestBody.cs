@@ -15,6 +15,11 @@ public static class RequestBody
     public static async Task<Read> ReadJsonAsync(HttpContext context, int maxBytes, bool allowEmpty = false)
     {
         var request = context.Request;
+        if (!IsJson(request.ContentType) && request.ContentLength is not 0)
+        {
+            return new Read(null, [], Problem.Of(ProblemCodes.UnsupportedMediaType,
+                detail: $"The body was sent as '{request.ContentType}'; send it as application/json."));
+        }
         if (request.ContentLength is { } declared && declared > maxBytes)
         {
             return new Read(null, [], TooLarge(maxBytes));
@@ -39,20 +44,37 @@ public static class RequestBody
         {
             return allowEmpty
                 ? new Read(null, raw, null)
-                : new Read(null, raw, Problem.Of(400, ProblemCodes.MalformedJson, "The request body is empty",
+                : new Read(null, raw, Problem.Of(ProblemCodes.MalformedJson, "The request body is empty",
                     "A JSON body is required."));
         }
 
         try
         {
             using var document = JsonDocument.Parse(raw, new JsonDocumentOptions { MaxDepth = 32 });
+            if (InputText.FindUnstorable(document.RootElement) is { } unstorable)
+            {
+                return new Read(null, raw, Invalid(new Dictionary<string, string[]>
+                {
+                    [InputText.FieldName(unstorable.Path)] = [unstorable.Reason],
+                }));
+            }
             return new Read(document.RootElement.Clone(), raw, null);
         }
         catch (JsonException e)
         {
-            return new Read(null, raw, Problem.Of(400, ProblemCodes.MalformedJson, "The request body is not valid JSON",
+            return new Read(null, raw, Problem.Of(ProblemCodes.MalformedJson, "The request body is not valid JSON",
                 e.Message));
         }
+    }
+
+    /// <summary>No content type (a bare client) or a JSON one; a form or text body is not a JSON body.</summary>
+    private static bool IsJson(string? contentType)
+    {
+        if (string.IsNullOrWhiteSpace(contentType)) return true;
+        if (!Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var media)) return false;
+        var type = media.MediaType.Value ?? "";
+        return type.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+               || type.EndsWith("+json", StringComparison.OrdinalIgnoreCase);
     }
 
     /// <summary>Binds a JSON element to a request record; a member of the wrong type is a 422.</summary>
@@ -76,7 +98,7 @@ public static class RequestBody
     }
 
     public static Problem Invalid(IReadOnlyDictionary<string, string[]> errors, string? detail = null) =>
-        Problem.Of(422, ProblemCodes.InvalidPayload, "The request payload is invalid",
+        Problem.Of(ProblemCodes.InvalidPayload, "The request payload is invalid",
             detail ?? "Fix the listed fields; resending the same payload will be refused again.") with { Errors = errors };
 
     public static Problem Invalid(IEnumerable<ValidationFailure> failures, string pathPrefix = "")
@@ -96,6 +118,6 @@ public static class RequestBody
     public sealed record AllowedValues(IReadOnlyList<string> Values);
 
     private static Problem TooLarge(int maxBytes) =>
-        Problem.Of(413, ProblemCodes.PayloadTooLarge, "The request body is too large",
+        Problem.Of(ProblemCodes.PayloadTooLarge, "The request body is too large",
             $"The body exceeds the configured maximum of {maxBytes} bytes; split it into smaller requests.");
 }

@@ -1,5 +1,6 @@
 using FluentValidation;
 using Ledger.Forensics;
+using Marten;
 using Microsoft.Extensions.Options;
 
 namespace Ledger.Infrastructure;
@@ -11,13 +12,17 @@ public sealed record Admission<T>(T? Request, byte[] Raw, IResult? Refusal) wher
 /// What every write endpoint does first, in one order: read the body within the size limit,
 /// check the caller's key, bind the JSON and validate it. Each refusal is logged and kept.
 /// </summary>
-public sealed class RequestGate(Access access, RejectionLog rejections, IOptions<LedgerOptions> options)
+public sealed class RequestGate(Access access, RejectionLog rejections, IOptions<LedgerOptions> options, IDocumentStore store)
 {
     public async Task<Admission<T>> Admit<T>(HttpContext context, IValidator<T> validator, Role[] roles,
         string? runId = null, bool bodyOptional = false) where T : class, new()
     {
+        // Credentials first: a caller without them learns nothing, and its body is never read.
+        if (access.Require(context, roles) is { } denied)
+        {
+            return new(null, [], await rejections.Refuse(context, runId is null ? denied : denied with { RunId = runId }));
+        }
         var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes, allowEmpty: bodyOptional);
-        if (access.Require(context, roles) is { } denied) return await Refuse<T>(context, denied, body.Raw, runId);
         if (body.Problem is not null) return await Refuse<T>(context, body.Problem, body.Raw, runId);
 
         var request = new T();
@@ -35,5 +40,17 @@ public sealed class RequestGate(Access access, RejectionLog rejections, IOptions
     }
 
     private async Task<Admission<T>> Refuse<T>(HttpContext context, Problem problem, byte[] raw, string? runId) where T : class =>
-        new(null, raw, await rejections.Refuse(context, runId is null ? problem : problem with { RunId = runId }, raw));
+        new(null, raw, await rejections.Refuse(context, runId is null ? problem : await OnRun(problem, runId), raw));
+
+    /// <summary>
+    /// A refusal on an authenticated caller's request about a run carries the run's current
+    /// status, so that a worker can tell "fix the request" from "stop, the run is over".
+    /// </summary>
+    public async Task<Problem> OnRun(Problem problem, string runId)
+    {
+        if (problem.RunStatus is not null) return problem with { RunId = runId };
+        await using var query = store.QuerySession();
+        var run = await query.LoadAsync<Ledger.Runs.Run>(runId, CancellationToken.None);
+        return problem with { RunId = runId, RunStatus = run?.Status };
+    }
 }

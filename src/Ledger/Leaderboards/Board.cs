@@ -40,9 +40,9 @@ public sealed record DefineBoard
         {
             RuleFor(b => b.Id).NotEmpty().Matches(Identifiers.Pattern).WithMessage(Identifiers.Message);
             RuleFor(b => b.Title!).MaximumLength(200).When(b => b.Title is not null);
-            RuleFor(b => b.PrimaryScore).NotEmpty().MaximumLength(200);
+            RuleFor(b => b.PrimaryScore).NotEmpty().MaximumLength(200).Printable();
             RuleFor(b => b.Direction).NotNull().WithMessage("direction must be 'max' or 'min'.");
-            RuleFor(b => b.TieBreakScore!).NotEmpty().MaximumLength(200)
+            RuleFor(b => b.TieBreakScore!).NotEmpty().MaximumLength(200).Printable()
                 .NotEqual(b => b.PrimaryScore).WithMessage("The tie-break score must differ from the primary score.")
                 .When(b => b.TieBreakScore is not null);
             RuleFor(b => b.TieBreakDirection).Null().When(b => b.TieBreakScore is null)
@@ -73,18 +73,18 @@ public static class BoardEndpoints
             // Defining the same board again is a harmless retry; redefining it would re-rank history.
             return existing.Ranking == board.Ranking
                 ? Results.Json(existing, LedgerJson.Options)
-                : await rejections.Refuse(context, Problem.Of(409, "board-exists", "The board exists with another ranking",
+                : await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists, "The board exists with another ranking",
                     $"Board '{board.Id}' ranks by {existing.Ranking.PrimaryScore} ({existing.Ranking.Direction.ToString().ToLowerInvariant()}); boards are immutable."), admission.Raw);
         }
 
         session.Insert(board);
         try
         {
-            await session.SaveChangesAsync(context.RequestAborted);
+            await session.SaveAsync(context.RequestAborted);
         }
         catch (Exception e) when (e.ToString().Contains("23505"))
         {
-            return await rejections.Refuse(context, Problem.Of(409, "board-exists", "The board was just defined",
+            return await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists, "The board was just defined",
                 $"Board '{board.Id}' was defined concurrently; read it with GET /api/boards/{board.Id}."), admission.Raw);
         }
         context.Response.Headers.Location = $"/api/boards/{Uri.EscapeDataString(board.Id)}";
@@ -103,5 +103,5 @@ public static class BoardEndpoints
     }
 
     public static Problem BoardNotFound(string id) =>
-        Problem.Of(404, "board-not-found", "No such board", $"No board '{id}' is defined; define it with POST /api/boards.");
+        Problem.Of(ProblemCodes.BoardNotFound, "No such board", $"No board '{id}' is defined; define it with POST /api/boards.");
 }

@@ -28,7 +28,7 @@ public static class GetLeaderboardEndpoint
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         var (number, size) = Paging.Normalize(page, pageSize);
-        if (!QueryValues.TryTime(at, "at", out var asOf, out var badTime)) return badTime!;
+        if (!QueryValues.TryTime(at, "at", out var asOf, out var badTime)) return badTime!.ToResult();
 
         var board = await boards.Find(id, context.RequestAborted);
         if (board is null) return BoardEndpoints.BoardNotFound(id).ToResult();

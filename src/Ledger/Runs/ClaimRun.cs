@@ -14,7 +14,7 @@ public sealed record ClaimRun
 
     public sealed class Validator : AbstractValidator<ClaimRun>
     {
-        public Validator() => RuleFor(c => c.Worker!).NotEmpty().MaximumLength(200).When(c => c.Worker is not null);
+        public Validator() => RuleFor(c => c.Worker).NotEmpty().MaximumLength(200).Printable().When(c => c.Worker is not null);
     }
 }
 
@@ -28,7 +28,7 @@ public static class ClaimRunEndpoint
     [ProducesResponseType<LeaseGranted>(200)]
     [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409)]
     public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
-        IValidator<ClaimRun> validator, RunDecisions decisions, TimeProvider clock)
+        IValidator<ClaimRun> validator, RunDecisions decisions, LeaseTokens leases, TimeProvider clock)
     {
         var admission = await gate.Admit<ClaimRun>(context, validator, [Role.Admin, Role.Worker], runId: id, bodyOptional: true);
         if (admission.Refusal is not null) return admission.Refusal;
@@ -45,7 +45,7 @@ public static class ClaimRunEndpoint
             var now = clock.GetUtcNow();
             if (run.LeaseExpiresAt is { } expires && expires > now)
             {
-                return Problem.Of(409, ProblemCodes.LeaseHeld, "The run is leased to another worker",
+                return Problem.Of(ProblemCodes.LeaseHeld, "The run is leased to another worker",
                     $"Held by '{run.Worker ?? "an unnamed worker"}' until {expires:O}.", runId: id, runStatus: run.Status);
             }
 
@@ -57,19 +57,25 @@ public static class ClaimRunEndpoint
         return outcome switch
         {
             Problem problem => await rejections.Refuse(context, problem, admission.Raw, request.Worker),
-            LeaseGranted granted => Results.Json(granted, LedgerJson.Options),
+            LeaseGranted granted => Granted(granted, tokenHash, leases),
             _ => throw new InvalidOperationException("unexpected claim outcome"),
         };
+    }
+
+    private static IResult Granted(LeaseGranted granted, string tokenHash, LeaseTokens leases)
+    {
+        leases.Remember(tokenHash, granted.RunId);
+        return Results.Json(granted, LedgerJson.Options);
     }
 }
 
 public static class RunProblems
 {
     public static Problem NotFound(string runId) =>
-        Problem.Of(404, ProblemCodes.RunNotFound, "No such run", $"No run '{runId}' is registered.", runId: runId);
+        Problem.Of(ProblemCodes.RunNotFound, "No such run", $"No run '{runId}' is registered.", runId: runId);
 
     public static Problem Terminal(Run run) =>
-        Problem.Of(409, ProblemCodes.RunTerminal, "The run is already finished",
+        Problem.Of(ProblemCodes.RunTerminal, "The run is already finished",
             $"The run is {run.Status.Wire()}{(run.Reason is null ? "" : $" ({run.Reason})")}; nothing can change it. Stop sending events for it.",
             runId: run.Id, runStatus: run.Status);
 }

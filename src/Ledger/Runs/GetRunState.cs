@@ -17,23 +17,25 @@ public static class GetRunStateEndpoint
     public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, long? version, string? at)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        if (!QueryValues.TryTime(at, "at", out var asOf, out var badTime)) return badTime!;
-        if (version is < 1)
-        {
-            return RequestBody.Invalid(new Dictionary<string, string[]> { ["version"] = ["Versions start at 1."] }).ToResult();
-        }
-
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: context.RequestAborted);
         if (events.Count == 0) return RunProblems.NotFound(id).ToResult();
+        // Refusals about this run say where it stands now.
+        RunStatus Now() => RunReplay.Explain(events).Run.Status;
+
+        if (!QueryValues.TryTime(at, "at", out var asOf, out var invalid) || version is < 1)
+        {
+            invalid ??= RequestBody.Invalid(new Dictionary<string, string[]> { ["version"] = ["Versions start at 1."] });
+            return (invalid with { RunId = id, RunStatus = Now() }).ToResult();
+        }
 
         var upTo = events.TakeWhile(e => (version is null || e.Version <= version) && (asOf is null || RunReplay.RecordedAt(e) <= asOf)).ToList();
         if (upTo.Count == 0 || (version is { } v && v > events[^1].Version))
         {
-            return Problem.Of(404, "state-not-found", "The run had no such state",
+            return Problem.Of(ProblemCodes.StateNotFound, "The run had no such state",
                 version is not null
                     ? $"The stream has {events[^1].Version} events."
-                    : $"The run was registered at {RunReplay.RecordedAt(events[0]):O}.", runId: id).ToResult();
+                    : $"The run was registered at {RunReplay.RecordedAt(events[0]):O}.", runId: id, runStatus: Now()).ToResult();
         }
 
         var replay = RunReplay.Explain(upTo);

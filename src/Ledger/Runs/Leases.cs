@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using JasperFx.Events;
 using Ledger.Infrastructure;
@@ -35,27 +36,63 @@ public static class Leases
         run.LeaseTokenHash is { } current &&
         Access.Matches(Convert.FromHexString(current), Convert.FromHexString(tokenHash));
 
-    /// <summary>The refusal for a token that is not this run's current lease.</summary>
-    public static async Task<Problem> Mismatch(IDocumentStore store, string runId, RunStatus status, string tokenHash, CancellationToken ct)
-    {
-        await using var query = store.QuerySession();
-        var holder = await query.LoadAsync<LeaseHolder>(tokenHash, ct);
-        if (holder is null)
-        {
-            return Problem.Of(401, ProblemCodes.InvalidCredentials, "The lease token is not recognised",
-                "Claim the run to get a lease token.", runId: runId, runStatus: status);
-        }
-        if (holder.RunId != runId)
-        {
-            return Problem.Of(403, ProblemCodes.ForeignLease, "The lease token belongs to another run",
-                $"This token was issued for run '{holder.RunId}'.", runId: runId, runStatus: status);
-        }
-        return Problem.Of(409, ProblemCodes.LeaseLost, "The lease was taken over",
-            "The run was claimed again after this lease; this worker must stop.", runId: runId, runStatus: status);
-    }
+    /// <summary>A token issued for this run that is no longer its lease: the run was claimed again.</summary>
+    public static Problem Lost(string runId, RunStatus status) =>
+        Problem.Of(ProblemCodes.LeaseLost, detail: "The run was claimed again after this lease; this worker must stop.",
+            runId: runId, runStatus: status);
 
     public static Problem Expired(Run run) =>
-        Problem.Of(409, ProblemCodes.LeaseExpired, "The lease has expired",
+        Problem.Of(ProblemCodes.LeaseExpired, "The lease has expired",
             $"The lease expired at {run.LeaseExpiresAt:O}; events from it are not accepted. Stop working on this run.",
             runId: run.Id, runStatus: run.Status);
+}
+
+/// <summary>
+/// Authenticates a lease token before anything else about the request is looked at. A token
+/// maps to the run it was issued for, forever, so the mapping is cached (bounded); the cache
+/// misses read the inline <see cref="LeaseHolder"/> document. The answers disclose nothing about
+/// the run in the path: an unknown token is the same 401 whether or not that run exists.
+/// </summary>
+public sealed class LeaseTokens(IDocumentStore store)
+{
+    private const int Capacity = 100_000;
+    private readonly ConcurrentDictionary<string, string> _runOf = new(StringComparer.Ordinal);
+
+    public void Remember(string tokenHash, string runId)
+    {
+        if (_runOf.Count >= Capacity) _runOf.Clear();
+        _runOf[tokenHash] = runId;
+    }
+
+    /// <summary>The run a token was issued for, or null for a token this ledger never issued.</summary>
+    public async Task<string?> RunOf(string tokenHash, CancellationToken ct)
+    {
+        if (_runOf.TryGetValue(tokenHash, out var runId)) return runId;
+        await using var query = store.QuerySession();
+        var holder = await query.LoadAsync<LeaseHolder>(tokenHash, ct);
+        if (holder is null) return null;
+        Remember(tokenHash, holder.RunId);
+        return holder.RunId;
+    }
+
+    /// <summary>The token's digest when it was issued for <paramref name="runId"/>; otherwise the 401 or 403.</summary>
+    public async Task<(string? TokenHash, Problem? Refusal)> Authenticate(HttpContext context, string runId)
+    {
+        var token = Access.BearerToken(context);
+        if (string.IsNullOrEmpty(token))
+        {
+            return (null, Problem.Of(ProblemCodes.MissingCredentials, "A lease token is required",
+                "Send `Authorization: Bearer <leaseToken>` from the claim."));
+        }
+        var tokenHash = Access.DigestHex(token);
+        var owner = await RunOf(tokenHash, context.RequestAborted);
+        if (owner is null)
+        {
+            return (null, Problem.Of(ProblemCodes.InvalidCredentials, "The lease token is not recognised",
+                "Claim the run to get a lease token."));
+        }
+        return owner == runId
+            ? (tokenHash, null)
+            : (null, Problem.Of(ProblemCodes.ForeignLease, detail: $"This token was issued for run '{owner}', not for this one."));
+    }
 }

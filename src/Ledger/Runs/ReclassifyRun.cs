@@ -26,7 +26,7 @@ public sealed record ReclassifyRun
             RuleFor(r => r.Evidence).NotEmpty().WithMessage("Name the evidence the decision relies on (e.g. an eventId).");
             RuleFor(r => r.Evidence!.Count).LessThanOrEqualTo(50).OverridePropertyName("evidence").When(r => r.Evidence is not null);
             RuleForEach(r => r.Evidence).NotEmpty().MaximumLength(500);
-            RuleFor(r => r.Operator!).NotEmpty().MaximumLength(200).When(r => r.Operator is not null);
+            RuleFor(r => r.Operator).NotEmpty().MaximumLength(200).Printable().When(r => r.Operator is not null);
         }
     }
 }
@@ -51,18 +51,18 @@ public static class ReclassifyRunEndpoint
             if (run is null) return RunProblems.NotFound(id);
             if (!run.Status.IsTerminal())
             {
-                return Problem.Of(409, "run-not-terminal", "Only a terminal verdict can be reclassified",
+                return Problem.Of(ProblemCodes.RunNotTerminal, "Only a terminal verdict can be reclassified",
                     $"The run is {run.Status.Wire()}; cancel it instead.", runId: id, runStatus: run.Status);
             }
             if (run.Status == request.Status)
             {
-                return Problem.Of(409, "reclassify-no-change", "The run already has this status",
+                return Problem.Of(ProblemCodes.ReclassifyNoChange, "The run already has this status",
                     $"The run is already {run.Status.Wire()}.", runId: id, runStatus: run.Status);
             }
             // Succeeded means complete, even by an operator's hand: the results must be in the run.
             if (request.Status == RunStatus.Succeeded && run.MissingForSuccess() is { Count: > 0 } missing)
             {
-                return Problem.Of(409, "incomplete-results", "A run cannot succeed without its results",
+                return Problem.Of(ProblemCodes.IncompleteResults, "A run cannot succeed without its results",
                     $"Missing: {string.Join(", ", missing)}.", runId: id, runStatus: run.Status);
             }
 

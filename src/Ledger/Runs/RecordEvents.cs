@@ -63,14 +63,14 @@ public sealed record WorkerEventRequest
             RuleFor(e => e.Type).NotEmpty()
                 .Must(t => t is null || WorkerEventTypes.All.Contains(t))
                 .WithMessage($"Unknown event type; allowed: {string.Join(", ", WorkerEventTypes.All)}.");
-            RuleFor(e => e.EventId).NotEmpty().MaximumLength(200);
+            RuleFor(e => e.EventId).NotEmpty().MaximumLength(200).Printable();
             RuleFor(e => e.OccurredAt).NotNull();
 
             When(e => e.Type is WorkerEventTypes.StepStarted or WorkerEventTypes.StepCompleted, () =>
             {
-                RuleFor(e => e.StepId).NotEmpty().WithMessage("A step event needs its stepId.").MaximumLength(200);
+                RuleFor(e => e.StepId).NotEmpty().WithMessage("A step event needs its stepId.").MaximumLength(200).Printable();
             });
-            When(e => e.Type == WorkerEventTypes.StepStarted, () => RuleFor(e => e.Name).MaximumLength(200));
+            When(e => e.Type == WorkerEventTypes.StepStarted, () => RuleFor(e => e.Name).MaximumLength(200).Printable());
             When(e => e.Type == WorkerEventTypes.StepCompleted, () => RuleFor(e => e.Outcome).MaximumLength(64));
             When(e => e.Type == WorkerEventTypes.Log, () =>
             {
@@ -86,28 +86,28 @@ public sealed record WorkerEventRequest
                 {
                     foreach (var (name, value) in scores ?? [])
                     {
-                        if (name.Length is 0 or > 200) context.AddFailure("scores", "Score names must be 1-200 characters.");
+                        if (name.Length is 0 or > 200 || !InputText.IsIdentifier(name)) context.AddFailure("scores", "Score names must be 1-200 characters, without control characters.");
                         else if (!double.IsFinite(value)) context.AddFailure($"scores.{name}", "Scores must be finite numbers.");
                     }
                 });
             });
             When(e => e.Type == WorkerEventTypes.OutputRecorded, () =>
             {
-                RuleFor(e => e.Name).NotEmpty().MaximumLength(200);
+                RuleFor(e => e.Name).NotEmpty().MaximumLength(200).Printable();
                 RuleFor(e => e.Uri).NotEmpty().MaximumLength(2048)
                     .Must(u => System.Uri.TryCreate(u, UriKind.Absolute, out _)).WithMessage("The uri must be absolute.");
                 RuleFor(e => e.Sha256).Matches("^[0-9a-fA-F]{64}$").When(e => e.Sha256 is not null)
                     .WithMessage("sha256 must be 64 hexadecimal characters.");
-                RuleFor(e => e.Bytes).GreaterThanOrEqualTo(0).When(e => e.Bytes is not null);
+                RuleFor(e => e.Bytes).InclusiveBetween(0, InputRules.MaxCount).When(e => e.Bytes is not null);
             });
             When(e => e.Type == WorkerEventTypes.ItemsCommitted, () =>
             {
-                RuleFor(e => e.ChunkId).NotEmpty().MaximumLength(200);
-                RuleFor(e => e.Count).NotNull().GreaterThanOrEqualTo(0);
+                RuleFor(e => e.ChunkId).NotEmpty().MaximumLength(200).Printable();
+                RuleFor(e => e.Count).NotNull().InclusiveBetween(0, InputRules.MaxCount);
             });
             When(e => e.Type == WorkerEventTypes.RunCompleted, () =>
             {
-                RuleFor(e => e.ItemsTotal).GreaterThanOrEqualTo(0).When(e => e.ItemsTotal is not null);
+                RuleFor(e => e.ItemsTotal).InclusiveBetween(0, InputRules.MaxCount).When(e => e.ItemsTotal is not null);
                 RuleFor(e => e.Warnings!.Count).LessThanOrEqualTo(MaxWarnings).OverridePropertyName("warnings").When(e => e.Warnings is not null);
                 RuleForEach(e => e.Warnings).NotEmpty().Matches(WarningPattern)
                     .WithMessage("A warning is a short code: 1-64 lower-case letters, digits and . _ -, e.g. empty-output.");
@@ -136,29 +136,26 @@ public static class RecordEventsEndpoint
      ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(413),
      ProducesResponseType<Problem>(422), ProducesResponseType<Problem>(503)]
     public static async Task<IResult> Post(string id, HttpContext context, RejectionLog rejections,
-        IValidator<WorkerEventRequest> validator, RunDecisions decisions, IDocumentStore store,
+        IValidator<WorkerEventRequest> validator, RunDecisions decisions, LeaseTokens leases, RequestGate gate,
         IOptions<LedgerOptions> options, TimeProvider clock)
     {
+        // Who is asking comes first: nothing of the body is read or judged for an unknown token.
+        var (tokenHash, denied) = await leases.Authenticate(context, id);
+        if (denied is not null) return await rejections.Refuse(context, denied with { RunId = id });
+
         var body = await RequestBody.ReadJsonAsync(context, options.Value.MaxPayloadBytes);
-        var token = Access.BearerToken(context);
-        if (string.IsNullOrEmpty(token))
-        {
-            return await rejections.Refuse(context, Problem.Of(401, ProblemCodes.MissingCredentials,
-                "A lease token is required", "Send `Authorization: Bearer <leaseToken>` from the claim.", runId: id), body.Raw);
-        }
-        if (body.Problem is not null) return await rejections.Refuse(context, body.Problem with { RunId = id }, body.Raw);
+        if (body.Problem is not null) return await rejections.Refuse(context, await gate.OnRun(body.Problem, id), body.Raw);
 
         var (requests, invalid) = Parse(body.Json!.Value, validator, options.Value.MaxEventsPerRequest);
-        if (invalid is not null) return await rejections.Refuse(context, invalid with { RunId = id }, body.Raw);
+        if (invalid is not null) return await rejections.Refuse(context, await gate.OnRun(invalid, id), body.Raw);
 
-        var tokenHash = Access.DigestHex(token);
         string? worker = null;
         var outcome = await decisions.Decide<object>(id, (stream, decision) =>
         {
             var current = stream.Aggregate;
             if (current is null) return RunProblems.NotFound(id);
             worker = current.Worker;
-            if (!Leases.Holds(current, tokenHash)) return new TokenMismatch(current.Status);
+            if (!Leases.Holds(current, tokenHash!)) return Leases.Lost(id, current.Status);
 
             var now = clock.GetUtcNow();
             var wasTerminal = current.Status.IsTerminal();
@@ -174,7 +171,7 @@ public static class RecordEventsEndpoint
                 var effect = run.Evaluate(@event);
                 if (effect.Kind == EventResultKind.Refused)
                 {
-                    return Problem.Of(effect.HttpStatus, effect.Reason!, RefusalTitle(effect.Reason!), effect.Detail,
+                    return Problem.Of(effect.Reason!, detail: effect.Detail,
                         runId: id, runStatus: current.Status) with
                     {
                         EventId = @event.EventId,
@@ -198,8 +195,6 @@ public static class RecordEventsEndpoint
         return outcome switch
         {
             EventsRecorded recorded => Results.Json(recorded, LedgerJson.Options),
-            TokenMismatch mismatch => await rejections.Refuse(context,
-                await Leases.Mismatch(store, id, mismatch.Status, tokenHash, context.RequestAborted), body.Raw),
             // Late events were recorded; the refusal tells the worker to stop. Not a rejection: nothing was refused.
             Problem { Code: ProblemCodes.RunTerminal, Results: not null } late => late.ToResult(),
             Problem problem => await rejections.Refuse(context, problem, body.Raw, worker),
@@ -207,17 +202,6 @@ public static class RecordEventsEndpoint
         };
     }
 
-    private sealed record TokenMismatch(RunStatus Status);
-
-    private static string RefusalTitle(string reason) => reason switch
-    {
-        ProblemCodes.UnknownStep => "The step was never started",
-        ProblemCodes.ScoreConflict => "The score is already recorded with another value",
-        ProblemCodes.UnknownScore => "The score is not one the run declared",
-        ProblemCodes.OutputConflict => "The output is already recorded differently",
-        ProblemCodes.ChunkConflict => "The chunk is already committed with another count",
-        _ => "The event was refused",
-    };
 
     /// <summary>One event object or an ordered array of them; every one must be valid or none is taken.</summary>
     private static (List<WorkerEventRequest>? Requests, Problem? Problem) Parse(JsonElement json,

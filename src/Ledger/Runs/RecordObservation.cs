@@ -25,7 +25,7 @@ public sealed record RecordObservation
     {
         public Validator()
         {
-            RuleFor(o => o.Source).NotEmpty().MaximumLength(200);
+            RuleFor(o => o.Source).NotEmpty().MaximumLength(200).Printable();
             RuleFor(o => o.Status).NotEmpty()
                 .Must(s => s is null || RunStatusRules.WireNames.Contains(s))
                 .WithMessage($"Unknown status; allowed: {string.Join(", ", RunStatusRules.WireNames)}.")

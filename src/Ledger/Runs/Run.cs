@@ -1,3 +1,4 @@
+using Ledger.Infrastructure;
 using System.Text.Json.Serialization;
 using Ledger.Leaderboards;
 
@@ -18,12 +19,13 @@ public static class RunStatusRules
 /// <summary>What recording one event did to the run, as the worker is told and the history shows.</summary>
 public enum EventResultKind { Applied, Duplicate, RecordedNotApplied, Refused }
 
-public sealed record EventEffect(EventResultKind Kind, string? Reason = null, string? Detail = null, int HttpStatus = 0)
+public sealed record EventEffect(EventResultKind Kind, string? Reason = null, string? Detail = null)
 {
     public static readonly EventEffect Applied = new(EventResultKind.Applied);
     public static EventEffect Duplicate(string reason) => new(EventResultKind.Duplicate, reason);
     public static EventEffect NotApplied(string reason, string? detail = null) => new(EventResultKind.RecordedNotApplied, reason, detail);
-    public static EventEffect Refuse(int httpStatus, string reason, string detail) => new(EventResultKind.Refused, reason, detail, httpStatus);
+    /// <summary>The event is refused; <paramref name="reason"/> is a code of the problem catalogue.</summary>
+    public static EventEffect Refuse(string reason, string detail) => new(EventResultKind.Refused, reason, detail);
 }
 
 public sealed record EventResult(string EventId, EventResultKind Result, string? Reason = null, string? Detail = null);
@@ -285,7 +287,7 @@ public sealed class Run
                 return EventEffect.NotApplied("step-already-started", $"Step '{s.StepId}' was already started.");
 
             case StepCompleted c when !Steps.TryGetValue(c.StepId, out _):
-                return EventEffect.Refuse(409, "unknown-step", $"Step '{c.StepId}' was never started in this run.");
+                return EventEffect.Refuse(ProblemCodes.UnknownStep, $"Step '{c.StepId}' was never started in this run.");
 
             case StepCompleted c when Steps[c.StepId].Completed:
                 return EventEffect.NotApplied("step-already-completed", $"Step '{c.StepId}' was already completed.");
@@ -297,14 +299,14 @@ public sealed class Run
                 {
                     if (RequiredScores.Count > 0 && !RequiredScores.Contains(name))
                     {
-                        return EventEffect.Refuse(422, "unknown-score",
+                        return EventEffect.Refuse(ProblemCodes.UnknownScore,
                             $"Score '{name}' is not among the declared scores: {string.Join(", ", RequiredScores)}.");
                     }
                     if (Scores.TryGetValue(name, out var existing))
                     {
                         if (existing != value)
                         {
-                            return EventEffect.Refuse(409, "score-conflict",
+                            return EventEffect.Refuse(ProblemCodes.ScoreConflict,
                                 $"Score '{name}' is already recorded as {existing}; scores are immutable.");
                         }
                     }
@@ -319,13 +321,13 @@ public sealed class Run
             case OutputRecorded o when Outputs.TryGetValue(o.Name, out var existing):
                 return existing.Uri == o.Uri && existing.Sha256 == o.Sha256 && existing.Bytes == o.Bytes
                     ? EventEffect.Duplicate("output-already-recorded")
-                    : EventEffect.Refuse(409, "output-conflict",
+                    : EventEffect.Refuse(ProblemCodes.OutputConflict,
                         $"Output '{o.Name}' is already recorded with another uri or digest.");
 
             case ItemsCommitted i when Chunks.TryGetValue(i.ChunkId, out var count):
                 return count == i.Count
                     ? EventEffect.Duplicate("chunk-already-committed")
-                    : EventEffect.Refuse(409, "chunk-conflict",
+                    : EventEffect.Refuse(ProblemCodes.ChunkConflict,
                         $"Chunk '{i.ChunkId}' was already committed with {count} items, not {i.Count}.");
 
             case RunCompleted when CompletionReported:

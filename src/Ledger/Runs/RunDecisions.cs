@@ -56,7 +56,7 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
                 var context = new DecisionContext();
                 var decision = decide(stream, context);
                 Derive(session, stream, context.After);
-                await session.SaveChangesAsync(ct);
+                await session.SaveAsync(ct);
                 return decision;
             }
             catch (Exception e) when (DatabaseFailures.IsConcurrency(e) && attempt < attempts)
@@ -67,9 +67,8 @@ public sealed class RunDecisions(IDocumentStore store, IOptions<LedgerOptions> o
             catch (Exception e) when (DatabaseFailures.IsConcurrency(e))
             {
                 logger.LogWarning("Run {RunId} stayed contended for {Attempts} attempts", runId, attempts);
-                throw new ProblemException(Problem.Of(503, ProblemCodes.Contention,
-                    "The run is being changed by other requests", "Retry shortly; nothing from this request was recorded.",
-                    retryable: true, runId: runId) with { RetryAfterSeconds = 1 });
+                throw new ProblemException(Problem.Of(ProblemCodes.Contention,
+                    "The run is being changed by other requests", "Retry shortly; nothing from this request was recorded.", runId: runId) with { RetryAfterSeconds = 1 });
             }
         }
     }

@@ -1,3 +1,4 @@
+using Ledger.Infrastructure;
 using Ledger.Runs;
 
 namespace Ledger.Tests.Runs;
@@ -269,7 +270,7 @@ public sealed class RunAggregateTests
         var effect = run.Evaluate(conflicting);
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
-        Assert.Equal(409, effect.HttpStatus);
+        Assert.Equal(409, ProblemCatalogue.Get(effect.Reason!).Status);
         Assert.Equal("chunk-conflict", effect.Reason);
         run.Fold(conflicting);
         Assert.Equal(4, run.CommittedItems);
@@ -301,7 +302,7 @@ public sealed class RunAggregateTests
         var effect = run.Evaluate(conflicting);
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
-        Assert.Equal(409, effect.HttpStatus);
+        Assert.Equal(409, ProblemCatalogue.Get(effect.Reason!).Status);
         Assert.Equal("score-conflict", effect.Reason);
         run.Fold(conflicting);
         Assert.Equal(0.9, run.Scores["accuracy"]);
@@ -316,7 +317,7 @@ public sealed class RunAggregateTests
         var effect = run.Evaluate(Scores(("recall", 0.4)));
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
-        Assert.Equal(422, effect.HttpStatus);
+        Assert.Equal(422, ProblemCatalogue.Get(effect.Reason!).Status);
         Assert.Equal("unknown-score", effect.Reason);
     }
 
@@ -340,7 +341,7 @@ public sealed class RunAggregateTests
         var effect = run.Evaluate(Output("predictions", "s3://b/other.csv"));
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
-        Assert.Equal(409, effect.HttpStatus);
+        Assert.Equal(409, ProblemCatalogue.Get(effect.Reason!).Status);
         Assert.Equal("output-conflict", effect.Reason);
     }
 
@@ -356,7 +357,7 @@ public sealed class RunAggregateTests
         var effect = run.Evaluate(unknown);
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
-        Assert.Equal(409, effect.HttpStatus);
+        Assert.Equal(409, ProblemCatalogue.Get(effect.Reason!).Status);
         Assert.Equal("unknown-step", effect.Reason);
         run.Fold(unknown);
         Assert.False(run.Steps.ContainsKey("s9"));

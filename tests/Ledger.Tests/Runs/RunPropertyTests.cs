@@ -90,7 +90,7 @@ public sealed class RunPropertyTests
                 {
                     var expected = model.Expect(e);
                     Assert.True(expected.Matches(effect),
-                        $"step {step.Index} ({Describe(e)}) gave {effect.Kind} {effect.HttpStatus} {effect.Reason}, the model expected {expected}; {model}");
+                        $"step {step.Index} ({Describe(e)}) gave {effect.Kind} {effect.Reason}, the model expected {expected}; {model}");
                 }
                 if (step.Appended) model.Apply(step.Input, step.Index);
             });
@@ -458,7 +458,7 @@ public sealed class RunPropertyTests
         public bool Matches(EventEffect effect) =>
             effect.Kind == Kind
             && (Reason is null || effect.Reason == Reason)
-            && (HttpStatus == 0 || effect.HttpStatus == HttpStatus);
+            && (HttpStatus == 0 || ProblemCatalogue.Get(effect.Reason!).Status == HttpStatus);
     }
 
     // ---- the generators ----------------------------------------------------------------------
