@@ -48,7 +48,7 @@ public static class ErrorHandling
         401 => Problem.Of(ProblemCodes.MissingCredentials),
         403 => Problem.Of(ProblemCodes.Forbidden),
         >= 500 => Problem.Of(ProblemCodes.Internal),
-        _ => Problem.Of(ProblemCodes.MalformedRequest),
+        _ => Problem.Of(ProblemCodes.MalformedJson, "The request could not be read"),
     } with { Status = context.Response.StatusCode };
 
     private static Problem Translate(Exception e, HttpContext context)
@@ -60,10 +60,8 @@ public static class ErrorHandling
                 return p.Problem;
             case BadHttpRequestException { StatusCode: 413 }:
                 return Problem.Of(ProblemCodes.PayloadTooLarge, detail: e.Message);
-            case JsonException:
+            case BadHttpRequestException or JsonException:
                 return Problem.Of(ProblemCodes.MalformedJson, "The request could not be read", e.Message);
-            case BadHttpRequestException:
-                return Problem.Of(ProblemCodes.MalformedRequest, detail: e.Message);
             case EmbeddedPostgresUnavailableException:
             case var _ when DatabaseFailures.IsTransient(e):
                 var ambiguous = e is CommitOutcomeUnknownException;

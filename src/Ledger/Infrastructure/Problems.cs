@@ -14,7 +14,6 @@ public static class ProblemCodes
     public const string TypePrefix = "urn:run-ledger:problem:";
 
     public const string MalformedJson = "malformed-json";
-    public const string MalformedRequest = "malformed-request";
     public const string InvalidPayload = "invalid-payload";
     public const string PayloadTooLarge = "payload-too-large";
     public const string UnsupportedMediaType = "unsupported-media-type";
@@ -63,9 +62,7 @@ public static class ProblemCatalogue
     public static readonly IReadOnlyList<ProblemType> All =
     [
         new(ProblemCodes.MalformedJson, 400, false, "The request body is not valid JSON",
-            "The body is empty, is not JSON, is not UTF-8, or nests deeper than 32 levels."),
-        new(ProblemCodes.MalformedRequest, 400, false, "The request could not be read",
-            "The HTTP request itself is malformed (a header or the framing), as far as the ledger can still answer it."),
+            "The body is empty, is not JSON, is not UTF-8, nests deeper than 32 levels, or could not be read."),
         new(ProblemCodes.InvalidPayload, 422, false, "The request is invalid",
             "A field of the body, the query or the path is missing, of the wrong type, out of range, or holds a character the ledger cannot store (NUL, a lone surrogate, a control character in an identifier). `errors` names each field; `allowed` lists the values of a closed vocabulary."),
         new(ProblemCodes.PayloadTooLarge, 413, false, "The request body is too large",

@@ -8,13 +8,17 @@ using Alba;
 namespace Ledger.Tests.Fixtures;
 
 /// <summary>Small helpers that build state through the real HTTP API.</summary>
-public sealed class Scenarios(LedgerHost ledger)
+public sealed class Scenarios(IAlbaHost host, TimeProvider clock)
 {
-    private readonly HttpClient _http = ledger.Host.Server.CreateClient();
+    public Scenarios(LedgerHost ledger) : this(ledger.Host, ledger.Clock)
+    {
+    }
+
+    private readonly HttpClient _http = host.Server.CreateClient();
 
     public static string NewRunId(string prefix = "run") => $"{prefix}-{Guid.NewGuid():N}";
 
-    public DateTimeOffset Now => ledger.Clock.GetUtcNow();
+    public DateTimeOffset Now => clock.GetUtcNow();
 
     public async Task<string> Register(object? body = null)
     {
