@@ -14,7 +14,7 @@ using Microsoft.Extensions.Options;
 using Wolverine;
 using Wolverine.Http;
 
-var builder = WebApplication.CreateBuilder(StartupPaths.Options(args));
+var builder = WebApplication.CreateBuilder(StartupDefaults.Options(args));
 // Start-up lines on standard output; a refused start on standard error, as plain lines (StartupFailure).
 using var startupLog = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true)
     .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Error));
