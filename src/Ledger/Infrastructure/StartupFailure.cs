@@ -126,6 +126,12 @@ public static class StartupFailure
         {
             return (Configuration, string.Join(" ", options.Failures), null);
         }
+        if (Find<InvalidOperationException>(error) is { } binding
+            && binding.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal))
+        {
+            // e.g. "Failed to convert configuration value at 'Ledger:Batches:MissingAfterSeconds' to type 'System.Int32'."
+            return (Configuration, binding.Message.ReplaceLineEndings(" "), null);
+        }
         return (Other, $"{error.GetType().Name}: {Flatten(error)}", null);
     }
 

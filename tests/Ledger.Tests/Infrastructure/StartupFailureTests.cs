@@ -98,6 +98,31 @@ public sealed class StartupFailureTests
     }
 
     [Fact]
+    public void a_setting_of_the_wrong_type_found_by_the_host_at_start_is_one_plain_line()
+    {
+        var (server, database, name) = TestDatabase.Create();
+        try
+        {
+            var result = LedgerProcess.Run(new()
+            {
+                ["ASPNETCORE_ENVIRONMENT"] = "Production",
+                ["Ledger__AdminKey"] = "startup-test-admin-key",
+                ["ConnectionStrings__Ledger"] = database,
+                ["Ledger__Batches__MissingAfterSeconds"] = "soon",
+            });
+
+            Assert.Equal(2, result.ExitCode);
+            result.AssertPlainRefusal();
+            Assert.Equal(["crit: Ledger.Startup[0] Cannot start: Failed to convert configuration value 'soon' at " +
+                          "'Ledger:Batches:MissingAfterSeconds' to type 'System.Int32'."], result.StderrLines);
+        }
+        finally
+        {
+            TestDatabase.Drop(server, name);
+        }
+    }
+
+    [Fact]
     public async Task export_writes_relative_to_the_callers_directory_and_refuses_an_unknown_run()
     {
         var (server, database, name) = TestDatabase.Create();
