@@ -14,24 +14,26 @@ using Microsoft.Extensions.Options;
 using Wolverine;
 using Wolverine.Http;
 
-var builder = WebApplication.CreateBuilder(args);
-using var startupLog = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true));
+var builder = WebApplication.CreateBuilder(StartupDefaults.Options(args));
+// Start-up lines on standard output; a refused start on standard error, as plain lines (StartupFailure).
+using var startupLog = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true)
+    .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Error));
 var log = startupLog.CreateLogger("Ledger.Startup");
+builder.Logging.QuietHostStartFailures();
 
-builder.Services.AddOptions<LedgerOptions>().Bind(builder.Configuration.GetSection(LedgerOptions.Section))
-    .Validate(o => !string.IsNullOrWhiteSpace(o.AdminKey), "Ledger:AdminKey (environment Ledger__AdminKey) must be set.")
-    .Validate(o => o.MaxPayloadBytes >= 1024, "Ledger:MaxPayloadBytes must be at least 1024.")
-    .ValidateOnStart();
+builder.Services.AddOptions<LedgerOptions>().Bind(builder.Configuration.GetSection(LedgerOptions.Section)).ValidateOnStart();
+builder.Services.AddSingleton<IValidateOptions<LedgerOptions>, LedgerOptionsValidation>();
 
 string connectionString;
 try
 {
+    // A refused configuration starts nothing, not even the private PostgreSQL.
+    LedgerOptionsValidation.Check(builder.Configuration);
     connectionString = Database.ResolveConnectionString(builder, log);
 }
-catch (EmbeddedPostgresUnavailableException e)
+catch (Exception e) when (e is StartupFailureException or EmbeddedPostgresUnavailableException)
 {
-    log.LogCritical("Cannot start without a database: {Reason}", e.Message);
-    return 2;
+    return StartupFailure.Report(e, log, embedded: null, connectionString: null);
 }
 
 var ledger = builder.Configuration.GetSection(LedgerOptions.Section).Get<LedgerOptions>() ?? new LedgerOptions();
@@ -93,6 +95,6 @@ app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFr
 app.MapWolverineEndpoints();
 app.MapProblemFallback();
 
-return await app.RunJasperFxCommands(args);
+return await app.RunLedgerAsync(args, log);
 
 public partial class Program;

@@ -59,18 +59,36 @@ public sealed class ExportCommand : JasperFxAsyncCommand<ExportInput>
 
         using var host = input.BuildHost();
         var store = host.Services.GetRequiredService<IDocumentStore>();
-        await using var output = input.OutFlag is null ? Console.OpenStandardOutput() : File.Create(input.OutFlag);
-        var count = input.RunFlag is { } runId
-            ? await EventExport.WriteRunAsync(store, runId, output, CancellationToken.None)
-            : await EventExport.WriteSinceAsync(store, since, output, CancellationToken.None);
-        Console.Error.WriteLine($"export: {count} events");
-        return count > 0 || input.SinceFlag is not null;
+        if (input.RunFlag is { } unknown && !await EventExport.RunExistsAsync(store, unknown, CancellationToken.None))
+        {
+            // Checked before the file is created: an unknown run leaves no empty file behind.
+            Console.Error.WriteLine($"export: no run '{unknown}' in this ledger; nothing exported");
+            return false;
+        }
+
+        // A relative --out is relative to the caller's working directory (dotnet run keeps it, see Ledger.csproj).
+        var path = input.OutFlag is null ? null : Path.GetFullPath(input.OutFlag);
+        long count;
+        await using (var output = path is null ? Console.OpenStandardOutput() : File.Create(path))
+        {
+            count = input.RunFlag is { } runId
+                ? await EventExport.WriteRunAsync(store, runId, output, CancellationToken.None)
+                : await EventExport.WriteSinceAsync(store, since, output, CancellationToken.None);
+        }
+        Console.Error.WriteLine(path is null ? $"export: {count} events" : $"export: {count} events written to {path}");
+        return true;
     }
 }
 
 /// <summary>Events as NDJSON, one object per line, in the wire format of the history endpoint.</summary>
 public static class EventExport
 {
+    public static async Task<bool> RunExistsAsync(IDocumentStore store, string runId, CancellationToken ct)
+    {
+        await using var session = store.QuerySession();
+        return await session.Events.FetchStreamStateAsync(runId, ct) is not null;
+    }
+
     public static async Task<long> WriteRunAsync(IDocumentStore store, string runId, Stream output, CancellationToken ct)
     {
         await using var session = store.QuerySession();

@@ -6,14 +6,20 @@ public static class Database
 {
     /// <summary>
     /// The configured connection string, or a private PostgreSQL started for this process when
-    /// none is configured. Exits with a message naming both ways out when neither is possible.
+    /// none is configured; either way one the ledger can connect to. Throws
+    /// <see cref="StartupFailureException"/> (a plain message naming the setting, host and port)
+    /// or <see cref="EmbeddedPostgresUnavailableException"/> when neither is possible, having
+    /// stopped the private PostgreSQL if it started it.
     /// </summary>
     public static string ResolveConnectionString(WebApplicationBuilder builder, ILogger log)
     {
         var configured = builder.Configuration.GetConnectionString("Ledger");
         if (!string.IsNullOrWhiteSpace(configured))
         {
-            log.LogInformation("Using the PostgreSQL database from ConnectionStrings:Ledger");
+            var target = StartupFailure.Parse(configured, embedded: false);
+            log.LogInformation("Using the PostgreSQL database from ConnectionStrings:Ledger ({Host}:{Port}, database {Database})",
+                target.Host, target.Port, target.Database);
+            StartupFailure.EnsureReachable(configured, embedded: false);
             return configured;
         }
 
@@ -21,7 +27,17 @@ public static class Database
                       ?? new EmbeddedPostgresOptions();
         var embedded = new EmbeddedPostgres(options, message => log.LogInformation("{Message}", message));
         log.LogInformation("No ConnectionStrings:Ledger configured: starting a private PostgreSQL in {DataDirectory}", options.DataDirectory);
-        var connectionString = embedded.Start();
+        string connectionString;
+        try
+        {
+            // Start stops the cluster again itself when it started it and cannot use it.
+            connectionString = embedded.Start();
+        }
+        catch (Npgsql.NpgsqlException e)
+        {
+            var (code, message, check) = StartupFailure.Describe(e, embedded.ServerConnectionString(options.Database), embedded: true);
+            throw new StartupFailureException(code, message, check);
+        }
         builder.Services.AddSingleton(embedded);
         return connectionString;
     }

@@ -48,7 +48,7 @@ public sealed class EmbeddedPostgres
         _binDirectory = FindBinaries(_options.BinDirectory) ?? throw new EmbeddedPostgresUnavailableException(
             "No PostgreSQL server binaries (initdb, pg_ctl) were found on PATH or under /usr/lib/postgresql. " +
             "Either set ConnectionStrings__Ledger to an existing PostgreSQL database, " +
-            "or start one with `docker compose up -d` (see docker-compose.yml).");
+            "or start one with `docker compose up -d postgres` (see docker-compose.yml).");
 
         var dir = Path.GetFullPath(_options.DataDirectory);
         Directory.CreateDirectory(dir);
@@ -84,7 +84,16 @@ public sealed class EmbeddedPostgres
             }
         }
 
-        EnsureDatabase(_options.Database);
+        try
+        {
+            EnsureDatabase(_options.Database);
+        }
+        catch
+        {
+            // A cluster this process started and cannot use is not left running.
+            Stop();
+            throw;
+        }
         return ServerConnectionString(_options.Database);
     }
 
@@ -136,8 +145,21 @@ public sealed class EmbeddedPostgres
     {
         var path = Path.Combine(_binDirectory!, tool);
         return IsRoot
-            ? Run("runuser", $"-u postgres -- \"{path}\" {arguments}", timeout, throwOnError)
+            ? Run(FindRunuser(), $"-u postgres -- \"{path}\" {arguments}", timeout, throwOnError)
             : Run(path, arguments, timeout, throwOnError);
+    }
+
+    /// <summary>runuser lives in the system sbin folder, which a service's PATH often lacks: look there too.</summary>
+    private static string FindRunuser()
+    {
+        var onPath = (Environment.GetEnvironmentVariable("PATH") ?? "")
+            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+            .Select(dir => Path.Combine(dir, "runuser"));
+        return onPath.Concat(["/usr/sbin/runuser", "/sbin/runuser"]).FirstOrDefault(File.Exists)
+               ?? throw new EmbeddedPostgresUnavailableException(
+                   "Running as root, the private PostgreSQL must run as the postgres user, but runuser was found " +
+                   "neither on PATH nor in /usr/sbin or /sbin. Either set ConnectionStrings__Ledger to an existing PostgreSQL database, " +
+                   "or run the ledger as a user other than root.");
     }
 
     private static int Run(string file, string arguments, TimeSpan timeout, bool throwOnError = true)
@@ -149,7 +171,16 @@ public sealed class EmbeddedPostgres
             UseShellExecute = false,
             WorkingDirectory = "/",
         };
-        using var process = Process.Start(psi) ?? throw new InvalidOperationException($"Could not start {file}");
+        Process? started;
+        try
+        {
+            started = Process.Start(psi);
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new EmbeddedPostgresUnavailableException($"Could not run {file}: {e.Message}");
+        }
+        using var process = started ?? throw new EmbeddedPostgresUnavailableException($"Could not run {file}");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(timeout))

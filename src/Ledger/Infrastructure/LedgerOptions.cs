@@ -30,3 +30,37 @@ public sealed class LedgerOptions
     /// <summary>How refusals of requests without valid credentials are counted and sampled.</summary>
     public Ledger.Forensics.RejectionOptions Rejections { get; set; } = new();
 }
+
+/// <summary>
+/// The checks on <see cref="LedgerOptions"/>: run at host start (ValidateOnStart) and, before
+/// anything is started, by <see cref="Check"/>, so that a refused configuration starts nothing.
+/// </summary>
+public sealed class LedgerOptionsValidation : Microsoft.Extensions.Options.IValidateOptions<LedgerOptions>
+{
+    public Microsoft.Extensions.Options.ValidateOptionsResult Validate(string? name, LedgerOptions options)
+    {
+        var failures = new List<string>();
+        if (string.IsNullOrWhiteSpace(options.AdminKey)) failures.Add("Ledger:AdminKey (environment Ledger__AdminKey) must be set.");
+        if (options.MaxPayloadBytes < 1024) failures.Add("Ledger:MaxPayloadBytes must be at least 1024.");
+        return failures.Count == 0
+            ? Microsoft.Extensions.Options.ValidateOptionsResult.Success
+            : Microsoft.Extensions.Options.ValidateOptionsResult.Fail(failures);
+    }
+
+    /// <summary>Fails with the same messages as the start-up validation, from the configuration alone.</summary>
+    public static void Check(IConfiguration configuration)
+    {
+        LedgerOptions options;
+        try
+        {
+            options = configuration.GetSection(LedgerOptions.Section).Get<LedgerOptions>() ?? new LedgerOptions();
+        }
+        catch (InvalidOperationException e)
+        {
+            // A value that does not convert (e.g. Ledger:Port=abc) names its key in the message.
+            throw new StartupFailureException(StartupFailure.Configuration, e.Message.ReplaceLineEndings(" "));
+        }
+        var result = new LedgerOptionsValidation().Validate(null, options);
+        if (result.Failed) throw new StartupFailureException(StartupFailure.Configuration, string.Join(" ", result.Failures ?? []));
+    }
+}
