@@ -5,12 +5,14 @@ using JasperFx.Events.Daemon;
 using Ledger.Batches;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Leaderboards;
 using Ledger.Runs;
 using Marten;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
+using Scalar.AspNetCore;
 using Wolverine;
 using Wolverine.Http;
 
@@ -75,12 +77,7 @@ builder.Services.AddSingleton<Janitor>();
 builder.Services.AddHostedService<JanitorService>();
 builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
-builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
-{
-    document.Info.Title = "Run Ledger";
-    document.Info.Description = "The truth about runs handed to workers: every worker event appended to the run's stream, status derived from it.";
-    return Task.CompletedTask;
-}));
+builder.Services.AddLedgerOpenApi();
 
 var app = builder.Build();
 app.StopEmbeddedOnShutdown();
@@ -89,6 +86,12 @@ app.UseLedgerErrors();
 app.UseRouting();
 app.UseInputBoundary();
 app.MapOpenApi("/openapi/{documentName}.json");
+// The interactive page over the description; its scripts are embedded, and it asks no outside host (no fonts, no telemetry).
+app.MapScalarApiReference("/docs", o => o
+    .WithTitle("Run Ledger API")
+    .WithOpenApiRoutePattern("/openapi/{documentName}.json")
+    .DisableDefaultFonts()
+    .DisableTelemetry());
 app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write })
     .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();

@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Runs;
 using Marten;
@@ -150,11 +151,12 @@ public sealed record DefineBatch
 public static class DefineBatchEndpoint
 {
     [WolverinePost("/api/batches", Name = "DefineBatch")]
+    [JsonBody(typeof(DefineBatch))]
+    [Accepts(Credential.AdminKey)]
+    [Refuses(ProblemCodes.BatchExists)]
     [Tags("Batches")]
     [EndpointSummary("Define a fan-out batch and the runs it expects, by run id and/or labels (admin key)")]
     [ProducesResponseType<Batch>(201), ProducesResponseType<Batch>(200)]
-    [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(403),
-     ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(413), ProducesResponseType<Problem>(422)]
     public static async Task<IResult> Post(HttpContext context, RequestGate gate, RejectionLog rejections,
         IValidator<DefineBatch> validator, IDocumentStore store, TimeProvider clock, LabelVocabulary vocabulary)
     {

@@ -1,4 +1,5 @@
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Runs;
 using Marten;
@@ -43,11 +44,12 @@ public sealed record BatchView(
 public static class GetBatchEndpoint
 {
     [WolverineGet("/api/batches/{id}", Name = "GetBatch")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
+    [Refuses(ProblemCodes.BatchNotFound)]
     [Tags("Batches")]
     [EndpointSummary("Expected against registered runs: counts by status, missing and unexpected runs, complete (admin or read key)")]
     [EndpointDescription("Computed at read time from the runs registered with the batch id, so it is consistent with every registration and verdict already answered.")]
     [ProducesResponseType<BatchView>(200)]
-    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(403), ProducesResponseType<Problem>(404)]
     public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store,
         LabelVocabulary vocabulary, IOptions<BatchOptions> options, TimeProvider clock)
     {

@@ -1,4 +1,5 @@
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
 using Marten;
 using Marten.Pagination;
@@ -54,9 +55,10 @@ public sealed record AnomalyPage(IReadOnlyList<AnomalyRecord> Items, int Page, i
 public static class GetAnomaliesEndpoint
 {
     [WolverineGet("/api/anomalies", Name = "GetAnomalies")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
     [Tags("Forensics")]
     [EndpointSummary("Anomalies of every kind, newest first, by kind, run and time (admin or read key)")]
-    [ProducesResponseType<AnomalyPage>(200), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(422)]
+    [ProducesResponseType<AnomalyPage>(200)]
     public static async Task<IResult> Get(HttpContext context, Access access, IDocumentStore store,
         string? kind, string? runId, string? since, int? page, int? pageSize)
     {

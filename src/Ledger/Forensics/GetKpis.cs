@@ -1,4 +1,5 @@
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
@@ -29,9 +30,10 @@ public sealed record Kpis(
 public static class GetKpisEndpoint
 {
     [WolverineGet("/api/kpis", Name = "GetKpis")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
     [Tags("Forensics")]
     [EndpointSummary("Runs by status, lost rate, ghost transitions prevented, mismatches, rejections, time to terminal (admin or read key)")]
-    [ProducesResponseType<Kpis>(200), ProducesResponseType<Problem>(401)]
+    [ProducesResponseType<Kpis>(200)]
     public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, IOptions<LedgerOptions> options,
         UnauthenticatedRefusals unauthenticated)
     {

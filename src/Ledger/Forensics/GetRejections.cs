@@ -1,4 +1,5 @@
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Marten.Pagination;
 using Microsoft.AspNetCore.Mvc;
@@ -17,10 +18,10 @@ public sealed record RejectionPage(IReadOnlyList<Rejection> Items, int Page, int
 public static class GetRejectionsEndpoint
 {
     [WolverineGet("/api/rejections", Name = "GetRejections")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
     [Tags("Forensics")]
     [EndpointSummary("Refused requests with their reason, newest first, and the hourly counts of those refused for want of credentials (admin or read key)")]
     [ProducesResponseType<RejectionPage>(200)]
-    [ProducesResponseType<Problem>(401)]
     public static async Task<IResult> Get(HttpContext context, Access access, IDocumentStore store,
         UnauthenticatedRefusals unauthenticated, TimeProvider clock, string? runId, string? reason, string? since,
         int? page, int? pageSize)

@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
@@ -54,10 +55,12 @@ public sealed record DefineBoard
 public static class BoardEndpoints
 {
     [WolverinePost("/api/boards", Name = "DefineBoard")]
+    [JsonBody(typeof(DefineBoard))]
+    [Accepts(Credential.AdminKey)]
+    [Refuses(ProblemCodes.BoardExists)]
     [Tags("Leaderboards")]
     [EndpointSummary("Define a leaderboard scope: primary score, direction, optional tie-break (admin key)")]
     [ProducesResponseType<Board>(201), ProducesResponseType<Board>(200)]
-    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
     public static async Task<IResult> Post(HttpContext context, RequestGate gate, RejectionLog rejections,
         IValidator<DefineBoard> validator, IDocumentStore store, TimeProvider clock)
     {
@@ -92,9 +95,13 @@ public static class BoardEndpoints
     }
 
     [WolverineGet("/api/boards/{id}", Name = "GetBoard")]
+
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
+
+    [Refuses(ProblemCodes.BoardNotFound)]
     [Tags("Leaderboards")]
     [EndpointSummary("A board's definition (admin or read key)")]
-    [ProducesResponseType<Board>(200), ProducesResponseType<Problem>(404)]
+    [ProducesResponseType<Board>(200)]
     public static async Task<IResult> Get(string id, HttpContext context, Access access, BoardCatalog boards)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();

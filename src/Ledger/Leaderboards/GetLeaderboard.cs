@@ -1,4 +1,5 @@
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Marten.Events;
 using Microsoft.AspNetCore.Mvc;
@@ -19,10 +20,12 @@ public sealed record Leaderboard(string BoardId, Ranking Ranking, DateTimeOffset
 public static class GetLeaderboardEndpoint
 {
     [WolverineGet("/api/boards/{id}/leaderboard", Name = "GetLeaderboard")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
+    [Refuses(ProblemCodes.BoardNotFound)]
     [Tags("Leaderboards")]
     [EndpointSummary("Best succeeded run per participant, ranked (admin or read key)")]
     [EndpointDescription("Served from the async standings projection: a verdict appears within the daemon's polling delay (milliseconds under normal load).")]
-    [ProducesResponseType<Leaderboard>(200), ProducesResponseType<Problem>(404)]
+    [ProducesResponseType<Leaderboard>(200)]
     public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, BoardCatalog boards,
         ReadDatabase database, IOptions<LedgerOptions> options, int? page, int? pageSize, string? at)
     {

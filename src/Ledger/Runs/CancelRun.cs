@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using Wolverine.Http;
@@ -22,10 +23,12 @@ public sealed record RunCancelledResponse(string RunId, RunStatus Status, string
 public static class CancelRunEndpoint
 {
     [WolverinePost("/api/runs/{id}/cancel", Name = "CancelRun")]
+    [JsonBody(typeof(CancelRun), Optional = true)]
+    [Accepts(Credential.AdminKey)]
+    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.RunTerminal, Contended = true)]
     [Tags("Runs")]
     [EndpointSummary("Cancel a run that has not finished (admin key)")]
     [ProducesResponseType<RunCancelledResponse>(200)]
-    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409)]
     public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
         IValidator<CancelRun> validator, RunDecisions decisions, TimeProvider clock)
     {

@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using Wolverine.Http;
@@ -23,10 +24,12 @@ public sealed record LeaseGranted(string RunId, string LeaseToken, DateTimeOffse
 public static class ClaimRunEndpoint
 {
     [WolverinePost("/api/runs/{id}/claim", Name = "ClaimRun")]
+    [JsonBody(typeof(ClaimRun), Optional = true)]
+    [Accepts(Credential.AdminKey, Credential.WorkerKey)]
+    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.RunTerminal, ProblemCodes.LeaseHeld, Contended = true)]
     [Tags("Runs")]
     [EndpointSummary("Take the run's lease (admin or worker key)")]
     [ProducesResponseType<LeaseGranted>(200)]
-    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409)]
     public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
         IValidator<ClaimRun> validator, RunDecisions decisions, LeaseTokens leases, TimeProvider clock)
     {

@@ -1,4 +1,5 @@
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
@@ -55,10 +56,11 @@ public sealed record RunView(
 public static class GetRunEndpoint
 {
     [WolverineGet("/api/runs/{id}", Name = "GetRun")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
+    [Refuses(ProblemCodes.RunNotFound)]
     [Tags("Runs")]
     [EndpointSummary("The run's current state (admin or read key)")]
     [ProducesResponseType<RunView>(200)]
-    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404)]
     public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();

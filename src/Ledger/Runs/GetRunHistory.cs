@@ -1,6 +1,7 @@
 using System.Text.Json;
 using JasperFx.Events;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
@@ -25,10 +26,11 @@ public sealed record RunHistory(string RunId, RunStatus Status, long Version, IR
 public static class GetRunHistoryEndpoint
 {
     [WolverineGet("/api/runs/{id}/events", Name = "GetRunHistory")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
+    [Refuses(ProblemCodes.RunNotFound)]
     [Tags("Runs")]
     [EndpointSummary("Every event of the run, when it occurred and was recorded, and what applying it did")]
     [ProducesResponseType<RunHistory>(200)]
-    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404)]
     public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();

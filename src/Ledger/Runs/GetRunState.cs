@@ -1,4 +1,5 @@
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
@@ -10,10 +11,12 @@ public sealed record RunStateAsOf(long Version, DateTimeOffset RecordedAt, RunVi
 public static class GetRunStateEndpoint
 {
     [WolverineGet("/api/runs/{id}/state", Name = "GetRunState")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
+    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.StateNotFound)]
     [Tags("Forensics")]
     [EndpointSummary("The run as it was at a version or a time, refolded from its stream (admin or read key)")]
     [EndpointDescription("version=N: after the N-th event of the stream. at=TIME: after every event the ledger recorded at or before TIME. Neither: now, refolded.")]
-    [ProducesResponseType<RunStateAsOf>(200), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(422)]
+    [ProducesResponseType<RunStateAsOf>(200)]
     public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, long? version, string? at)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();

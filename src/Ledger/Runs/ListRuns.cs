@@ -1,4 +1,5 @@
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Marten.Pagination;
 using Microsoft.AspNetCore.Mvc;
@@ -14,9 +15,10 @@ public sealed record RunPage(IReadOnlyList<RunSummary> Items, int Page, int Page
 public static class ListRunsEndpoint
 {
     [WolverineGet("/api/runs", Name = "ListRuns")]
+    [Accepts(Credential.AdminKey, Credential.ReadKey)]
     [Tags("Runs")]
     [EndpointSummary("Runs filtered by status, board, participant, batch or anomaly kind, newest first, paged (admin or read key)")]
-    [ProducesResponseType<RunPage>(200), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(422)]
+    [ProducesResponseType<RunPage>(200)]
     public static async Task<IResult> Get(HttpContext context, Access access, IDocumentStore store,
         string? status, string? board, string? participant, string? batch, string? anomaly, int? page, int? pageSize)
     {

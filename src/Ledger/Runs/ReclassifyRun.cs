@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using Wolverine.Http;
@@ -34,10 +35,12 @@ public sealed record ReclassifyRun
 public static class ReclassifyRunEndpoint
 {
     [WolverinePost("/api/runs/{id}/reclassify", Name = "ReclassifyRun")]
+    [JsonBody(typeof(ReclassifyRun))]
+    [Accepts(Credential.AdminKey)]
+    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.RunNotTerminal, ProblemCodes.ReclassifyNoChange, ProblemCodes.IncompleteResults, Contended = true)]
     [Tags("Runs")]
     [EndpointSummary("Overrule a terminal verdict, audited; the earlier verdict is kept (admin key)")]
     [ProducesResponseType<RunView>(200)]
-    [ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
     public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
         IValidator<ReclassifyRun> validator, RunDecisions decisions, TimeProvider clock)
     {

@@ -2,6 +2,7 @@ using System.Text.Json;
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
@@ -129,12 +130,12 @@ public sealed record EventsRecorded(string RunId, RunStatus Status, IReadOnlyLis
 public static class RecordEventsEndpoint
 {
     [WolverinePost("/api/runs/{id}/events", Name = "RecordEvents")]
+    [JsonBody(typeof(WorkerEventRequest))]
+    [Accepts(Credential.LeaseToken)]
+    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.RunTerminal, ProblemCodes.LeaseExpired, ProblemCodes.LeaseLost, ProblemCodes.UnknownStep, ProblemCodes.ScoreConflict, ProblemCodes.UnknownScore, ProblemCodes.OutputConflict, ProblemCodes.ChunkConflict, Contended = true)]
     [Tags("Runs")]
     [EndpointSummary("Report one worker event or an ordered array of them (lease token)")]
     [ProducesResponseType<EventsRecorded>(200)]
-    [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(403),
-     ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(413),
-     ProducesResponseType<Problem>(422), ProducesResponseType<Problem>(503)]
     public static async Task<IResult> Post(string id, HttpContext context, RejectionLog rejections,
         IValidator<WorkerEventRequest> validator, RunDecisions decisions, LeaseTokens leases, RequestGate gate,
         IOptions<LedgerOptions> options, TimeProvider clock)

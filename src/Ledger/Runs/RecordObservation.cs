@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
 
@@ -42,11 +43,12 @@ public sealed record ObservationRecorded(string RunId, RunStatus Status, EventRe
 public static class RecordObservationEndpoint
 {
     [WolverinePost("/api/runs/{id}/observations", Name = "RecordObservation")]
+    [JsonBody(typeof(RecordObservation))]
+    [Accepts(Credential.AdminKey, Credential.WorkerKey)]
+    [Refuses(ProblemCodes.RunNotFound, Contended = true)]
     [Tags("Runs")]
     [EndpointSummary("Record another system's view of the run; a disagreeing terminal status is flagged, never adopted (admin or worker key)")]
     [ProducesResponseType<ObservationRecorded>(200)]
-    [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(403),
-     ProducesResponseType<Problem>(404), ProducesResponseType<Problem>(422), ProducesResponseType<Problem>(503)]
     public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
         IValidator<RecordObservation> validator, RunDecisions decisions, TimeProvider clock)
     {

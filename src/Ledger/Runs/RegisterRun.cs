@@ -1,6 +1,7 @@
 using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Leaderboards;
 using Marten;
@@ -56,10 +57,12 @@ public sealed record RunRegisteredResponse(string RunId, RunStatus Status, int L
 public static class RegisterRunEndpoint
 {
     [WolverinePost("/api/runs", Name = "RegisterRun")]
+    [JsonBody(typeof(RegisterRun))]
+    [Accepts(Credential.AdminKey)]
+    [Refuses(ProblemCodes.RunExists)]
     [Tags("Runs")]
     [EndpointSummary("Register a run (admin key)")]
     [ProducesResponseType<RunRegisteredResponse>(201)]
-    [ProducesResponseType<Problem>(400), ProducesResponseType<Problem>(401), ProducesResponseType<Problem>(409), ProducesResponseType<Problem>(422)]
     public static async Task<IResult> Post(HttpContext context, RequestGate gate, RejectionLog rejections,
         IValidator<RegisterRun> validator, IDocumentStore store, BoardCatalog boards, IOptions<LedgerOptions> options, TimeProvider clock,
         LabelVocabulary vocabulary)

@@ -37,6 +37,13 @@ public static class AnomalyKinds
     public const string CompletedBeforeResults = "completed-before-results";
     public const string AccountingMismatch = "accounting-mismatch";
     public const string StatusMismatch = "status-mismatch";
+
+    /// <summary>Every kind an anomaly can have: those a run's fold derives, and those of refused requests (<see cref="Ledger.Forensics.AnomalyRecord"/>).</summary>
+    public static readonly IReadOnlyList<string> All =
+    [
+        LateEvent, LateCompletion, CompletedBeforeResults, AccountingMismatch, StatusMismatch,
+        Ledger.Forensics.AnomalyRecord.ScoreConflict, Ledger.Forensics.AnomalyRecord.Rejected,
+    ];
 }
 
 /// <summary>Why a run failed, from a closed list, so that a dashboard can tell a timeout from a bad answer.</summary>
