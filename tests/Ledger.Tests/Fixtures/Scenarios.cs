@@ -80,6 +80,7 @@ public sealed class Scenarios(IAlbaHost host, TimeProvider clock)
         else if (body is not null) request.Content = new StringContent(JsonSerializer.Serialize(body, Json), Encoding.UTF8, "application/json");
         using var response = await _http.SendAsync(request);
         var text = await response.Content.ReadAsStringAsync();
+        await ContractValidator.Check(_http, method, url, response.StatusCode, response.Content.Headers.ContentType?.MediaType, text);
         return new Response(response.StatusCode, text, response.Content.Headers.ContentType?.MediaType,
             response.Headers.RetryAfter?.Delta);
     }

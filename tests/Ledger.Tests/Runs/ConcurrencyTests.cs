@@ -42,7 +42,7 @@ public sealed class ConcurrencyTests(LedgerHost ledger)
         {
             var (runId, token) = await _api.Started();
             var payload = System.Text.Json.JsonSerializer.Serialize(
-                Event("scores.reported", $"twin-{round}", fields: new { scores = new { f1 = 0.5 } }), Json);
+                Event("scores.reported", $"twin-{round}", fields: new { scores = new { f1 = 0.5 } }), Scenarios.Json);
             var viaSecond = Enumerable.Range(0, 6).Select(async _ =>
             {
                 using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/runs/{runId}/events")
