@@ -150,6 +150,8 @@ public static class RequestSchemas
         const int maxId = 200;
         foreach (var (wireType, name, description) in EventTypes)
         {
+            // Each type is whole in itself (the common members repeated), its `type` a constant: an event
+            // matches exactly one of the ten, and a generator can merge or split them as its language likes.
             var schema = new OpenApiSchema
             {
                 Type = JsonSchemaType.Object,
@@ -157,7 +159,7 @@ public static class RequestSchemas
                 Required = new HashSet<string> { "type", "eventId", "occurredAt" },
                 Properties = new Dictionary<string, IOpenApiSchema>
                 {
-                    ["type"] = new OpenApiSchema { Type = JsonSchemaType.String, Enum = Strings([wireType]) },
+                    ["type"] = new OpenApiSchema { Type = JsonSchemaType.String, Const = wireType },
                     ["eventId"] = new OpenApiSchema
                     {
                         Type = JsonSchemaType.String, MinLength = 1, MaxLength = maxId,
@@ -237,11 +239,7 @@ public static class RequestSchemas
         {
             Description = "One worker event, by its `type`.",
             OneOf = EventTypes.Select(e => (IOpenApiSchema)new OpenApiSchemaReference(e.Schema, document)).ToList(),
-            Discriminator = new OpenApiDiscriminator
-            {
-                PropertyName = "type",
-                Mapping = EventTypes.ToDictionary(e => e.Type, e => new OpenApiSchemaReference(e.Schema, document)),
-            },
+            Discriminator = Discriminator(document),
         });
         document.AddComponent(WorkerEvents, new OpenApiSchema
         {
@@ -253,6 +251,12 @@ public static class RequestSchemas
             ],
         });
     }
+
+    private static OpenApiDiscriminator Discriminator(OpenApiDocument document) => new()
+    {
+        PropertyName = "type",
+        Mapping = EventTypes.ToDictionary(e => e.Type, e => new OpenApiSchemaReference(e.Schema, document)),
+    };
 
     // ---- helpers ----
 
