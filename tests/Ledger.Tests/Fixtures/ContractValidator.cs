@@ -18,6 +18,7 @@ public static class ContractValidator
     private static readonly SemaphoreSlim Loading = new(1, 1);
     private static Contract? _contract;
     private static int _validated;
+    private static readonly ConcurrentDictionary<string, int> Seen = new();
 
     /// <summary>How many answers were checked against the description in this test run.</summary>
     public static int Validated => Volatile.Read(ref _validated);
@@ -28,7 +29,9 @@ public static class ContractValidator
         var statsFile = Environment.GetEnvironmentVariable("LEDGER_CONTRACT_STATS");
         if (!string.IsNullOrEmpty(statsFile))
         {
-            AppDomain.CurrentDomain.ProcessExit += (_, _) => File.WriteAllText(statsFile, $"{Validated} responses validated against the API description\n");
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => File.WriteAllText(statsFile,
+                $"{Validated} responses validated against the API description\n"
+                + string.Concat(Seen.OrderBy(s => s.Key, StringComparer.Ordinal).Select(s => $"{s.Value,7}  {s.Key}\n")));
         }
     }
 
@@ -56,16 +59,17 @@ public static class ContractValidator
             Assert.True(code == expected, $"No operation of the description matches; expected {expected}. {where}");
             Assert.True(mediaType == "application/problem+json", $"A refusal must be application/problem+json. {where}");
             Evaluate(contract, "#/components/schemas/Problem", body, where);
-            Interlocked.Increment(ref _validated);
+            Count($"(no operation) {code}");
             return;
         }
 
         var key = code.ToString(System.Globalization.CultureInfo.InvariantCulture);
         Assert.True(operation.Value.GetProperty("responses").TryGetProperty(key, out var response),
             $"Status {code} is not declared for {route!.Template} {method.Method}. {where}");
+        var operationId = operation.Value.TryGetProperty("operationId", out var id) ? id.GetString() : route!.Template;
         if (body.Length == 0 && !response.TryGetProperty("content", out _))
         {
-            Interlocked.Increment(ref _validated);
+            Count($"{operationId} {code}");
             return;
         }
         Assert.True(mediaType is not null && response.TryGetProperty("content", out var content) && content.TryGetProperty(mediaType, out _),
@@ -73,7 +77,13 @@ public static class ContractValidator
         var pointer = "#/paths/" + Escape(route!.Template) + "/" + method.Method.ToLowerInvariant() + "/responses/" + key
                       + "/content/" + Escape(mediaType!) + "/schema";
         Evaluate(contract, pointer, body, where);
+        Count($"{operationId} {code}");
+    }
+
+    private static void Count(string what)
+    {
         Interlocked.Increment(ref _validated);
+        Seen.AddOrUpdate(what, 1, (_, n) => n + 1);
     }
 
     private static void Evaluate(Contract contract, string pointer, string body, string where)

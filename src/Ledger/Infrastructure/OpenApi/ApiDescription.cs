@@ -115,6 +115,11 @@ public static class ApiDescription
             }
         }
 
+        foreach (var parameter in operation.Parameters?.OfType<OpenApiParameter>() ?? [])
+        {
+            DescribeParameter(parameter, name);
+        }
+
         var body = metadata.OfType<JsonBodyAttribute>().FirstOrDefault();
         var accepts = metadata.OfType<AcceptsAttribute>().FirstOrDefault()?.Credentials ?? [];
         var refuses = metadata.OfType<RefusesAttribute>().FirstOrDefault();
@@ -170,6 +175,61 @@ public static class ApiDescription
         foreach (var group in codes.Distinct().Select(ProblemCatalogue.Get).GroupBy(p => p.Status).OrderBy(g => g.Key))
         {
             operation.Responses[group.Key.ToString(System.Globalization.CultureInfo.InvariantCulture)] = Refusal(group.ToList(), document);
+        }
+    }
+
+    /// <summary>Query and path parameters, with the values and bounds the endpoints enforce.</summary>
+    private static void DescribeParameter(OpenApiParameter parameter, string? operationId)
+    {
+        if (parameter.Schema is not OpenApiSchema schema) return;
+        switch (parameter.Name)
+        {
+            case "id":
+                parameter.Description = operationId switch
+                {
+                    "GetBoard" or "GetLeaderboard" => "The board's id.",
+                    "GetBatch" => "The batch's id.",
+                    _ => "The run's id.",
+                };
+                break;
+            case "page":
+                schema.Minimum = "1";
+                parameter.Description = "1-based page number.";
+                break;
+            case "pageSize":
+                schema.Minimum = "1";
+                schema.Maximum = Paging.MaxPageSize.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                schema.Default = JsonValue.Create(Paging.DefaultPageSize);
+                parameter.Description = "Rows per page.";
+                break;
+            case "status":
+                schema.Enum = RunStatusRules.WireNames.Select(s => (JsonNode)JsonValue.Create(s)!).ToList();
+                parameter.Description = "Only runs with this status.";
+                break;
+            case "anomaly" or "kind":
+                schema.Enum = AnomalyKinds.All.Select(k => (JsonNode)JsonValue.Create(k)!).ToList();
+                parameter.Description = "Only anomalies of this kind.";
+                break;
+            case "reason":
+                schema.Enum = ProblemCatalogue.All.Select(p => (JsonNode)JsonValue.Create(p.Code)!).ToList();
+                parameter.Description = "Only refusals of this problem code.";
+                break;
+            case "runId":
+                parameter.Description = "Only those of this run.";
+                break;
+            case "board" or "participant" or "batch":
+                parameter.Description = $"Only runs of this {parameter.Name}.";
+                break;
+            case "since" or "at":
+                schema.Format = "date-time";
+                parameter.Description = parameter.Name == "at"
+                    ? "As it stood at this time (ISO 8601; UTC when no offset is given)."
+                    : "Only what happened at or after this time (ISO 8601; UTC when no offset is given).";
+                break;
+            case "version":
+                schema.Minimum = "1";
+                parameter.Description = "After the stream's N-th event (versions start at 1).";
+                break;
         }
     }
 
