@@ -138,6 +138,9 @@ public sealed class ApiDescriptionTests(LedgerHost ledger)
         await Check(HttpMethod.Get, "/api/runs/r1", HttpStatusCode.NotFound, ApiProblem, notFound);
         await Assert.ThrowsAnyAsync<Xunit.Sdk.XunitException>(() =>
             Check(HttpMethod.Get, "/api/runs/r1", HttpStatusCode.OK, "application/json", """{"runId":"r1"}"""));
+        var otherCode = JsonSerializer.Serialize(Problem.Of(ProblemCodes.BoardNotFound), LedgerJson.Options);
+        await Assert.ThrowsAnyAsync<Xunit.Sdk.XunitException>(() =>
+            Check(HttpMethod.Get, "/api/runs/r1", HttpStatusCode.NotFound, ApiProblem, otherCode));
         await Assert.ThrowsAnyAsync<Xunit.Sdk.XunitException>(() =>
             Check(HttpMethod.Get, "/api/runs/r1", (HttpStatusCode)418, ApiProblem, notFound));
         await Assert.ThrowsAnyAsync<Xunit.Sdk.XunitException>(() =>

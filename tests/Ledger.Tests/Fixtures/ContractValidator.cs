@@ -59,6 +59,9 @@ public static class ContractValidator
             Assert.True(code == expected, $"No operation of the description matches; expected {expected}. {where}");
             Assert.True(mediaType == "application/problem+json", $"A refusal must be application/problem+json. {where}");
             Evaluate(contract, "#/components/schemas/Problem", body, where);
+            using var problem = JsonDocument.Parse(body);
+            var generic = problem.RootElement.GetProperty("code").GetString();
+            Assert.True(generic == (expected == 404 ? "not-found" : "method-not-allowed"), $"Unexpected code '{generic}'. {where}");
             Count($"(no operation) {code}");
             return;
         }
@@ -77,6 +80,14 @@ public static class ContractValidator
         var pointer = "#/paths/" + Escape(route!.Template) + "/" + method.Method.ToLowerInvariant() + "/responses/" + key
                       + "/content/" + Escape(mediaType!) + "/schema";
         Evaluate(contract, pointer, body, where);
+        if (response.TryGetProperty("x-problem-codes", out var codes))
+        {
+            // A refusal's code is one the description lists for this operation and status.
+            using var problem = JsonDocument.Parse(body);
+            var problemCode = problem.RootElement.GetProperty("code").GetString();
+            Assert.True(codes.EnumerateArray().Any(c => c.GetString() == problemCode),
+                $"Problem code '{problemCode}' is not listed for {route.Template} {method.Method} {code} ({codes}). {where}");
+        }
         Count($"{operationId} {code}");
     }
 

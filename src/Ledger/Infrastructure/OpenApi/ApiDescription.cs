@@ -18,6 +18,7 @@ public static class ApiDescription
     public const string DocumentName = "v1";
     public const string ProblemMediaType = "application/problem+json";
     public const string ProblemSchema = "Problem";
+    public const string ProblemCodesExtension = "x-problem-codes";
 
     public static IServiceCollection AddLedgerOpenApi(this IServiceCollection services) =>
         services.AddOpenApi(DocumentName, o =>
@@ -241,6 +242,11 @@ public static class ApiDescription
             Content = new Dictionary<string, OpenApiMediaType>
             {
                 [ProblemMediaType] = new() { Schema = new OpenApiSchemaReference(ProblemSchema, document) },
+            },
+            // The same list, for machines: the codes this answer can carry (the tests hold every refusal to it).
+            Extensions = new Dictionary<string, IOpenApiExtension>
+            {
+                [ProblemCodesExtension] = new JsonNodeExtension(new JsonArray(types.Select(t => (JsonNode)JsonValue.Create(t.Code)!).ToArray())),
             },
         };
         if (types.Any(t => t.Status == 503))
