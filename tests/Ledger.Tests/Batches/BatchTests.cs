@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Batches;
 
 /// <summary>Fan-out batches through the HTTP API: expected against registered, missing, unexpected, complete.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class BatchTests(LedgerHost ledger)
+public sealed class BatchTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

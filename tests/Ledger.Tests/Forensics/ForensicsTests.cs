@@ -10,8 +10,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Forensics;
 
 /// <summary>Any state can be audited and recomputed (invariant 9), and anyone can check it.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ForensicsTests(LedgerHost ledger)
+public sealed class ForensicsTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

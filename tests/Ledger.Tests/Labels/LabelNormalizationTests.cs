@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Labels;
 
 /// <summary>Label values through the configured alias table and closed vocabulary (appsettings.json: region).</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class LabelNormalizationTests(LedgerHost ledger)
+public sealed class LabelNormalizationTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Leaderboards;
 
 /// <summary>Seeds 000 and 003 made impossible; leaderboards only from runs that provably finished.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ResultsAndLeaderboardTests(LedgerHost ledger)
+public sealed class ResultsAndLeaderboardTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

@@ -8,8 +8,7 @@ namespace Ledger.Tests.Leaderboards;
 /// Over real HTTP: any interleaving, batching and duplication of scores, outputs, chunks and the
 /// completion gives succeeded if and only if everything required arrived and the counts balance.
 /// </summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ResultsInterleavingTests(LedgerHost ledger)
+public sealed class ResultsInterleavingTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

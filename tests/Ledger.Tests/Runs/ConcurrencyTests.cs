@@ -5,8 +5,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>Races on one run: one consistent result, nothing lost, nothing applied twice.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ConcurrencyTests(LedgerHost ledger)
+public sealed class ConcurrencyTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

@@ -5,8 +5,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>Every refusal of the error contract: status, stable type, retryable, run status, nothing recorded.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ErrorContractTests(LedgerHost ledger)
+public sealed class ErrorContractTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>Never a 500 for bad input: random bodies at every write endpoint get a stable refusal, and nothing changes.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class GarbageInputTests(LedgerHost ledger)
+public sealed class GarbageInputTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

@@ -10,8 +10,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>Seed 001 made impossible: lost stays lost, and the worker is told to stop.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class LeaseAndJanitorTests(LedgerHost ledger)
+public sealed class LeaseAndJanitorTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

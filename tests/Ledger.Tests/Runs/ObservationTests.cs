@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>Other systems' views of a run: recorded, compared with the ledger's verdict, never adopted.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ObservationTests(LedgerHost ledger)
+public sealed class ObservationTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

@@ -5,8 +5,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>A success may carry warnings and stays a success; a failure says what kind of failure it was.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class OutcomeDetailTests(LedgerHost ledger)
+public sealed class OutcomeDetailTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 
 namespace Ledger.Tests.Runs;
 
-[Collection(LedgerCollection.Name)]
-public sealed class RunLifecycleTests(LedgerHost ledger)
+public sealed class RunLifecycleTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
