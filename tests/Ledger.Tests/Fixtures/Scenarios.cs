@@ -7,10 +7,13 @@ using Alba;
 
 namespace Ledger.Tests.Fixtures;
 
-/// <summary>Small helpers that build state through the real HTTP API.</summary>
-public sealed class Scenarios(LedgerHost ledger)
+/// <summary>
+/// Small helpers that build state through the real HTTP API: of the class's host, or of
+/// another instance on the same database and clock (<see cref="LedgerHost.SecondInstance"/>).
+/// </summary>
+public sealed class Scenarios(LedgerHost ledger, IAlbaHost? instance = null)
 {
-    private readonly HttpClient _http = ledger.Host.Server.CreateClient();
+    private readonly HttpClient _http = (instance ?? ledger.Host).Server.CreateClient();
 
     public static string NewRunId(string prefix = "run") => $"{prefix}-{Guid.NewGuid():N}";
 
