@@ -98,11 +98,14 @@ public sealed class ConcurrencyTests(LedgerHost ledger) : IClassFixture<LedgerHo
                 Assert.Equal(HttpStatusCode.OK, completed.Status);
                 Assert.Equal(HttpStatusCode.Conflict, cancelled.Status);
                 Assert.Equal("run-terminal", cancelled.ProblemCode);
+                Assert.Equal("succeeded", cancelled.RunStatus);
             }
             else
             {
                 Assert.Equal(HttpStatusCode.OK, cancelled.Status);
                 Assert.Equal(HttpStatusCode.Conflict, completed.Status);
+                Assert.Equal("run-terminal", completed.ProblemCode);
+                Assert.Equal("cancelled", completed.RunStatus);
                 Assert.Equal("late-event", completed.Json!["results"]![0]!["reason"]!.GetValue<string>());
             }
 
@@ -110,6 +113,7 @@ public sealed class ConcurrencyTests(LedgerHost ledger) : IClassFixture<LedgerHo
             var statuses = history.Json!["events"]!.AsArray().Select(e => e!["statusAfter"]!.GetValue<string>()).ToList();
             var terminalTransitions = statuses.Zip(statuses.Skip(1)).Count(p => p.First != p.Second && p.Second is "succeeded" or "cancelled");
             Assert.Equal(1, terminalTransitions);
+            Assert.Equal([status], run["verdicts"]!.AsArray().Select(v => v!["status"]!.GetValue<string>()));
         }
     }
 
