@@ -101,6 +101,8 @@ public sealed record Response(HttpStatusCode Status, string Text, string? Conten
     public int Code => (int)Status;
     public string? ProblemCode => Json?["code"]?.GetValue<string>();
     public bool? Retryable => Json?["retryable"]?.GetValue<bool>();
+    /// <summary>The fields a refusal names in <c>errors</c>, in its order (empty when there are none).</summary>
+    public IReadOnlyList<string> ErrorFields => Json?["errors"] is JsonObject errors ? errors.Select(e => e.Key).ToList() : [];
     /// <summary>The run's status: <c>runStatus</c> of a problem, <c>status</c> of a success.</summary>
     public string? RunStatus => Json?["runStatus"]?.GetValue<string>()
         ?? (Json?["status"] is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : null);

@@ -63,7 +63,7 @@ public sealed class LabelNormalizationTests(LedgerHost ledger) : IClassFixture<L
         Assert.Equal("invalid-payload", response.ProblemCode);
         Assert.False(response.Retryable);
         var errors = response.Json!["errors"]!.AsObject();
-        Assert.True(errors.ContainsKey("labels.region"), response.Text);
+        Assert.Equal(["labels.region"], response.ErrorFields);
         Assert.Contains("EU, US, APAC", errors["labels.region"]![0]!.GetValue<string>());
         Assert.Equal(["EU", "US", "APAC"], response.Json!["allowed"]!.AsArray().Select(a => a!.GetValue<string>()));
         Assert.Equal(HttpStatusCode.NotFound, (await _api.GetRun(runId)).Status);

@@ -134,7 +134,7 @@ public sealed class ObservationTests(LedgerHost ledger) : IClassFixture<LedgerHo
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey("status"), response.Text);
+        Assert.Equal(["status"], response.ErrorFields);
         Assert.Equal(["registered", "claimed", "running", "succeeded", "failed", "lost", "cancelled"],
             response.Json!["allowed"]!.AsArray().Select(a => a!.GetValue<string>()));
     }
@@ -153,7 +153,7 @@ public sealed class ObservationTests(LedgerHost ledger) : IClassFixture<LedgerHo
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey(field), response.Text);
+        Assert.Equal([field], response.ErrorFields);
         Assert.Equal(1, (await _api.Run(runId))["version"]!.GetValue<long>());
     }
 }

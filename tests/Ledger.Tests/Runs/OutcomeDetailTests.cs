@@ -90,7 +90,7 @@ public sealed class OutcomeDetailTests(LedgerHost ledger) : IClassFixture<Ledger
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
         Assert.False(response.Retryable);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey("[1].errorClass"), response.Text);
+        Assert.Equal(["[1].errorClass"], response.ErrorFields);
         Assert.Equal(ErrorClasses, response.Json!["allowed"]!.AsArray().Select(a => a!.GetValue<string>()));
         var run = await _api.Run(runId);
         Assert.Equal("claimed", run["status"]!.GetValue<string>());
@@ -108,7 +108,7 @@ public sealed class OutcomeDetailTests(LedgerHost ledger) : IClassFixture<Ledger
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey("warnings[0]"), response.Text);
+        Assert.Equal(["warnings[0]"], response.ErrorFields);
         Assert.Equal("claimed", (await _api.Run(runId))["status"]!.GetValue<string>());
     }
 }
