@@ -97,7 +97,6 @@ public static class TestDatabase
     private static readonly object Gate = new();
     private static string? _server;
     private static EmbeddedPostgres? _embedded;
-    private static bool _initializedByUs;
 
     /// <summary>A fresh database on the test server: (server connection, database connection, name).</summary>
     public static (string Server, string Database, string Name) Create()
@@ -118,7 +117,9 @@ public static class TestDatabase
 
     /// <summary>
     /// The server all hosts of this test run use: LEDGER_TEST_CONNECTION, or else the private
-    /// cluster, started once for the whole run and stopped at its end (<see cref="StopServer"/>).
+    /// cluster (in LEDGER_TEST_PG_DIR on LEDGER_TEST_PG_PORT, by default
+    /// /var/tmp/run-ledger/test-postgres on 54339), started once for the whole run and stopped
+    /// at its end (<see cref="StopServer"/>).
     /// </summary>
     private static string Server()
     {
@@ -128,12 +129,13 @@ public static class TestDatabase
             var configured = Environment.GetEnvironmentVariable("LEDGER_TEST_CONNECTION");
             if (!string.IsNullOrWhiteSpace(configured)) return _server = configured;
 
+            var dir = Environment.GetEnvironmentVariable("LEDGER_TEST_PG_DIR");
+            var port = Environment.GetEnvironmentVariable("LEDGER_TEST_PG_PORT");
             var options = new EmbeddedPostgresOptions
             {
-                DataDirectory = Path.Combine("/var/tmp", "run-ledger", "test-postgres"),
-                Port = 54339,
+                DataDirectory = string.IsNullOrWhiteSpace(dir) ? Path.Combine("/var/tmp", "run-ledger", "test-postgres") : dir,
+                Port = int.TryParse(port, out var p) ? p : 54339,
             };
-            _initializedByUs = !File.Exists(Path.Combine(options.DataDirectory, "PG_VERSION"));
             _embedded = new EmbeddedPostgres(options, _ => { });
             AppDomain.CurrentDomain.ProcessExit += (_, _) => StopServer();
             _embedded.Start();
@@ -143,20 +145,21 @@ public static class TestDatabase
 
     /// <summary>
     /// Stops the private cluster if this test run started it (never one that was already
-    /// running: another run may be using it), and removes its lock file, and its directory if
-    /// this run created it. Called once the run is over (<see cref="LedgerTestFramework"/>),
-    /// and again, harmlessly, at process exit.
+    /// running: another run may be using it) and removes its lock file. The data directory is
+    /// kept for the next run to reuse, as the service does with its own cluster: deleting it
+    /// takes longer than the test host is given once the run is over. Called once the run is
+    /// over (<see cref="LedgerTestFramework"/>), and again, harmlessly, at process exit.
     /// </summary>
     public static void StopServer()
     {
         lock (Gate)
         {
             if (_embedded is not { StartedByUs: true } embedded) return;
+            // The lock file first: the test host may be ended soon after the run is over, and
+            // pg_ctl, once started, finishes the stop even then.
+            TryDelete(() => File.Delete(Path.GetFullPath(embedded.DataDirectory).TrimEnd('/') + ".lock"));
             NpgsqlConnection.ClearAllPools();
             embedded.Stop();
-            var dir = Path.GetFullPath(embedded.DataDirectory);
-            TryDelete(() => File.Delete(dir.TrimEnd('/') + ".lock"));
-            if (_initializedByUs) TryDelete(() => Directory.Delete(dir, recursive: true));
             _server = null;
         }
     }
