@@ -15,8 +15,7 @@ namespace Ledger.Tests.Runs;
 /// is a 4xx problem with nothing appended, and nothing is ever a 5xx. The seed is printed on
 /// failure; LEDGER_HOSTILE_SEED replays one.
 /// </summary>
-[Collection(LedgerCollection.Name)]
-public sealed class HostileInputTests(LedgerHost ledger)
+public sealed class HostileInputTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
     private readonly HttpClient _http = ledger.Host.Server.CreateClient();
