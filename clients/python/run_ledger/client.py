@@ -318,6 +318,7 @@ class RunSession:
         self.heartbeats_sent = 0
         self._acknowledged_scores: set[str] = set()
         self._acknowledged_outputs: set[str] = set()
+        self._acknowledged_chunks: dict[str, int] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._paused = threading.Event()
@@ -375,22 +376,40 @@ class RunSession:
         return answer
 
     def commit_items(self, chunk_id: str, count: int) -> dict[str, Any]:
-        return self._send({"type": "items.committed", "chunkId": chunk_id, "count": count})
+        answer = self._send({"type": "items.committed", "chunkId": chunk_id, "count": count})
+        with self._lock:
+            self._acknowledged_chunks[chunk_id] = count
+        return answer
+
+    @property
+    def committed_items(self) -> int:
+        """Items of the chunks this session committed and the ledger acknowledged."""
+        with self._lock:
+            return sum(self._acknowledged_chunks.values())
 
     def log(self, lines: Sequence[str]) -> dict[str, Any]:
         return self._send({"type": "log", "lines": list(lines)})
 
-    def missing(self) -> list[str]:
-        """Required scores and outputs (from the claim) not yet acknowledged by the ledger."""
+    def missing(self, items_total: Optional[int] = None) -> list[str]:
+        """Required scores and outputs (from the claim) not yet acknowledged by the ledger, and
+        the items short of the declared total (``expectedItems``, else ``items_total``) among
+        the chunks this session committed."""
         with self._lock:
-            return ([f"score:{s}" for s in self.required_scores if s not in self._acknowledged_scores]
-                    + [f"output:{o}" for o in self.required_outputs if o not in self._acknowledged_outputs])
+            missing = ([f"score:{s}" for s in self.required_scores if s not in self._acknowledged_scores]
+                       + [f"output:{o}" for o in self.required_outputs if o not in self._acknowledged_outputs])
+            declared = self.expected_items if self.expected_items is not None else items_total
+            committed = sum(self._acknowledged_chunks.values())
+        if declared is not None and committed < declared:
+            missing.append(f"items:{declared - committed}")
+        return missing
 
     def complete(self, items_total: Optional[int] = None, force: bool = False) -> dict[str, Any]:
         """Reports ``run.completed``. Raises :class:`IncompleteResults` without sending anything
-        while a required score or output has not been acknowledged, unless ``force=True``."""
+        while a required score or output has not been acknowledged, or fewer items than declared
+        were committed in this session, unless ``force=True`` (e.g. a worker resuming a run whose
+        earlier session committed chunks)."""
         self._check()
-        missing = self.missing()
+        missing = self.missing(items_total)
         if missing and not force:
             raise IncompleteResults(missing)
         event: dict[str, Any] = {"type": "run.completed"}
