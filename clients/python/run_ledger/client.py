@@ -322,10 +322,11 @@ class RunSession:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._paused = threading.Event()
-        # The lease's length by the ledger's own clock (its Date header, whole seconds, so one
-        # second is taken off to never overestimate it), whatever this machine's clock says.
+        # The lease's length by the ledger's own clock, whatever this machine's clock says: its
+        # Date header is in whole seconds and may be up to a second stale, so two seconds are
+        # taken off to never overestimate the lease.
         if server_time is not None:
-            lease = (self.lease_expires_at - server_time).total_seconds() - 1.0
+            lease = (self.lease_expires_at - server_time).total_seconds() - 2.0
         else:
             lease = (self.lease_expires_at - datetime.now(timezone.utc)).total_seconds()
         lease = max(0.6, lease)

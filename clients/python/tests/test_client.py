@@ -137,7 +137,7 @@ def test_cancel_sets_stopped_within_one_heartbeat(admin: Ledger, worker: Ledger)
     with worker.claim(run_id) as run:
         run.start()
         interval = run.heartbeat_interval
-        assert 0.5 <= interval <= 1.0
+        assert interval <= 1.0  # a third of the 3 s lease, never more
         admin.cancel(run_id, reason="operator changed their mind")
         cancelled_at = time.monotonic()
         assert run.stopped.wait(interval + 2.0), "the heartbeat did not learn of the cancellation"
