@@ -63,7 +63,7 @@ def _parse_time(value: str) -> datetime:
 
 
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
-    value = headers.get("Retry-After")
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -120,14 +120,14 @@ class Ledger:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status = response.status
-                return response.status, response.headers, _json(response.read())
+                return response.status, _headers(response.headers.items()), _json(response.read())
         except urllib.error.HTTPError as error:
             status = error.code
             try:
                 payload = _json(error.read())
             except (OSError, http.client.HTTPException):
                 payload = None
-            return error.code, error.headers, payload
+            return error.code, _headers(error.headers.items()), payload
         finally:
             if self.on_response is not None:
                 self.on_response(method, path, status)
@@ -512,13 +512,18 @@ class RunSession:
 
 
 def _server_time(headers: Mapping[str, str]) -> Optional[datetime]:
-    value = headers.get("Date") or headers.get("date")
+    value = headers.get("date")
     if not value:
         return None
     try:
         return email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+
+
+def _headers(items: Any) -> dict[str, str]:
+    """Response headers with lower-case names."""
+    return {str(name).lower(): str(value) for name, value in items}
 
 
 def _seg(value: str) -> str:

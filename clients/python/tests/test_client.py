@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -44,7 +44,7 @@ def counted(target: Target, calls: Calls, key: str = "worker", **options: object
     return factory(on_request=calls.on_request, on_response=calls.on_response, **options)
 
 
-def types(history: list[dict]) -> list[str]:
+def types(history: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in history]
 
 
