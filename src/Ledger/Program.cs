@@ -66,6 +66,7 @@ builder.Services.AddBatches(builder.Configuration);
 builder.Services.AddSingleton<RejectionLog>();
 builder.Services.AddSingleton<RequestGate>();
 builder.Services.AddSingleton<LeaseTokens>();
+builder.Services.AddSingleton<LeaseTokenDerivation>();
 builder.Services.AddSingleton<RunDecisions>();
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();

@@ -31,7 +31,7 @@ public sealed class UnauthenticatedRefusals(ReadDatabase database, IDocumentStor
     /// <summary>The table the counts live in, managed with the rest of Marten's schema.</summary>
     public static Table Table(string schema)
     {
-        var table = new Table(new PostgresqlObjectName(schema, TableName));
+        var table = new Table(new PostgresqlObjectName(schema, TableName, Weasel.Postgresql.SchemaUtils.IdentifierUsage.General));
         table.AddColumn("hour", "timestamptz").AsPrimaryKey();
         table.AddColumn("reason", "text").AsPrimaryKey();
         table.AddColumn("count", "bigint").NotNull();

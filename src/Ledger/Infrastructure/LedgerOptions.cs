@@ -11,6 +11,12 @@ public sealed class LedgerOptions
     public List<string> WorkerKeys { get; set; } = [];
     /// <summary>Keys that may read.</summary>
     public List<string> ReadKeys { get; set; } = [];
+    /// <summary>
+    /// The secret lease tokens of claims with a claimId are derived from (HMAC), so that a retried
+    /// claim can be answered with the same token without storing it. Unset: derived from
+    /// <see cref="AdminKey"/>, which every instance already shares.
+    /// </summary>
+    public string? LeaseTokenSecret { get; set; }
 
     public int DefaultLeaseSeconds { get; set; } = 300;
     public int MaxLeaseSeconds { get; set; } = 86_400;

@@ -20,8 +20,9 @@ public sealed record LedgerDatabase(string ConnectionString);
 /// <summary>
 /// Elects one instance to run the async projections by holding a PostgreSQL session advisory
 /// lock on a dedicated connection; when that connection dies the lock is released and another
-/// instance takes over. (Marten's HotCold election needs a DistributedLock build not served
-/// here, so the ledger does this itself with a plain connection.)
+/// instance takes over. (Written when Marten's HotCold election needed a DistributedLock build
+/// that was not served; Patched.DistributedLock.Postgres now is, so replacing this with Marten's
+/// or Wolverine's own distribution is the operations issue's to try.)
 /// </summary>
 public sealed class ProjectionLeadership(IDocumentStore store, LedgerDatabase database, IOptions<LedgerOptions> options,
     ILogger<ProjectionLeadership> logger, ILoggerFactory loggers) : BackgroundService

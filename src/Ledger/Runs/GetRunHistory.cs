@@ -21,7 +21,12 @@ public sealed record HistoryEntry(
     RunStatus StatusAfter,
     JsonElement Data);
 
-public sealed record RunHistory(string RunId, RunStatus Status, long Version, IReadOnlyList<HistoryEntry> Events);
+/// <summary>
+/// One page of a run's history: the events after version <c>after</c>, at most <c>limit</c> of
+/// them. <c>status</c> and <c>version</c> are the run's now; <c>next</c> is the <c>after</c> of the
+/// following page, null on the last one.
+/// </summary>
+public sealed record RunHistory(string RunId, RunStatus Status, long Version, IReadOnlyList<HistoryEntry> Events, long? Next);
 
 public static class GetRunHistoryEndpoint
 {
@@ -29,18 +34,34 @@ public static class GetRunHistoryEndpoint
     [Accepts(Credential.AdminKey, Credential.ReadKey)]
     [Refuses(ProblemCodes.RunNotFound)]
     [Tags("Runs")]
-    [EndpointSummary("Every event of the run, when it occurred and was recorded, and what applying it did")]
+    [EndpointSummary("Every event of the run, when it occurred and was recorded, and what applying it did, paged by version (?after=V&limit=N)")]
     [ProducesResponseType<RunHistory>(200)]
-    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store)
+    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, long? after, int? limit)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: context.RequestAborted);
         if (events.Count == 0) return RunProblems.NotFound(id).ToResult();
 
+        // What each event did depends on every event before it, so the page is cut from the whole refold.
         var replay = RunReplay.Explain(events);
-        return Results.Json(new RunHistory(id, replay.Run.Status, replay.Run.Version, replay.Entries), LedgerJson.Options);
+        var from = after ?? 0;
+        var size = limit ?? DefaultLimit;
+        if (from < 0 || size is < 1 or > MaxLimit)
+        {
+            return (RequestBody.Invalid(new Dictionary<string, string[]>
+            {
+                [from < 0 ? "after" : "limit"] = [from < 0 ? "A version, 0 or more." : $"Between 1 and {MaxLimit}."],
+            }) with { RunId = id, RunStatus = replay.Run.Status }).ToResult();
+        }
+
+        var page = replay.Entries.Where(e => e.Version > from).Take(size).ToList();
+        long? next = page.Count == size && page[^1].Version < replay.Run.Version ? page[^1].Version : null;
+        return Results.Json(new RunHistory(id, replay.Run.Status, replay.Run.Version, page, next), LedgerJson.Options);
     }
+
+    public const int DefaultLimit = 1000;
+    public const int MaxLimit = 5000;
 }
 
 /// <summary>Refolds a stream from its events alone, saying what each event did: the audit trail.</summary>

@@ -1,9 +1,11 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
+using System.Text;
 using JasperFx.Events;
 using Ledger.Infrastructure;
 using Marten;
 using Marten.Events.Projections;
+using Microsoft.Extensions.Options;
 
 namespace Ledger.Runs;
 
@@ -29,7 +31,10 @@ public static class Leases
 {
     public static string NewToken() => "lt_" + Base64Url(RandomNumberGenerator.GetBytes(32));
 
-    private static string Base64Url(byte[] bytes) =>
+    /// <summary>A fresh random value a claim's token is derived from, kept in the claim's event.</summary>
+    public static string NewNonce() => Base64Url(RandomNumberGenerator.GetBytes(16));
+
+    internal static string Base64Url(byte[] bytes) =>
         Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 
     public static bool Holds(Run run, string tokenHash) =>
@@ -95,4 +100,28 @@ public sealed class LeaseTokens(IDocumentStore store)
             ? (tokenHash, null)
             : (null, Problem.Of(ProblemCodes.ForeignLease, detail: $"This token was issued for run '{owner}', not for this one."));
     }
+}
+
+/// <summary>
+/// Lease tokens of claims that carry a <c>claimId</c>: <c>lt_</c> + HMAC-SHA256 over
+/// (run id, claimId, a random nonce of that claim), keyed by a server secret. The ledger keeps
+/// only the token's digest, the claimId's digest and the nonce, so neither the database nor the
+/// run's history holds what is needed to rebuild a token: that takes the claimId, which only the
+/// claiming worker sent, and the server key, which is never stored. A retry of the same claim
+/// brings the claimId again, and the same token is derived and checked against the stored digest.
+/// </summary>
+public sealed class LeaseTokenDerivation
+{
+    private static readonly byte[] Purpose = "run-ledger lease tokens v1"u8.ToArray();
+    private readonly byte[] _key;
+
+    public LeaseTokenDerivation(IOptions<LedgerOptions> options)
+    {
+        var secret = options.Value.LeaseTokenSecret is { Length: > 0 } configured ? configured : options.Value.AdminKey ?? "";
+        _key = HKDF.DeriveKey(HashAlgorithmName.SHA256, Encoding.UTF8.GetBytes(secret), 32, salt: [], info: Purpose);
+    }
+
+    /// <summary>The token for this claim. Run ids and claim ids hold no control characters, so the separator is unambiguous.</summary>
+    public string Derive(string runId, string claimId, string nonce) =>
+        "lt_" + Leases.Base64Url(HMACSHA256.HashData(_key, Encoding.UTF8.GetBytes($"{runId}\n{claimId}\n{nonce}")));
 }

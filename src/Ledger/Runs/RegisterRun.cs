@@ -117,14 +117,49 @@ public static class RegisterRunEndpoint
         }
         catch (Exception e) when (IsStreamCollision(e))
         {
+            // A retry of the same registration (its answer was lost) is answered as the first time.
+            if (request.RunId is not null && await Existing(store, runId, context.RequestAborted) is { } existing
+                && SameDefinition(existing, registered))
+            {
+                return Created(existing);
+            }
             return await rejections.Refuse(context, Problem.Of(ProblemCodes.RunExists, "The run already exists",
-                $"A run with id '{runId}' is already registered; read it with GET /api/runs/{runId}.", runId: runId), admission.Raw);
+                $"A run with id '{runId}' is already registered with another definition; read it with GET /api/runs/{runId}.", runId: runId), admission.Raw);
         }
 
-        context.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
-        return Results.Json(new RunRegisteredResponse(runId, RunStatus.Registered, registered.LeaseSeconds),
-            LedgerJson.Options, statusCode: 201);
+        return Created(registered);
     }
+
+    private static IResult Created(RunRegistered registered)
+    {
+        var response = new RunRegisteredResponse(registered.RunId, RunStatus.Registered, registered.LeaseSeconds);
+        return new WithLocation(Results.Json(response, LedgerJson.Options, statusCode: 201),
+            $"/api/runs/{Uri.EscapeDataString(registered.RunId)}");
+    }
+
+    private sealed class WithLocation(IResult inner, string location) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext)
+        {
+            httpContext.Response.Headers.Location = location;
+            return inner.ExecuteAsync(httpContext);
+        }
+    }
+
+    private static async Task<RunRegistered?> Existing(IDocumentStore store, string runId, CancellationToken ct)
+    {
+        await using var query = store.QuerySession();
+        var events = await query.Events.FetchStreamAsync(runId, version: 1, token: ct);
+        return events.Select(e => e.Data).OfType<RunRegistered>().FirstOrDefault();
+    }
+
+    /// <summary>What the run was registered as: everything but the time of registration and how labels were spelled.</summary>
+    private static bool SameDefinition(RunRegistered a, RunRegistered b) =>
+        a.Board == b.Board && a.Participant == b.Participant && a.Batch == b.Batch
+        && a.ExpectedItems == b.ExpectedItems && a.LeaseSeconds == b.LeaseSeconds
+        && a.Labels.Count == b.Labels.Count && a.Labels.All(kv => b.Labels.TryGetValue(kv.Key, out var v) && v == kv.Value)
+        && a.RequiredScores.ToHashSet(StringComparer.Ordinal).SetEquals(b.RequiredScores)
+        && a.RequiredOutputs.ToHashSet(StringComparer.Ordinal).SetEquals(b.RequiredOutputs);
 
     private static bool IsStreamCollision(Exception e) => e switch
     {

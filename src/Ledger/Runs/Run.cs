@@ -109,6 +109,10 @@ public sealed class Run
     public string? Worker { get; set; }
     public string? LeaseTokenHash { get; set; }
     public DateTimeOffset? LeaseExpiresAt { get; set; }
+    /// <summary>The digest of the current lease's claimId, when the claim carried one.</summary>
+    public string? ClaimIdHash { get; set; }
+    /// <summary>The nonce the current lease's token was derived from, when the claim carried a claimId.</summary>
+    public string? TokenNonce { get; set; }
     public int Claims { get; set; }
 
     public DateTimeOffset RegisteredAt { get; set; }
@@ -171,6 +175,8 @@ public sealed class Run
         Worker = e.Worker;
         LeaseTokenHash = e.LeaseTokenHash;
         LeaseExpiresAt = e.LeaseExpiresAt;
+        ClaimIdHash = e.ClaimIdHash;
+        TokenNonce = e.TokenNonce;
         ClaimedAt ??= e.ClaimedAt;
         Claims++;
         if (Status == RunStatus.Registered) Status = RunStatus.Claimed;

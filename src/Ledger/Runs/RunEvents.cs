@@ -20,12 +20,20 @@ public sealed record RunRegistered(
     Ranking? Ranking = null,
     IReadOnlyDictionary<string, string>? LabelsAsSent = null);
 
-/// <summary>A worker took the lease. Only the token's SHA-256 digest is kept.</summary>
+/// <summary>
+/// A worker took the lease. Only the token's SHA-256 digest is kept. A claim sent with a
+/// <c>claimId</c> keeps that id's digest (<see cref="ClaimIdHash"/>) and the random
+/// <see cref="TokenNonce"/> its token was derived from (see <see cref="LeaseTokenDerivation"/>), so
+/// that a retry of the same claim can be answered with the same token; both are null for claims
+/// without one and in streams written before claim ids existed.
+/// </summary>
 public sealed record RunClaimed(
     string? Worker,
     string LeaseTokenHash,
     DateTimeOffset ClaimedAt,
-    DateTimeOffset LeaseExpiresAt);
+    DateTimeOffset LeaseExpiresAt,
+    string? ClaimIdHash = null,
+    string? TokenNonce = null);
 
 public sealed record RunCancelled(string? Reason, DateTimeOffset CancelledAt);
 

@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Batches;
 
 /// <summary>Fan-out batches through the HTTP API: expected against registered, missing, unexpected, complete.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class BatchTests(LedgerHost ledger)
+public sealed class BatchTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -102,7 +101,8 @@ public sealed class BatchTests(LedgerHost ledger)
         var misread = await _api.Run(runs[("qwen2.5-1.5b", "EU")].RunId);
         Assert.Equal("failed", misread["status"]!.GetValue<string>());
         Assert.Equal("provider", misread["errorClass"]!.GetValue<string>());
-        var mismatch = misread["anomalies"]!.AsArray().Single(a => a!["kind"]!.GetValue<string>() == "status-mismatch")!["mismatch"]!;
+        Assert.Equal(["status-mismatch"], misread["anomalies"]!.AsArray().Select(a => a!["kind"]!.GetValue<string>()));
+        var mismatch = misread["anomalies"]![0]!["mismatch"]!;
         Assert.Equal(("failed", "succeeded", "modal"),
             (mismatch["ledger"]!.GetValue<string>(), mismatch["observed"]!.GetValue<string>(), mismatch["source"]!.GetValue<string>()));
 
@@ -315,7 +315,7 @@ public sealed class BatchTests(LedgerHost ledger)
         Assert.True(response.Status == HttpStatusCode.UnprocessableEntity, $"{response.Code}: {response.Text}");
         Assert.Equal("invalid-payload", response.ProblemCode);
         Assert.False(response.Retryable);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey(field), response.Text);
+        Assert.Equal([field], response.ErrorFields);
         Assert.Equal(HttpStatusCode.NotFound, (await _api.Send(HttpMethod.Get, "/api/batches/b", LedgerHost.AdminKey)).Status);
     }
 
@@ -339,7 +339,7 @@ public sealed class BatchTests(LedgerHost ledger)
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey(field), response.Text);
+        Assert.Equal([field], response.ErrorFields);
         Assert.Equal(["EU", "US", "APAC"], Strings(response.Json!["allowed"]));
     }
 }

@@ -13,8 +13,7 @@ namespace Ledger.Tests.Contract;
 /// (docs/openapi/v1.json), it passes a real linter, it describes every operation, and /docs shows it
 /// without asking any outside host.
 /// </summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ApiDescriptionTests(LedgerHost ledger)
+public sealed class ApiDescriptionTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     /// <summary>The one command that regenerates docs/openapi/v1.json from the code.</summary>
     public const string RegenerateCommand =

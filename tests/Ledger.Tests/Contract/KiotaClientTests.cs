@@ -12,8 +12,7 @@ namespace Ledger.Tests.Contract;
 /// target GenerateLedgerKiotaClient) drives a run from registration to succeeded: no request or
 /// response type here is hand-written.
 /// </summary>
-[Collection(LedgerCollection.Name)]
-public sealed class KiotaClientTests(LedgerHost ledger)
+public sealed class KiotaClientTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private static Action<RequestConfiguration<DefaultQueryParameters>> As(string bearer) =>
         c => c.Headers.Add("Authorization", "Bearer " + bearer);

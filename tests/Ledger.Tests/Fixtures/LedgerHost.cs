@@ -11,9 +11,14 @@ using Npgsql;
 namespace Ledger.Tests.Fixtures;
 
 /// <summary>
-/// One ledger host per test run, on a real PostgreSQL: the server given by
-/// LEDGER_TEST_CONNECTION, or a private cluster started by the same mechanism the service uses.
-/// Each test run gets a database of its own, dropped at the end.
+/// One ledger host per test class (<c>IClassFixture&lt;LedgerHost&gt;</c>), on a real PostgreSQL:
+/// the server given by LEDGER_TEST_CONNECTION, or a private cluster started once per test run
+/// by the same mechanism the service uses. Each host gets a database of its own (dropped when
+/// the class is done) and a clock of its own, so no class sees another's runs or time.
+/// The service is configured per host, through host settings that Program.cs sees before
+/// <c>builder.Build()</c> (they reach <c>WebApplication.CreateBuilder(args)</c> as command-line
+/// arguments), never through process environment variables, which classes running in parallel
+/// would overwrite for each other.
 /// </summary>
 public sealed class LedgerHost : IAsyncLifetime
 {
@@ -44,61 +49,63 @@ public sealed class LedgerHost : IAsyncLifetime
     public async Task InitializeAsync()
     {
         (_serverConnectionString, ConnectionString, _database) = TestDatabase.Create();
-
-        Environment.SetEnvironmentVariable("ConnectionStrings__Ledger", ConnectionString);
-        Environment.SetEnvironmentVariable("Ledger__AdminKey", AdminKey);
-        Environment.SetEnvironmentVariable("Ledger__WorkerKeys__0", WorkerKey);
-        Environment.SetEnvironmentVariable("Ledger__ReadKeys__0", ReadKey);
-        Environment.SetEnvironmentVariable("Ledger__MaxPayloadBytes", (256 * 1024).ToString());
-        // Tests sweep explicitly (Janitor.SweepAsync) so that time, not a timer, decides.
-        Environment.SetEnvironmentVariable("Ledger__Janitor__Enabled", "false");
-        Environment.SetEnvironmentVariable("Ledger__Janitor__GraceSeconds", "10");
-        Environment.SetEnvironmentVariable("Ledger__DaemonMode", "Leader");
-
-        JasperFxEnvironment.AutoStartHost = true;
-        Host = await AlbaHost.For<Program>(web => web.ConfigureServices(services =>
-        {
-            services.RemoveAll<TimeProvider>();
-            services.AddSingleton<TimeProvider>(Clock);
-        }));
+        Host = await StartInstance();
     }
 
-    /// <summary>A second ledger instance on the same database and clock, as a second replica would be.</summary>
-    public Task<IAlbaHost> SecondInstance()
+    /// <summary>
+    /// A second ledger instance on the same database and clock, as a second replica would be;
+    /// <paramref name="configure"/> may change its services (fault injection).
+    /// </summary>
+    public Task<IAlbaHost> SecondInstance(Action<IServiceCollection>? configure = null) => StartInstance(configure);
+
+    private Dictionary<string, string> Settings() => new()
+    {
+        ["ConnectionStrings:Ledger"] = ConnectionString,
+        ["Ledger:AdminKey"] = AdminKey,
+        ["Ledger:WorkerKeys:0"] = WorkerKey,
+        ["Ledger:ReadKeys:0"] = ReadKey,
+        ["Ledger:MaxPayloadBytes"] = (256 * 1024).ToString(),
+        // Tests sweep explicitly (Janitor.SweepAsync) so that time, not a timer, decides.
+        ["Ledger:Janitor:Enabled"] = "false",
+        ["Ledger:Janitor:GraceSeconds"] = "10",
+        ["Ledger:DaemonMode"] = "Leader",
+    };
+
+    private Task<IAlbaHost> StartInstance(Action<IServiceCollection>? configure = null)
     {
         JasperFxEnvironment.AutoStartHost = true;
-        return AlbaHost.For<Program>(web => web.ConfigureServices(services =>
+        return AlbaHost.For<Program>(web =>
         {
-            services.RemoveAll<TimeProvider>();
-            services.AddSingleton<TimeProvider>(Clock);
-        }));
+            foreach (var (key, value) in Settings()) web.UseSetting(key, value);
+            web.ConfigureServices(services =>
+            {
+                services.RemoveAll<TimeProvider>();
+                services.AddSingleton<TimeProvider>(Clock);
+                configure?.Invoke(services);
+            });
+        });
     }
 
     public async Task DisposeAsync()
     {
-        await Host.DisposeAsync();
-        NpgsqlConnection.ClearAllPools();
-        TestDatabase.Drop(_serverConnectionString!, _database!);
+        if (Host is not null) await Host.DisposeAsync();
+        if (_database is null) return;
+        // Only this database's connections: other classes' hosts are still using theirs.
+        NpgsqlConnection.ClearPool(new NpgsqlConnection(ConnectionString));
+        TestDatabase.Drop(_serverConnectionString!, _database);
     }
 }
 
 public static class TestDatabase
 {
+    private static readonly object Gate = new();
+    private static string? _server;
+    private static EmbeddedPostgres? _embedded;
+
     /// <summary>A fresh database on the test server: (server connection, database connection, name).</summary>
     public static (string Server, string Database, string Name) Create()
     {
-        var server = Environment.GetEnvironmentVariable("LEDGER_TEST_CONNECTION");
-        if (string.IsNullOrWhiteSpace(server))
-        {
-            var embedded = new EmbeddedPostgres(new EmbeddedPostgresOptions
-            {
-                DataDirectory = Path.Combine("/var/tmp", "run-ledger", "test-postgres"),
-                Port = 54339,
-            }, _ => { });
-            embedded.Start();
-            server = embedded.ServerConnectionString();
-        }
-
+        var server = Server();
         var name = $"ledger_test_{DateTime.UtcNow:yyyyMMddHHmmss}_{Guid.NewGuid().ToString("N")[..8]}";
         using (var conn = new NpgsqlConnection(server))
         {
@@ -106,8 +113,66 @@ public static class TestDatabase
             using var create = new NpgsqlCommand($"create database \"{name}\"", conn);
             create.ExecuteNonQuery();
         }
-        var database = new NpgsqlConnectionStringBuilder(server) { Database = name, MaxPoolSize = 50 }.ConnectionString;
+        // Classes run in parallel, each with its own pool per database: keep each pool small
+        // enough that a few hosts at once stay under PostgreSQL's default 100 connections.
+        var database = new NpgsqlConnectionStringBuilder(server) { Database = name, MaxPoolSize = 30 }.ConnectionString;
         return (server, database, name);
+    }
+
+    /// <summary>
+    /// The server all hosts of this test run use: LEDGER_TEST_CONNECTION, or else the private
+    /// cluster (in LEDGER_TEST_PG_DIR on LEDGER_TEST_PG_PORT, by default
+    /// /var/tmp/run-ledger/test-postgres on 54339), started once for the whole run and stopped
+    /// at its end (<see cref="StopServer"/>).
+    /// </summary>
+    private static string Server()
+    {
+        lock (Gate)
+        {
+            if (_server is not null) return _server;
+            var configured = Environment.GetEnvironmentVariable("LEDGER_TEST_CONNECTION");
+            if (!string.IsNullOrWhiteSpace(configured)) return _server = configured;
+
+            var dir = Environment.GetEnvironmentVariable("LEDGER_TEST_PG_DIR");
+            var port = Environment.GetEnvironmentVariable("LEDGER_TEST_PG_PORT");
+            var options = new EmbeddedPostgresOptions
+            {
+                DataDirectory = string.IsNullOrWhiteSpace(dir) ? Path.Combine("/var/tmp", "run-ledger", "test-postgres") : dir,
+                Port = int.TryParse(port, out var p) ? p : 54339,
+            };
+            _embedded = new EmbeddedPostgres(options, _ => { });
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => StopServer();
+            _embedded.Start();
+            return _server = _embedded.ServerConnectionString();
+        }
+    }
+
+    /// <summary>
+    /// Stops the private cluster if this test run started it (never one that was already
+    /// running: another run may be using it) and removes its lock file. The data directory is
+    /// kept for the next run to reuse, as the service does with its own cluster: deleting it
+    /// takes longer than the test host is given once the run is over. Called once the run is
+    /// over (<see cref="LedgerTestFramework"/>), and again, harmlessly, at process exit.
+    /// </summary>
+    public static void StopServer()
+    {
+        lock (Gate)
+        {
+            if (_embedded is not { StartedByUs: true } embedded) return;
+            // The lock file first: the test host may be ended soon after the run is over, and
+            // pg_ctl, once started, finishes the stop even then.
+            TryDelete(() => File.Delete(Path.GetFullPath(embedded.DataDirectory).TrimEnd('/') + ".lock"));
+            NpgsqlConnection.ClearAllPools();
+            embedded.Stop();
+            _server = null;
+        }
+    }
+
+    private static void TryDelete(Action delete)
+    {
+        try { delete(); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
     public static void Drop(string server, string name)
@@ -124,10 +189,4 @@ public static class TestDatabase
             // A leftover test database harms nothing; the next run uses a new name.
         }
     }
-}
-
-[CollectionDefinition(Name)]
-public sealed class LedgerCollection : ICollectionFixture<LedgerHost>
-{
-    public const string Name = "ledger";
 }

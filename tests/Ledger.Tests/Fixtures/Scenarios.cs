@@ -7,18 +7,17 @@ using Alba;
 
 namespace Ledger.Tests.Fixtures;
 
-/// <summary>Small helpers that build state through the real HTTP API.</summary>
-public sealed class Scenarios(IAlbaHost host, TimeProvider clock)
+/// <summary>
+/// Small helpers that build state through the real HTTP API: of the class's host, or of
+/// another instance on the same database and clock (<see cref="LedgerHost.SecondInstance"/>).
+/// </summary>
+public sealed class Scenarios(LedgerHost ledger, IAlbaHost? instance = null)
 {
-    public Scenarios(LedgerHost ledger) : this(ledger.Host, ledger.Clock)
-    {
-    }
-
-    private readonly HttpClient _http = host.Server.CreateClient();
+    private readonly HttpClient _http = (instance ?? ledger.Host).Server.CreateClient();
 
     public static string NewRunId(string prefix = "run") => $"{prefix}-{Guid.NewGuid():N}";
 
-    public DateTimeOffset Now => clock.GetUtcNow();
+    public DateTimeOffset Now => ledger.Clock.GetUtcNow();
 
     public async Task<string> Register(object? body = null)
     {
@@ -103,6 +102,8 @@ public sealed record Response(HttpStatusCode Status, string Text, string? Conten
     public int Code => (int)Status;
     public string? ProblemCode => Json?["code"]?.GetValue<string>();
     public bool? Retryable => Json?["retryable"]?.GetValue<bool>();
+    /// <summary>The fields a refusal names in <c>errors</c>, in its order (empty when there are none).</summary>
+    public IReadOnlyList<string> ErrorFields => Json?["errors"] is JsonObject errors ? errors.Select(e => e.Key).ToList() : [];
     /// <summary>The run's status: <c>runStatus</c> of a problem, <c>status</c> of a success.</summary>
     public string? RunStatus => Json?["runStatus"]?.GetValue<string>()
         ?? (Json?["status"] is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : null);

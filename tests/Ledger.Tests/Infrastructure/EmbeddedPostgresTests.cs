@@ -41,6 +41,7 @@ public sealed class EmbeddedPostgresTests
             first.Stop();
             NpgsqlConnection.ClearAllPools();
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            try { File.Delete(dir + ".lock"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
 

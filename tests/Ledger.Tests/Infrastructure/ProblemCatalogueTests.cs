@@ -19,8 +19,7 @@ namespace Ledger.Tests.Infrastructure;
 /// every type in it is answered by the API for a request a test can make (the fault-only ones
 /// by injecting the fault into a real host).
 /// </summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ProblemCatalogueTests(LedgerHost ledger)
+public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -120,7 +119,7 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger)
         // The faults no request can cause, injected into a real host on the same database.
         await using (var faulty = await FaultyHost())
         {
-            var api = new Scenarios(faulty.Host, ledger.Clock);
+            var api = new Scenarios(ledger, faulty.Host);
             var runD = await _api.Register();
             faulty.Fault = () => new PostgresException("injected conflict", "ERROR", "ERROR", "MT003");
             Expect(await api.Send(HttpMethod.Post, $"/api/runs/{runD}/claim", LedgerHost.WorkerKey, new { }), ProblemCodes.Contention);
@@ -158,13 +157,12 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger)
     private async Task<FaultyInstance> FaultyHost()
     {
         var instance = new FaultyInstance();
-        JasperFxEnvironment.AutoStartHost = true;
-        instance.Host = await AlbaHost.For<Program>(web => web.ConfigureServices(services =>
+        instance.Host = await ledger.SecondInstance(services =>
         {
             services.RemoveAll<TimeProvider>();
             services.AddSingleton<TimeProvider>(new FaultyClock(ledger.Clock, instance));
             services.ConfigureMarten(o => o.Listeners.Add(new FailingCommit(instance)));
-        }));
+        });
         return instance;
     }
 

@@ -207,8 +207,8 @@ internal sealed class LedgerProcess : IDisposable
 
     public static LedgerProcess Start(Dictionary<string, string?> env, string[] args, string workingDirectory)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "Ledger.dll");
-        Assert.True(File.Exists(dll), $"{dll} is copied next to the tests by the project reference");
+        var dll = ServiceAssembly();
+        Assert.True(File.Exists(dll), $"{dll} is built by the project reference");
         var psi = new ProcessStartInfo(DotnetHost(), ["exec", dll, .. args])
         {
             RedirectStandardOutput = true,
@@ -233,6 +233,26 @@ internal sealed class LedgerProcess : IDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return ledger;
+    }
+
+    /// <summary>
+    /// The service as it is built in its own output folder, with only its own dependencies: run
+    /// from the test folder, its assembly scanning would also load the test assembly, whose
+    /// xunit attributes it cannot resolve.
+    /// </summary>
+    private static string ServiceAssembly()
+    {
+        var testBin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        var framework = testBin.Name;               // net10.0
+        var configuration = testBin.Parent!.Name;   // Debug or Release
+        for (var dir = testBin; dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Ledger.sln")))
+            {
+                return Path.Combine(dir.FullName, "src", "Ledger", "bin", configuration, framework, "Ledger.dll");
+            }
+        }
+        return Path.Combine(AppContext.BaseDirectory, "Ledger.dll");
     }
 
     /// <summary>Runs to its end; fails the test if it does not end within the limit.</summary>

@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Labels;
 
 /// <summary>Label values through the configured alias table and closed vocabulary (appsettings.json: region).</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class LabelNormalizationTests(LedgerHost ledger)
+public sealed class LabelNormalizationTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -64,7 +63,7 @@ public sealed class LabelNormalizationTests(LedgerHost ledger)
         Assert.Equal("invalid-payload", response.ProblemCode);
         Assert.False(response.Retryable);
         var errors = response.Json!["errors"]!.AsObject();
-        Assert.True(errors.ContainsKey("labels.region"), response.Text);
+        Assert.Equal(["labels.region"], response.ErrorFields);
         Assert.Contains("EU, US, APAC", errors["labels.region"]![0]!.GetValue<string>());
         Assert.Equal(["EU", "US", "APAC"], response.Json!["allowed"]!.AsArray().Select(a => a!.GetValue<string>()));
         Assert.Equal(HttpStatusCode.NotFound, (await _api.GetRun(runId)).Status);

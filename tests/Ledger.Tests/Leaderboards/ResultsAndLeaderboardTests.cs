@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Leaderboards;
 
 /// <summary>Seeds 000 and 003 made impossible; leaderboards only from runs that provably finished.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ResultsAndLeaderboardTests(LedgerHost ledger)
+public sealed class ResultsAndLeaderboardTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -44,7 +43,7 @@ public sealed class ResultsAndLeaderboardTests(LedgerHost ledger)
         Assert.Equal("completed-before-results", run["reason"]!.GetValue<string>());
         Assert.Equal(["score:score", "output:predictions"], run["missing"]!.AsArray().Select(m => m!.GetValue<string>()));
         var before = await Leaderboard(board);
-        Assert.DoesNotContain(before["rows"]!.AsArray(), r => r!["participant"]!.GetValue<string>() == "team-eeg");
+        Assert.Equal(["rival"], before["rows"]!.AsArray().Select(r => r!["participant"]!.GetValue<string>()));
 
         // The retry of the uploads arrives: the run succeeds and is ranked where its score puts it.
         await _api.Events(runId, token, Event("scores.reported", fields: new { scores = new { score = 0.91 } }));
@@ -65,7 +64,7 @@ public sealed class ResultsAndLeaderboardTests(LedgerHost ledger)
         var board = await Board(primary: "auc");
         var (runId, token) = await _api.Started(new { runId = NewRunId(), board, participant = "p" });
         Assert.Equal("running", (await _api.Events(runId, token, Event("run.completed"))).RunStatus);
-        Assert.Contains("score:auc", (await _api.Run(runId))["missing"]!.AsArray().Select(m => m!.GetValue<string>()));
+        Assert.Equal(["score:auc"], (await _api.Run(runId))["missing"]!.AsArray().Select(m => m!.GetValue<string>()));
     }
 
     [Fact]
@@ -102,7 +101,8 @@ public sealed class ResultsAndLeaderboardTests(LedgerHost ledger)
         Assert.Equal("failed", over.RunStatus);
         var run = await _api.Run(runId);
         Assert.Equal("accounting-mismatch", run["reason"]!.GetValue<string>());
-        var anomaly = run["anomalies"]!.AsArray().Single(a => a!["kind"]!.GetValue<string>() == "accounting-mismatch")!;
+        Assert.Equal(["accounting-mismatch"], run["anomalies"]!.AsArray().Select(a => a!["kind"]!.GetValue<string>()));
+        var anomaly = run["anomalies"]![0]!;
         Assert.Contains("120", anomaly["detail"]!.GetValue<string>());
         Assert.Contains("100", anomaly["detail"]!.GetValue<string>());
     }
@@ -137,9 +137,12 @@ public sealed class ResultsAndLeaderboardTests(LedgerHost ledger)
 
         var unknown = await _api.Send(HttpMethod.Post, "/api/runs", LedgerHost.AdminKey, new { board = "no-such-board", participant = "p" });
         Assert.Equal(HttpStatusCode.UnprocessableEntity, unknown.Status);
-        Assert.True(unknown.Json!["errors"]!.AsObject().ContainsKey("board"));
+        Assert.Equal("invalid-payload", unknown.ProblemCode);
+        Assert.Equal(["board"], unknown.Json!["errors"]!.AsObject().Select(e => e.Key));
         var anonymous = await _api.Send(HttpMethod.Post, "/api/runs", LedgerHost.AdminKey, new { board });
-        Assert.True(anonymous.Json!["errors"]!.AsObject().ContainsKey("participant"));
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, anonymous.Status);
+        Assert.Equal("invalid-payload", anonymous.ProblemCode);
+        Assert.Equal(["participant"], anonymous.Json!["errors"]!.AsObject().Select(e => e.Key));
         Assert.Equal(HttpStatusCode.NotFound, (await _api.Send(HttpMethod.Get, "/api/boards/no-such-board/leaderboard", LedgerHost.ReadKey)).Status);
     }
 

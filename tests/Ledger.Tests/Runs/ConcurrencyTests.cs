@@ -5,8 +5,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>Races on one run: one consistent result, nothing lost, nothing applied twice.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ConcurrencyTests(LedgerHost ledger)
+public sealed class ConcurrencyTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -99,11 +98,14 @@ public sealed class ConcurrencyTests(LedgerHost ledger)
                 Assert.Equal(HttpStatusCode.OK, completed.Status);
                 Assert.Equal(HttpStatusCode.Conflict, cancelled.Status);
                 Assert.Equal("run-terminal", cancelled.ProblemCode);
+                Assert.Equal("succeeded", cancelled.RunStatus);
             }
             else
             {
                 Assert.Equal(HttpStatusCode.OK, cancelled.Status);
                 Assert.Equal(HttpStatusCode.Conflict, completed.Status);
+                Assert.Equal("run-terminal", completed.ProblemCode);
+                Assert.Equal("cancelled", completed.RunStatus);
                 Assert.Equal("late-event", completed.Json!["results"]![0]!["reason"]!.GetValue<string>());
             }
 
@@ -111,6 +113,7 @@ public sealed class ConcurrencyTests(LedgerHost ledger)
             var statuses = history.Json!["events"]!.AsArray().Select(e => e!["statusAfter"]!.GetValue<string>()).ToList();
             var terminalTransitions = statuses.Zip(statuses.Skip(1)).Count(p => p.First != p.Second && p.Second is "succeeded" or "cancelled");
             Assert.Equal(1, terminalTransitions);
+            Assert.Equal([status], run["verdicts"]!.AsArray().Select(v => v!["status"]!.GetValue<string>()));
         }
     }
 

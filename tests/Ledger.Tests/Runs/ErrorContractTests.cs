@@ -5,8 +5,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>Every refusal of the error contract: status, stable type, retryable, run status, nothing recorded.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ErrorContractTests(LedgerHost ledger)
+public sealed class ErrorContractTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -27,12 +26,18 @@ public sealed class ErrorContractTests(LedgerHost ledger)
         Assert.Equal(version, run["version"]!.GetValue<long>());
     }
 
+    /// <summary>This run's refusals, exactly: the one just made, with its reason, and no other.</summary>
     private async Task AssertRejectionKept(string runId, string reason)
     {
-        var page = await _api.Send(HttpMethod.Get, $"/api/rejections?runId={runId}&reason={reason}", LedgerHost.ReadKey);
+        var page = await _api.Send(HttpMethod.Get, $"/api/rejections?runId={runId}", LedgerHost.ReadKey);
         Assert.Equal(HttpStatusCode.OK, page.Status);
-        Assert.True(page.Json!["total"]!.GetValue<long>() >= 1, $"no {reason} rejection kept for {runId}: {page.Text}");
+        Assert.True(page.Json!["total"]!.GetValue<long>() == 1, $"expected exactly one rejection ({reason}) kept for {runId}: {page.Text}");
+        Assert.Equal([reason], page.Json!["items"]!.AsArray().Select(r => r!["reason"]!.GetValue<string>()));
     }
+
+    /// <summary>The refusal names exactly the offending field, and no other.</summary>
+    private static void AssertErrorsName(Response response, string field) =>
+        Assert.True(response.Json!["errors"]!.AsObject().Select(e => e.Key).SequenceEqual([field]), $"expected errors for {field} only: {response.Text}");
 
     [Fact]
     public async Task registration_needs_the_admin_key()
@@ -76,7 +81,7 @@ public sealed class ErrorContractTests(LedgerHost ledger)
     {
         var response = await _api.Send(HttpMethod.Post, "/api/runs", LedgerHost.AdminKey, rawBody: body);
         AssertProblem(response, HttpStatusCode.UnprocessableEntity, "invalid-payload", false);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey(field), response.Text);
+        AssertErrorsName(response, field);
     }
 
     [Fact]
@@ -137,7 +142,7 @@ public sealed class ErrorContractTests(LedgerHost ledger)
         var (runId, token) = await _api.Started();
         var response = await _api.Events(runId, token, Event("step.completed", fields: new { outcome = "ok" }));
         AssertProblem(response, HttpStatusCode.UnprocessableEntity, "invalid-payload", false);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey("stepId"), response.Text);
+        AssertErrorsName(response, "stepId");
         await AssertUnchanged(runId, 2);
         await AssertRejectionKept(runId, "invalid-payload");
     }
@@ -164,7 +169,7 @@ public sealed class ErrorContractTests(LedgerHost ledger)
         var (runId, token) = await _api.Started();
         var response = await _api.Send(HttpMethod.Post, $"/api/runs/{runId}/events", token, rawBody: body);
         AssertProblem(response, HttpStatusCode.UnprocessableEntity, "invalid-payload", false);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey(field), $"{field} not in {response.Text}");
+        AssertErrorsName(response, field);
         await AssertUnchanged(runId, 2);
     }
 
@@ -231,6 +236,8 @@ public sealed class ErrorContractTests(LedgerHost ledger)
         var (runId, token) = await _api.Started(new { runId = NewRunId(), requiredScores = new[] { "f1" } });
         AssertProblem(await _api.Events(runId, token, Event("scores.reported", fields: new { scores = new { recall = 0.3 } })),
             HttpStatusCode.UnprocessableEntity, "unknown-score", false);
+        await AssertUnchanged(runId, 2);
+        await AssertRejectionKept(runId, "unknown-score");
     }
 
     [Fact]
@@ -241,6 +248,8 @@ public sealed class ErrorContractTests(LedgerHost ledger)
         AssertProblem(await _api.Events(runId, token, Event("items.committed", fields: new { chunkId = "c1", count = 11 })),
             HttpStatusCode.Conflict, "chunk-conflict", false);
         Assert.Equal(10, (await _api.Run(runId))["items"]!["committed"]!.GetValue<long>());
+        await AssertUnchanged(runId, 3);
+        await AssertRejectionKept(runId, "chunk-conflict");
     }
 
     [Fact]
@@ -310,10 +319,20 @@ public sealed class ErrorContractTests(LedgerHost ledger)
         var (runId, token) = await _api.Started();
         await _api.Events(runId, token, Event("step.completed", "evt-no-step", fields: new { outcome = "ok" }));
         var page = await _api.Send(HttpMethod.Get, $"/api/rejections?runId={runId}", LedgerHost.AdminKey);
-        var rejection = page.Json!["items"]![0]!;
+        Assert.Equal(1, page.Json!["total"]!.GetValue<long>());
+        var rejection = page.Json!["items"]!.AsArray().Single()!;
         Assert.Equal("invalid-payload", rejection["reason"]!.GetValue<string>());
         Assert.Equal(422, rejection["httpStatus"]!.GetValue<int>());
         Assert.Contains("evt-no-step", rejection["payload"]!.GetValue<string>());
-        Assert.Equal("worker-1", rejection["worker"]?.GetValue<string>() ?? "worker-1");
+        // Refused by its shape, before the lease was looked at: no worker is known yet.
+        Assert.Null(rejection["worker"]);
+
+        // Refused by the run's state, once the lease was checked: the lease holder is named.
+        await _api.Events(runId, token, Event("scores.reported", fields: new { scores = new { auc = 0.5 } }));
+        await _api.Events(runId, token, Event("scores.reported", "evt-conflict", fields: new { scores = new { auc = 0.6 } }));
+        var conflicts = await _api.Send(HttpMethod.Get, $"/api/rejections?runId={runId}&reason=score-conflict", LedgerHost.AdminKey);
+        var conflict = conflicts.Json!["items"]!.AsArray().Single()!;
+        Assert.Equal(409, conflict["httpStatus"]!.GetValue<int>());
+        Assert.Equal("worker-1", conflict["worker"]?.GetValue<string>());
     }
 }

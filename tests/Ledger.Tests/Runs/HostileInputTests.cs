@@ -15,8 +15,7 @@ namespace Ledger.Tests.Runs;
 /// is a 4xx problem with nothing appended, and nothing is ever a 5xx. The seed is printed on
 /// failure; LEDGER_HOSTILE_SEED replays one.
 /// </summary>
-[Collection(LedgerCollection.Name)]
-public sealed class HostileInputTests(LedgerHost ledger)
+public sealed class HostileInputTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
     private readonly HttpClient _http = ledger.Host.Server.CreateClient();
@@ -44,7 +43,11 @@ public sealed class HostileInputTests(LedgerHost ledger)
         Storable(value) && !value.Any(char.IsControl) && value.Length is > 0 && value.Length <= maxLength
         && (blankAllowed || !string.IsNullOrWhiteSpace(value));
 
-    private enum Route { LogLine, EventId, StepId, Participant, LabelValue, Worker, ObservationSource, FailureMessage, DeepJson }
+    private enum Route
+    {
+        LogLine, EventId, StepId, Participant, LabelValue, Worker, ObservationSource, FailureMessage, CancelReason,
+        ReclassifyOperator, BoardScore, BatchRunId, DeepJson,
+    }
 
     [Fact]
     public async Task hostile_strings_at_every_write_route_are_recorded_exactly_once_or_refused_with_nothing_appended()
@@ -133,6 +136,50 @@ public sealed class HostileInputTests(LedgerHost ledger)
                     var observedAt = DateTimeOffset.UnixEpoch.AddSeconds(i).ToString("O", CultureInfo.InvariantCulture);
                     body = $"{{\"source\":{Json(value)},\"status\":\"running\",\"observedAt\":\"{observedAt}\"}}";
                     valid = Identifier(value, 200);
+                    break;
+                case Route.CancelReason:
+                    var (cancelled, _) = await _api.Started();
+                    url = $"/api/runs/{cancelled}/cancel";
+                    key = LedgerHost.AdminKey;
+                    body = $"{{\"reason\":{Json(value)}}}";
+                    valid = Storable(value) && !string.IsNullOrWhiteSpace(value) && value.Length <= 500;
+                    recorded = async _ =>
+                    {
+                        var run = await _api.Run(cancelled);
+                        Assert.Equal(valid ? "cancelled" : "claimed", run["status"]!.GetValue<string>());
+                        if (valid) Assert.Equal(value, run["reason"]!.GetValue<string>());
+                    };
+                    break;
+                case Route.ReclassifyOperator:
+                    var (overruled, _) = await _api.Started();
+                    Assert.Equal(HttpStatusCode.OK, (await _api.Send(HttpMethod.Post, $"/api/runs/{overruled}/cancel", LedgerHost.AdminKey, new { })).Status);
+                    url = $"/api/runs/{overruled}/reclassify";
+                    key = LedgerHost.AdminKey;
+                    body = $"{{\"status\":\"failed\",\"reason\":\"r\",\"evidence\":[\"e\"],\"operator\":{Json(value)}}}";
+                    valid = Identifier(value, 200);
+                    recorded = async _ => Assert.Equal(valid ? "failed" : "cancelled", (await _api.Run(overruled))["status"]!.GetValue<string>());
+                    break;
+                case Route.BoardScore:
+                    var board = NewRunId("board");
+                    url = "/api/boards";
+                    key = LedgerHost.AdminKey;
+                    body = $"{{\"id\":\"{board}\",\"primaryScore\":{Json(value)},\"direction\":\"max\"}}";
+                    valid = Identifier(value, 200);
+                    recorded = async _ =>
+                    {
+                        var read = await _api.Send(HttpMethod.Get, $"/api/boards/{board}", LedgerHost.ReadKey);
+                        Assert.Equal(valid ? HttpStatusCode.OK : HttpStatusCode.NotFound, read.Status);
+                        if (valid) Assert.Equal(value, read.Json!["ranking"]!["primaryScore"]!.GetValue<string>());
+                    };
+                    break;
+                case Route.BatchRunId:
+                    var batch = NewRunId("batch");
+                    url = "/api/batches";
+                    key = LedgerHost.AdminKey;
+                    body = $"{{\"id\":\"{batch}\",\"runIds\":[{Json(value)}]}}";
+                    valid = System.Text.RegularExpressions.Regex.IsMatch(value, "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$");
+                    recorded = async _ => Assert.Equal(valid ? HttpStatusCode.OK : HttpStatusCode.NotFound,
+                        (await _api.Send(HttpMethod.Get, $"/api/batches/{batch}", LedgerHost.ReadKey)).Status);
                     break;
                 default:
                     var depth = random.Next(32, 5000);
@@ -299,15 +346,8 @@ public sealed class HostileInputTests(LedgerHost ledger)
         Assert.Equal(HttpStatusCode.NotFound, (await _api.GetRun(runId)).Status);
     }
 
-    private async Task<Response> Post(string url, string key, string body)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(Encoding.UTF8.GetBytes(body)) };
-        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
-        using var response = await _http.SendAsync(request);
-        return new Response(response.StatusCode, await response.Content.ReadAsStringAsync(),
-            response.Content.Headers.ContentType?.MediaType, response.Headers.RetryAfter?.Delta);
-    }
+    // Every body here is ASCII (Json escapes the rest), so it reaches the ledger byte for byte.
+    private Task<Response> Post(string url, string key, string body) => _api.Send(HttpMethod.Post, url, key, rawBody: body);
 
     /// <summary>A JSON string literal that escapes everything outside printable ASCII, lone surrogates included.</summary>
     private static string Json(string value)

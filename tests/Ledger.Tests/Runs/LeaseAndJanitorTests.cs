@@ -5,15 +5,83 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Ledger.Tests.Fixtures;
 using Microsoft.Extensions.DependencyInjection;
+using Xunit.Abstractions;
 using static Ledger.Tests.Fixtures.Scenarios;
 
 namespace Ledger.Tests.Runs;
 
 /// <summary>Seed 001 made impossible: lost stays lost, and the worker is told to stop.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class LeaseAndJanitorTests(LedgerHost ledger)
+public sealed class LeaseAndJanitorTests(LedgerHost ledger, ITestOutputHelper output) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
+
+    /// <summary>
+    /// Decides every run that other tests of this class left with a lease (the clock moves past
+    /// the longest lease), so that a sweep afterwards sees exactly the runs of the test at hand.
+    /// </summary>
+    private async Task DecideLeftovers()
+    {
+        ledger.Clock.Advance(TimeSpan.FromDays(2));
+        await ledger.Sweep();
+        Assert.Equal(new Janitor.SweepResult(0, 0, 0), await ledger.Sweep());
+    }
+
+    /// <summary>A janitor without grace, so that its decision and the lease check meet at the same instant.</summary>
+    private Janitor JanitorWithoutGrace(IServiceProvider services) =>
+        new(services.GetRequiredService<IDocumentStore>(), services.GetRequiredService<RunDecisions>(),
+            ledger.Clock, Options.Create(new JanitorOptions { GraceSeconds = 0 }), NullLogger<Janitor>.Instance);
+
+    /// <summary>
+    /// One run raced by a completion and a janitor: exactly one terminal verdict, never
+    /// lost -> succeeded, and the side that lost is told so. <paramref name="markedLost"/> is how
+    /// many runs the janitor reported lost, when this run was the only one it could see.
+    /// Returns the run's status.
+    /// </summary>
+    private async Task<string> AssertOneVerdict(Scenarios api, string runId, Response completion, int? markedLost)
+    {
+        var run = await api.Run(runId);
+        var status = run["status"]!.GetValue<string>();
+        Assert.True(status is "succeeded" or "lost", $"{runId}: {status}");
+        var verdicts = run["verdicts"]!.AsArray();
+        Assert.Equal([status], verdicts.Select(v => v!["status"]!.GetValue<string>()));
+        var history = (await api.Send(HttpMethod.Get, $"/api/runs/{runId}/events", LedgerHost.AdminKey)).Json!["events"]!.AsArray();
+        var expiries = history.Count(e => e!["type"]!.GetValue<string>() == "lease.expired");
+        if (status == "succeeded")
+        {
+            // The completion won: the janitor marked nothing and appended nothing.
+            Assert.True(completion.Status == HttpStatusCode.OK, $"{runId} succeeded but the completion was answered {completion.Code}: {completion.Text}");
+            Assert.Equal("succeeded", completion.RunStatus);
+            if (markedLost is not null) Assert.Equal(0, markedLost);
+            Assert.Equal(0, expiries);
+        }
+        else
+        {
+            // The janitor won: marked once, and the completion refused, not retryable.
+            if (markedLost is not null) Assert.Equal(1, markedLost);
+            Assert.Equal(1, expiries);
+            Assert.True(completion.Status == HttpStatusCode.Conflict, $"{runId} lost but the completion was answered {completion.Code}: {completion.Text}");
+            Assert.Equal(false, completion.Retryable);
+            switch (completion.ProblemCode)
+            {
+                case "lease-expired": // checked before the janitor's verdict: nothing recorded
+                    Assert.Equal("claimed", completion.RunStatus);
+                    Assert.DoesNotContain(history, e => e!["type"]!.GetValue<string>() == "run.completed");
+                    break;
+                case "run-terminal": // after it: recorded as a late completion, never applied
+                    Assert.Equal("lost", completion.RunStatus);
+                    Assert.Equal("late-completion", completion.Json!["results"]![0]!["reason"]!.GetValue<string>());
+                    var late = history.Single(e => e!["type"]!.GetValue<string>() == "run.completed")!;
+                    Assert.Equal("recorded-not-applied", late["result"]!.GetValue<string>());
+                    Assert.Equal("lost", late["statusAfter"]!.GetValue<string>());
+                    break;
+                default:
+                    Assert.Fail($"{runId} lost, and the completion got {completion.ProblemCode}: {completion.Text}");
+                    break;
+            }
+        }
+        Assert.DoesNotContain(history, e => e!["statusAfter"]!.GetValue<string>() == (status == "lost" ? "succeeded" : "lost"));
+        return status;
+    }
 
     [Fact]
     public async Task seed_001_a_backdated_completion_45_minutes_after_loss_is_refused_and_the_run_stays_lost()
@@ -98,10 +166,8 @@ public sealed class LeaseAndJanitorTests(LedgerHost ledger)
     [Fact]
     public async Task a_completion_racing_the_janitor_yields_exactly_one_terminal_status()
     {
-        // A janitor without grace, so that its decision and the lease check meet at the same instant.
-        var services = ledger.Host.Services;
-        var janitor = new Janitor(services.GetRequiredService<IDocumentStore>(), services.GetRequiredService<RunDecisions>(),
-            ledger.Clock, Options.Create(new JanitorOptions { GraceSeconds = 0 }), NullLogger<Janitor>.Instance);
+        await DecideLeftovers();
+        var janitor = JanitorWithoutGrace(ledger.Host.Services);
         var outcomes = new Dictionary<string, int>();
         for (var round = 0; round < 20; round++)
         {
@@ -112,24 +178,61 @@ public sealed class LeaseAndJanitorTests(LedgerHost ledger)
             var completion = _api.Events(runId, token, Event("run.completed", $"done-{round}"));
             var sweep = janitor.SweepAsync(CancellationToken.None);
             var response = await completion;
-            await sweep;
-            await janitor.SweepAsync(CancellationToken.None); // whatever was left undecided is decided now
+            var first = await sweep;
+            var second = await janitor.SweepAsync(CancellationToken.None); // whatever was left undecided is decided now
+            Assert.Equal(0, first.Failed + second.Failed);
 
-            var run = await _api.Run(runId);
-            var status = run["status"]!.GetValue<string>();
+            var status = await AssertOneVerdict(_api, runId, response, first.Lost + second.Lost);
             outcomes[status] = outcomes.GetValueOrDefault(status) + 1;
-            Assert.Contains(status, new[] { "succeeded", "lost" });
-            Assert.Equal(response.Status == HttpStatusCode.OK ? "succeeded" : "lost", status);
-            var verdicts = run["verdicts"]!.AsArray();
-            Assert.Single(verdicts);
-            Assert.Equal(status, verdicts[0]!["status"]!.GetValue<string>());
         }
         Assert.Equal(20, outcomes.Values.Sum());
+        output.WriteLine("outcomes: " + string.Join(", ", outcomes.OrderBy(o => o.Key).Select(o => $"{o.Key} {o.Value}")));
+    }
+
+    [Fact]
+    public async Task a_completion_through_one_instance_racing_the_janitor_of_another_yields_exactly_one_terminal_status()
+    {
+        // Two replicas on one database and one clock: A sweeps, the worker talks to B.
+        await DecideLeftovers();
+        await using var instanceB = await ledger.SecondInstance();
+        var worker = new Scenarios(ledger, instanceB);
+        var janitorA = JanitorWithoutGrace(ledger.Host.Services);
+        const int rounds = 15, runsPerRound = 4;
+        var outcomes = new Dictionary<string, int>();
+        for (var round = 0; round < rounds; round++)
+        {
+            var started = new List<(string RunId, string Token)>();
+            for (var i = 0; i < runsPerRound; i++) started.Add(await worker.Started(new { runId = NewRunId($"twin-race-{round}"), leaseSeconds = 5 }));
+            ledger.Clock.Advance(TimeSpan.FromSeconds(5) - TimeSpan.FromMilliseconds(Random.Shared.Next(0, 4 * runsPerRound)));
+
+            var completions = started.Select((r, i) => worker.Events(r.RunId, r.Token, Event("run.completed", $"done-{round}-{i}"))).ToList();
+            var sweep = janitorA.SweepAsync(CancellationToken.None);
+            var responses = await Task.WhenAll(completions);
+            var first = await sweep;
+            var second = await janitorA.SweepAsync(CancellationToken.None);
+            Assert.Equal(0, first.Failed + second.Failed);
+
+            var lost = 0;
+            for (var i = 0; i < runsPerRound; i++)
+            {
+                // Read through A: the verdict is in the shared database, whichever instance wrote it.
+                var status = await AssertOneVerdict(_api, started[i].RunId, responses[i], markedLost: null);
+                outcomes[status] = outcomes.GetValueOrDefault(status) + 1;
+                if (status == "lost") lost++;
+            }
+            // A's janitor reported exactly the runs that ended lost (each has one lease.expired).
+            Assert.Equal(lost, first.Lost + second.Lost);
+        }
+        Assert.Equal(rounds * runsPerRound, outcomes.Values.Sum());
+        output.WriteLine("outcomes: " + string.Join(", ", outcomes.OrderBy(o => o.Key).Select(o => $"{o.Key} {o.Value}")));
+        var report = await ledger.Verify();
+        Assert.True(report.Passed, string.Join("\n", report.Differences));
     }
 
     [Fact]
     public async Task two_janitors_on_two_hosts_mark_each_expired_run_exactly_once()
     {
+        await DecideLeftovers();
         var runs = new List<string>();
         for (var i = 0; i < 30; i++) runs.Add((await _api.Started(new { runId = NewRunId("twin"), leaseSeconds = 5 })).RunId);
         ledger.Clock.Advance(TimeSpan.FromSeconds(30));
@@ -138,7 +241,8 @@ public sealed class LeaseAndJanitorTests(LedgerHost ledger)
         var janitors = new[] { ledger.Host.Services.GetRequiredService<Janitor>(), second.Services.GetRequiredService<Janitor>() };
 
         var results = await Task.WhenAll(janitors.Select(j => j.SweepAsync(CancellationToken.None)));
-        Assert.True(results.Sum(r => r.Lost) >= runs.Count, $"marked {results.Sum(r => r.Lost)} of {runs.Count}");
+        Assert.True(results.Sum(r => r.Lost) == runs.Count, $"marked {results.Sum(r => r.Lost)} of {runs.Count}");
+        Assert.Equal(0, results.Sum(r => r.Failed));
 
         foreach (var runId in runs)
         {

@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>Other systems' views of a run: recorded, compared with the ledger's verdict, never adopted.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class ObservationTests(LedgerHost ledger)
+public sealed class ObservationTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -135,7 +134,7 @@ public sealed class ObservationTests(LedgerHost ledger)
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey("status"), response.Text);
+        Assert.Equal(["status"], response.ErrorFields);
         Assert.Equal(["registered", "claimed", "running", "succeeded", "failed", "lost", "cancelled"],
             response.Json!["allowed"]!.AsArray().Select(a => a!.GetValue<string>()));
     }
@@ -154,7 +153,7 @@ public sealed class ObservationTests(LedgerHost ledger)
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey(field), response.Text);
+        Assert.Equal([field], response.ErrorFields);
         Assert.Equal(1, (await _api.Run(runId))["version"]!.GetValue<long>());
     }
 }

@@ -13,8 +13,7 @@ namespace Ledger.Tests.Runs;
 /// on a run's route says where the run stands. Refusals of callers without credentials are
 /// counted, not kept, so they cannot fill the database.
 /// </summary>
-[Collection(LedgerCollection.Name)]
-public sealed class OrderOfChecksTests(LedgerHost ledger)
+public sealed class OrderOfChecksTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 

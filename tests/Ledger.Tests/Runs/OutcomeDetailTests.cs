@@ -5,8 +5,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Runs;
 
 /// <summary>A success may carry warnings and stays a success; a failure says what kind of failure it was.</summary>
-[Collection(LedgerCollection.Name)]
-public sealed class OutcomeDetailTests(LedgerHost ledger)
+public sealed class OutcomeDetailTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -91,7 +90,7 @@ public sealed class OutcomeDetailTests(LedgerHost ledger)
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
         Assert.False(response.Retryable);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey("[1].errorClass"), response.Text);
+        Assert.Equal(["[1].errorClass"], response.ErrorFields);
         Assert.Equal(ErrorClasses, response.Json!["allowed"]!.AsArray().Select(a => a!.GetValue<string>()));
         var run = await _api.Run(runId);
         Assert.Equal("claimed", run["status"]!.GetValue<string>());
@@ -109,7 +108,7 @@ public sealed class OutcomeDetailTests(LedgerHost ledger)
 
         Assert.Equal(HttpStatusCode.UnprocessableEntity, response.Status);
         Assert.Equal("invalid-payload", response.ProblemCode);
-        Assert.True(response.Json!["errors"]!.AsObject().ContainsKey("warnings[0]"), response.Text);
+        Assert.Equal(["warnings[0]"], response.ErrorFields);
         Assert.Equal("claimed", (await _api.Run(runId))["status"]!.GetValue<string>());
     }
 }

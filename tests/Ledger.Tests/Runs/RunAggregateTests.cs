@@ -227,7 +227,7 @@ public sealed class RunAggregateTests
 
         Assert.Equal(RunStatus.Failed, run.Status);
         Assert.Equal(AnomalyKinds.AccountingMismatch, run.Reason);
-        Assert.Contains(run.Anomalies, a => a.Kind == AnomalyKinds.AccountingMismatch);
+        Assert.Equal([AnomalyKinds.AccountingMismatch], run.Anomalies.Select(a => a.Kind));
     }
 
     [Fact]

@@ -6,8 +6,7 @@ using static Ledger.Tests.Fixtures.Scenarios;
 
 namespace Ledger.Tests.Runs;
 
-[Collection(LedgerCollection.Name)]
-public sealed class RunLifecycleTests(LedgerHost ledger)
+public sealed class RunLifecycleTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
@@ -70,7 +69,7 @@ public sealed class RunLifecycleTests(LedgerHost ledger)
         Assert.Equal("completed-before-results", run["reason"]!.GetValue<string>());
         Assert.True(run["completionReported"]!.GetValue<bool>());
         Assert.Equal(["score:f1", "output:report"], run["missing"]!.AsArray().Select(m => m!.GetValue<string>()));
-        Assert.Contains(run["anomalies"]!.AsArray(), a => a!["kind"]!.GetValue<string>() == "completed-before-results");
+        Assert.Equal(["completed-before-results"], run["anomalies"]!.AsArray().Select(a => a!["kind"]!.GetValue<string>()));
 
         Assert.Equal("running", (await _api.Events(runId, token, Event("scores.reported", fields: new { scores = new { f1 = 0.5 } }))).RunStatus);
         Assert.Equal("succeeded", (await _api.Events(runId, token, Event("output.recorded", fields: new { name = "report", uri = "file:///r.json" }))).RunStatus);
@@ -130,7 +129,7 @@ public sealed class RunLifecycleTests(LedgerHost ledger)
         var run = await _api.Run(runId);
         Assert.Equal("succeeded", run["status"]!.GetValue<string>());
         Assert.Equal(0, run["logLines"]!.GetValue<long>());
-        Assert.Contains(run["anomalies"]!.AsArray(), a => a!["kind"]!.GetValue<string>() == "late-event");
+        Assert.Equal(["late-event"], run["anomalies"]!.AsArray().Select(a => a!["kind"]!.GetValue<string>()));
     }
 
     [Fact]

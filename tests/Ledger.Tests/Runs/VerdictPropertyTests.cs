@@ -64,7 +64,9 @@ public sealed class VerdictPropertyTests
                 {
                     Assert.Equal(before, (run.Status, run.Reason, run.Verdicts.Count));
                 }
-                Assert.True(run.Verdicts.Count(v => v.DecidedBy == "ledger") <= 1, "the ledger decided a run's fate twice");
+                // Exactly one ledger verdict once the run is terminal (only a terminal run can be reclassified), none before.
+                Assert.True(run.Verdicts.Count(v => v.DecidedBy == "ledger") == (run.Status.IsTerminal() ? 1 : 0),
+                    $"{run.Status} with {run.Verdicts.Count(v => v.DecidedBy == "ledger")} ledger verdicts");
                 Assert.Equal(run.Verdicts.Count(v => v.DecidedBy != "ledger"), appended.Count(a => a is RunReclassified));
                 if (run.Status.IsTerminal()) Assert.Equal(run.Status, run.Verdicts[^1].Status);
                 if (run.Status == RunStatus.Succeeded)

@@ -211,6 +211,16 @@ public static class ApiDescription
                 schema.Enum = AnomalyKinds.All.Select(k => (JsonNode)JsonValue.Create(k)!).ToList();
                 parameter.Description = "Only anomalies of this kind.";
                 break;
+            case "after":
+                schema.Minimum = "0";
+                parameter.Description = "Events after this version; the `next` of the previous page (0 or left out: from the start).";
+                break;
+            case "limit":
+                schema.Minimum = "1";
+                schema.Maximum = GetRunHistoryEndpoint.MaxLimit.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                schema.Default = JsonValue.Create(GetRunHistoryEndpoint.DefaultLimit);
+                parameter.Description = "Events per page.";
+                break;
             case "reason":
                 schema.Enum = ProblemCatalogue.All.Select(p => (JsonNode)JsonValue.Create(p.Code)!).ToList();
                 parameter.Description = "Only refusals of this problem code.";
