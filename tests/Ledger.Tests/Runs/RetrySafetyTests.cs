@@ -12,8 +12,7 @@ namespace Ledger.Tests.Runs;
 /// same request again. Registration and claim must answer that retry as they answered the first
 /// time, never with a second run or a 409 for the worker's own lease.
 /// </summary>
-[Collection(LedgerCollection.Name)]
-public sealed class RetrySafetyTests(LedgerHost ledger)
+public sealed class RetrySafetyTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
     private readonly Scenarios _api = new(ledger);
 
