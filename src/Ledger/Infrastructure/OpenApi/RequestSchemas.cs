@@ -69,6 +69,7 @@ public static class RequestSchemas
         else if (type == typeof(ClaimRun))
         {
             Text(schema, "worker", 1, 200, "Who takes the lease (host, pod, process): shown to operators.");
+            Text(schema, "claimId", 1, 200, "The caller's idempotency key for this claim: sent again by the same worker while its lease is live, the claim is answered with that same lease instead of 409 `lease-held`.");
         }
         else if (type == typeof(CancelRun))
         {
