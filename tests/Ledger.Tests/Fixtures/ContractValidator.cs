@@ -45,7 +45,7 @@ public static class ContractValidator
     {
         if (method == HttpMethod.Head || method == HttpMethod.Options) return;
         var path = url.Split('?', 2)[0];
-        if (!path.StartsWith("/api", StringComparison.Ordinal)) return; // the description covers the API
+        if (!path.StartsWith("/api", StringComparison.Ordinal) && path != "/health") return; // what the description covers
         var contract = await Load(http);
         var code = (int)status;
         var where = $"{method} {url} answered {code} ({mediaType ?? "no content type"}): {Shorten(body)}";

@@ -271,6 +271,67 @@ public static class ApiDescription
 
     // ---- the document ----
 
+    /// <summary>
+    /// <c>GET /health</c> is a health-check endpoint, which the framework does not describe; workers and
+    /// supervisors poll it, so the description names it (as <see cref="HealthResponse"/> writes it).
+    /// </summary>
+    private static void DescribeHealth(OpenApiDocument document)
+    {
+        const string schemaName = "Health";
+        var status = new OpenApiSchema { Type = JsonSchemaType.String, Enum = [JsonValue.Create("healthy")!, JsonValue.Create("degraded")!, JsonValue.Create("unhealthy")!] };
+        document.AddComponent(schemaName, new OpenApiSchema
+        {
+            Type = JsonSchemaType.Object,
+            Required = new HashSet<string> { "status", "checks" },
+            Properties = new Dictionary<string, IOpenApiSchema>
+            {
+                ["status"] = status,
+                ["checks"] = new OpenApiSchema
+                {
+                    Type = JsonSchemaType.Object,
+                    Description = "Each check by name (`database`: the event store answers).",
+                    AdditionalProperties = new OpenApiSchema
+                    {
+                        Type = JsonSchemaType.Object,
+                        Required = new HashSet<string> { "status" },
+                        Properties = new Dictionary<string, IOpenApiSchema>
+                        {
+                            ["status"] = status,
+                            ["description"] = new OpenApiSchema { Type = JsonSchemaType.String },
+                        },
+                    },
+                },
+            },
+        });
+        OpenApiResponse Answer(string description) => new()
+        {
+            Description = description,
+            Content = new Dictionary<string, OpenApiMediaType>
+            {
+                ["application/json"] = new() { Schema = new OpenApiSchemaReference(schemaName, document) },
+            },
+        };
+        document.Paths ??= new OpenApiPaths();
+        document.Paths["/health"] = new OpenApiPathItem
+        {
+            Operations = new Dictionary<HttpMethod, OpenApiOperation>
+            {
+                [HttpMethod.Get] = new()
+                {
+                    OperationId = "GetHealth",
+                    Tags = new HashSet<OpenApiTagReference> { new("Health", document) },
+                    Summary = "Ready: the ledger can take events (no credentials)",
+                    Security = [],
+                    Responses = new OpenApiResponses
+                    {
+                        ["200"] = Answer("Ready: the event store answers."),
+                        ["503"] = Answer("Not ready: a check failed (the body says which)."),
+                    },
+                },
+            },
+        };
+    }
+
     private static async Task DescribeDocument(OpenApiDocument document, OpenApiDocumentTransformerContext context, CancellationToken ct)
     {
         // One relative server: the document describes whichever ledger serves it.
@@ -301,6 +362,8 @@ public static class ApiDescription
             Description = "Seconds to wait before resending the same request.",
             Schema = new OpenApiSchema { Type = JsonSchemaType.Integer, Minimum = "0" },
         };
+        DescribeHealth(document);
+
         // A schema the framework made for the IResult endpoints return: never on the wire as such.
         document.Components.Schemas?.Remove("IResult");
         if (document.Components.Schemas?.ContainsKey("JsonElement") == true)
@@ -313,6 +376,7 @@ public static class ApiDescription
             new() { Name = "Leaderboards", Description = "Boards and their rankings, from succeeded runs only." },
             new() { Name = "Batches", Description = "Fan-out jobs: the runs they expect, and which are missing." },
             new() { Name = "Forensics", Description = "Anomalies, KPIs, refused requests and time travel." },
+            new() { Name = "Health", Description = "Readiness, for supervisors and load balancers." },
         ]);
         if (document.Components.Schemas?.ContainsKey(ProblemSchema) != true)
         {
