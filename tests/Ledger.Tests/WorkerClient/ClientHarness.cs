@@ -32,6 +32,8 @@ public sealed class WireTap : DelegatingHandler
     public delegate Task<HttpResponseMessage> Interceptor(Sent sent, Func<Task<HttpResponseMessage>> forward, CancellationToken ct);
 
     public ConcurrentQueue<Sent> Requests { get; } = new();
+    /// <summary>What the ledger (or the interceptor) answered each attempt that got an answer.</summary>
+    public ConcurrentQueue<(Sent Request, int Status)> Answers { get; } = new();
     public volatile Interceptor? Intercept;
 
     public IReadOnlyList<Sent> Events(string type) => Requests.Where(r => r.EventType == type).ToList();
@@ -41,9 +43,11 @@ public sealed class WireTap : DelegatingHandler
         var body = request.Content is null ? "" : await request.Content.ReadAsStringAsync(ct);
         var sent = new Sent(DateTimeOffset.UtcNow, request.Method.Method, request.RequestUri!.AbsolutePath, body);
         Requests.Enqueue(sent);
-        return Intercept is { } intercept
+        var response = Intercept is { } intercept
             ? await intercept(sent, () => base.SendAsync(request, ct), ct)
             : await base.SendAsync(request, ct);
+        Answers.Enqueue((sent, (int)response.StatusCode));
+        return response;
     }
 
     /// <summary>A 503 as the ledger sends it, with Retry-After.</summary>
