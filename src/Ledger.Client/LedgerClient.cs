@@ -56,20 +56,26 @@ public sealed class LedgerClient
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(runId);
         var claim = new ClaimWire(worker ?? _options.Worker, NewId());
-        var lease = await _transport.SendAsync<LeaseWire>(HttpMethod.Post, $"api/runs/{Uri.EscapeDataString(runId)}/claim", Key, claim,
-            cancellationToken);
+        var (lease, ledgerNow) = await _transport.SendWithDateAsync<LeaseWire>(HttpMethod.Post,
+            $"api/runs/{Uri.EscapeDataString(runId)}/claim", Key, claim, cancellationToken);
         var requirements = new RunRequirements(
             lease.RequiredScores ?? [], lease.RequiredOutputs ?? [], lease.ExpectedItems,
             Known: lease.RequiredScores is not null || lease.RequiredOutputs is not null);
-        var interval = _options.HeartbeatInterval ?? HeartbeatFor(lease);
+        var interval = _options.HeartbeatInterval ?? HeartbeatFor(lease, ledgerNow);
         return RunSession.Start(runId, claim, lease.LeaseToken, lease.LeaseExpiresAt, requirements, interval, _transport, _time,
             _loggers.CreateLogger<RunSession>());
     }
 
-    /// <summary>A third of the lease: two heartbeats can be lost before the lease runs out.</summary>
-    private TimeSpan HeartbeatFor(LeaseWire lease)
+    /// <summary>
+    /// A third of the lease: two heartbeats can be lost before the lease runs out. The lease's
+    /// length is <c>leaseSeconds</c> when the claim says it, else its expiry measured from the
+    /// ledger's own clock (the Date header), so that a worker whose clock is off still beats in time.
+    /// </summary>
+    private TimeSpan HeartbeatFor(LeaseWire lease, DateTimeOffset? ledgerNow)
     {
-        var length = lease.LeaseSeconds is { } seconds ? TimeSpan.FromSeconds(seconds) : lease.LeaseExpiresAt - _time.GetUtcNow();
+        var length = lease.LeaseSeconds is { } seconds
+            ? TimeSpan.FromSeconds(seconds)
+            : lease.LeaseExpiresAt - (ledgerNow ?? _time.GetUtcNow());
         var third = length / 3;
         return third < TimeSpan.FromSeconds(1) ? TimeSpan.FromSeconds(1) : third;
     }

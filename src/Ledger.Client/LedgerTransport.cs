@@ -14,16 +14,22 @@ internal sealed class LedgerTransport(IHttpClientFactory factory)
 {
     private static readonly MediaTypeHeaderValue Json = new("application/json") { CharSet = "utf-8" };
 
-    public async Task<T> SendAsync<T>(HttpMethod method, string path, string bearer, object? body, CancellationToken ct)
+    public async Task<T> SendAsync<T>(HttpMethod method, string path, string bearer, object? body, CancellationToken ct) =>
+        (await SendWithDateAsync<T>(method, path, bearer, body, ct)).Value;
+
+    /// <summary>The answer and the ledger's clock when it answered (the Date header), when it says.</summary>
+    public async Task<(T Value, DateTimeOffset? Date)> SendWithDateAsync<T>(HttpMethod method, string path, string bearer, object? body,
+        CancellationToken ct)
     {
-        var (status, problem, bytes) = await SendRawAsync(method, path, bearer, body, ct);
+        var (status, problem, bytes, date) = await SendRawAsync(method, path, bearer, body, ct);
         if (problem is not null) throw ToException(problem);
-        return JsonSerializer.Deserialize<T>(bytes, WireJson.Options)
-               ?? throw new LedgerUnavailableException($"The ledger answered {status} to {method} {path} with an empty body.");
+        var value = JsonSerializer.Deserialize<T>(bytes, WireJson.Options)
+                    ?? throw new LedgerUnavailableException($"The ledger answered {status} to {method} {path} with an empty body.");
+        return (value, date);
     }
 
     /// <summary>The answer, or the problem it carries (a problem is never thrown here).</summary>
-    public async Task<(int Status, LedgerProblem? Problem, byte[] Body)> SendRawAsync(HttpMethod method, string path, string bearer,
+    public async Task<(int Status, LedgerProblem? Problem, byte[] Body, DateTimeOffset? Date)> SendRawAsync(HttpMethod method, string path, string bearer,
         object? body, CancellationToken ct)
     {
         using var request = new HttpRequestMessage(method, path);
@@ -55,8 +61,9 @@ internal sealed class LedgerTransport(IHttpClientFactory factory)
         {
             var bytes = await response.Content.ReadAsByteArrayAsync(ct);
             var status = (int)response.StatusCode;
-            if (response.IsSuccessStatusCode) return (status, null, bytes);
-            return (status, ReadProblem(status, response.Content.Headers.ContentType?.MediaType, bytes), bytes);
+            var date = response.Headers.Date;
+            if (response.IsSuccessStatusCode) return (status, null, bytes, date);
+            return (status, ReadProblem(status, response.Content.Headers.ContentType?.MediaType, bytes), bytes, date);
         }
     }
 

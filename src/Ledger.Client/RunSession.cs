@@ -102,9 +102,9 @@ public sealed class RunSession : IAsyncDisposable
         {
             await body(cancellationToken);
         }
-        catch (Exception e)
+        catch
         {
-            step.Fail(e);
+            step.Fail();
             throw;
         }
     }
@@ -198,7 +198,7 @@ public sealed class RunSession : IAsyncDisposable
     {
         // A call still retrying when the run is known to have ended gives up: the run is over.
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopped.Token);
-        (int Status, LedgerProblem? Problem, byte[] Body) answer;
+        (int Status, LedgerProblem? Problem, byte[] Body, DateTimeOffset? Date) answer;
         try
         {
             answer = await _transport.SendRawAsync(HttpMethod.Post, _eventsPath, _token, @event, linked.Token);

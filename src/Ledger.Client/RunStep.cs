@@ -26,8 +26,10 @@ public sealed class RunStep : IAsyncDisposable
     public string StepId { get; }
     public string Name { get; }
 
-    /// <summary>Marks the step failed: its disposal sends outcome <c>failed</c>.</summary>
-    public void Fail(Exception? reason = null) => _outcome = Failed;
+    /// <summary>Marks the step failed: its disposal sends outcome <c>failed</c>. (The ledger keeps a step's
+    /// outcome only; say why with <see cref="RunSession.LogAsync(string, CancellationToken)"/> or
+    /// <see cref="RunSession.FailAsync"/>.)</summary>
+    public void Fail() => _outcome = Failed;
 
     /// <summary>Completes the step now with <paramref name="outcome"/> (at most 64 characters; the ledger keeps it as sent).</summary>
     public async Task CompleteAsync(string outcome = Ok, CancellationToken cancellationToken = default)

@@ -69,7 +69,13 @@ public sealed class DatabaseOutageTests(LedgerHost ledger)
             if (host is not null) await host.DisposeAsync();
             NpgsqlConnection.ClearAllPools();
             postgres.Stop();
-            try { Directory.Delete(directory, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            try
+            {
+                Directory.Delete(directory, recursive: true);
+                File.Delete(directory + ".lock"); // EmbeddedPostgres's start lock beside the directory
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
         }
     }
 
