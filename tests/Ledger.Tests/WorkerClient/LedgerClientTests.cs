@@ -316,6 +316,24 @@ public sealed class LedgerClientTests(LedgerHost ledger)
         await second.CommitItemsAsync("chunk-1", 1);
     }
 
+    [Fact]
+    public async Task an_expired_lease_stops_the_session_at_the_next_call()
+    {
+        await using var harness = new ClientHarness(ledger.Host, heartbeat: TimeSpan.FromMinutes(5)); // no beat in time
+        var runId = await harness.Client.RegisterAsync(new RunRegistration { LeaseSeconds = 10 });
+        await using var run = await harness.Client.ClaimAsync(runId);
+        ledger.Clock.Advance(TimeSpan.FromSeconds(11));
+
+        var ended = await Assert.ThrowsAsync<RunTerminatedException>(() => run.ReportScoresAsync(new Dictionary<string, double> { ["x"] = 1 }));
+
+        Assert.Equal(ProblemCodes.LeaseExpired, ended.Code);
+        Assert.True(run.Stopped.IsCancellationRequested);
+        Assert.Single(harness.Tap.Events("scores.reported")); // refused, not retried
+        await Assert.ThrowsAsync<RunTerminatedException>(() => run.CompleteAsync(force: true));
+        Assert.Empty(harness.Tap.Events("run.completed"));
+        await run.HeartbeatLoop.WaitAsync(TimeSpan.FromSeconds(5));
+    }
+
     // ---- Needs the server side of issue 15 item 3 (claim answers requirements; claimId; same registration again). ----
 
     [Fact]
