@@ -76,6 +76,9 @@ public sealed class LedgerClient
         var length = lease.LeaseSeconds is { } seconds
             ? TimeSpan.FromSeconds(seconds)
             : lease.LeaseExpiresAt - (ledgerNow ?? _time.GetUtcNow());
+        // The Date header has whole seconds and a server may refresh it once a second, so a lease
+        // measured from it can seem up to two seconds longer than it is.
+        if (lease.LeaseSeconds is null && ledgerNow is not null && length > TimeSpan.FromSeconds(6)) length -= TimeSpan.FromSeconds(2);
         var third = length / 3;
         return third < TimeSpan.FromSeconds(1) ? TimeSpan.FromSeconds(1) : third;
     }

@@ -157,12 +157,12 @@ public sealed class RunSession : IAsyncDisposable
     /// sending anything, while a required score or output from the claim has not been acknowledged,
     /// unless <paramref name="force"/>: a run cannot be completed before its results by accident.
     /// </summary>
-    public Task<EventsAnswer> CompleteAsync(long? itemsTotal = null, bool force = false, IReadOnlyList<string>? warnings = null,
+    public async Task<EventsAnswer> CompleteAsync(long? itemsTotal = null, bool force = false, IReadOnlyList<string>? warnings = null,
         CancellationToken cancellationToken = default)
     {
         ThrowIfEnded();
         if (!force && MissingRequirements is { Count: > 0 } missing) throw new RequirementsNotMetException(RunId, missing);
-        return SendAsync(EventTypes.RunCompleted, cancellationToken, itemsTotal: itemsTotal, warnings: warnings);
+        return await SendAsync(EventTypes.RunCompleted, cancellationToken, itemsTotal: itemsTotal, warnings: warnings);
     }
 
     /// <summary>Says the work failed, with its class (see <see cref="ErrorClasses"/>) and a message.</summary>
