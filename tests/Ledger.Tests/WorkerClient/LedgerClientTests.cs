@@ -334,6 +334,40 @@ public sealed class LedgerClientTests(LedgerHost ledger)
         await run.HeartbeatLoop.WaitAsync(TimeSpan.FromSeconds(5));
     }
 
+    [Fact]
+    public async Task complete_throws_locally_while_the_requirements_the_claim_names_are_unacknowledged()
+    {
+        // The claim answer is given the requirements as the server side of item 3 will send them, so that the
+        // client's own check is proven today (the test below proves it against the ledger's real answer).
+        await using var harness = new ClientHarness(ledger.Host, heartbeat: TimeSpan.FromMinutes(5));
+        var runId = await harness.Client.RegisterAsync(new RunRegistration { RequiredScores = ["accuracy", "f1"], RequiredOutputs = ["predictions"] });
+        harness.Tap.Intercept = async (sent, forward, ct) =>
+        {
+            var response = await forward();
+            if (!sent.Path.EndsWith("/claim") || response.StatusCode != HttpStatusCode.OK) return response;
+            var lease = System.Text.Json.Nodes.JsonNode.Parse(await response.Content.ReadAsStringAsync(ct))!.AsObject();
+            lease["requiredScores"] = new System.Text.Json.Nodes.JsonArray("accuracy", "f1");
+            lease["requiredOutputs"] = new System.Text.Json.Nodes.JsonArray("predictions");
+            response.Content = new StringContent(lease.ToJsonString(), System.Text.Encoding.UTF8, "application/json");
+            return response;
+        };
+        await using var run = await harness.Client.ClaimAsync(runId);
+        Assert.True(run.Requirements.Known);
+
+        var early = await Assert.ThrowsAsync<RequirementsNotMetException>(() => run.CompleteAsync());
+        Assert.Equal(["score:accuracy", "score:f1", "output:predictions"], early.Missing);
+        // A score the ledger refused is not acknowledged.
+        await Assert.ThrowsAsync<LedgerRefusedException>(() => run.ReportScoresAsync(new Dictionary<string, double> { ["accuracy"] = 0.8, ["bleu"] = 1 }));
+        Assert.Equal(["score:accuracy", "score:f1", "output:predictions"], run.MissingRequirements);
+        await run.ReportScoresAsync(new Dictionary<string, double> { ["accuracy"] = 0.8, ["f1"] = 0.7 });
+        await run.RecordOutputAsync("predictions", "s3://bucket/p.csv", bytes: 0);
+        Assert.Empty(harness.Tap.Events("run.completed")); // nothing was sent while they were missing
+
+        var done = await run.CompleteAsync();
+        Assert.Equal("succeeded", done.Status);
+        Assert.Equal(["empty-output"], (await harness.Client.GetRunAsync(runId)).Warnings);
+    }
+
     // ---- Needs the server side of issue 15 item 3 (claim answers requirements; claimId; same registration again). ----
 
     [Fact]
