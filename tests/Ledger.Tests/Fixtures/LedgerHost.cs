@@ -58,9 +58,12 @@ public sealed class LedgerHost : IAsyncLifetime
     /// </summary>
     public Task<IAlbaHost> SecondInstance(Action<IServiceCollection>? configure = null) => StartInstance(configure);
 
-    private Dictionary<string, string> Settings() => new()
+    /// <summary>An instance configured as this host is, on the clock of this host, but on another database (one a test owns).</summary>
+    public Task<IAlbaHost> InstanceOn(string connectionString) => StartInstance(connectionString: connectionString);
+
+    private Dictionary<string, string> Settings(string? connectionString = null) => new()
     {
-        ["ConnectionStrings:Ledger"] = ConnectionString,
+        ["ConnectionStrings:Ledger"] = connectionString ?? ConnectionString,
         ["Ledger:AdminKey"] = AdminKey,
         ["Ledger:WorkerKeys:0"] = WorkerKey,
         ["Ledger:ReadKeys:0"] = ReadKey,
@@ -71,12 +74,12 @@ public sealed class LedgerHost : IAsyncLifetime
         ["Ledger:DaemonMode"] = "Leader",
     };
 
-    private Task<IAlbaHost> StartInstance(Action<IServiceCollection>? configure = null)
+    private Task<IAlbaHost> StartInstance(Action<IServiceCollection>? configure = null, string? connectionString = null)
     {
         JasperFxEnvironment.AutoStartHost = true;
         return AlbaHost.For<Program>(web =>
         {
-            foreach (var (key, value) in Settings()) web.UseSetting(key, value);
+            foreach (var (key, value) in Settings(connectionString)) web.UseSetting(key, value);
             web.ConfigureServices(services =>
             {
                 services.RemoveAll<TimeProvider>();
