@@ -104,6 +104,32 @@ public sealed class ApiDescriptionTests(LedgerHost ledger) : IClassFixture<Ledge
     private const string ApiProblem = "application/problem+json";
 
     [Fact]
+    public async Task each_operation_accepts_exactly_the_keys_its_security_declares()
+    {
+        var document = JsonNode.Parse(await Served())!;
+        var api = new Scenarios(ledger);
+        var keys = new Dictionary<string, string>
+        {
+            ["adminKey"] = LedgerHost.AdminKey, ["workerKey"] = LedgerHost.WorkerKey, ["readKey"] = LedgerHost.ReadKey,
+        };
+        foreach (var (path, item) in document["paths"]!.AsObject().Where(p => p.Key.StartsWith("/api/")))
+        {
+            foreach (var (method, operation) in item!.AsObject())
+            {
+                var declared = operation!["security"]!.AsArray().SelectMany(r => r!.AsObject().Select(s => s.Key)).ToHashSet();
+                var url = path.Replace("{id}", Scenarios.NewRunId("security"));
+                foreach (var (scheme, key) in keys)
+                {
+                    var answer = await api.Send(new HttpMethod(method.ToUpperInvariant()), url, key, method == "post" ? new { } : null);
+                    var refused = answer.Code is 401 or 403;
+                    Assert.True(refused != declared.Contains(scheme),
+                        $"{method.ToUpperInvariant()} {path} with the {scheme} answered {answer.Code} {answer.ProblemCode}, but its security declares {string.Join(", ", declared)}");
+                }
+            }
+        }
+    }
+
+    [Fact]
     public async Task the_events_body_is_one_event_or_an_array_each_a_union_of_the_ten_types()
     {
         var document = JsonNode.Parse(await Served())!;
