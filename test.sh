@@ -67,6 +67,8 @@ attr() {
 command -v dotnet >/dev/null 2>&1 || { log "the .NET SDK (dotnet) is required"; FAILED=1; finish; }
 # The Python client's suite runs with Debian's interpreter and Debian's pytest (no package index here).
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pytest" 2>/dev/null || apt_install python3 python3-pytest
+# The contract tests lint the API description and type-check a generated TypeScript client (tools/contract).
+need npm nodejs npm
 
 start_postgres() {
   local bin
