@@ -3,20 +3,38 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace Ledger.Infrastructure;
 
+/// <summary>
+/// What <c>GET /health</c> answers: 200 with each check when ready; when not, the API's refusal
+/// (503 <c>database-unavailable</c>, problem details, retryable, Retry-After) with the checks
+/// as an extension member, so that every API answer that is not a success is problem details.
+/// </summary>
 public static class HealthResponse
 {
-    public static Task Write(HttpContext context, HealthReport report)
+    public static async Task Write(HttpContext context, HealthReport report)
     {
-        context.Response.ContentType = "application/json";
-        var body = new
+        var checks = report.Entries.ToDictionary(e => e.Key, e => new HealthCheck(
+            e.Value.Status.ToString().ToLowerInvariant(), e.Value.Description));
+        if (report.Status != HealthStatus.Unhealthy)
         {
-            status = report.Status.ToString().ToLowerInvariant(),
-            checks = report.Entries.ToDictionary(e => e.Key, e => new
-            {
-                status = e.Value.Status.ToString().ToLowerInvariant(),
-                description = e.Value.Description,
-            }),
-        };
-        return JsonSerializer.SerializeAsync(context.Response.Body, body, LedgerJson.Options);
+            context.Response.ContentType = "application/json";
+            await JsonSerializer.SerializeAsync(context.Response.Body,
+                new Health(report.Status.ToString().ToLowerInvariant(), checks), LedgerJson.Options);
+            return;
+        }
+
+        var failed = string.Join(", ", checks.Where(c => c.Value.Status != "healthy").Select(c => c.Key));
+        var problem = Problem.Of(ProblemCodes.DatabaseUnavailable, "The ledger is not ready",
+            $"Failing checks: {failed}. Retry after the indicated delay.") with { RetryAfterSeconds = 2, Instance = context.Request.Path };
+        var body = JsonSerializer.SerializeToNode(problem, LedgerJson.Options)!.AsObject();
+        body["checks"] = JsonSerializer.SerializeToNode(checks, LedgerJson.Options);
+        context.Items[typeof(Problem)] = problem;
+        context.Response.StatusCode = problem.Status;
+        context.Response.ContentType = "application/problem+json";
+        context.Response.Headers.RetryAfter = "2";
+        await JsonSerializer.SerializeAsync(context.Response.Body, body, LedgerJson.Options);
     }
+
+    public sealed record HealthCheck(string Status, string? Description);
+
+    public sealed record Health(string Status, IReadOnlyDictionary<string, HealthCheck> Checks);
 }

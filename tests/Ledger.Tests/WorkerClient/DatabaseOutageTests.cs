@@ -36,6 +36,18 @@ public sealed class DatabaseOutageTests(LedgerHost ledger) : IClassFixture<Ledge
             await run.StartedAsync();
 
             postgres.Stop();
+            // Not ready is a refusal like any other: problem details, retryable, with the failing check.
+            using (var probe = host.Server.CreateClient())
+            {
+                var health = await probe.GetAsync("/health");
+                var problem = System.Text.Json.Nodes.JsonNode.Parse(await health.Content.ReadAsStringAsync())!;
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+                Assert.Equal("application/problem+json", health.Content.Headers.ContentType?.MediaType);
+                Assert.Equal("database-unavailable", problem["code"]!.GetValue<string>());
+                Assert.True(problem["retryable"]!.GetValue<bool>());
+                Assert.Equal("unhealthy", problem["checks"]!["database"]!["status"]!.GetValue<string>());
+                Assert.NotNull(health.Headers.RetryAfter);
+            }
             var sending = run.CommitItemsAsync("chunk-1", 40);
             // The first attempt meets the stopped database; the cluster comes back a little later.
             await WaitUntil(() => harness.Tap.Answers.Any(a => a.Request.EventType == "items.committed"), TimeSpan.FromSeconds(20));

@@ -279,6 +279,7 @@ public static class ApiDescription
     {
         const string schemaName = "Health";
         var status = new OpenApiSchema { Type = JsonSchemaType.String, Enum = [JsonValue.Create("healthy")!, JsonValue.Create("degraded")!, JsonValue.Create("unhealthy")!] };
+        // (a 503 answers the shared Problem schema; its extra member `checks` has this same shape)
         document.AddComponent(schemaName, new OpenApiSchema
         {
             Type = JsonSchemaType.Object,
@@ -325,7 +326,8 @@ public static class ApiDescription
                     Responses = new OpenApiResponses
                     {
                         ["200"] = Answer("Ready: the event store answers."),
-                        ["503"] = Answer("Not ready: a check failed (the body says which)."),
+                        // Not ready is a refusal like any other, with the checks beside the problem's members.
+                        ["503"] = Refusal([ProblemCatalogue.Get(ProblemCodes.DatabaseUnavailable)], document),
                     },
                 },
             },
