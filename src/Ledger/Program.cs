@@ -8,6 +8,7 @@ using Ledger.Infrastructure;
 using Ledger.Labels;
 using Ledger.Leaderboards;
 using Ledger.Runs;
+using Ledger.Web;
 using Marten;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
@@ -44,6 +45,7 @@ builder.Services.AddMarten(options =>
         options.AddLeaderboards();
         options.AddBatches();
         options.AddForensics();
+        options.Schema.For<DataProtectionKey>();
     })
     .UseLightweightSessions()
     .AddAsyncDaemon(ledger.DaemonMode == ProjectionDaemonMode.Solo ? DaemonMode.Solo : DaemonMode.Disabled)
@@ -75,6 +77,7 @@ builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(Jani
 builder.Services.AddSingleton<Janitor>();
 builder.Services.AddHostedService<JanitorService>();
 builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));
+builder.Services.AddLedgerConsole(builder.Configuration);
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
 {
@@ -87,13 +90,16 @@ var app = builder.Build();
 app.StopEmbeddedOnShutdown();
 
 app.UseLedgerErrors();
+app.UseConsoleHeaders();
 app.UseRouting();
+app.UseRateLimiter();
 app.UseInputBoundary();
 app.MapOpenApi("/openapi/{documentName}.json");
 app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write })
     .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
 app.MapWolverineEndpoints();
+app.MapLedgerConsole();
 app.MapProblemFallback();
 
 return await app.RunLedgerAsync(args, log);

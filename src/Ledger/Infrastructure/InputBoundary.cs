@@ -110,7 +110,7 @@ public static class InputBoundary
             var refusal = context.Request.Path.StartsWithSegments("/api")
                 ? await Unauthenticated(context) ?? problem
                 : problem;
-            await refusal.ToResult().ExecuteAsync(context);
+            await ErrorHandling.Answer(context, refusal);
             return;
         }
         await next(context);
