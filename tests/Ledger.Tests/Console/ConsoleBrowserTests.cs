@@ -53,7 +53,8 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         await Assertions.Expect(page.GetByLabel("Key")).ToBeFocusedAsync();
         await page.Keyboard.TypeAsync(LedgerHost.ReadKey);
         await page.Keyboard.PressAsync("Enter");
-        await page.WaitForURLAsync("**/runs");
+        await Assertions.Expect(page.Locator(".who")).ToBeVisibleAsync();
+        Assert.EndsWith("/runs", page.Url);
         Assert.DoesNotContain(LedgerHost.ReadKey, await page.ContentAsync());
         Assert.DoesNotContain(LedgerHost.ReadKey, page.Url);
         var session = (await page.Context.CookiesAsync()).Single(c => c.Name == "ledger-session");
@@ -63,7 +64,8 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         await Assertions.Expect(page.Locator(".who")).ToContainTextAsync("reader");
 
         await page.GetByRole(AriaRole.Button, new() { Name = "Sign out" }).ClickAsync();
-        await page.WaitForURLAsync(new Regex("/$"));
+        await Assertions.Expect(page.GetByLabel("Key")).ToBeVisibleAsync();
+        Assert.Empty((await page.Context.CookiesAsync()).Where(c => c.Name == "ledger-session"));
         await page.GotoAsync("/runs");
         Assert.True(await page.GetByLabel("Key").IsVisibleAsync());
     }

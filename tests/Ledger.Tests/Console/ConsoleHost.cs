@@ -103,7 +103,7 @@ public sealed class ConsoleHost : IAsyncLifetime
             await page.GotoAsync("/");
             await page.GetByLabel("Key").FillAsync(key);
             await page.GetByRole(AriaRole.Button, new() { Name = "Sign in" }).ClickAsync();
-            await page.WaitForURLAsync("**/runs");
+            await Assertions.Expect(page.Locator(".who")).ToBeVisibleAsync();
         }
         return page;
     }
