@@ -65,7 +65,7 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
 
         await page.GetByRole(AriaRole.Button, new() { Name = "Sign out" }).ClickAsync();
         await Assertions.Expect(page.GetByLabel("Key")).ToBeVisibleAsync();
-        Assert.Empty((await page.Context.CookiesAsync()).Where(c => c.Name == "ledger-session"));
+        Assert.DoesNotContain(await page.Context.CookiesAsync(), c => c.Name == "ledger-session");
         await page.GotoAsync("/runs");
         Assert.True(await page.GetByLabel("Key").IsVisibleAsync());
     }
@@ -251,13 +251,21 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
             host.Event("output.recorded", fields: new { name = "model", uri = "javascript:window.__pwned=5" }),
             host.Event("run.failed", fields: new { errorClass = "provider", message = svg }))).Status);
 
+        // A reason and an operator's name with markup, through the API twin of the console's form.
+        var (reclassified, body) = await host.Send(HttpMethod.Post, $"/api/runs/{runId}/reclassify", LedgerHost.AdminKey,
+            new { status = "lost", reason = script + svg, evidence = new[] { img }, @operator = "<i>mallory</i>" });
+        Assert.True(reclassified == 200, $"reclassify answered {reclassified}: {body}");
+        // A refused event whose payload (kept in the rejection log) is markup.
+        var (refused, _) = await host.Events(runId, token, host.Event("step.completed", fields: new { outcome = svg }));
+        Assert.True(refused >= 400);
+
         var page = await host.Page(LedgerHost.AdminKey);
         var dialogs = 0;
         page.Dialog += (_, d) => { dialogs++; _ = d.DismissAsync(); };
         var violations = new List<string>();
         page.Console += (_, m) => { if (m.Text.Contains("Content Security Policy")) violations.Add(m.Text); };
 
-        foreach (var path in new[] { $"/runs/{runId}", "/runs?board=hostile-board", "/runs" })
+        foreach (var path in new[] { $"/runs/{runId}", "/runs?board=hostile-board", "/runs", "/rejections", "/anomalies", "/boards/hostile-board" })
         {
             var response = await page.GotoAsync(path);
             var csp = await response!.HeaderValueAsync("content-security-policy");
@@ -265,7 +273,7 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
             Assert.DoesNotContain("unsafe-inline", csp);
             await page.Locator("details").EvaluateAllAsync<int>("ds => { ds.forEach(d => d.open = true); return ds.length; }");
             Assert.Null(await page.EvaluateAsync<int?>("() => window.__pwned ?? null"));
-            Assert.Equal(0, await page.Locator("main script, main img, main svg, main b").CountAsync());
+            Assert.Equal(0, await page.Locator("main script, main img, main svg:not(.chart), main b, main i").CountAsync());
             Assert.Equal(0, await page.Locator("a[href^='javascript']").CountAsync());
         }
         await page.GotoAsync($"/runs/{runId}");
@@ -273,7 +281,10 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         Assert.Contains(script, text);
         Assert.Contains(img, text);
         Assert.Contains(svg, text);
+        Assert.Contains(script + svg, text); // the reclassification's reason
+        Assert.Contains("operator:<i>mallory</i>", text);
         Assert.Equal(0, dialogs);
+        Assert.Empty(violations);
     }
 
     [Fact]
