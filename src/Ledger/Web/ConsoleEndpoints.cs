@@ -75,12 +75,12 @@ public static class ConsoleEndpoints
             return Page<RunsPage>(new { Session = session, Model = new RunsModel(query, runs.ToList(), total, number, size, null, now) });
         });
 
-        console.MapGet("/runs/{id}", async (string id, HttpContext context, IDocumentStore store, long? version, long? after, string? notice) =>
+        console.MapGet("/runs/{id}", async (string id, HttpContext context, IDocumentStore store, long? version, long? after, string? notice, string? follow) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
             var model = await LoadRun(id, store, version, after, context.RequestAborted);
             if (model is null) return NotFound(session, $"There is no run {id}.");
-            return Page<RunDetailPage>(new { Session = session, Model = model with { Notice = Known(notice) } });
+            return Page<RunDetailPage>(new { Session = session, Model = model with { Notice = Known(notice), Follow = follow == "1" && version is null } });
         });
 
         console.MapPost("/runs/{id}/cancel", async (string id, HttpContext context, RunDecisions decisions, TimeProvider clock,

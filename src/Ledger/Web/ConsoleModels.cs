@@ -35,7 +35,8 @@ public sealed record RunModel(
     long? Next,
     IReadOnlyList<Rejection> Refusals,
     string? Notice,
-    string? Error);
+    string? Error,
+    bool Follow = false);
 
 public static class Show
 {

@@ -180,6 +180,11 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         await Assertions.Expect(page.Locator("main")).ToContainTextAsync("completed-before-results");
         await ConsoleHost.Screenshot(page, "run-seed-000");
 
+        // A live run can be followed without script: the page reloads itself.
+        Assert.Equal(0, await page.Locator("meta[http-equiv=refresh]").CountAsync());
+        await page.GetByRole(AriaRole.Link, new() { NameRegex = new Regex("Follow this run") }).ClickAsync();
+        await Assertions.Expect(page.Locator("meta[http-equiv=refresh]")).ToHaveAttributeAsync("content", "10");
+
         await page.GotoAsync("/runs?anomaly=completed-before-results");
         Assert.Contains(runId, await page.ContentAsync());
     }
@@ -346,6 +351,10 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         await Assertions.Expect(rows.First).ToContainTextAsync("ana");
         await rows.First.GetByRole(AriaRole.Link, new() { Name = a }).ClickAsync();
         await Assertions.Expect(page.GetByRole(AriaRole.Heading, new() { Name = $"Run {a}" })).ToBeVisibleAsync();
+        await page.GoBackAsync();
+        await rows.First.GetByRole(AriaRole.Link, new() { Name = "the verdict that put it here" }).ClickAsync();
+        await Assertions.Expect(page.Locator("tr#verdict")).ToContainTextAsync("verdict.reached");
+        await Assertions.Expect(page.Locator("tr#verdict")).ToContainTextAsync("succeeded");
 
         // The batch: expected against reported, the missing run, counts by status.
         await page.GotoAsync($"/batches/{batch}");
