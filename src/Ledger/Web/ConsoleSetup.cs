@@ -45,6 +45,14 @@ public static class ConsoleSetup
         services.Configure<ConsoleOptions>(configuration.GetSection(ConsoleOptions.Section));
         var options = configuration.GetSection(ConsoleOptions.Section).Get<ConsoleOptions>() ?? new ConsoleOptions();
         services.AddRazorComponents();
+        // The console's forms are a key, a reason, a few lines of evidence: a post never needs more.
+        services.Configure<Microsoft.AspNetCore.Http.Features.FormOptions>(o =>
+        {
+            o.ValueLengthLimit = 16 * 1024;
+            o.ValueCountLimit = 64;
+            o.KeyLengthLimit = 256;
+            o.MultipartBodyLengthLimit = 64 * 1024;
+        });
 
         // Cookie and antiforgery keys in PostgreSQL: sessions survive restarts and work on every node.
         services.AddDataProtection().SetApplicationName("run-ledger");
@@ -164,8 +172,9 @@ public static class ConsoleSetup
             await context.RequestServices.GetRequiredService<IAntiforgery>().ValidateRequestAsync(context);
             return true;
         }
-        catch (AntiforgeryValidationException)
+        catch (Exception e) when (e is AntiforgeryValidationException or InvalidDataException or IOException)
         {
+            // No token, a foreign one, or a form too large or malformed to read (FormOptions below): nothing is done.
             return false;
         }
     }

@@ -129,6 +129,23 @@ public sealed class ConsoleHttpTests(LedgerHost ledger) : IClassFixture<LedgerHo
     }
 
     [Fact]
+    public async Task a_post_that_is_not_a_small_form_is_an_html_400_never_a_500()
+    {
+        var client = new ConsoleClient(ledger.Host);
+        var (name, value) = await client.Token();
+        var http = ledger.Host.Server.CreateClient();
+        using var json = new HttpRequestMessage(HttpMethod.Post, "/sign-in") { Content = new StringContent("{\"key\":\"x\"}", System.Text.Encoding.UTF8, "application/json") };
+        var response = await http.SendAsync(json);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("text/html", response.Content.Headers.ContentType?.MediaType);
+
+        // Refused as an unreadable form (400) where the form limits apply, else as no key of this ledger (401).
+        var (status, _, huge) = await client.Send(HttpMethod.Post, "/sign-in", new() { [name] = value, ["key"] = new string('k', 100_000) });
+        Assert.True(status is HttpStatusCode.BadRequest or HttpStatusCode.Unauthorized, status.ToString());
+        Assert.Equal("text/html", huge.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Fact]
     public async Task the_api_lists_runs_by_label_time_range_and_stuck_for_seconds()
     {
         var api = new Scenarios(ledger);
