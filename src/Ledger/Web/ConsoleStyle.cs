@@ -31,7 +31,9 @@ public static class ConsoleStyle
         th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
         th { background: var(--band); font-size: .85rem; }
         table.small { width: auto; min-width: 50%; }
-        .wrap, td { overflow-wrap: anywhere; }
+        .wrap { overflow-wrap: anywhere; min-width: 8rem; }
+        td { overflow-wrap: break-word; }
+        .status, td:first-child a { white-space: nowrap; }
         pre { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 40rem; margin: .25rem 0; font-size: .8rem; }
         dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1rem; }
         dl.facts dt { font-weight: 600; color: var(--muted); }
