@@ -65,6 +65,7 @@ attr() {
 #   need pytest-3 python3-pytest       # Python suite
 # ---------------------------------------------------------------------------------------------
 command -v dotnet >/dev/null 2>&1 || { log "the .NET SDK (dotnet) is required"; FAILED=1; finish; }
+need chromium chromium             # browser suite (Playwright .NET drives Debian's chromium)
 # The Python client's suite runs with Debian's interpreter and Debian's pytest (no package index here).
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pytest" 2>/dev/null || apt_install python3 python3-pytest
 # The contract tests lint the API description and type-check a generated TypeScript client (tools/contract).

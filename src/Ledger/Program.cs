@@ -9,6 +9,7 @@ using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Leaderboards;
 using Ledger.Runs;
+using Ledger.Web;
 using Marten;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
@@ -46,6 +47,7 @@ builder.Services.AddMarten(options =>
         options.AddLeaderboards();
         options.AddBatches();
         options.AddForensics();
+        options.Schema.For<DataProtectionKey>();
     })
     .UseLightweightSessions()
     .AddAsyncDaemon(ledger.DaemonMode == ProjectionDaemonMode.Solo ? DaemonMode.Solo : DaemonMode.Disabled)
@@ -77,6 +79,7 @@ builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(Jani
 builder.Services.AddSingleton<Janitor>();
 builder.Services.AddHostedService<JanitorService>();
 builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));
+builder.Services.AddLedgerConsole(builder.Configuration);
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddLedgerOpenApi();
 
@@ -84,7 +87,9 @@ var app = builder.Build();
 app.StopEmbeddedOnShutdown();
 
 app.UseLedgerErrors();
+app.UseConsoleHeaders();
 app.UseRouting();
+app.UseRateLimiter();
 app.UseInputBoundary();
 app.MapOpenApi("/openapi/{documentName}.json");
 // The interactive page over the description; its scripts are embedded, and it asks no outside host (no fonts, no telemetry).
@@ -97,6 +102,7 @@ app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthR
     .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
 app.MapWolverineEndpoints();
+app.MapLedgerConsole();
 app.MapProblemFallback();
 
 return await app.RunLedgerAsync(args, log);

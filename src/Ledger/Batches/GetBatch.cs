@@ -55,26 +55,34 @@ public static class GetBatchEndpoint
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
 
+        var view = await Load(id, store, vocabulary, options.Value, clock, context.RequestAborted);
+        return view is null ? BatchNotFound(id).ToResult() : Results.Json(view, LedgerJson.Options);
+    }
+
+    /// <summary>The batch reconciled now, or null when no such batch is defined (shared with the console).</summary>
+    public static async Task<BatchView?> Load(string id, IDocumentStore store, LabelVocabulary vocabulary, BatchOptions options,
+        TimeProvider clock, CancellationToken ct)
+    {
         await using var session = store.QuerySession();
-        var batch = await session.LoadAsync<Batch>(id, context.RequestAborted);
-        if (batch is null) return BatchNotFound(id).ToResult();
+        var batch = await session.LoadAsync<Batch>(id, ct);
+        if (batch is null) return null;
 
         var members = await session.Query<Run>()
             .Where(r => r.Batch == id)
             .OrderBy(r => r.RegisteredAt).ThenBy(r => r.Id)
             .Select(r => new BatchMember { RunId = r.Id, Status = r.Status, Labels = r.Labels, RegisteredAt = r.RegisteredAt, TerminalAt = r.TerminalAt })
-            .ToListAsync(context.RequestAborted);
+            .ToListAsync(ct);
 
         // An expected run id that is not in the batch may have been registered without it: say so.
         var inBatch = members.Select(m => m.RunId).ToHashSet(StringComparer.Ordinal);
         var absent = batch.Expected.Where(e => e.RunId is not null && !inBatch.Contains(e.RunId)).Select(e => e.RunId!).ToArray();
         var elsewhere = absent.Length == 0
             ? new Dictionary<string, string>()
-            : (await session.LoadManyAsync<Run>(context.RequestAborted, absent)).ToDictionary(r => r.Id, r => r.Batch ?? "", StringComparer.Ordinal);
+            : (await session.LoadManyAsync<Run>(ct, absent)).ToDictionary(r => r.Id, r => r.Batch ?? "", StringComparer.Ordinal);
 
         var view = BatchReconciliation.Reconcile(batch, members, vocabulary, clock.GetUtcNow(),
-            TimeSpan.FromSeconds(options.Value.MissingAfterSeconds), elsewhere);
-        return Results.Json(view, LedgerJson.Options);
+            TimeSpan.FromSeconds(options.MissingAfterSeconds), elsewhere);
+        return view;
     }
 
     public static Problem BatchNotFound(string id) =>

@@ -38,9 +38,14 @@ public static class GetKpisEndpoint
         UnauthenticatedRefusals unauthenticated)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        await unauthenticated.FlushAsync(context.RequestAborted);
-        var schema = options.Value.SchemaName;
-        var ct = context.RequestAborted;
+        var kpis = await Compute(database, options.Value.SchemaName, unauthenticated, context.RequestAborted);
+        return Results.Json(kpis, LedgerJson.Options);
+    }
+
+    /// <summary>The KPIs now (shared with the console).</summary>
+    public static async Task<Kpis> Compute(ReadDatabase database, string schema, UnauthenticatedRefusals unauthenticated, CancellationToken ct)
+    {
+        await unauthenticated.FlushAsync(ct);
 
         await using var batch = database.Source.CreateBatch();
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"select lower(data->>'status'), count(*) from {schema}.mt_doc_run group by 1"));
@@ -75,7 +80,7 @@ public static class GetKpisEndpoint
         var terminal = byStatus["succeeded"] + byStatus["failed"] + byStatus["lost"] + byStatus["cancelled"];
         long Anomalies(string kind) => anomalies.GetValueOrDefault(kind);
 
-        return Results.Json(new Kpis(
+        return new Kpis(
             byStatus.Values.Sum(),
             byStatus,
             terminal == 0 ? null : (double)byStatus["lost"] / terminal,
@@ -86,7 +91,7 @@ public static class GetKpisEndpoint
             Anomalies(AnomalyKinds.LateEvent),
             anomalies,
             rejections,
-            new TimeToTerminal(terminalRuns, percentiles?[0], percentiles?[1], percentiles?[2])), LedgerJson.Options);
+            new TimeToTerminal(terminalRuns, percentiles?[0], percentiles?[1], percentiles?[2]));
     }
 
     private static async Task<Dictionary<string, long>> Counts(NpgsqlDataReader reader, CancellationToken ct)

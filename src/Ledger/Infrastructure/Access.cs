@@ -64,6 +64,13 @@ public sealed class Access
                 $"A {role.Value.ToString().ToLowerInvariant()} key cannot do this; it needs one of: {string.Join(", ", allowed.Select(a => a.ToString().ToLowerInvariant()))}.");
     }
 
+    /// <summary>The role of a key given as its digest (the console keeps only the digest in its session), or null.</summary>
+    public Role? RoleOfDigest(byte[] digest) =>
+        Matches(_admin, digest) ? Role.Admin
+        : _workers.Any(w => Matches(w, digest)) ? Role.Worker
+        : _readers.Any(r => Matches(r, digest)) ? Role.Reader
+        : null;
+
     /// <summary>True when the token is one of the configured keys, whatever its role.</summary>
     public bool IsKey(string token)
     {

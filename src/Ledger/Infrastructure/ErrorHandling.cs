@@ -19,7 +19,7 @@ public static class ErrorHandling
             if (context.Response is { StatusCode: >= 400, HasStarted: false, ContentLength: null } response
                 && string.IsNullOrEmpty(response.ContentType))
             {
-                await ForBareStatus(context).ToResult().ExecuteAsync(context);
+                await Answer(context, ForBareStatus(context));
             }
             if (context.Items[typeof(Problem)] is Problem { Status: 401 } unauthenticated)
             {
@@ -35,9 +35,21 @@ public static class ErrorHandling
         {
             var problem = Translate(e, context);
             context.Response.Clear();
-            await problem.ToResult().ExecuteAsync(context);
+            await Answer(context, problem);
         }
     });
+
+    /// <summary>Problem details for the API; the same refusal as an HTML page for the console's paths.</summary>
+    public static Task Answer(HttpContext context, Problem problem)
+    {
+        if (!Ledger.Web.ConsolePaths.IsConsole(context)) return problem.ToResult().ExecuteAsync(context);
+        if (problem.RetryAfterSeconds is { } retry) context.Response.Headers.RetryAfter = retry.ToString();
+        if (problem is { Status: 405, Allowed: { } allowed }) context.Response.Headers.Allow = string.Join(", ", allowed);
+        var detail = problem.Errors is { Count: > 0 } errors
+            ? string.Join(" ", errors.Select(e => $"{e.Key}: {string.Join(" ", e.Value)}"))
+            : problem.Detail ?? "";
+        return Ledger.Web.ConsoleHtml.WriteError(context, problem.Status, problem.Title, detail);
+    }
 
     private static Problem ForBareStatus(HttpContext context) => context.Response.StatusCode switch
     {
@@ -82,14 +94,20 @@ public static class ErrorHandling
     /// The fallback matches every path, file-like ones (/.env, /x.php) included.
     /// </summary>
     public static IEndpointConventionBuilder MapProblemFallback(this WebApplication app) =>
-        app.MapFallback("{*path}", (HttpContext context, EndpointDataSource endpoints) =>
+        app.MapFallback("{*path}", async (HttpContext context, EndpointDataSource endpoints) =>
         {
             var allowed = AllowedMethods(endpoints, context.Request.Path);
-            if (allowed.Count == 0) return NoSuchEndpoint(context).ToResult();
+            if (allowed.Count == 0)
+            {
+                await Answer(context, Ledger.Web.ConsolePaths.IsConsole(context)
+                    ? Problem.Of(ProblemCodes.NotFound, "Not found", $"There is no page at {context.Request.Path}.")
+                    : NoSuchEndpoint(context));
+                return;
+            }
             context.Response.Headers.Allow = string.Join(", ", allowed);
-            return (Problem.Of(ProblemCodes.MethodNotAllowed,
+            await Answer(context, Problem.Of(ProblemCodes.MethodNotAllowed,
                 detail: $"{context.Request.Method} is not allowed on {context.Request.Path}; use {string.Join(" or ", allowed)}.")
-                with { Allowed = allowed }).ToResult();
+                with { Allowed = allowed });
         }).ExcludeFromDescription();
 
     private static Problem NoSuchEndpoint(HttpContext context) =>

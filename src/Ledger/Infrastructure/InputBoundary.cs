@@ -110,7 +110,7 @@ public static class InputBoundary
             var refusal = context.Request.Path.StartsWithSegments("/api")
                 ? await Unauthenticated(context) ?? problem
                 : problem;
-            await refusal.ToResult().ExecuteAsync(context);
+            await ErrorHandling.Answer(context, refusal);
             return;
         }
         await next(context);
@@ -141,7 +141,8 @@ public static class InputBoundary
             foreach (var value in values)
             {
                 var reason = QueryValueProblem(value ?? "");
-                if (reason is null && IntegerParameters.TryGetValue(name, out var max) &&
+                // An empty value is an absent one (an HTML form sends its empty fields).
+                if (reason is null && !string.IsNullOrEmpty(value) && IntegerParameters.TryGetValue(name, out var max) &&
                     !(long.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number)
                       && number <= max && number >= -max))
                 {

@@ -49,7 +49,7 @@ public static class GetLeaderboardEndpoint
     /// The board as it stood at a time: the board's verdicts up to then, folded exactly as the
     /// standings projection folds them. A forensic read: it scans the board's verdict events.
     /// </summary>
-    private static async Task<Leaderboard> AsOf(IQuerySession session, Board board, DateTimeOffset time, int page, int size, CancellationToken ct)
+    internal static async Task<Leaderboard> AsOf(IQuerySession session, Board board, DateTimeOffset time, int page, int size, CancellationToken ct)
     {
         var verdicts = await session.Events.QueryAllRawEvents()
             .Where(e => e.EventTypesAre(typeof(Runs.VerdictReached)))
@@ -81,7 +81,7 @@ public static class GetLeaderboardEndpoint
     /// One page of the board from the standings' own columns (duplicated out of the documents),
     /// so a read never unpacks a participant's result history: one indexed, sorted query.
     /// </summary>
-    private static async Task<(List<LeaderboardRow> Rows, long Total)> Current(ReadDatabase database, string schema, Board board,
+    internal static async Task<(List<LeaderboardRow> Rows, long Total)> Current(ReadDatabase database, string schema, Board board,
         int page, int size, CancellationToken ct)
     {
         var ranking = board.Ranking;

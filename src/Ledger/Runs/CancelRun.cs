@@ -36,15 +36,7 @@ public static class CancelRunEndpoint
         if (admission.Refusal is not null) return admission.Refusal;
         var request = admission.Request!;
 
-        var outcome = await decisions.Decide<object>(id, stream =>
-        {
-            var run = stream.Aggregate;
-            if (run is null) return RunProblems.NotFound(id);
-            if (run.Status.IsTerminal()) return RunProblems.Terminal(run);
-            var cancelled = new RunCancelled(request.Reason, clock.GetUtcNow());
-            stream.AppendOne(cancelled);
-            return new RunCancelledResponse(id, RunStatus.Cancelled, request.Reason ?? "cancelled-by-operator");
-        }, context.RequestAborted);
+        var outcome = await Decide(id, request, decisions, clock, context.RequestAborted);
 
         return outcome switch
         {
@@ -53,4 +45,16 @@ public static class CancelRunEndpoint
             _ => throw new InvalidOperationException("unexpected cancel outcome"),
         };
     }
+
+    /// <summary>The decision itself, shared by the API and the console: a <see cref="Problem"/> or a <see cref="RunCancelledResponse"/>.</summary>
+    public static Task<object> Decide(string id, CancelRun request, RunDecisions decisions, TimeProvider clock, CancellationToken ct) =>
+        decisions.Decide<object>(id, stream =>
+        {
+            var run = stream.Aggregate;
+            if (run is null) return RunProblems.NotFound(id);
+            if (run.Status.IsTerminal()) return RunProblems.Terminal(run);
+            var cancelled = new RunCancelled(request.Reason, clock.GetUtcNow());
+            stream.AppendOne(cancelled);
+            return new RunCancelledResponse(id, RunStatus.Cancelled, request.Reason ?? "cancelled-by-operator");
+        }, ct);
 }

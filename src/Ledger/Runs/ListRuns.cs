@@ -1,5 +1,6 @@
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
+using Ledger.Labels;
 using Marten;
 using Marten.Pagination;
 using Microsoft.AspNetCore.Mvc;
@@ -8,7 +9,11 @@ using Wolverine.Http;
 namespace Ledger.Runs;
 
 public sealed record RunSummary(string RunId, RunStatus Status, string? Reason, string? Board, string? Participant,
-    string? Batch, long Version, IReadOnlyList<string> Anomalies, DateTimeOffset RegisteredAt, DateTimeOffset? TerminalAt);
+    string? Batch, long Version, IReadOnlyList<string> Anomalies, DateTimeOffset RegisteredAt, DateTimeOffset? TerminalAt)
+{
+    public static RunSummary From(Run r) => new(r.Id, r.Status, r.Reason, r.Board, r.Participant, r.Batch, r.Version,
+        r.Anomalies.Select(a => a.Kind).Distinct().ToList(), r.RegisteredAt, r.TerminalAt);
+}
 
 public sealed record RunPage(IReadOnlyList<RunSummary> Items, int Page, int PageSize, long Total);
 
@@ -17,37 +22,19 @@ public static class ListRunsEndpoint
     [WolverineGet("/api/runs", Name = "ListRuns")]
     [Accepts(Credential.AdminKey, Credential.ReadKey)]
     [Tags("Runs")]
-    [EndpointSummary("Runs filtered by status, board, participant, batch or anomaly kind, newest first, paged (admin or read key)")]
+    [EndpointSummary("Runs filtered by status, board, participant, batch, anomaly kind, label (key:value), registration time (from, to) or stuckFor=SECONDS (claimed or running, no heartbeat for that long), newest first, paged (admin or read key)")]
     [ProducesResponseType<RunPage>(200)]
-    public static async Task<IResult> Get(HttpContext context, Access access, IDocumentStore store,
-        string? status, string? board, string? participant, string? batch, string? anomaly, int? page, int? pageSize)
+    public static async Task<IResult> Get(HttpContext context, Access access, IDocumentStore store, LabelVocabulary vocabulary, TimeProvider clock,
+        string? status, string? board, string? participant, string? batch, string? anomaly, string? label, string? from, string? to,
+        string? stuckFor, int? page, int? pageSize)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        RunStatus? wanted = null;
-        if (status is not null)
-        {
-            if (!Enum.TryParse<RunStatus>(status, ignoreCase: true, out var parsed) || int.TryParse(status, out _))
-            {
-                return RequestBody.Invalid(new Dictionary<string, string[]>
-                {
-                    ["status"] = [$"Unknown status; allowed: {string.Join(", ", RunStatusRules.WireNames)}."],
-                }).ToResult();
-            }
-            wanted = parsed;
-        }
+        var (filter, refusal) = RunFilter.Parse(status, board, participant, batch, anomaly, label, from, to, stuckFor, vocabulary);
+        if (refusal is not null) return refusal.ToResult();
         var (number, size) = Paging.Normalize(page, pageSize);
 
         await using var session = store.QuerySession();
-        IQueryable<Run> query = session.Query<Run>();
-        if (wanted is { } s) query = query.Where(r => r.Status == s);
-        if (board is not null) query = query.Where(r => r.Board == board);
-        if (participant is not null) query = query.Where(r => r.Participant == participant);
-        if (batch is not null) query = query.Where(r => r.Batch == batch);
-        if (anomaly is not null) query = query.Where(r => r.Anomalies.Any(a => a.Kind == anomaly));
-
-        var runs = await query.OrderByDescending(r => r.RegisteredAt).ThenBy(r => r.Id).ToPagedListAsync(number, size, context.RequestAborted);
-        var items = runs.Select(r => new RunSummary(r.Id, r.Status, r.Reason, r.Board, r.Participant, r.Batch, r.Version,
-            r.Anomalies.Select(a => a.Kind).Distinct().ToList(), r.RegisteredAt, r.TerminalAt)).ToList();
-        return Results.Json(new RunPage(items, number, size, runs.TotalItemCount), LedgerJson.Options);
+        var result = await filter!.PageAsync(session, clock.GetUtcNow(), number, size, context.RequestAborted);
+        return Results.Json(result, LedgerJson.Options);
     }
 }

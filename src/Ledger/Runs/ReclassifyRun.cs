@@ -48,7 +48,19 @@ public static class ReclassifyRunEndpoint
         if (admission.Refusal is not null) return admission.Refusal;
         var request = admission.Request!;
 
-        var outcome = await decisions.Decide<object>(id, stream =>
+        var outcome = await Decide(id, request, decisions, clock, context.RequestAborted);
+
+        return outcome switch
+        {
+            Problem problem => await rejections.Refuse(context, problem, admission.Raw),
+            RunView view => Results.Json(view, LedgerJson.Options),
+            _ => throw new InvalidOperationException("unexpected reclassify outcome"),
+        };
+    }
+
+    /// <summary>The decision itself, shared by the API and the console: a <see cref="Problem"/> or the <see cref="RunView"/> after it.</summary>
+    public static Task<object> Decide(string id, ReclassifyRun request, RunDecisions decisions, TimeProvider clock, CancellationToken ct) =>
+        decisions.Decide<object>(id, stream =>
         {
             var run = stream.Aggregate;
             if (run is null) return RunProblems.NotFound(id);
@@ -76,13 +88,5 @@ public static class ReclassifyRunEndpoint
             after.Apply(reclassified);
             after.Version = run.Version + 1;
             return RunView.From(after);
-        }, context.RequestAborted);
-
-        return outcome switch
-        {
-            Problem problem => await rejections.Refuse(context, problem, admission.Raw),
-            RunView view => Results.Json(view, LedgerJson.Options),
-            _ => throw new InvalidOperationException("unexpected reclassify outcome"),
-        };
-    }
+        }, ct);
 }

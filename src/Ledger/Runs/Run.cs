@@ -119,6 +119,8 @@ public sealed class Run
     public DateTimeOffset? ClaimedAt { get; set; }
     public DateTimeOffset? StartedAt { get; set; }
     public DateTimeOffset? LastEventAt { get; set; }
+    /// <summary>When the lease holder last proved it was alive (its claim or its latest heartbeat): what "stuck" is measured from.</summary>
+    public DateTimeOffset? LastHeartbeatAt { get; set; }
     public DateTimeOffset? TerminalAt { get; set; }
 
     public bool CompletionReported { get; set; }
@@ -178,6 +180,7 @@ public sealed class Run
         ClaimIdHash = e.ClaimIdHash;
         TokenNonce = e.TokenNonce;
         ClaimedAt ??= e.ClaimedAt;
+        LastHeartbeatAt = e.ClaimedAt;
         Claims++;
         if (Status == RunStatus.Registered) Status = RunStatus.Claimed;
     }
@@ -413,6 +416,7 @@ public sealed class Run
                 break;
             case HeartbeatReceived h:
                 LeaseExpiresAt = h.RecordedAt.AddSeconds(LeaseSeconds);
+                LastHeartbeatAt = h.RecordedAt;
                 break;
             case LogWritten l:
                 LogLines += l.Lines.Count;

@@ -14,7 +14,11 @@ public static class RunsConfiguration
             .Index(r => r.Status)
             .Index(r => r.Board)
             .Index(r => r.Batch)
-            .Index(r => r.LeaseExpiresAt);
+            .Index(r => r.LeaseExpiresAt)
+            // The console's and the API's filters: stuck runs (no heartbeat since) and time ranges are index lookups.
+            .Index(r => r.LastHeartbeatAt)
+            .Index(r => r.RegisteredAt)
+            .Index(r => r.TerminalAt);
         options.Schema.For<LeaseHolder>();
 
         options.Events.AddEventTypes([

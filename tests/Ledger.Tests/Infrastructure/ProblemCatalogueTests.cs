@@ -70,7 +70,7 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
         Expect(await _api.Send(HttpMethod.Post, "/api/runs", null, new { }), ProblemCodes.MissingCredentials);
         Expect(await _api.Send(HttpMethod.Post, "/api/runs", "not-a-key", new { }), ProblemCodes.InvalidCredentials);
         Expect(await _api.Send(HttpMethod.Post, "/api/runs", LedgerHost.ReadKey, new { }), ProblemCodes.Forbidden);
-        Expect(await _api.Send(HttpMethod.Get, "/.env", admin), ProblemCodes.NotFound);
+        Expect(await _api.Send(HttpMethod.Get, "/api/.env", admin), ProblemCodes.NotFound);
         Expect(await _api.Send(HttpMethod.Delete, "/api/runs", admin), ProblemCodes.MethodNotAllowed);
         Expect(await _api.GetRun(NewRunId()), ProblemCodes.RunNotFound);
         Expect(await _api.Send(HttpMethod.Get, "/api/boards/no-such-board/leaderboard", admin), ProblemCodes.BoardNotFound);

@@ -318,17 +318,31 @@ public sealed class HostileInputTests(LedgerHost ledger) : IClassFixture<LedgerH
     }
 
     [Theory]
-    [InlineData("/.env")]
-    [InlineData("/x.php")]
     [InlineData("/api/runs/x/y/z")]
-    [InlineData("/favicon.ico")]
-    public async Task unknown_paths_file_like_ones_included_are_404_problems(string url)
+    [InlineData("/api/.env")]
+    [InlineData("/health/x.php")]
+    [InlineData("/openapi/nothing")]
+    public async Task unknown_api_paths_file_like_ones_included_are_404_problems(string url)
     {
         var response = await _api.Send(HttpMethod.Get, url, null);
         Assert.Equal(HttpStatusCode.NotFound, response.Status);
         Assert.Equal("application/problem+json", response.ContentType);
         Assert.Equal(ProblemCodes.NotFound, response.ProblemCode);
         Assert.False(response.Retryable);
+    }
+
+    /// <summary>PRODUCT.md: problem details are the API's answer; the console's paths answer HTML, error pages included.</summary>
+    [Theory]
+    [InlineData("/.env")]
+    [InlineData("/x.php")]
+    [InlineData("/favicon.ico")]
+    [InlineData("/runs/x/y/z")]
+    public async Task unknown_console_paths_are_404_html_pages(string url)
+    {
+        var response = await _api.Send(HttpMethod.Get, url, null);
+        Assert.Equal(HttpStatusCode.NotFound, response.Status);
+        Assert.Equal("text/html", response.ContentType);
+        Assert.Contains("Not found", response.Text);
     }
 
     [Fact]

@@ -231,6 +231,28 @@ public static class ApiDescription
             case "board" or "participant" or "batch":
                 parameter.Description = $"Only runs of this {parameter.Name}.";
                 break;
+            case "from" or "to":
+                schema.Format = "date-time";
+                parameter.Description = operationId == "GetKpiSeries"
+                    ? $"The window's {(parameter.Name == "from" ? "start" : "end")} (ISO 8601; UTC when no offset is given)."
+                    : $"Only runs registered {(parameter.Name == "from" ? "at or after" : "before")} this time (ISO 8601; UTC when no offset is given).";
+                break;
+            case "label":
+                schema.Pattern = "^[^:]+:.+$";
+                parameter.Description = "Only runs with this label, as `key:value` (the value is normalized like a registration's).";
+                break;
+            case "stuckFor":
+                schema.Type = JsonSchemaType.Integer;
+                schema.Format = "int64";
+                schema.Minimum = "1";
+                schema.Maximum = RunFilter.MaxStuckForSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                parameter.Description = "Only runs claimed or running with no heartbeat for at least this many seconds, not yet lost.";
+                break;
+            case "bucket":
+                schema.Enum = [JsonValue.Create("hour")!, JsonValue.Create("day")!];
+                schema.Default = JsonValue.Create("day");
+                parameter.Description = "One point per hour or per day.";
+                break;
             case "since" or "at":
                 schema.Format = "date-time";
                 parameter.Description = parameter.Name == "at"
