@@ -47,12 +47,7 @@ public sealed class Access
                 "Send `Authorization: Bearer <key>`.");
         }
 
-        var digest = Digest(token);
-        var role = Matches(_admin, digest) ? Role.Admin
-            : _workers.Any(w => Matches(w, digest)) ? Role.Worker
-            : _readers.Any(r => Matches(r, digest)) ? Role.Reader
-            : (Role?)null;
-
+        var role = RoleOfDigest(Digest(token));
         if (role is null)
         {
             return Problem.Of(ProblemCodes.InvalidCredentials, "The credentials are not recognised",
@@ -72,11 +67,7 @@ public sealed class Access
         : null;
 
     /// <summary>True when the token is one of the configured keys, whatever its role.</summary>
-    public bool IsKey(string token)
-    {
-        var digest = Digest(token);
-        return Matches(_admin, digest) | _workers.Any(w => Matches(w, digest)) | _readers.Any(r => Matches(r, digest));
-    }
+    public bool IsKey(string token) => RoleOfDigest(Digest(token)) is not null;
 
     public static bool Matches(byte[]? expected, byte[] actual) =>
         expected is not null && CryptographicOperations.FixedTimeEquals(expected, actual);

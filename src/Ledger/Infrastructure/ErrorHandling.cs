@@ -43,8 +43,7 @@ public static class ErrorHandling
     public static Task Answer(HttpContext context, Problem problem)
     {
         if (!Ledger.Web.ConsolePaths.IsConsole(context)) return problem.ToResult().ExecuteAsync(context);
-        if (problem.RetryAfterSeconds is { } retry) context.Response.Headers.RetryAfter = retry.ToString();
-        if (problem is { Status: 405, Allowed: { } allowed }) context.Response.Headers.Allow = string.Join(", ", allowed);
+        problem.ApplyTo(context);
         var detail = problem.Errors is { Count: > 0 } errors
             ? string.Join(" ", errors.Select(e => $"{e.Key}: {string.Join(" ", e.Value)}"))
             : problem.Detail ?? "";
@@ -104,7 +103,6 @@ public static class ErrorHandling
                     : NoSuchEndpoint(context));
                 return;
             }
-            context.Response.Headers.Allow = string.Join(", ", allowed);
             await Answer(context, Problem.Of(ProblemCodes.MethodNotAllowed,
                 detail: $"{context.Request.Method} is not allowed on {context.Request.Path}; use {string.Join(" or ", allowed)}.")
                 with { Allowed = allowed });

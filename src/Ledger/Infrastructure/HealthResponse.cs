@@ -27,10 +27,8 @@ public static class HealthResponse
             $"Failing checks: {failed}. Retry after the indicated delay.") with { RetryAfterSeconds = 2, Instance = context.Request.Path };
         var body = JsonSerializer.SerializeToNode(problem, LedgerJson.Options)!.AsObject();
         body["checks"] = JsonSerializer.SerializeToNode(checks, LedgerJson.Options);
-        context.Items[typeof(Problem)] = problem;
-        context.Response.StatusCode = problem.Status;
+        problem.ApplyTo(context);
         context.Response.ContentType = "application/problem+json";
-        context.Response.Headers.RetryAfter = "2";
         await JsonSerializer.SerializeAsync(context.Response.Body, body, LedgerJson.Options);
     }
 

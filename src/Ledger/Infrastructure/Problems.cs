@@ -186,6 +186,23 @@ public sealed record Problem
     }
 
     public IResult ToResult() => new ProblemResult(this);
+
+    /// <summary>
+    /// The parts of the answer outside the body: the status, Retry-After for a retryable refusal,
+    /// Allow for a 405, and the refusal remembered for what observes answers (unauthenticated counts).
+    /// Every writer of a refusal (problem details, the health answer, the console's HTML) calls this.
+    /// </summary>
+    public void ApplyTo(HttpContext context)
+    {
+        var response = context.Response;
+        response.StatusCode = Status;
+        if (RetryAfterSeconds is { } seconds)
+        {
+            response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        if (Status == 405 && Allowed is { Count: > 0 } methods) response.Headers.Allow = string.Join(", ", methods);
+        context.Items[typeof(Problem)] = this;
+    }
 }
 
 internal sealed class ProblemResult(Problem problem) : IResult, IStatusCodeHttpResult
@@ -195,13 +212,8 @@ internal sealed class ProblemResult(Problem problem) : IResult, IStatusCodeHttpR
     public async Task ExecuteAsync(HttpContext httpContext)
     {
         var response = httpContext.Response;
-        response.StatusCode = problem.Status;
+        problem.ApplyTo(httpContext);
         response.ContentType = "application/problem+json";
-        if (problem.RetryAfterSeconds is { } seconds)
-        {
-            response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        }
-        httpContext.Items[typeof(Problem)] = problem;
         var withInstance = problem.Instance is null ? problem with { Instance = httpContext.Request.Path } : problem;
         await JsonSerializer.SerializeAsync(response.Body, withInstance, LedgerJson.Options, httpContext.RequestAborted);
     }
