@@ -92,13 +92,8 @@ public static class ConsoleEndpoints
             var reason = form["reason"].ToString();
             var request = new CancelRun { Reason = string.IsNullOrWhiteSpace(reason) ? null : reason };
             if (Invalid(validator.Validate(request)) is { } invalid) return await Again(id, session!, store, invalid, 422, context.RequestAborted);
-            var outcome = await CancelRunEndpoint.Decide(id, request, decisions, clock, context.RequestAborted);
-            if (outcome is Problem problem)
-            {
-                await rejections.Refuse(context, problem);
-                return await Again(id, session!, store, $"Refused ({problem.Code}): {problem.Detail ?? problem.Title}", problem.Status, context.RequestAborted);
-            }
-            return Results.Redirect($"/runs/{Uri.EscapeDataString(id)}?notice=cancelled");
+            return await Acted(id, context, session!, store, rejections, "cancelled",
+                await CancelRunEndpoint.Decide(id, request, decisions, clock, context.RequestAborted));
         }).DisableAntiforgery();
 
         console.MapPost("/runs/{id}/reclassify", async (string id, HttpContext context, RunDecisions decisions, TimeProvider clock,
@@ -117,13 +112,8 @@ public static class ConsoleEndpoints
             };
             if (request.Operator is null) return await Again(id, session!, store, "operator: Name yourself; the decision is audited under your name.", 422, context.RequestAborted);
             if (Invalid(validator.Validate(request)) is { } invalid) return await Again(id, session!, store, invalid, 422, context.RequestAborted);
-            var outcome = await ReclassifyRunEndpoint.Decide(id, request, decisions, clock, context.RequestAborted);
-            if (outcome is Problem problem)
-            {
-                await rejections.Refuse(context, problem);
-                return await Again(id, session!, store, $"Refused ({problem.Code}): {problem.Detail ?? problem.Title}", problem.Status, context.RequestAborted);
-            }
-            return Results.Redirect($"/runs/{Uri.EscapeDataString(id)}?notice=reclassified");
+            return await Acted(id, context, session!, store, rejections, "reclassified",
+                await ReclassifyRunEndpoint.Decide(id, request, decisions, clock, context.RequestAborted));
         }).DisableAntiforgery();
 
         MapForensics(console);
@@ -222,6 +212,18 @@ public static class ConsoleEndpoints
     };
 
     /// <summary>The run's page again, saying why the action was refused.</summary>
+    /// <summary>After an operator action's decision: back to the run with the notice, or the refusal kept and shown on the run's page.</summary>
+    private static async Task<IResult> Acted(string id, HttpContext context, ConsoleSession session, IDocumentStore store,
+        RejectionLog rejections, string notice, object outcome)
+    {
+        if (outcome is Problem problem)
+        {
+            await rejections.Refuse(context, problem);
+            return await Again(id, session, store, $"Refused ({problem.Code}): {problem.Detail ?? problem.Title}", problem.Status, context.RequestAborted);
+        }
+        return Results.Redirect($"/runs/{Uri.EscapeDataString(id)}?notice={notice}");
+    }
+
     private static async Task<IResult> Again(string id, ConsoleSession session, IDocumentStore store, string error, int status, CancellationToken ct)
     {
         var model = await LoadRun(id, store, null, null, ct);
