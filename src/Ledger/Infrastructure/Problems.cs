@@ -44,6 +44,7 @@ public static class ProblemCodes
     public const string ChunkConflict = "chunk-conflict";
     public const string Contention = "contention";
     public const string DatabaseUnavailable = "database-unavailable";
+    public const string Overloaded = "overloaded";
     public const string Internal = "internal-error";
 }
 
@@ -123,6 +124,8 @@ public static class ProblemCatalogue
             "The run stayed contended through every attempt; nothing from this request was recorded. Retry after the Retry-After delay."),
         new(ProblemCodes.DatabaseUnavailable, 503, true, "The ledger's database is unavailable",
             "The database could not be reached or failed during the commit. When the commit was under way the request may have been recorded: resending the same request (the same eventId) is safe."),
+        new(ProblemCodes.Overloaded, 503, true, "The ledger cannot take more writes right now",
+            "The queue in front of the run writer is full, or the ledger is shutting down; nothing from this request was recorded. Retry after the Retry-After delay (on another node, if there is one)."),
         new(ProblemCodes.Internal, 500, true, "The ledger failed unexpectedly",
             "A defect in the ledger, not in the request; it is logged."),
     ];
@@ -217,6 +220,17 @@ internal sealed class ProblemResult(Problem problem) : IResult, IStatusCodeHttpR
         var withInstance = problem.Instance is null ? problem with { Instance = httpContext.Request.Path } : problem;
         await JsonSerializer.SerializeAsync(response.Body, withInstance, LedgerJson.Options, httpContext.RequestAborted);
     }
+}
+
+public static class Refusals
+{
+    /// <summary>A decision's refusal as problem details: its status and retryability come from the catalogue.</summary>
+    public static Problem ToProblem(this Refusal refusal, string runId) =>
+        Problem.Of(refusal.Code, refusal.Title, refusal.Detail, runId, refusal.RunStatus) with
+        {
+            EventId = refusal.EventId,
+            Results = refusal.Results,
+        };
 }
 
 /// <summary>A refusal decided deep in a use case; endpoints turn it into a response.</summary>

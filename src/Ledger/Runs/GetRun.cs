@@ -7,7 +7,7 @@ using Wolverine.Http;
 namespace Ledger.Runs;
 
 public sealed record LeaseView(string? Worker, DateTimeOffset? ExpiresAt, int Claims);
-public sealed record ItemsView(long? Expected, long? ReportedTotal, long Committed, int Chunks);
+public sealed record ItemsView(long? Expected, long? ReportedTotal, long Committed, long Chunks);
 
 /// <summary>The run as a reader sees it: status, why, and what is still missing.</summary>
 public sealed record RunView(
@@ -47,7 +47,7 @@ public sealed record RunView(
         run.CompletionReported,
         run.Status == RunStatus.Succeeded ? [] : run.MissingForSuccess(),
         run.RequiredScores, run.RequiredOutputs, run.Scores, run.Outputs,
-        new ItemsView(run.ExpectedItems, run.ItemsTotalReported, run.CommittedItems, run.Chunks.Count),
+        new ItemsView(run.ExpectedItems, run.ItemsTotalReported, run.CommittedItems, run.CommittedChunks),
         run.Steps.Values.OrderBy(s => s.StartedAt).ThenBy(s => s.StepId, StringComparer.Ordinal).ToList(),
         run.LogLines, run.ErrorClass, run.ErrorMessage, run.Warnings, run.Anomalies, run.Observations, run.Verdicts,
         run.RegisteredAt, run.ClaimedAt, run.StartedAt, run.LastEventAt, run.TerminalAt);
@@ -66,6 +66,6 @@ public static class GetRunEndpoint
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         await using var session = store.QuerySession();
         var run = await session.LoadAsync<Run>(id, context.RequestAborted);
-        return run is null ? RunProblems.NotFound(id).ToResult() : Results.Json(RunView.From(run), LedgerJson.Options);
+        return run is null ? RunDecider.NotFound(id).ToProblem(id).ToResult() : Results.Json(RunView.From(run), LedgerJson.Options);
     }
 }

@@ -41,7 +41,7 @@ public static class GetRunHistoryEndpoint
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: context.RequestAborted);
-        if (events.Count == 0) return RunProblems.NotFound(id).ToResult();
+        if (events.Count == 0) return RunDecider.NotFound(id).ToProblem(id).ToResult();
 
         // What each event did depends on every event before it, so the page is cut from the whole refold.
         var replay = RunReplay.Explain(events);

@@ -22,7 +22,7 @@ public static class GetRunStateEndpoint
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: context.RequestAborted);
-        if (events.Count == 0) return RunProblems.NotFound(id).ToResult();
+        if (events.Count == 0) return RunDecider.NotFound(id).ToProblem(id).ToResult();
         // Refusals about this run say where it stands now.
         RunStatus Now() => RunReplay.Explain(events).Run.Status;
 

@@ -20,11 +20,11 @@ public sealed class JanitorOptions
 /// <summary>
 /// Marks runs whose lease expired without a heartbeat: <c>lost</c>, or <c>failed</c>
 /// (incomplete-results) when completion was reported but its results never arrived.
-/// Each run is decided under the same optimistic concurrency as a worker's events, from the
-/// state read in that decision, so a completion racing the janitor yields exactly one terminal
-/// status and two janitors on one database never mark a run twice.
+/// Each run is decided by the run writer like a worker's events, from the state read in that
+/// decision, so a completion racing the janitor yields exactly one terminal status and two
+/// janitors on one database never mark a run twice.
 /// </summary>
-public sealed class Janitor(IDocumentStore store, RunDecisions decisions, TimeProvider clock,
+public sealed class Janitor(IDocumentStore store, RunWriter writer, TimeProvider clock,
     IOptions<JanitorOptions> options, ILogger<Janitor> logger)
 {
     public sealed record SweepResult(int Lost, int Failed, int Skipped);
@@ -52,17 +52,8 @@ public sealed class Janitor(IDocumentStore store, RunDecisions decisions, TimePr
 
             foreach (var runId in fresh)
             {
-                var outcome = await decisions.Decide(runId, stream =>
-                {
-                    var run = stream.Aggregate;
-                    var now = clock.GetUtcNow();
-                    if (run is null || run.Status.IsTerminal() || run.LeaseExpiresAt is not { } expires || expires + grace > now)
-                    {
-                        return (RunStatus?)null; // finished or heartbeated since the query: nothing to decide
-                    }
-                    stream.AppendOne(new LeaseExpired(expires, now));
-                    return run.CompletionReported ? RunStatus.Failed : RunStatus.Lost;
-                }, ct);
+                var decision = await writer.Submit(new ExpireLeaseCommand(runId, grace));
+                var outcome = (decision.Answer as LeaseExpiryOutcome)?.Marked;
 
                 switch (outcome)
                 {

@@ -40,16 +40,6 @@ public static class Leases
     public static bool Holds(Run run, string tokenHash) =>
         run.LeaseTokenHash is { } current &&
         Access.Matches(Convert.FromHexString(current), Convert.FromHexString(tokenHash));
-
-    /// <summary>A token issued for this run that is no longer its lease: the run was claimed again.</summary>
-    public static Problem Lost(string runId, RunStatus status) =>
-        Problem.Of(ProblemCodes.LeaseLost, detail: "The run was claimed again after this lease; this worker must stop.",
-            runId: runId, runStatus: status);
-
-    public static Problem Expired(Run run) =>
-        Problem.Of(ProblemCodes.LeaseExpired, "The lease has expired",
-            $"The lease expired at {run.LeaseExpiresAt:O}; events from it are not accepted. Stop working on this run.",
-            runId: run.Id, runStatus: run.Status);
 }
 
 /// <summary>

@@ -17,6 +17,8 @@ public sealed record ReclassifyRun
     public List<string>? Evidence { get; init; }
     public string? Operator { get; init; }
 
+    public ReclassifyCommand ToCommand(string runId) => new(runId, Status!.Value, Reason!, Evidence!, Operator);
+
     public sealed class Validator : AbstractValidator<ReclassifyRun>
     {
         public Validator()
@@ -42,51 +44,18 @@ public static class ReclassifyRunEndpoint
     [EndpointSummary("Overrule a terminal verdict, audited; the earlier verdict is kept (admin key)")]
     [ProducesResponseType<RunView>(200)]
     public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
-        IValidator<ReclassifyRun> validator, RunDecisions decisions, TimeProvider clock)
+        IValidator<ReclassifyRun> validator, RunWriter writer)
     {
         var admission = await gate.Admit<ReclassifyRun>(context, validator, [Role.Admin], runId: id);
         if (admission.Refusal is not null) return admission.Refusal;
         var request = admission.Request!;
 
-        var outcome = await Decide(id, request, decisions, clock, context.RequestAborted);
-
-        return outcome switch
+        var decision = await writer.Submit(request.ToCommand(id));
+        return decision.Answer switch
         {
-            Problem problem => await rejections.Refuse(context, problem, admission.Raw),
-            RunView view => Results.Json(view, LedgerJson.Options),
+            Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), admission.Raw),
+            Run after => Results.Json(RunView.From(after), LedgerJson.Options),
             _ => throw new InvalidOperationException("unexpected reclassify outcome"),
         };
     }
-
-    /// <summary>The decision itself, shared by the API and the console: a <see cref="Problem"/> or the <see cref="RunView"/> after it.</summary>
-    public static Task<object> Decide(string id, ReclassifyRun request, RunDecisions decisions, TimeProvider clock, CancellationToken ct) =>
-        decisions.Decide<object>(id, stream =>
-        {
-            var run = stream.Aggregate;
-            if (run is null) return RunProblems.NotFound(id);
-            if (!run.Status.IsTerminal())
-            {
-                return Problem.Of(ProblemCodes.RunNotTerminal, "Only a terminal verdict can be reclassified",
-                    $"The run is {run.Status.Wire()}; cancel it instead.", runId: id, runStatus: run.Status);
-            }
-            if (run.Status == request.Status)
-            {
-                return Problem.Of(ProblemCodes.ReclassifyNoChange, "The run already has this status",
-                    $"The run is already {run.Status.Wire()}.", runId: id, runStatus: run.Status);
-            }
-            // Succeeded means complete, even by an operator's hand: the results must be in the run.
-            if (request.Status == RunStatus.Succeeded && run.MissingForSuccess() is { Count: > 0 } missing)
-            {
-                return Problem.Of(ProblemCodes.IncompleteResults, "A run cannot succeed without its results",
-                    $"Missing: {string.Join(", ", missing)}.", runId: id, runStatus: run.Status);
-            }
-
-            var reclassified = new RunReclassified(run.Status, run.Reason, request.Status!.Value, request.Reason!,
-                request.Evidence!, request.Operator, clock.GetUtcNow());
-            stream.AppendOne(reclassified);
-            var after = RunDecisions.Copy(run);
-            after.Apply(reclassified);
-            after.Version = run.Version + 1;
-            return RunView.From(after);
-        }, ct);
 }

@@ -137,8 +137,8 @@ public static class RecordEventsEndpoint
     [EndpointSummary("Report one worker event or an ordered array of them (lease token)")]
     [ProducesResponseType<EventsRecorded>(200)]
     public static async Task<IResult> Post(string id, HttpContext context, RejectionLog rejections,
-        IValidator<WorkerEventRequest> validator, RunDecisions decisions, LeaseTokens leases, RequestGate gate,
-        IOptions<LedgerOptions> options, TimeProvider clock)
+        IValidator<WorkerEventRequest> validator, RunWriter writer, LeaseTokens leases, RequestGate gate,
+        IOptions<LedgerOptions> options)
     {
         // Who is asking comes first: nothing of the body is read or judged for an unknown token.
         var (tokenHash, denied) = await leases.Authenticate(context, id);
@@ -150,59 +150,18 @@ public static class RecordEventsEndpoint
         var (requests, invalid) = Parse(body.Json!.Value, validator, options.Value.MaxEventsPerRequest);
         if (invalid is not null) return await rejections.Refuse(context, await gate.OnRun(invalid, id), body.Raw);
 
-        string? worker = null;
-        var outcome = await decisions.Decide<object>(id, (stream, decision) =>
-        {
-            var current = stream.Aggregate;
-            if (current is null) return RunProblems.NotFound(id);
-            worker = current.Worker;
-            if (!Leases.Holds(current, tokenHash!)) return Leases.Lost(id, current.Status);
-
-            var now = clock.GetUtcNow();
-            var wasTerminal = current.Status.IsTerminal();
-            // A terminal run takes late events (recorded and flagged); a live one needs a live lease.
-            if (!wasTerminal && current.LeaseExpiresAt is { } expires && expires <= now) return Leases.Expired(current);
-
-            var run = RunDecisions.Copy(current);
-            var results = new List<EventResult>(requests!.Count);
-            var toAppend = new List<object>(requests.Count);
-            foreach (var request in requests)
-            {
-                var @event = request.ToEvent(now);
-                var effect = run.Evaluate(@event);
-                if (effect.Kind == EventResultKind.Refused)
-                {
-                    return Problem.Of(effect.Reason!, detail: effect.Detail,
-                        runId: id, runStatus: current.Status) with
-                    {
-                        EventId = @event.EventId,
-                        Detail = requests.Count > 1 ? $"{effect.Detail} No event of this request was recorded." : effect.Detail,
-                    };
-                }
-                results.Add(new EventResult(@event.EventId, effect.Kind, effect.Reason, effect.Detail));
-                if (effect.Kind == EventResultKind.Duplicate) continue;
-                toAppend.Add(@event);
-                run.Fold(@event);
-            }
-
-            if (toAppend.Count > 0) stream.AppendMany(toAppend);
-            decision.After = run;
-            // A pure retry of what was already recorded is answered as it was: idempotent.
-            return wasTerminal && toAppend.Count > 0
-                ? RunProblems.Terminal(current) with { Results = results }
-                : new EventsRecorded(id, run.Status, results);
-        }, context.RequestAborted);
-
-        return outcome switch
+        // Stamped with the time of the decision by the decider.
+        var events = requests!.Select(r => r.ToEvent(default)).ToList();
+        var decision = await writer.Submit(new RecordEventsCommand(id, tokenHash!, events));
+        return decision.Answer switch
         {
             EventsRecorded recorded => Results.Json(recorded, LedgerJson.Options),
             // Late events were recorded; the refusal tells the worker to stop. Not a rejection: nothing was refused.
-            Problem { Code: ProblemCodes.RunTerminal, Results: not null } late => late.ToResult(),
-            Problem problem => await rejections.Refuse(context, problem, body.Raw, worker),
+            Refusal { Code: ProblemCodes.RunTerminal, Results: not null } late => late.ToProblem(id).ToResult(),
+            Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), body.Raw, decision.After?.Worker),
             _ => throw new InvalidOperationException("unexpected events outcome"),
         };
     }
-
 
     /// <summary>One event object or an ordered array of them; every one must be valid or none is taken.</summary>
     private static (List<WorkerEventRequest>? Requests, Problem? Problem) Parse(JsonElement json,

@@ -19,8 +19,8 @@ public sealed record RecordObservation
 
     public const int MaxDetail = 2000;
 
-    public StatusObserved ToEvent(DateTimeOffset recordedAt) =>
-        new(Source!, Enum.Parse<RunStatus>(Status!, ignoreCase: true), ObservedAt!.Value, Detail, recordedAt);
+    public ObserveCommand ToCommand(string runId) =>
+        new(runId, Source!, Enum.Parse<RunStatus>(Status!, ignoreCase: true), ObservedAt!.Value, Detail);
 
     public sealed class Validator : AbstractValidator<RecordObservation>
     {
@@ -50,35 +50,16 @@ public static class RecordObservationEndpoint
     [EndpointSummary("Record another system's view of the run; a disagreeing terminal status is flagged, never adopted (admin or worker key)")]
     [ProducesResponseType<ObservationRecorded>(200)]
     public static async Task<IResult> Post(string id, HttpContext context, RequestGate gate, RejectionLog rejections,
-        IValidator<RecordObservation> validator, RunDecisions decisions, TimeProvider clock)
+        IValidator<RecordObservation> validator, RunWriter writer)
     {
         var admission = await gate.Admit<RecordObservation>(context, validator, [Role.Admin, Role.Worker], runId: id);
         if (admission.Refusal is not null) return admission.Refusal;
         var request = admission.Request!;
 
-        var outcome = await decisions.Decide<object>(id, (stream, decision) =>
+        var decision = await writer.Submit(request.ToCommand(id));
+        return decision.Answer switch
         {
-            var run = stream.Aggregate;
-            if (run is null) return RunProblems.NotFound(id);
-
-            var observed = request.ToEvent(clock.GetUtcNow());
-            var effect = run.Evaluate(observed);
-            if (effect.Kind == EventResultKind.Duplicate)
-            {
-                return new ObservationRecorded(id, run.Status, effect.Kind, effect.Reason, false);
-            }
-            stream.AppendOne(observed);
-            // Handed over so that a mismatch it raises becomes an anomaly record in the same transaction.
-            var after = RunDecisions.Copy(run);
-            after.Apply(observed);
-            decision.After = after;
-            var mismatch = after.Anomalies.Count > run.Anomalies.Count;
-            return new ObservationRecorded(id, run.Status, effect.Kind, mismatch ? AnomalyKinds.StatusMismatch : null, mismatch);
-        }, context.RequestAborted);
-
-        return outcome switch
-        {
-            Problem problem => await rejections.Refuse(context, problem, admission.Raw, request.Source),
+            Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), admission.Raw, request.Source),
             ObservationRecorded recorded => Results.Json(recorded, LedgerJson.Options),
             _ => throw new InvalidOperationException("unexpected observation outcome"),
         };

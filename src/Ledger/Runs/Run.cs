@@ -84,10 +84,13 @@ public sealed record Verdict(RunStatus Status, string? Reason, DateTimeOffset At
     IReadOnlyList<string>? Evidence = null);
 
 /// <summary>
-/// A run, folded from its stream. The Apply methods are the invariants: they never throw and
-/// never read a clock; they decide what each event does from the state and the event alone.
-/// <see cref="Evaluate"/> says what applying an event would do without doing it, so the
-/// endpoint can answer the worker and refuse before appending.
+/// A run, folded from its stream: the evolve half of the run's decider. The Apply methods are
+/// the invariants: they never throw and never read a clock; they decide what each event does
+/// from the state and the event alone, so any stream, even one holding an event that should
+/// have been refused, folds to a state that respects them. <see cref="Evaluate"/> says what
+/// applying an event would do without doing it. What to append and what to answer is decided
+/// by <see cref="RunDecider"/>, which also knows what the state does not keep: which eventIds
+/// and chunk ids the run already recorded.
 /// </summary>
 public sealed class Run
 {
@@ -134,7 +137,8 @@ public sealed class Run
     public Dictionary<string, RunStep> Steps { get; set; } = new();
     public Dictionary<string, double> Scores { get; set; } = new();
     public Dictionary<string, RunOutput> Outputs { get; set; } = new();
-    public Dictionary<string, long> Chunks { get; set; } = new();
+    /// <summary>How many chunks were committed; which chunk ids they were is the decision's knowledge (<see cref="RecordedKeys"/>), not the state's.</summary>
+    public long CommittedChunks { get; set; }
     public long CommittedItems { get; set; }
     public long LogLines { get; set; }
 
@@ -143,10 +147,25 @@ public sealed class Run
     public List<RunObservation> Observations { get; set; } = [];
     /// <summary>Every terminal verdict in order; more than one only through operator reclassification.</summary>
     public List<Verdict> Verdicts { get; set; } = [];
-    /// <summary>Every worker eventId recorded in the stream: the at-most-once guard.</summary>
-    public HashSet<string> EventIds { get; set; } = new(StringComparer.Ordinal);
 
     [JsonIgnore] public long? DeclaredItemsTotal => ExpectedItems ?? ItemsTotalReported;
+
+    /// <summary>A private copy to decide on, so that the state a decision started from is never changed by it.</summary>
+    public Run Clone()
+    {
+        var copy = (Run)MemberwiseClone();
+        copy.Labels = new Dictionary<string, string>(Labels);
+        copy.RequiredScores = [.. RequiredScores];
+        copy.RequiredOutputs = [.. RequiredOutputs];
+        copy.Warnings = [.. Warnings];
+        copy.Steps = new Dictionary<string, RunStep>(Steps);
+        copy.Scores = new Dictionary<string, double>(Scores);
+        copy.Outputs = new Dictionary<string, RunOutput>(Outputs);
+        copy.Anomalies = [.. Anomalies];
+        copy.Observations = [.. Observations];
+        copy.Verdicts = [.. Verdicts];
+        return copy;
+    }
 
     public static Run Create(RunRegistered e) => new()
     {
@@ -285,11 +304,9 @@ public sealed class Run
         _ => Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied,
     };
 
-    /// <summary>What recording this worker event would do, given the state now. Pure.</summary>
+    /// <summary>What folding this worker event would do, given the state now. Pure.</summary>
     public EventEffect Evaluate(WorkerEvent e)
     {
-        if (EventIds.Contains(e.EventId)) return EventEffect.Duplicate("event-id-seen");
-
         if (Status.IsTerminal())
         {
             return e is RunCompleted && Status == RunStatus.Lost
@@ -340,12 +357,6 @@ public sealed class Run
                     : EventEffect.Refuse(ProblemCodes.OutputConflict,
                         $"Output '{o.Name}' is already recorded with another uri or digest.");
 
-            case ItemsCommitted i when Chunks.TryGetValue(i.ChunkId, out var count):
-                return count == i.Count
-                    ? EventEffect.Duplicate("chunk-already-committed")
-                    : EventEffect.Refuse(ProblemCodes.ChunkConflict,
-                        $"Chunk '{i.ChunkId}' was already committed with {count} items, not {i.Count}.");
-
             case RunCompleted when CompletionReported:
                 return EventEffect.NotApplied("completion-already-reported", "Completion was already reported.");
 
@@ -378,7 +389,6 @@ public sealed class Run
         var effect = Evaluate(e);
         if (effect.Kind is EventResultKind.Duplicate or EventResultKind.Refused) return;
 
-        EventIds.Add(e.EventId);
         LastEventAt = e.RecordedAt;
 
         if (effect.Kind == EventResultKind.RecordedNotApplied)
@@ -429,7 +439,7 @@ public sealed class Run
                 if (o.Bytes == 0) Warn(WarningKinds.EmptyOutput);
                 break;
             case ItemsCommitted i:
-                Chunks[i.ChunkId] = i.Count;
+                CommittedChunks++;
                 CommittedItems += i.Count;
                 break;
             case RunCompleted c:

@@ -83,7 +83,7 @@ public static class ConsoleEndpoints
             return Page<RunDetailPage>(new { Session = session, Model = model with { Notice = Known(notice), Follow = follow == "1" && version is null } });
         });
 
-        console.MapPost("/runs/{id}/cancel", async (string id, HttpContext context, RunDecisions decisions, TimeProvider clock,
+        console.MapPost("/runs/{id}/cancel", async (string id, HttpContext context, RunWriter writer,
             IValidator<CancelRun> validator, RejectionLog rejections, IDocumentStore store) =>
         {
             var (session, refused) = await Admin(context);
@@ -93,10 +93,10 @@ public static class ConsoleEndpoints
             var request = new CancelRun { Reason = string.IsNullOrWhiteSpace(reason) ? null : reason };
             if (Invalid(validator.Validate(request)) is { } invalid) return await Again(id, session!, store, invalid, 422, context.RequestAborted);
             return await Acted(id, context, session!, store, rejections, "cancelled",
-                await CancelRunEndpoint.Decide(id, request, decisions, clock, context.RequestAborted));
+                await writer.Submit(new CancelCommand(id, request.Reason)));
         }).DisableAntiforgery();
 
-        console.MapPost("/runs/{id}/reclassify", async (string id, HttpContext context, RunDecisions decisions, TimeProvider clock,
+        console.MapPost("/runs/{id}/reclassify", async (string id, HttpContext context, RunWriter writer,
             IValidator<ReclassifyRun> validator, RejectionLog rejections, IDocumentStore store) =>
         {
             var (session, refused) = await Admin(context);
@@ -113,7 +113,7 @@ public static class ConsoleEndpoints
             if (request.Operator is null) return await Again(id, session!, store, "operator: Name yourself; the decision is audited under your name.", 422, context.RequestAborted);
             if (Invalid(validator.Validate(request)) is { } invalid) return await Again(id, session!, store, invalid, 422, context.RequestAborted);
             return await Acted(id, context, session!, store, rejections, "reclassified",
-                await ReclassifyRunEndpoint.Decide(id, request, decisions, clock, context.RequestAborted));
+                await writer.Submit(request.ToCommand(id)));
         }).DisableAntiforgery();
 
         MapForensics(console);
@@ -214,10 +214,11 @@ public static class ConsoleEndpoints
     /// <summary>The run's page again, saying why the action was refused.</summary>
     /// <summary>After an operator action's decision: back to the run with the notice, or the refusal kept and shown on the run's page.</summary>
     private static async Task<IResult> Acted(string id, HttpContext context, ConsoleSession session, IDocumentStore store,
-        RejectionLog rejections, string notice, object outcome)
+        RejectionLog rejections, string notice, Decision decision)
     {
-        if (outcome is Problem problem)
+        if (decision.Refusal is { } refusal)
         {
+            var problem = refusal.ToProblem(id);
             await rejections.Refuse(context, problem);
             return await Again(id, session, store, $"Refused ({problem.Code}): {problem.Detail ?? problem.Title}", problem.Status, context.RequestAborted);
         }

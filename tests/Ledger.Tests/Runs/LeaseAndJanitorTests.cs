@@ -28,7 +28,7 @@ public sealed class LeaseAndJanitorTests(LedgerHost ledger, ITestOutputHelper ou
 
     /// <summary>A janitor without grace, so that its decision and the lease check meet at the same instant.</summary>
     private Janitor JanitorWithoutGrace(IServiceProvider services) =>
-        new(services.GetRequiredService<IDocumentStore>(), services.GetRequiredService<RunDecisions>(),
+        new(services.GetRequiredService<IDocumentStore>(), services.GetRequiredService<RunWriter>(),
             ledger.Clock, Options.Create(new JanitorOptions { GraceSeconds = 0 }), NullLogger<Janitor>.Instance);
 
     /// <summary>

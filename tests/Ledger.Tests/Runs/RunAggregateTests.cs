@@ -242,41 +242,6 @@ public sealed class RunAggregateTests
         Assert.Equal(["items:6"], run.Missing());
     }
 
-    [Fact]
-    public void a_repeated_chunk_with_the_same_count_is_a_duplicate_and_does_not_inflate_the_count()
-    {
-        var run = NewRun(expectedItems: 10);
-        Report(run, Items("c1", 4));
-
-        var again = Items("c1", 4);
-        var effect = run.Evaluate(again);
-
-        Assert.Equal(EventResultKind.Duplicate, effect.Kind);
-        Assert.Equal("chunk-already-committed", effect.Reason);
-        // Even if both copies reached the stream, the fold must count the chunk once.
-        run.Fold(again);
-        Assert.Equal(4, run.CommittedItems);
-        Assert.Single(run.Chunks);
-        Assert.DoesNotContain(again.EventId, run.EventIds);
-    }
-
-    [Fact]
-    public void a_repeated_chunk_with_another_count_is_refused_409_chunk_conflict()
-    {
-        var run = NewRun(expectedItems: 10);
-        Report(run, Items("c1", 4));
-
-        var conflicting = Items("c1", 5);
-        var effect = run.Evaluate(conflicting);
-
-        Assert.Equal(EventResultKind.Refused, effect.Kind);
-        Assert.Equal(409, ProblemCatalogue.Get(effect.Reason!).Status);
-        Assert.Equal("chunk-conflict", effect.Reason);
-        run.Fold(conflicting);
-        Assert.Equal(4, run.CommittedItems);
-        Assert.Equal(4, run.Chunks["c1"]);
-    }
-
     // ---- scores are immutable ----------------------------------------------------------------
 
     [Fact]
@@ -377,7 +342,6 @@ public sealed class RunAggregateTests
         Assert.Equal("step-already-started", effect.Reason);
         Assert.Equal("load", run.Steps["s1"].Name);
         Assert.Equal(first.OccurredAt, run.Steps["s1"].StartedAt);
-        Assert.Contains(again.EventId, run.EventIds);
     }
 
     [Fact]
@@ -428,7 +392,6 @@ public sealed class RunAggregateTests
         Assert.Equal("oom", run.Reason);
         Assert.Empty(run.Scores);
         Assert.Equal(terminalAt, run.TerminalAt);
-        Assert.Contains(lateScore.EventId, run.EventIds);
         var anomaly = Assert.Single(run.Anomalies);
         Assert.Equal(AnomalyKinds.LateEvent, anomaly.Kind);
         Assert.Equal(lateScore.EventId, anomaly.EventId);
@@ -527,23 +490,6 @@ public sealed class RunAggregateTests
     }
 
     // ---- at most once ------------------------------------------------------------------------
-
-    [Fact]
-    public void a_repeated_event_id_is_a_duplicate_whatever_it_carries()
-    {
-        var run = NewRun(expectedItems: 10);
-        var first = Items("c1", 4);
-        Report(run, first);
-
-        var sameId = Items("c2", 3, eventId: first.EventId);
-        var effect = run.Evaluate(sameId);
-
-        Assert.Equal(EventResultKind.Duplicate, effect.Kind);
-        Assert.Equal("event-id-seen", effect.Reason);
-        run.Fold(sameId);
-        Assert.Equal(4, run.CommittedItems);
-        Assert.False(run.Chunks.ContainsKey("c2"));
-    }
 
     [Fact]
     public void a_repeated_event_id_after_terminal_is_still_a_duplicate_and_adds_no_anomaly()

@@ -163,7 +163,7 @@ public static class ApiDescription
         }
         codes.Add(ProblemCodes.InvalidPayload); // any query or path value the ledger cannot store, besides the body
         codes.AddRange(refuses?.Codes ?? []);
-        if (refuses?.Contended == true) codes.Add(ProblemCodes.Contention);
+        if (refuses?.Contended == true) codes.AddRange([ProblemCodes.Contention, ProblemCodes.Overloaded]);
         codes.AddRange([ProblemCodes.DatabaseUnavailable, ProblemCodes.Internal]);
 
         operation.Responses ??= new OpenApiResponses();

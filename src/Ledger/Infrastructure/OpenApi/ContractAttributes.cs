@@ -33,6 +33,6 @@ public sealed class AcceptsAttribute(params Credential[] credentials) : Attribut
 public sealed class RefusesAttribute(params string[] codes) : Attribute
 {
     public IReadOnlyList<string> Codes { get; } = codes;
-    /// <summary>The endpoint decides on a run under optimistic concurrency: it can answer 503 <c>contention</c>.</summary>
+    /// <summary>The endpoint's decision goes through the run writer: it can answer 503 <c>contention</c> or <c>overloaded</c>.</summary>
     public bool Contended { get; init; }
 }

@@ -1,0 +1,92 @@
+namespace Ledger.Runs;
+
+/// <summary>
+/// What someone asks of one run. A command holds everything its decision needs besides the run's
+/// state and the time: what the edge checked or drew at random (the lease token's digest, a fresh
+/// token), and what the writer looked up for it (which of its eventIds and chunk ids the run already
+/// recorded). Deciding it reads nothing else.
+/// </summary>
+public abstract record RunCommand(string RunId);
+
+/// <summary>A worker's events, in the order sent; all are taken or, when one is refused, none.</summary>
+/// <param name="Events">The events as sent; the decision stamps their <see cref="WorkerEvent.RecordedAt"/>.</param>
+/// <param name="TokenHash">The digest of the lease token the events came with (authenticated for this run).</param>
+public sealed record RecordEventsCommand(string RunId, string TokenHash, IReadOnlyList<WorkerEvent> Events) : RunCommand(RunId)
+{
+    /// <summary>Which of these events' ids and chunk ids the run already holds; filled in by the writer.</summary>
+    public RecordedKeys Recorded { get; init; } = RecordedKeys.None;
+}
+
+/// <param name="FreshToken">A random token to hand out when the claim carries no claimId.</param>
+/// <param name="FreshNonce">A random nonce to derive the token from when it carries one.</param>
+public sealed record ClaimCommand(string RunId, string? Worker, string? ClaimId, string FreshToken, string FreshNonce,
+    LeaseTokenDerivation Derivation) : RunCommand(RunId);
+
+public sealed record CancelCommand(string RunId, string? Reason) : RunCommand(RunId);
+
+public sealed record ReclassifyCommand(string RunId, RunStatus Status, string Reason, IReadOnlyList<string> Evidence,
+    string? Operator) : RunCommand(RunId);
+
+public sealed record ObserveCommand(string RunId, string Source, RunStatus Status, DateTimeOffset ObservedAt, string? Detail)
+    : RunCommand(RunId);
+
+/// <summary>The janitor's: mark the run if its lease expired more than <paramref name="Grace"/> ago.</summary>
+public sealed record ExpireLeaseCommand(string RunId, TimeSpan Grace) : RunCommand(RunId);
+
+/// <summary>
+/// A refusal, as the decision states it: a code of the refusal catalogue and the words for the
+/// caller. How it travels (an HTTP status, a page) is the edge's business.
+/// </summary>
+public sealed record Refusal(string Code, string? Title, string Detail, RunStatus? RunStatus = null)
+{
+    public string? EventId { get; init; }
+    /// <summary>What became of each event when some were recorded anyway (late events on a terminal run).</summary>
+    public IReadOnlyList<EventResult>? Results { get; init; }
+}
+
+/// <summary>
+/// The outcome of deciding one command: the events to append (possibly none) and the answer,
+/// either an accepted value (<see cref="EventsRecorded"/>, <see cref="LeaseGranted"/>, ...) or a
+/// <see cref="Refusal"/>. <see cref="After"/> is the run once the events are folded.
+/// </summary>
+public sealed record Decision(IReadOnlyList<object> Events, object Answer, Run? After)
+{
+    public Refusal? Refusal => Answer as Refusal;
+
+    public static Decision Refuse(Refusal refusal, Run? run) => new([], refusal, run);
+}
+
+/// <summary>What the janitor's command did: the status it marked, or null when there was nothing to mark.</summary>
+public sealed record LeaseExpiryOutcome(RunStatus? Marked);
+
+/// <summary>
+/// Which eventIds and chunk ids (with their counts) a run already recorded, among those a command
+/// carries: the at-most-once guard, kept in the database (<see cref="RecordedKeyStore"/>) rather
+/// than in the run's state, so an event costs the same on the run's first and its 100,000th.
+/// </summary>
+public sealed class RecordedKeys
+{
+    public static readonly RecordedKeys None = new(new HashSet<string>(StringComparer.Ordinal), new Dictionary<string, long>(StringComparer.Ordinal));
+
+    public RecordedKeys(IReadOnlySet<string> eventIds, IReadOnlyDictionary<string, long> chunks)
+    {
+        EventIds = eventIds;
+        Chunks = chunks;
+    }
+
+    public IReadOnlySet<string> EventIds { get; }
+    public IReadOnlyDictionary<string, long> Chunks { get; }
+
+    /// <summary>These keys together with those of events appended since they were read.</summary>
+    public RecordedKeys With(IEnumerable<object> appended)
+    {
+        var ids = new HashSet<string>(EventIds, StringComparer.Ordinal);
+        var chunks = new Dictionary<string, long>(Chunks, StringComparer.Ordinal);
+        foreach (var e in appended.OfType<WorkerEvent>())
+        {
+            ids.Add(e.EventId);
+            if (e is ItemsCommitted i) chunks.TryAdd(i.ChunkId, i.Count);
+        }
+        return new RecordedKeys(ids, chunks);
+    }
+}

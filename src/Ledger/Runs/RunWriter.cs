@@ -1,0 +1,276 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Threading.Channels;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Marten;
+using Microsoft.Extensions.Options;
+
+namespace Ledger.Runs;
+
+public sealed class WriterOptions
+{
+    public const string Section = "Ledger:Writer";
+
+    /// <summary>Most commands decided and committed in one transaction.</summary>
+    public int MaxGroupSize { get; set; } = 256;
+    /// <summary>
+    /// How long a group smaller than <see cref="MaxGroupSize"/> waits for more commands before it is
+    /// committed. 0 (the default) commits at once: a group is then whatever arrived while the
+    /// previous one was committing, so it grows with the load and costs nothing when idle.
+    /// </summary>
+    public int MaxWaitMilliseconds { get; set; }
+    /// <summary>Commands waiting for the writer; when full, requests are refused with a retryable 503.</summary>
+    public int QueueCapacity { get; set; } = 10_000;
+    /// <summary>Attempts at one group when other nodes keep changing its runs.</summary>
+    public int ConflictAttempts { get; set; } = 8;
+}
+
+/// <summary>
+/// The one writer of run streams in this process: commands for different runs that arrive together
+/// are decided and appended in one transaction (one round of statements, one fsync), and every
+/// caller is answered only after that commit. Per group:
+/// <list type="number">
+/// <item>one round trip reads each run's state (Marten's FetchForWriting, in a batch) and, after
+/// it, which of the commands' eventIds and chunk ids the runs already recorded;</item>
+/// <item>each command is decided by <see cref="RunDecider"/>, in arrival order per run, on the
+/// state the previous one left; a refusal, a duplicate or a failure of one command touches no other;</item>
+/// <item>the events go through Marten (streams in run-id order, so two nodes lock runs in the same
+/// order and queue rather than deadlock), beside the new anomaly records and the recorded keys.</item>
+/// </list>
+/// When another node changed one of the runs meanwhile, the group is read again under row locks
+/// and only the runs whose version moved are decided again. A database failure answers every
+/// caller of the group with a retryable 503; an acknowledged event is always committed.
+/// </summary>
+public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions<WriterOptions> options,
+    IOptions<LedgerOptions> ledger, ILogger<RunWriter> logger) : BackgroundService
+{
+    private sealed record Pending(RunCommand Command, TaskCompletionSource<Decision> Done);
+
+    /// <summary>What was decided for one run in a group: valid while the run is still at <see cref="Version"/>.</summary>
+    private sealed record RunDecisions(long Version, Run? Before, Run? After, List<object> Events, List<(Pending Pending, Decision? Decision, Exception? Failure)> Outcomes);
+
+    private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(Math.Max(1, options.Value.QueueCapacity))
+    {
+        SingleReader = true,
+        FullMode = BoundedChannelFullMode.Wait,
+    });
+
+    // Runs another node wrote while this one was deciding: their next groups are read under row locks at once.
+    private readonly ConcurrentDictionary<string, long> _contended = new(StringComparer.Ordinal);
+    private static readonly long ContendedFor = Stopwatch.Frequency * 10;
+
+    private readonly string _schema = ledger.Value.SchemaName;
+
+    /// <summary>Queues a command; the task completes once its decision is committed (or refused, which commits nothing).</summary>
+    public Task<Decision> Submit(RunCommand command)
+    {
+        var pending = new Pending(command, new TaskCompletionSource<Decision>(TaskCreationOptions.RunContinuationsAsynchronously));
+        if (!_queue.Writer.TryWrite(pending))
+        {
+            throw new ProblemException(Problem.Of(ProblemCodes.Overloaded, detail:
+                "The ledger's write queue is full or it is shutting down; nothing from this request was recorded.",
+                runId: command.RunId) with { RetryAfterSeconds = 1 });
+        }
+        return pending.Done.Task;
+    }
+
+    /// <summary>Commands waiting now (for health and metrics).</summary>
+    public int Queued => _queue.Reader.Count;
+
+    public override async Task StartAsync(CancellationToken cancellationToken)
+    {
+        // Before the first command: runs written before the recorded-keys table get their keys.
+        await RecordedKeyStore.MigrateAsync(store, _schema, logger, cancellationToken);
+        await base.StartAsync(cancellationToken);
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        // No new commands; what is queued is still decided and committed before the process exits.
+        _queue.Writer.TryComplete();
+        await base.StopAsync(cancellationToken);
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var max = Math.Max(1, options.Value.MaxGroupSize);
+        var wait = TimeSpan.FromMilliseconds(Math.Max(0, options.Value.MaxWaitMilliseconds));
+        var reader = _queue.Reader;
+        var group = new List<Pending>(max);
+        // Not cancelled by the stopping token: the loop ends when the queue is completed and drained.
+        while (await reader.WaitToReadAsync(CancellationToken.None))
+        {
+            group.Clear();
+            while (group.Count < max && reader.TryRead(out var pending)) group.Add(pending);
+            if (group.Count < max && wait > TimeSpan.Zero)
+            {
+                using var timeout = new CancellationTokenSource(wait);
+                try
+                {
+                    while (group.Count < max && await reader.WaitToReadAsync(timeout.Token))
+                    {
+                        while (group.Count < max && reader.TryRead(out var pending)) group.Add(pending);
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                    // the wait is over: commit what there is
+                }
+            }
+            await Commit(group);
+        }
+    }
+
+    private async Task Commit(List<Pending> group)
+    {
+        var runs = group.GroupBy(p => p.Command.RunId, StringComparer.Ordinal)
+            .OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => (RunId: g.Key, Pending: g.ToList()))
+            .ToList();
+        var decided = new Dictionary<string, RunDecisions>(StringComparer.Ordinal);
+        var now = Stopwatch.GetTimestamp();
+        var exclusive = runs.Any(r => _contended.TryGetValue(r.RunId, out var until) && until > now);
+        var attempts = Math.Max(1, options.Value.ConflictAttempts);
+
+        for (var attempt = 1; ; attempt++)
+        {
+            var committing = false;
+            try
+            {
+                await using var session = store.LightweightSession();
+                var streams = await Read(session, runs, exclusive);
+
+                var at = clock.GetUtcNow();
+                var rows = new List<(string RunId, string Key, long? Count)>();
+                foreach (var (runId, pending) in runs)
+                {
+                    var (stream, recorded) = streams[runId];
+                    var version = stream.StartingVersion ?? 0;
+                    if (!decided.TryGetValue(runId, out var decision) || decision.Version != version)
+                    {
+                        decided[runId] = decision = DecideRun(stream.Aggregate, version, pending, recorded, at);
+                    }
+                    if (decision.Events.Count == 0) continue;
+                    stream.AppendMany(decision.Events);
+                    for (var i = decision.Before!.Anomalies.Count; i < decision.After!.Anomalies.Count; i++)
+                    {
+                        session.Store(AnomalyRecord.From(decision.After, i));
+                    }
+                    foreach (var e in decision.Events)
+                    {
+                        foreach (var (key, count) in RecordedKeyStore.KeysOf(e)) rows.Add((runId, key, count));
+                    }
+                }
+                RecordedKeyStore.Record(session, _schema, rows);
+
+                committing = true;
+                await session.SaveChangesAsync();
+                Answer(decided.Values);
+                return;
+            }
+            catch (Exception e) when (DatabaseFailures.IsConcurrency(e) && attempt < attempts)
+            {
+                // Another node moved some of these runs: read them again under row locks, and decide
+                // again only those whose version changed.
+                var until = Stopwatch.GetTimestamp() + ContendedFor;
+                foreach (var (runId, _) in runs) _contended[runId] = until;
+                if (_contended.Count > 10_000) _contended.Clear();
+                exclusive = true;
+                logger.LogDebug("Runs of a group of {Count} changed elsewhere while deciding (attempt {Attempt}); deciding again", group.Count, attempt);
+                await Task.Delay(Random.Shared.Next(1, 2 << Math.Min(attempt, 5)));
+            }
+            catch (Exception e) when (DatabaseFailures.IsConcurrency(e))
+            {
+                logger.LogWarning("A group of {Count} commands stayed contended for {Attempts} attempts", group.Count, attempts);
+                Fail(group, new ProblemException(Problem.Of(ProblemCodes.Contention, "The run is being changed by other requests",
+                    "Retry shortly; nothing from this request was recorded.") with { RetryAfterSeconds = 1 }));
+                return;
+            }
+            catch (Exception e) when (committing && DatabaseFailures.IsTransient(e))
+            {
+                logger.LogWarning(e, "The database failed while committing a group of {Count} commands; each caller is told to resend", group.Count);
+                Fail(group, new CommitOutcomeUnknownException(e));
+                return;
+            }
+            catch (Exception e)
+            {
+                if (!DatabaseFailures.IsTransient(e)) logger.LogError(e, "A group of {Count} commands failed", group.Count);
+                Fail(group, e);
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// One round trip: each run's stream (its state and version), then the keys the commands carry,
+    /// read after the versions so that a key committed elsewhere is either seen or moves the version.
+    /// </summary>
+    private async Task<Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)>> Read(
+        IDocumentSession session, List<(string RunId, List<Pending> Pending)> runs, bool exclusive)
+    {
+        var batch = session.CreateBatchQuery();
+        var fetches = runs.Select(r => exclusive
+            ? batch.Events.FetchForExclusiveWriting<Run>(r.RunId)
+            : batch.Events.FetchForWriting<Run>(r.RunId)).ToList();
+
+        var lookups = runs.SelectMany(r => r.Pending.Select(p => p.Command).OfType<RecordEventsCommand>()
+            .SelectMany(RecordedKeyStore.KeysToLookUp).Distinct(StringComparer.Ordinal).Select(key => (r.RunId, Key: key))).ToList();
+        var keys = lookups.Count == 0
+            ? Task.FromResult<IReadOnlyDictionary<string, List<(string Key, long? Count)>>>(new Dictionary<string, List<(string, long?)>>())
+            : batch.AddItem(new RecordedKeyStore.Lookup(_schema, lookups.Select(l => l.RunId).ToArray(), lookups.Select(l => l.Key).ToArray()));
+        await batch.Execute();
+
+        var found = await keys;
+        var result = new Dictionary<string, (JasperFx.Events.IEventStream<Run>, RecordedKeys)>(StringComparer.Ordinal);
+        for (var i = 0; i < runs.Count; i++)
+        {
+            var runId = runs[i].RunId;
+            result[runId] = (await fetches[i], found.TryGetValue(runId, out var rows) ? RecordedKeyStore.ToRecorded(rows) : RecordedKeys.None);
+        }
+        return result;
+    }
+
+    /// <summary>Decides a run's commands in arrival order, each on the state the previous one left.</summary>
+    private static RunDecisions DecideRun(Run? state, long version, List<Pending> pending, RecordedKeys recorded, DateTimeOffset now)
+    {
+        var events = new List<object>();
+        var outcomes = new List<(Pending, Decision?, Exception?)>(pending.Count);
+        var current = state;
+        foreach (var p in pending)
+        {
+            try
+            {
+                var command = p.Command is RecordEventsCommand record ? record with { Recorded = recorded.With(events) } : p.Command;
+                var decision = RunDecider.Decide(current, command, now);
+                outcomes.Add((p, decision, null));
+                if (decision.Events.Count == 0) continue;
+                events.AddRange(decision.Events);
+                current = decision.After;
+            }
+            catch (Exception e)
+            {
+                // A defect in deciding one command fails that command alone.
+                outcomes.Add((p, null, e));
+            }
+        }
+        return new RunDecisions(version, state, current, events, outcomes);
+    }
+
+    private static void Answer(IEnumerable<RunDecisions> decided)
+    {
+        foreach (var run in decided)
+        {
+            foreach (var (pending, decision, failure) in run.Outcomes)
+            {
+                if (decision is not null) pending.Done.TrySetResult(decision);
+                else pending.Done.TrySetException(failure!);
+            }
+        }
+    }
+
+    private static void Fail(List<Pending> group, Exception e)
+    {
+        foreach (var pending in group) pending.Done.TrySetException(e);
+    }
+}
