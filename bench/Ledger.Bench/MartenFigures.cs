@@ -42,7 +42,11 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
             _stores[$"append-{name}"] = await MartenStores.CreateAsync(
                 o => MartenStores.EventsOnly(o, connectionString, $"bench_append_{name}", mode), applySchema: true);
             _stores[$"decide-{name}"] = await MartenStores.CreateAsync(
-                o => MartenStores.Mirror(o, connectionString, $"bench_decide_{name}", mode), applySchema: true);
+                o =>
+                {
+                    MartenStores.Mirror(o, connectionString, $"bench_decide_{name}", mode);
+                    o.Logger(SqlCapture.StoreLogger);
+                }, applySchema: true);
         }
     }
 
@@ -75,11 +79,16 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
             }
         });
 
-    /// <summary>The service's write path in-process, with the time of each phase.</summary>
+    /// <summary>
+    /// The service's write path in-process: the same <see cref="RunWriter"/> the endpoints submit to
+    /// (group commit, decider, recorded keys), without HTTP in front of it. Phase times are not split
+    /// any more: a decision is one part of a group's commit.
+    /// </summary>
     public Task<Sample> DecideAsync(string mode, int perSave, string tag, int concurrency, TimeSpan duration, PhaseTimes? phases) =>
         Load.Run(concurrency, duration, async (worker, recorder, deadline) =>
         {
             var store = _stores[$"decide-{mode}"];
+            var writer = await Writer(mode);
             for (var n = 0; DateTime.UtcNow < deadline; n++)
             {
                 var script = Script($"{tag}-w{worker}-{n}", perSave);
@@ -95,56 +104,63 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
                 {
                     if (DateTime.UtcNow >= deadline) break;
                     var t0 = Stopwatch.GetTimestamp();
-                    await using var session = store.LightweightSession();
-                    var stream = await session.Events.FetchForWriting<Run>(script.RunId);
-                    var t1 = Stopwatch.GetTimestamp();
-                    // As RecordEventsEndpoint: lease check, a private copy, evaluate and fold each event, append.
-                    var current = stream.Aggregate ?? throw new InvalidOperationException($"run {script.RunId} not found");
-                    if (!Leases.Holds(current, tokenHash)) throw new InvalidOperationException("lease check failed");
-                    var run = RunDecisions.Copy(current);
-                    var append = new List<object>(chunk.Length);
-                    var recordedAt = DateTimeOffset.UtcNow;
-                    foreach (var wire in chunk)
+                    var events = chunk.Select(wire => MartenStores.ToEvent(wire, default)).ToList();
+                    var decision = await writer.Submit(new RecordEventsCommand(script.RunId, tokenHash, events));
+                    if (decision.Answer is not EventsRecorded recorded || recorded.Results.Any(r => r.Result != EventResultKind.Applied))
                     {
-                        var e = MartenStores.ToEvent(wire, recordedAt);
-                        var effect = run.Evaluate(e);
-                        if (effect.Kind != EventResultKind.Applied) throw new InvalidOperationException($"{wire.EventId}: {effect.Kind} {effect.Reason}");
-                        append.Add(e);
-                        run.Fold(e);
+                        throw new InvalidOperationException($"{script.RunId}: {decision.Answer}");
                     }
-                    stream.AppendMany(append);
-                    var t2 = Stopwatch.GetTimestamp();
-                    await session.SaveChangesAsync();
-                    var t3 = Stopwatch.GetTimestamp();
                     recorder.Add(t0, chunk.Length);
-                    phases?.Add(Ms(t0, t1), Ms(t1, t2), Ms(t2, t3));
                 }
             }
         });
 
-    /// <summary>The SQL of one decision on a fresh run's first event(s): what a single events request costs PostgreSQL.</summary>
+    private readonly Dictionary<string, Task<RunWriter>> _writers = new();
+
+    /// <summary>One writer per store, started once, as the service starts its own.</summary>
+    private Task<RunWriter> Writer(string mode)
+    {
+        lock (_writers)
+        {
+            if (!_writers.TryGetValue(mode, out var writer))
+            {
+                _writers[mode] = writer = StartWriter(_stores[$"decide-{mode}"], $"bench_decide_{mode}");
+            }
+            return writer;
+        }
+    }
+
+    private static async Task<RunWriter> StartWriter(DocumentStore store, string schema)
+    {
+        var writer = new RunWriter(store, TimeProvider.System,
+            Microsoft.Extensions.Options.Options.Create(new WriterOptions()),
+            Microsoft.Extensions.Options.Options.Create(new Ledger.Infrastructure.LedgerOptions { SchemaName = schema }),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<RunWriter>.Instance);
+        await writer.StartAsync(CancellationToken.None);
+        return writer;
+    }
+
+    /// <summary>The SQL of one decision on a fresh run's first event(s), as the writer issues it for a group of one.</summary>
     public async Task<List<string>> CaptureOneDecisionAsync(string mode, int perSave, string runId)
     {
         var store = _stores[$"decide-{mode}"];
         var script = Script(runId, perSave);
+        var token = "lt_" + runId;
         var now = DateTimeOffset.UtcNow;
         await using (var start = store.LightweightSession())
         {
-            start.Events.StartStream<Run>(script.RunId, MartenStores.Registered(script, now), MartenStores.Claimed("lt_" + runId, now));
+            start.Events.StartStream<Run>(script.RunId, MartenStores.Registered(script, now), MartenStores.Claimed(token, now));
             await start.SaveChangesAsync();
         }
         var capture = new SqlCapture();
-        await using var session = store.LightweightSession();
-        session.Logger = capture;
-        var stream = await session.Events.FetchForWriting<Run>(script.RunId);
-        var fetched = capture.RoundTrips.Count;
-        var run = RunDecisions.Copy(stream.Aggregate!);
-        var events = script.Events.Take(perSave).Select(e => (object)MartenStores.ToEvent(e, now)).ToList();
-        foreach (var e in events) run.Fold(e);
-        stream.AppendMany(events);
-        await session.SaveChangesAsync();
-        var lines = capture.RoundTrips.Select((sql, i) => $"{(i < fetched ? "fetch" : "save")}: {sql}").ToList();
-        lines.Add("save: COMMIT (the transaction's own round trip)");
+        var writer = await Writer(mode);
+        var events = script.Events.Take(perSave).Select(e => MartenStores.ToEvent(e, default)).ToList();
+        using (SqlCapture.Capturing(capture))
+        {
+            await writer.Submit(new RecordEventsCommand(runId, Ledger.Infrastructure.Access.DigestHex(token), events));
+        }
+        var lines = capture.RoundTrips.Select(sql => $"group: {sql}").ToList();
+        lines.Add("group: COMMIT (the transaction's own round trip)");
         return lines;
     }
 
@@ -156,6 +172,7 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
 
     public async ValueTask DisposeAsync()
     {
+        foreach (var writer in _writers.Values) await (await writer).StopAsync(CancellationToken.None);
         foreach (var store in _stores.Values) await store.DisposeAsync();
     }
 }

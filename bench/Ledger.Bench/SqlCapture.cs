@@ -7,6 +7,30 @@ namespace Ledger.Bench;
 /// <summary>Records the SQL a Marten session sends: each command or batch is one round trip.</summary>
 public sealed class SqlCapture(int maxLength = 110) : IMartenSessionLogger
 {
+    private static volatile SqlCapture? _current;
+
+    /// <summary>Routes the sessions of every store configured with <see cref="StoreLogger"/> to this capture until disposed.</summary>
+    public static IDisposable Capturing(SqlCapture capture)
+    {
+        _current = capture;
+        return new Release();
+    }
+
+    private sealed class Release : IDisposable
+    {
+        public void Dispose() => _current = null;
+    }
+
+    /// <summary>A store-level logger: the sessions a writer opens on its own are captured while <see cref="Capturing"/> is on.</summary>
+    public static readonly IMartenLogger StoreLogger = new Router();
+
+    private sealed class Router : IMartenLogger
+    {
+        // Outside a capture each session gets a throwaway one, collected with the session.
+        public IMartenSessionLogger StartSession(IQuerySession session) => _current ?? new SqlCapture();
+        public void SchemaChange(string sql) { }
+    }
+
     public List<string> RoundTrips { get; } = [];
 
     public void OnBeforeExecute(NpgsqlCommand command) =>

@@ -24,6 +24,12 @@ public sealed class WriterOptions
     public int QueueCapacity { get; set; } = 10_000;
     /// <summary>Attempts at one group when other nodes keep changing its runs.</summary>
     public int ConflictAttempts { get; set; } = 8;
+    /// <summary>
+    /// Independent writers, each owning the runs whose id hashes to it (so a run's commands keep
+    /// their order), each with its own queue share and group commit. 1 is one transaction at a time;
+    /// more lets one group read while another commits.
+    /// </summary>
+    public int Writers { get; set; } = 1;
 }
 
 /// <summary>
@@ -50,11 +56,14 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     /// <summary>What was decided for one run in a group: valid while the run is still at <see cref="Version"/>.</summary>
     private sealed record RunDecisions(long Version, Run? Before, Run? After, List<object> Events, List<(Pending Pending, Decision? Decision, Exception? Failure)> Outcomes);
 
-    private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(Math.Max(1, options.Value.QueueCapacity))
-    {
-        SingleReader = true,
-        FullMode = BoundedChannelFullMode.Wait,
-    });
+    private readonly Channel<Pending>[] _queues = Enumerable.Range(0, Math.Max(1, options.Value.Writers))
+        .Select(_ => Channel.CreateBounded<Pending>(new BoundedChannelOptions(
+            Math.Max(1, options.Value.QueueCapacity / Math.Max(1, options.Value.Writers)))
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        }))
+        .ToArray();
 
     // Runs another node wrote while this one was deciding: their next groups are read under row locks at once.
     private readonly ConcurrentDictionary<string, long> _contended = new(StringComparer.Ordinal);
@@ -66,7 +75,8 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     public Task<Decision> Submit(RunCommand command)
     {
         var pending = new Pending(command, new TaskCompletionSource<Decision>(TaskCreationOptions.RunContinuationsAsynchronously));
-        if (!_queue.Writer.TryWrite(pending))
+        var queue = _queues[(uint)StringComparer.Ordinal.GetHashCode(command.RunId) % (uint)_queues.Length];
+        if (!queue.Writer.TryWrite(pending))
         {
             throw new ProblemException(Problem.Of(ProblemCodes.Overloaded, detail:
                 "The ledger's write queue is full or it is shutting down; nothing from this request was recorded.",
@@ -76,7 +86,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     }
 
     /// <summary>Commands waiting now (for health and metrics).</summary>
-    public int Queued => _queue.Reader.Count;
+    public int Queued => _queues.Sum(q => q.Reader.Count);
 
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -88,15 +98,17 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
         // No new commands; what is queued is still decided and committed before the process exits.
-        _queue.Writer.TryComplete();
+        foreach (var queue in _queues) queue.Writer.TryComplete();
         await base.StopAsync(cancellationToken);
     }
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Task.WhenAll(_queues.Select(queue => Task.Run(() => Drain(queue.Reader), CancellationToken.None)));
+
+    private async Task Drain(ChannelReader<Pending> reader)
     {
         var max = Math.Max(1, options.Value.MaxGroupSize);
         var wait = TimeSpan.FromMilliseconds(Math.Max(0, options.Value.MaxWaitMilliseconds));
-        var reader = _queue.Reader;
         var group = new List<Pending>(max);
         // Not cancelled by the stopping token: the loop ends when the queue is completed and drained.
         while (await reader.WaitToReadAsync(CancellationToken.None))
