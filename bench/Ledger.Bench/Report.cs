@@ -46,6 +46,14 @@ public sealed class Results
     public void AddWrites(string key, WriteCounters delta) =>
         Writes[key] = Writes.TryGetValue(key, out var sum) ? sum + delta : delta;
 
+    /// <summary>CPU microseconds per event of one process column over all repetitions of a figure; NaN when not measured.</summary>
+    public double CpuPerEvent(string key, Func<CpuCounters, long> column)
+    {
+        if (!Has(key) || !Cpu.TryGetValue(key, out var c)) return double.NaN;
+        var events = this[key].Samples.Sum(s => s.Events);
+        return events == 0 ? double.NaN : column(c) / CpuProbe.TicksPerSecond * 1e6 / events;
+    }
+
     private sealed record Row(string Figure, double Value, string Unit, string? Baseline, double? BaselineValue,
         double? Ratio, string Target, bool? Met);
 
@@ -71,6 +79,18 @@ public sealed class Results
             rows.Add(new("Single-event request latency p95", l.MedianP95, "ms", "INSERT p95", b?.MedianP95, Ratio(l.MedianP95, b?.MedianP95 ?? double.NaN), "–", null));
             rows.Add(new("Single-event request latency p99", l.MedianP99, "ms", "INSERT p99", b?.MedianP99, Ratio(l.MedianP99, b?.MedianP99 ?? double.NaN), "≤ 50 ms", l.MedianP99 <= 50));
         }
+        // What one single event costs each process: on 2 cores, the ceiling of the throughput.
+        if (Has("ledger.single"))
+        {
+            var ledgerCpu = CpuPerEvent("ledger.single", c => c.Ledger);
+            var pgCpu = CpuPerEvent("ledger.single", c => c.Postgres);
+            var basePgCpu = CpuPerEvent("base.single", c => c.Postgres);
+            var pgRatio = Ratio(pgCpu, basePgCpu);
+            rows.Add(new("CPU per event, ledger process (single-event requests)", ledgerCpu, "µs", null, null, null, "–", null));
+            rows.Add(new("CPU per event, PostgreSQL (single-event requests)", pgCpu, "µs", "raw INSERT, 1 row per tx: PostgreSQL", basePgCpu, pgRatio,
+                "≤ 3 × baseline", pgRatio is null ? null : pgRatio <= 3));
+        }
+
         var batchRatio = Ratio(batch, multi);
         rows.Add(new($"Ingestion, batches of {o.BatchSize}", batch, "events/s", $"raw multi-row INSERT of {o.BatchSize}", multi, batchRatio,
             "≥ 0.50 × baseline", batchRatio >= 0.50));
@@ -188,11 +208,13 @@ public sealed class Results
             : "leaderboard p99 " + string.Join(", ", boards.Select(r => $"{Num(r.Value)} ms at {Readers(r.Figure)}")) +
               $" (target 20: {(boards.All(r => r.Met == true) ? "met" : boards.Any(r => r.Met == true) ? "met at " + string.Join(", ", boards.Where(r => r.Met == true).Select(r => Readers(r.Figure))) + " only" : "missed")})" +
               (CatchUp is { CaughtUp: false } ? ", standings NOT caught up" : "");
+        var pgCpu = rows.FirstOrDefault(r => r.Figure.StartsWith("CPU per event, PostgreSQL", StringComparison.Ordinal));
         var targets = rows.Where(r => r.Met is not null).ToList();
         var parts = new[]
         {
             Part("single-event", single, r => $"{Ratio(r.Ratio)}× the 1-row-per-tx baseline (target 0.40: {MetWord(r)})"),
             Part("p99", p99, r => $"{Num(r.Value)} ms (target 50: {MetWord(r)})"),
+            Part("PostgreSQL CPU per single event", pgCpu, r => $"{Ratio(r.Ratio)}× the raw INSERT's (target 3: {MetWord(r)})"),
             Part("batches", batch, r => $"{Ratio(r.Ratio)}× multi-row INSERT (target 0.50: {MetWord(r)})"),
             Part("batches vs COPY", copy, r => $"{Ratio(r.Ratio)}×"),
             Part("rebuild", rebuild, r => $"{Num(r.Value)} events/s (target 30,000: {MetWord(r)})"),
