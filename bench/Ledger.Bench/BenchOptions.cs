@@ -40,7 +40,10 @@ public sealed class BenchOptions
     public string? RebuildOnly { get; private set; }
     public bool Verbose { get; private set; }
     /// <summary>Skip ingestion, baselines and the Marten figures: for iterating on the read figures.</summary>
-    public bool OnlyReads { get; private set; }
+    public bool OnlyReads => Figures.SetEquals([Figure.Reads]);
+    /// <summary>The groups of figures this run measures (<c>--only</c>); all of them by default.</summary>
+    public HashSet<string> Figures { get; private set; } = [.. Figure.All];
+    public bool Measures(string figure) => Figures.Contains(figure);
 
     public static BenchOptions Parse(string[] args)
     {
@@ -97,7 +100,15 @@ public sealed class BenchOptions
                     break;
                 case "--rebuild-only": o.RebuildOnly = Next(); break;
                 case "--verbose": o.Verbose = true; break;
-                case "--only-reads": o.OnlyReads = true; break;
+                case "--only-reads": o.Figures = [Figure.Reads]; break;
+                case "--only":
+                    var figures = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                    if (figures.Length == 0 || figures.Any(f => !Figure.All.Contains(f)))
+                    {
+                        throw new ArgumentException($"--only takes a list of {string.Join(", ", Figure.All)}");
+                    }
+                    o.Figures = [.. figures];
+                    break;
                 case "-h" or "--help":
                     Console.WriteLine(Help);
                     Environment.Exit(0);
@@ -153,5 +164,16 @@ public sealed class BenchOptions
           --rebuild-only DB       only time the Run projection rebuild of a kept bench database, then stop
           --verbose               log the projection daemon's progress during rebuilds
           --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
+          --only LIST             measure only these groups: ingestion (with its baselines and CPU per event),
+                                  marten, reads (seeding, catch-up, reads, rebuild); default all
         """;
+}
+
+/// <summary>The groups of figures <c>--only</c> selects.</summary>
+public static class Figure
+{
+    public const string Ingestion = "ingestion";
+    public const string Marten = "marten";
+    public const string Reads = "reads";
+    public static readonly IReadOnlyList<string> All = [Ingestion, Marten, Reads];
 }

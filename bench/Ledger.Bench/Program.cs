@@ -142,7 +142,7 @@ public static class BenchProgram
 
             // Ingestion, interleaved with its baselines so that noise on the shared machine hits both alike.
             var w = o.Workers;
-            for (var rep = 1; rep <= (o.OnlyReads ? 0 : o.Repetitions); rep++)
+            for (var rep = 1; rep <= (o.Measures(Figure.Ingestion) ? o.Repetitions : 0); rep++)
             {
                 ct.ThrowIfCancellationRequested();
                 await Measure(results, db, "base.single", "Baseline: raw INSERT, 1 row per tx",
@@ -164,7 +164,7 @@ public static class BenchProgram
             }
 
             // Marten append modes and the service's write path, in-process, on schemas of their own.
-            if (!o.OnlyReads)
+            if (o.Measures(Figure.Marten))
             await using (var marten = new MartenFigures(o, connectionString))
             {
                 var prep = Stopwatch.StartNew();
@@ -212,83 +212,86 @@ public static class BenchProgram
             }
 
             // Reads: seed runs straight into the service's event store, then GET them over HTTP.
-            const string ledgerSchema = "ledger";
+            if (o.Measures(Figure.Reads))
             {
-                ledger.Phase("seeding");
-                // The board over HTTP, as an orchestrator defines it; its ranking as the service stored it.
-                await client.DefineBoardAsync(Seeder.BoardDefinition);
-                Ranking ranking;
-                await using (var query = mirror.QuerySession())
+                const string ledgerSchema = "ledger";
                 {
-                    ranking = (await query.LoadAsync<Board>(Seeder.Board, ct))?.Ranking
-                              ?? throw new InvalidOperationException($"board {Seeder.Board} was defined but cannot be read back");
+                    ledger.Phase("seeding");
+                    // The board over HTTP, as an orchestrator defines it; its ranking as the service stored it.
+                    await client.DefineBoardAsync(Seeder.BoardDefinition);
+                    Ranking ranking;
+                    await using (var query = mirror.QuerySession())
+                    {
+                        ranking = (await query.LoadAsync<Board>(Seeder.Board, ct))?.Ranking
+                                  ?? throw new InvalidOperationException($"board {Seeder.Board} was defined but cannot be read back");
+                    }
+                    var plan = new SeedPlan(o.Runs, o.Participants, Seeder.Board, ranking);
+                    var seed = await Seeder.SeedAsync(mirror, plan, parallelism: 4);
+                    var seedTime = seed.Elapsed;
+                    var expected = seed.Expected;
+                    results.SeededRuns = o.Runs;
+                    results.Board = expected;
+                    Log($"seeded {o.Runs:N0} runs ({seed.Events:N0} events; {expected.SucceededRuns:N0} succeeded, {expected.FailedRuns:N0} failed, " +
+                        $"{expected.Participants:N0} participants on {Seeder.Board}) in {seedTime.TotalSeconds:0.0} s");
+                    results.Notes.Add($"Reads: {o.Runs:N0} finished runs ({seed.Events:N0} events) were seeded in {seedTime.TotalSeconds:0.0} s " +
+                                      $"({seed.Events / seedTime.TotalSeconds:N0} events/s) by appending their events directly through Marten in-process " +
+                                      "(the service's store configuration and inline projections, 250 runs per transaction), not over HTTP. " +
+                                      $"All are entered on board `{Seeder.Board}` (defined with POST /api/boards: {ranking.PrimaryScore} {Dir(ranking.Direction)}, " +
+                                      $"tie-break {ranking.TieBreakScore ?? "none"} {Dir(ranking.TieBreakDirection)}) by {o.Participants:N0} participants in turn, registered with the board's ranking; " +
+                                      $"{expected.SucceededRuns:N0} succeeded and {expected.FailedRuns:N0} failed (1 in 20), and each stream ends with the `VerdictReached` " +
+                                      "the service appends beside the events that end a run (`Run.LatestVerdict()` of the folded run).");
+
+                    // The standings are an async projection: the service's daemon folds the verdicts after the fact.
+                    ledger.Phase("standings catch-up");
+                    var cpuBefore = _probe?.Read();
+                    var catchUp = await StandingsCatchUp.WaitAsync(connectionString, ledgerSchema, client, Seeder.Board, expected.Participants,
+                        TimeSpan.FromSeconds(o.CatchUpSeconds), Log, ct);
+                    var cpu = _probe is not null && cpuBefore is { } cb ? _probe.Read() - cb : (CpuCounters?)null;
+                    results.CatchUp = catchUp;
+                    results.CatchUpCpu = cpu;
+                    Log(catchUp.CaughtUp
+                        ? $"standings caught up {catchUp.Waited.TotalSeconds:0.0} s after seeding: {catchUp.ParticipantsSeen:N0} participants"
+                        : $"standings NOT caught up after {catchUp.Waited.TotalSeconds:0} s: shard {catchUp.LagAtEnd:N0} events behind, " +
+                          $"{catchUp.ParticipantsSeen:N0} of {catchUp.ParticipantsExpected:N0} participants; measuring anyway");
+                    results.Notes.Add(CatchUpNote(catchUp, cpu, seedTime));
+
+                    var (st, body) = await client.GetRunAsync(Seeder.RunId(0));
+                    if (st != System.Net.HttpStatusCode.OK || !body.Contains("\"status\":\"succeeded\"", StringComparison.Ordinal))
+                    {
+                        throw new InvalidOperationException($"a seeded run does not read back as succeeded over HTTP: {(int)st} {body}");
+                    }
+                    if (catchUp.CaughtUp) await CheckTopAsync(client, expected, results);
                 }
-                var plan = new SeedPlan(o.Runs, o.Participants, Seeder.Board, ranking);
-                var seed = await Seeder.SeedAsync(mirror, plan, parallelism: 4);
-                var seedTime = seed.Elapsed;
-                var expected = seed.Expected;
-                results.SeededRuns = o.Runs;
-                results.Board = expected;
-                Log($"seeded {o.Runs:N0} runs ({seed.Events:N0} events; {expected.SucceededRuns:N0} succeeded, {expected.FailedRuns:N0} failed, " +
-                    $"{expected.Participants:N0} participants on {Seeder.Board}) in {seedTime.TotalSeconds:0.0} s");
-                results.Notes.Add($"Reads: {o.Runs:N0} finished runs ({seed.Events:N0} events) were seeded in {seedTime.TotalSeconds:0.0} s " +
-                                  $"({seed.Events / seedTime.TotalSeconds:N0} events/s) by appending their events directly through Marten in-process " +
-                                  "(the service's store configuration and inline projections, 250 runs per transaction), not over HTTP. " +
-                                  $"All are entered on board `{Seeder.Board}` (defined with POST /api/boards: {ranking.PrimaryScore} {Dir(ranking.Direction)}, " +
-                                  $"tie-break {ranking.TieBreakScore ?? "none"} {Dir(ranking.TieBreakDirection)}) by {o.Participants:N0} participants in turn, registered with the board's ranking; " +
-                                  $"{expected.SucceededRuns:N0} succeeded and {expected.FailedRuns:N0} failed (1 in 20), and each stream ends with the `VerdictReached` " +
-                                  "the service appends beside the events that end a run (`Run.LatestVerdict()` of the folded run).");
+                results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {ledgerSchema}.mt_streams");
 
-                // The standings are an async projection: the service's daemon folds the verdicts after the fact.
-                ledger.Phase("standings catch-up");
-                var cpuBefore = _probe?.Read();
-                var catchUp = await StandingsCatchUp.WaitAsync(connectionString, ledgerSchema, client, Seeder.Board, expected.Participants,
-                    TimeSpan.FromSeconds(o.CatchUpSeconds), Log, ct);
-                var cpu = _probe is not null && cpuBefore is { } cb ? _probe.Read() - cb : (CpuCounters?)null;
-                results.CatchUp = catchUp;
-                results.CatchUpCpu = cpu;
-                Log(catchUp.CaughtUp
-                    ? $"standings caught up {catchUp.Waited.TotalSeconds:0.0} s after seeding: {catchUp.ParticipantsSeen:N0} participants"
-                    : $"standings NOT caught up after {catchUp.Waited.TotalSeconds:0} s: shard {catchUp.LagAtEnd:N0} events behind, " +
-                      $"{catchUp.ParticipantsSeen:N0} of {catchUp.ParticipantsExpected:N0} participants; measuring anyway");
-                results.Notes.Add(CatchUpNote(catchUp, cpu, seedTime));
-
-                var (st, body) = await client.GetRunAsync(Seeder.RunId(0));
-                if (st != System.Net.HttpStatusCode.OK || !body.Contains("\"status\":\"succeeded\"", StringComparison.Ordinal))
+                ledger.Phase("reads");
+                var pages = Math.Max(1, (int)Math.Ceiling((results.Board?.Participants ?? 1) / (double)o.LeaderboardPageSize));
+                for (var i = 0; i < 20 * o.ReadConcurrency; i++) await client.ReadRunAsync(Seeder.RunId(i % o.Runs));
+                for (var i = 0; i < 20 * o.LeaderboardReaders.Max(); i++) await client.ReadLeaderboardAsync(Seeder.Board, 1 + i % pages, o.LeaderboardPageSize);
+                for (var rep = 1; rep <= o.Repetitions; rep++)
                 {
-                    throw new InvalidOperationException($"a seeded run does not read back as succeeded over HTTP: {(int)st} {body}");
+                    ct.ThrowIfCancellationRequested();
+                    await Measure(results, null, "reads.get", "GET /api/runs/{id}",
+                        () => Reads.RunAsync(client, r => Seeder.RunId(r.Next(o.Runs)), o.ReadConcurrency, o.ReadDuration));
+                    foreach (var readers in o.LeaderboardReaders)
+                    {
+                        await Measure(results, null, $"reads.board.{readers}",
+                            $"GET /api/boards/{{id}}/leaderboard, random page of {o.LeaderboardPageSize}, {readers} reader{(readers == 1 ? "" : "s")}",
+                            () => Reads.LeaderboardAsync(client, Seeder.Board, pages, o.LeaderboardPageSize, readers, o.ReadDuration));
+                    }
                 }
-                if (catchUp.CaughtUp) await CheckTopAsync(client, expected, results);
-            }
-            results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {ledgerSchema}.mt_streams");
-
-            ledger.Phase("reads");
-            var pages = Math.Max(1, (int)Math.Ceiling((results.Board?.Participants ?? 1) / (double)o.LeaderboardPageSize));
-            for (var i = 0; i < 20 * o.ReadConcurrency; i++) await client.ReadRunAsync(Seeder.RunId(i % o.Runs));
-            for (var i = 0; i < 20 * o.LeaderboardReaders.Max(); i++) await client.ReadLeaderboardAsync(Seeder.Board, 1 + i % pages, o.LeaderboardPageSize);
-            for (var rep = 1; rep <= o.Repetitions; rep++)
-            {
-                ct.ThrowIfCancellationRequested();
-                await Measure(results, null, "reads.get", "GET /api/runs/{id}",
-                    () => Reads.RunAsync(client, r => Seeder.RunId(r.Next(o.Runs)), o.ReadConcurrency, o.ReadDuration));
+                Log($"reads: p50 {results["reads.get"].MedianP50:0.00} ms, p99 {results["reads.get"].MedianP99:0.00} ms over {results.RunsAtReads:N0} runs");
                 foreach (var readers in o.LeaderboardReaders)
                 {
-                    await Measure(results, null, $"reads.board.{readers}",
-                        $"GET /api/boards/{{id}}/leaderboard, random page of {o.LeaderboardPageSize}, {readers} reader{(readers == 1 ? "" : "s")}",
-                        () => Reads.LeaderboardAsync(client, Seeder.Board, pages, o.LeaderboardPageSize, readers, o.ReadDuration));
+                    var m = results[$"reads.board.{readers}"];
+                    Log($"leaderboard, {readers} reader(s): p50 {m.MedianP50:0.00} ms, p99 {m.MedianP99:0.00} ms, {m.MedianOperationsPerSecond:N0} requests/s");
                 }
+                results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, ledgerSchema, Seeder.Board, pages,
+                    o.LeaderboardPageSize, o.ReadDuration);
+                Log($"leaderboard in-process (no HTTP): board load p50 {results.LeaderboardProfile.BoardLoadP50Ms:0.00} ms, " +
+                    $"ranked page p50 {results.LeaderboardProfile.PageQueryP50Ms:0.00} ms; standings average {results.LeaderboardProfile.StandingBytesAvg:N0} bytes " +
+                    $"({results.LeaderboardProfile.ResultsPerStandingAvg:0.0} results each), page body {results.LeaderboardProfile.HttpBodyBytes:N0} bytes");
             }
-            Log($"reads: p50 {results["reads.get"].MedianP50:0.00} ms, p99 {results["reads.get"].MedianP99:0.00} ms over {results.RunsAtReads:N0} runs");
-            foreach (var readers in o.LeaderboardReaders)
-            {
-                var m = results[$"reads.board.{readers}"];
-                Log($"leaderboard, {readers} reader(s): p50 {m.MedianP50:0.00} ms, p99 {m.MedianP99:0.00} ms, {m.MedianOperationsPerSecond:N0} requests/s");
-            }
-            results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, ledgerSchema, Seeder.Board, pages,
-                o.LeaderboardPageSize, o.ReadDuration);
-            Log($"leaderboard in-process (no HTTP): board load p50 {results.LeaderboardProfile.BoardLoadP50Ms:0.00} ms, " +
-                $"ranked page p50 {results.LeaderboardProfile.PageQueryP50Ms:0.00} ms; standings average {results.LeaderboardProfile.StandingBytesAvg:N0} bytes " +
-                $"({results.LeaderboardProfile.ResultsPerStandingAvg:0.0} results each), page body {results.LeaderboardProfile.HttpBodyBytes:N0} bytes");
         }
         finally
         {
@@ -303,6 +306,7 @@ public static class BenchProgram
 
         // Replay: the service is stopped; rebuild the Run projection from all of its events.
         using var logging = RebuildLogging(o);
+        if (o.Measures(Figure.Reads))
         {
             results.RebuildEvents = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
             var docs = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");
