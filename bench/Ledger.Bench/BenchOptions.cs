@@ -44,6 +44,10 @@ public sealed class BenchOptions
     /// <summary>The groups of figures this run measures (<c>--only</c>); all of them by default.</summary>
     public HashSet<string> Figures { get; private set; } = [.. Figure.All];
     public bool Measures(string figure) => Figures.Contains(figure);
+    /// <summary>Events each long run holds before single events are measured on it.</summary>
+    public int LongRunEvents { get; private set; } = 10_000;
+    /// <summary>Duration of one repetition of the long-run figure.</summary>
+    public TimeSpan ScaleDuration { get; private set; } = TimeSpan.FromSeconds(4);
 
     public static BenchOptions Parse(string[] args)
     {
@@ -59,6 +63,8 @@ public sealed class BenchOptions
             o.ReadDuration = TimeSpan.FromSeconds(0.5);
             o.Runs = 2_000;
             o.CatchUpSeconds = 30;
+            o.LongRunEvents = 1_000;
+            o.ScaleDuration = TimeSpan.FromSeconds(1.0);
         }
 
         for (var i = 0; i < args.Length; i++)
@@ -109,6 +115,8 @@ public sealed class BenchOptions
                     }
                     o.Figures = [.. figures];
                     break;
+                case "--long-run-events": o.LongRunEvents = Math.Min(100_000, Positive(Next())); break;
+                case "--scale-seconds": o.ScaleDuration = Seconds(Next()); break;
                 case "-h" or "--help":
                     Console.WriteLine(Help);
                     Environment.Exit(0);
@@ -138,7 +146,7 @@ public sealed class BenchOptions
         Ledger.Bench: ingestion, baselines, Marten append modes, replay and reads, in one run.
           dotnet run -c Release --project bench/Ledger.Bench -- [--quick] [options]
         options:
-          --quick                 small counts, under 60 s (3 repetitions)
+          --quick                 small counts, about 90 s (3 repetitions)
           --workers N             concurrent simulated workers (default 8)
           --reps N                repetitions per figure, median reported (default 5, quick 3)
           --rebuild-reps N        repetitions of the projection rebuild (default 3)
@@ -165,7 +173,9 @@ public sealed class BenchOptions
           --verbose               log the projection daemon's progress during rebuilds
           --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
           --only LIST             measure only these groups: ingestion (with its baselines and CPU per event),
-                                  marten, reads (seeding, catch-up, reads, rebuild); default all
+                                  long-run, marten, reads (seeding, catch-up, reads, rebuild); default all
+          --long-run-events N     events each long run holds before it is measured (default 10000, quick 1000)
+          --scale-seconds S       duration of one long-run / fresh-run repetition (default 4, quick 1)
         """;
 }
 
@@ -173,7 +183,8 @@ public sealed class BenchOptions
 public static class Figure
 {
     public const string Ingestion = "ingestion";
+    public const string LongRun = "long-run";
     public const string Marten = "marten";
     public const string Reads = "reads";
-    public static readonly IReadOnlyList<string> All = [Ingestion, Marten, Reads];
+    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Marten, Reads];
 }

@@ -163,6 +163,9 @@ public static class BenchProgram
                     $"ledger batch {Last(results, "ledger.batch")}, multi-row {Last(results, "base.multi")}, copy {Last(results, "base.copy")}");
             }
 
+            // Single events on runs that already hold many events, interleaved with the same on fresh runs.
+            if (o.Measures(Figure.LongRun)) await MeasureLongRunsAsync(o, results, db, client, ledger, ct);
+
             // Marten append modes and the service's write path, in-process, on schemas of their own.
             if (o.Measures(Figure.Marten))
             await using (var marten = new MartenFigures(o, connectionString))
@@ -333,6 +336,67 @@ public static class BenchProgram
         results.Notes.Add("Ledger events/s count the worker events acknowledged as applied over the whole wall time, which also includes registering and claiming each run (2 more requests per run, not counted as events). " +
                           "Latencies are per request, measured by the load generator on the same 2 cores (so they include client time).");
         results.Notes.Add("The in-process Marten figures share the bench process with the load generator; they use schemas of their own in the same database, with the service idle.");
+    }
+
+    /// <summary>
+    /// One run per worker is brought to <see cref="BenchOptions.LongRunEvents"/> events over HTTP;
+    /// then single-event requests on those long runs alternate, repetition by repetition, with the
+    /// same requests on fresh runs (registered and claimed just before), so that both meet the same noise.
+    /// </summary>
+    private static async Task MeasureLongRunsAsync(BenchOptions o, Results results, NpgsqlDataSource db, LedgerClient client,
+        LedgerProcess ledger, CancellationToken ct)
+    {
+        ledger.Phase("long runs (seeding)");
+        var seed = await ScaleFigures.SeedLongRunsAsync(client, o.Workers, o.LongRunEvents, o.BatchSize, "long");
+        var seeded = (long)o.Workers * o.LongRunEvents;
+        var (status, body) = await client.GetRunAsync(seed.Runs[0].RunId);
+        using (var json = System.Text.Json.JsonDocument.Parse(body))
+        {
+            // The stream holds the registration and the claim besides the worker events.
+            var version = json.RootElement.GetProperty("version").GetInt64();
+            var state = json.RootElement.GetProperty("status").GetString();
+            if (status != System.Net.HttpStatusCode.OK || version != o.LongRunEvents + 2 || state != "running")
+            {
+                throw new InvalidOperationException($"long run {seed.Runs[0].RunId} should be running at version {o.LongRunEvents + 2}: {(int)status} {body[..Math.Min(300, body.Length)]}");
+            }
+        }
+        Log($"seeded {o.Workers} long runs of {o.LongRunEvents:N0} events over HTTP ({seed.Requests:N0} batches of {o.BatchSize}) " +
+            $"in {seed.Elapsed.TotalSeconds:0.0} s ({seeded / seed.Elapsed.TotalSeconds:N0} events/s)");
+
+        var longKey = "long.single";
+        var longTitle = $"Single-event requests on runs already holding {o.LongRunEvents:N0} events";
+        const string freshKey = "fresh.single";
+        const string freshTitle = "Single-event requests on fresh runs (registered and claimed)";
+        long added = 0;
+        for (var rep = 1; rep <= o.Repetitions; rep++)
+        {
+            ct.ThrowIfCancellationRequested();
+            var fresh = await ScaleFigures.OpenAsync(client, Enumerable.Range(0, o.Workers).Select(w => $"fresh-r{rep}-w{w}"));
+            async Task Long()
+            {
+                ledger.Phase("single events (long runs)");
+                await Measure(results, db, longKey, longTitle,
+                    () => ScaleFigures.SingleEventsAsync([client], seed.Runs, $"long-r{rep}", o.Workers, o.ScaleDuration, results.OutcomesOf(longKey)));
+                added += results[longKey].Samples[^1].Events;
+            }
+            async Task Fresh()
+            {
+                ledger.Phase("single events (fresh runs)");
+                await Measure(results, db, freshKey, freshTitle,
+                    () => ScaleFigures.SingleEventsAsync([client], fresh, $"fresh-r{rep}", o.Workers, o.ScaleDuration, results.OutcomesOf(freshKey)));
+            }
+            // Alternate which goes first, so that neither always follows the other's writes.
+            if (rep % 2 == 1) { await Long(); await Fresh(); }
+            else { await Fresh(); await Long(); }
+            ledger.Phase("idle");
+            Log($"long runs rep {rep}/{o.Repetitions}: long {Last(results, longKey)}, fresh {Last(results, freshKey)}");
+        }
+        results.Notes.Add($"Long runs: {o.Workers} runs (one per worker) were brought to {o.LongRunEvents:N0} events each over HTTP, in batches of {o.BatchSize} " +
+                          $"with the lease token (run.started, then steps of 10: step.started, 5 logs, heartbeat, items.committed without an expected total, a log, step.completed; " +
+                          $"registered with nothing required), {seeded:N0} events in {seed.Elapsed.TotalSeconds:0.0} s ({seeded / seed.Elapsed.TotalSeconds:N0} events/s). " +
+                          $"Then each repetition sent single-event requests (a log of 5 lines, then a heartbeat, in turn) for {o.ScaleDuration.TotalSeconds:0.#} s on those runs " +
+                          $"and for as long on {o.Workers} fresh runs registered and claimed just before, alternating which went first. " +
+                          $"The long runs kept what the measurement added: {o.LongRunEvents:N0} events each at the first repetition, about {o.LongRunEvents + added / o.Workers:N0} after the last.");
     }
 
     private static CpuProbe? _probe;

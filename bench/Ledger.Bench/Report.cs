@@ -46,6 +46,18 @@ public sealed class Results
     public void AddWrites(string key, WriteCounters delta) =>
         Writes[key] = Writes.TryGetValue(key, out var sum) ? sum + delta : delta;
 
+    /// <summary>Requests of a figure that did not apply their event, by HTTP status, over all its repetitions.</summary>
+    public Dictionary<string, Outcomes> Failed { get; } = new();
+
+    public Outcomes OutcomesOf(string key)
+    {
+        lock (Failed)
+        {
+            if (!Failed.TryGetValue(key, out var o)) Failed[key] = o = new Outcomes();
+            return o;
+        }
+    }
+
     /// <summary>CPU microseconds per event of one process column over all repetitions of a figure; NaN when not measured.</summary>
     public double CpuPerEvent(string key, Func<CpuCounters, long> column)
     {
@@ -89,6 +101,20 @@ public sealed class Results
             rows.Add(new("CPU per event, ledger process (single-event requests)", ledgerCpu, "µs", null, null, null, "–", null));
             rows.Add(new("CPU per event, PostgreSQL (single-event requests)", pgCpu, "µs", "raw INSERT, 1 row per tx: PostgreSQL", basePgCpu, pgRatio,
                 "≤ 3 × baseline", pgRatio is null ? null : pgRatio <= 3));
+        }
+
+        if (Has("long.single"))
+        {
+            var l = this["long.single"];
+            var f = Has("fresh.single") ? this["fresh.single"] : null;
+            var events = o.Quick && o.LongRunEvents < 10_000
+                ? $"{o.LongRunEvents:N0} events (quick mode; full mode: 10,000)"
+                : $"{o.LongRunEvents:N0} events";
+            var ratio = Ratio(l.MedianEventsPerSecond, f?.MedianEventsPerSecond ?? double.NaN);
+            rows.Add(new($"Single-event requests on runs already holding {events}", l.MedianEventsPerSecond, "events/s", "same on fresh runs", f?.MedianEventsPerSecond, ratio,
+                "≥ 0.90 × fresh", ratio is null ? null : ratio >= 0.90));
+            rows.Add(new("Long runs: single-event request latency p50", l.MedianP50, "ms", "fresh runs p50", f?.MedianP50, Ratio(l.MedianP50, f?.MedianP50 ?? double.NaN), "–", null));
+            rows.Add(new("Long runs: single-event request latency p99", l.MedianP99, "ms", "fresh runs p99", f?.MedianP99, Ratio(l.MedianP99, f?.MedianP99 ?? double.NaN), "–", null));
         }
 
         var batchRatio = Ratio(batch, multi);
@@ -209,12 +235,14 @@ public sealed class Results
               $" (target 20: {(boards.All(r => r.Met == true) ? "met" : boards.Any(r => r.Met == true) ? "met at " + string.Join(", ", boards.Where(r => r.Met == true).Select(r => Readers(r.Figure))) + " only" : "missed")})" +
               (CatchUp is { CaughtUp: false } ? ", standings NOT caught up" : "");
         var pgCpu = rows.FirstOrDefault(r => r.Figure.StartsWith("CPU per event, PostgreSQL", StringComparison.Ordinal));
+        var longRun = rows.FirstOrDefault(r => r.Figure.StartsWith("Single-event requests on runs already holding", StringComparison.Ordinal));
         var targets = rows.Where(r => r.Met is not null).ToList();
         var parts = new[]
         {
             Part("single-event", single, r => $"{Ratio(r.Ratio)}× the 1-row-per-tx baseline (target 0.40: {MetWord(r)})"),
             Part("p99", p99, r => $"{Num(r.Value)} ms (target 50: {MetWord(r)})"),
             Part("PostgreSQL CPU per single event", pgCpu, r => $"{Ratio(r.Ratio)}× the raw INSERT's (target 3: {MetWord(r)})"),
+            Part("single events on long runs", longRun, r => $"{Ratio(r.Ratio)}× fresh runs (target 0.90: {MetWord(r)})"),
             Part("batches", batch, r => $"{Ratio(r.Ratio)}× multi-row INSERT (target 0.50: {MetWord(r)})"),
             Part("batches vs COPY", copy, r => $"{Ratio(r.Ratio)}×"),
             Part("rebuild", rebuild, r => $"{Num(r.Value)} events/s (target 30,000: {MetWord(r)})"),
@@ -247,8 +275,13 @@ public sealed class Results
             var reps = string.Join(", ", m.Samples.Select(s => Num(s.EventsPerSecond)));
             sb.AppendLine($"| {m.Title} | {reps} | {Num(m.MedianP50)} | {Num(m.MedianP95)} | {Num(m.MedianP99)} | {Num(m.MedianOperationsPerSecond)} | {m.Errors} |");
         }
-        var errors = _measurements.Values.SelectMany(m => m.Samples).Select(s => s.FirstError).FirstOrDefault(e => e is not null);
-        if (errors is not null) sb.AppendLine($"\nFirst error: `{errors}`");
+        var failing = _measurements.Values.Where(m => m.Errors > 0).ToList();
+        if (failing.Count > 0) sb.AppendLine("\nFirst error of each figure that had any:");
+        foreach (var m in failing)
+        {
+            var first = m.Samples.Select(s => s.FirstError).First(e => e is not null)!;
+            sb.AppendLine($"- {m.Title}: `{(first.Length <= 400 ? first : first[..400] + "…").Replace("`", "'").ReplaceLineEndings(" ")}`");
+        }
         sb.AppendLine();
 
         if (Writes.Count > 0)
