@@ -46,8 +46,10 @@ public sealed class BenchOptions
     public bool Measures(string figure) => Figures.Contains(figure);
     /// <summary>Events each long run holds before single events are measured on it.</summary>
     public int LongRunEvents { get; private set; } = 10_000;
-    /// <summary>Duration of one repetition of the long-run figure.</summary>
+    /// <summary>Duration of one repetition of the long-run and hot-run figures.</summary>
     public TimeSpan ScaleDuration { get; private set; } = TimeSpan.FromSeconds(4);
+    /// <summary>Node counts of the hot-run figure; 1 is always among them, as the others' baseline.</summary>
+    public IReadOnlyList<int> NodeCounts { get; private set; } = [1, 2, 3];
 
     public static BenchOptions Parse(string[] args)
     {
@@ -65,6 +67,7 @@ public sealed class BenchOptions
             o.CatchUpSeconds = 30;
             o.LongRunEvents = 1_000;
             o.ScaleDuration = TimeSpan.FromSeconds(1.0);
+            o.NodeCounts = [1, 2];
         }
 
         for (var i = 0; i < args.Length; i++)
@@ -117,6 +120,15 @@ public sealed class BenchOptions
                     break;
                 case "--long-run-events": o.LongRunEvents = Math.Min(100_000, Positive(Next())); break;
                 case "--scale-seconds": o.ScaleDuration = Seconds(Next()); break;
+                case "--nodes":
+                    var nodes = Next();
+                    // N: every count from 1 to N; a list (1,3): those counts, 1 always included.
+                    List<int> counts = nodes.Contains(',')
+                        ? nodes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Positive).ToList()
+                        : Enumerable.Range(1, Positive(nodes)).ToList();
+                    if (counts.Any(n => n > 8)) throw new ArgumentException("--nodes: at most 8 ledger processes");
+                    o.NodeCounts = counts.Append(1).Distinct().Order().ToList();
+                    break;
                 case "-h" or "--help":
                     Console.WriteLine(Help);
                     Environment.Exit(0);
@@ -173,9 +185,11 @@ public sealed class BenchOptions
           --verbose               log the projection daemon's progress during rebuilds
           --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
           --only LIST             measure only these groups: ingestion (with its baselines and CPU per event),
-                                  long-run, marten, reads (seeding, catch-up, reads, rebuild); default all
+                                  long-run, nodes, marten, reads (seeding, catch-up, reads, rebuild); default all
           --long-run-events N     events each long run holds before it is measured (default 10000, quick 1000)
-          --scale-seconds S       duration of one long-run / fresh-run repetition (default 4, quick 1)
+          --scale-seconds S       duration of one long-run / fresh-run / hot-run repetition (default 4, quick 1)
+          --nodes N|LIST          hot run over 1..N ledger processes, or over the listed counts (1 always
+                                  measured as the baseline); default 3 (1,2,3), quick 2 (1,2); ports --port, +1, …
         """;
 }
 
@@ -184,7 +198,8 @@ public static class Figure
 {
     public const string Ingestion = "ingestion";
     public const string LongRun = "long-run";
+    public const string Nodes = "nodes";
     public const string Marten = "marten";
     public const string Reads = "reads";
-    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Marten, Reads];
+    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads];
 }

@@ -166,6 +166,9 @@ public static class BenchProgram
             // Single events on runs that already hold many events, interleaved with the same on fresh runs.
             if (o.Measures(Figure.LongRun)) await MeasureLongRunsAsync(o, results, db, client, ledger, ct);
 
+            // One hot run whose lease every worker shares, over 1, 2, 3 ledger processes on the same database.
+            if (o.Measures(Figure.Nodes)) await MeasureNodesAsync(o, results, db, ledger, dll, connectionString, database, ct);
+
             // Marten append modes and the service's write path, in-process, on schemas of their own.
             if (o.Measures(Figure.Marten))
             await using (var marten = new MartenFigures(o, connectionString))
@@ -397,6 +400,74 @@ public static class BenchProgram
                           $"Then each repetition sent single-event requests (a log of 5 lines, then a heartbeat, in turn) for {o.ScaleDuration.TotalSeconds:0.#} s on those runs " +
                           $"and for as long on {o.Workers} fresh runs registered and claimed just before, alternating which went first. " +
                           $"The long runs kept what the measurement added: {o.LongRunEvents:N0} events each at the first repetition, about {o.LongRunEvents + added / o.Workers:N0} after the last.");
+    }
+
+    /// <summary>
+    /// Starts the other ledger processes on consecutive ports (same database and settings), then,
+    /// for each node count, one run registered and claimed whose lease token every worker shares,
+    /// sending single events to the first N nodes in turn. Node counts alternate their order by
+    /// repetition; every node stays up (idle when not addressed) until the last repetition.
+    /// </summary>
+    private static async Task MeasureNodesAsync(BenchOptions o, Results results, NpgsqlDataSource db, LedgerProcess first,
+        string dll, string connectionString, string database, CancellationToken ct)
+    {
+        var max = o.NodeCounts.Max();
+        var serverLog = new ServerLog(Path.Combine(o.PostgresDirectory, "server.log"));
+        var nodes = new List<LedgerProcess> { first };
+        var clients = new List<LedgerClient> { new(first.BaseAddress, o.Workers + 2) };
+        try
+        {
+            var startup = Stopwatch.StartNew();
+            var starting = Enumerable.Range(2, max - 1).Select(n => LedgerProcess.StartAsync(dll, o.LedgerPort + n - 1, connectionString,
+                Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.node{n}.log"), TimeSpan.FromSeconds(180), o.LedgerEnvironment)).ToList();
+            try { await Task.WhenAll(starting); }
+            finally { nodes.AddRange(starting.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result)); }
+            clients.AddRange(nodes.Skip(1).Select(n => new LedgerClient(n.BaseAddress, o.Workers + 2)));
+            if (_probe is not null) _probe.OtherLedgerPids = nodes.Skip(1).Select(n => n.Pid).ToList();
+            if (max > 1) Log($"{max - 1} more ledger process(es) healthy after {startup.Elapsed.TotalSeconds:0.0} s: " + string.Join(", ", nodes.Skip(1).Select(n => $"{n.BaseAddress} (pid {n.Pid})")));
+
+            // The new processes compile Wolverine's and Marten's generated code on their first calls.
+            for (var n = 2; n <= max; n++) await HttpIngestion.WarmUpAsync(clients[n - 1], o, IngestionMode.Single, $"warm-node{n}");
+            var warm = await ScaleFigures.OpenAsync(clients[0], ["hot-warm"]);
+            await ScaleFigures.SingleEventsAsync(clients, warm, "hot-warm", o.Workers, TimeSpan.FromSeconds(0.5));
+
+            for (var rep = 1; rep <= o.Repetitions; rep++)
+            {
+                var counts = rep % 2 == 1 ? o.NodeCounts : o.NodeCounts.Reverse().ToList();
+                foreach (var n in counts)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var key = $"nodes.{n}";
+                    var hot = await ScaleFigures.OpenAsync(clients[0], [$"hot-n{n}-r{rep}"]);
+                    var deadlockLines = nodes.Sum(p => p.DeadlockLines);
+                    var logMark = serverLog.Mark();
+                    first.Phase($"hot run, {n} node(s)");
+                    await Measure(results, db, key, $"Hot run: {o.Workers} workers on one run's lease, round-robin over {n} node{(n == 1 ? "" : "s")}",
+                        () => ScaleFigures.SingleEventsAsync(clients.Take(n).ToList(), hot, $"hot-n{n}-r{rep}", o.Workers, o.ScaleDuration, results.OutcomesOf(key)));
+                    first.Phase("idle");
+                    results.AddDeadlockLines(key, nodes.Sum(p => p.DeadlockLines) - deadlockLines);
+                    results.AddServerLog(key, serverLog.Since(logMark));
+                    Log($"hot run rep {rep}/{o.Repetitions}, {n} node(s): {Last(results, key)}, failed {results.OutcomesOf(key)}, " +
+                        $"deadlock lines in node logs {results.DeadlockLines.GetValueOrDefault(key)} so far");
+                }
+            }
+        }
+        finally
+        {
+            if (_probe is not null) _probe.OtherLedgerPids = [];
+            foreach (var c in clients) c.Dispose();
+            var leader = nodes.FindIndex(n => n.LeadsProjections);
+            results.Notes.Add($"Hot run: {max} ledger process{(max == 1 ? "" : "es")} on ports {o.LedgerPort}–{o.LedgerPort + max - 1}, same database, same settings " +
+                              "(janitor disabled; `Ledger:DaemonMode` left at its default `Leader`, so one of them, elected by an advisory lock, runs the async daemon: " +
+                              $"{(leader < 0 ? "none said so in its log" : $"node {leader + 1}")}), all up for every node count (the ones not addressed idle). " +
+                              $"Each repetition registers and claims one run (node 1), then {o.Workers} workers share its lease token and send single events (a log, then a heartbeat, in turn, unique event ids) " +
+                              $"for {o.ScaleDuration.TotalSeconds:0.#} s, worker w's i-th request to node (w + i) mod N. Latencies cover every answered request, refused ones included. " +
+                              $"Node logs: {string.Join(", ", nodes.Select(n => Path.GetFileName(n.LogPath)))} in {Path.GetDirectoryName(first.LogPath)}; " +
+                              $"lines mentioning a deadlock over the whole run: {string.Join(", ", nodes.Select((n, i) => $"node {i + 1} {n.DeadlockLines:N0}"))}" +
+                              (nodes.Select(n => n.FirstDeadlockLine).FirstOrDefault(l => l is not null) is { } line ? $"; the first: `{line[..Math.Min(200, line.Length)].Replace("`", "'")}`" : "") +
+                              (nodes.Count > 1 ? $". RSS peak of the other nodes: {string.Join(", ", nodes.Skip(1).Select((n, i) => $"node {i + 2} {n.PeakRssKb / 1024.0:0} MB"))}." : "."));
+            foreach (var node in nodes.Skip(1)) await node.DisposeAsync();
+        }
     }
 
     private static CpuProbe? _probe;
