@@ -40,7 +40,16 @@ public sealed class BenchOptions
     public string? RebuildOnly { get; private set; }
     public bool Verbose { get; private set; }
     /// <summary>Skip ingestion, baselines and the Marten figures: for iterating on the read figures.</summary>
-    public bool OnlyReads { get; private set; }
+    public bool OnlyReads => Figures.SetEquals([Figure.Reads]);
+    /// <summary>The groups of figures this run measures (<c>--only</c>); all of them by default.</summary>
+    public HashSet<string> Figures { get; private set; } = [.. Figure.All];
+    public bool Measures(string figure) => Figures.Contains(figure);
+    /// <summary>Events each long run holds before single events are measured on it.</summary>
+    public int LongRunEvents { get; private set; } = 10_000;
+    /// <summary>Duration of one repetition of the long-run and hot-run figures.</summary>
+    public TimeSpan ScaleDuration { get; private set; } = TimeSpan.FromSeconds(4);
+    /// <summary>Node counts of the hot-run figure; 1 is always among them, as the others' baseline.</summary>
+    public IReadOnlyList<int> NodeCounts { get; private set; } = [1, 2, 3];
 
     public static BenchOptions Parse(string[] args)
     {
@@ -56,6 +65,9 @@ public sealed class BenchOptions
             o.ReadDuration = TimeSpan.FromSeconds(0.5);
             o.Runs = 2_000;
             o.CatchUpSeconds = 30;
+            o.LongRunEvents = 1_000;
+            o.ScaleDuration = TimeSpan.FromSeconds(1.0);
+            o.NodeCounts = [1, 2];
         }
 
         for (var i = 0; i < args.Length; i++)
@@ -97,7 +109,26 @@ public sealed class BenchOptions
                     break;
                 case "--rebuild-only": o.RebuildOnly = Next(); break;
                 case "--verbose": o.Verbose = true; break;
-                case "--only-reads": o.OnlyReads = true; break;
+                case "--only-reads": o.Figures = [Figure.Reads]; break;
+                case "--only":
+                    var figures = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                    if (figures.Length == 0 || figures.Any(f => !Figure.All.Contains(f)))
+                    {
+                        throw new ArgumentException($"--only takes a list of {string.Join(", ", Figure.All)}");
+                    }
+                    o.Figures = [.. figures];
+                    break;
+                case "--long-run-events": o.LongRunEvents = Math.Min(100_000, Positive(Next())); break;
+                case "--scale-seconds": o.ScaleDuration = Seconds(Next()); break;
+                case "--nodes":
+                    var nodes = Next();
+                    // N: every count from 1 to N; a list (1,3): those counts, 1 always included.
+                    List<int> counts = nodes.Contains(',')
+                        ? nodes.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Positive).ToList()
+                        : Enumerable.Range(1, Positive(nodes)).ToList();
+                    if (counts.Any(n => n > 8)) throw new ArgumentException("--nodes: at most 8 ledger processes");
+                    o.NodeCounts = counts.Append(1).Distinct().Order().ToList();
+                    break;
                 case "-h" or "--help":
                     Console.WriteLine(Help);
                     Environment.Exit(0);
@@ -127,7 +158,7 @@ public sealed class BenchOptions
         Ledger.Bench: ingestion, baselines, Marten append modes, replay and reads, in one run.
           dotnet run -c Release --project bench/Ledger.Bench -- [--quick] [options]
         options:
-          --quick                 small counts, under 60 s (3 repetitions)
+          --quick                 small counts, about 90 s (3 repetitions)
           --workers N             concurrent simulated workers (default 8)
           --reps N                repetitions per figure, median reported (default 5, quick 3)
           --rebuild-reps N        repetitions of the projection rebuild (default 3)
@@ -153,5 +184,22 @@ public sealed class BenchOptions
           --rebuild-only DB       only time the Run projection rebuild of a kept bench database, then stop
           --verbose               log the projection daemon's progress during rebuilds
           --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
+          --only LIST             measure only these groups: ingestion (with its baselines and CPU per event),
+                                  long-run, nodes, marten, reads (seeding, catch-up, reads, rebuild); default all
+          --long-run-events N     events each long run holds before it is measured (default 10000, quick 1000)
+          --scale-seconds S       duration of one long-run / fresh-run / hot-run repetition (default 4, quick 1)
+          --nodes N|LIST          hot run over 1..N ledger processes, or over the listed counts (1 always
+                                  measured as the baseline); default 3 (1,2,3), quick 2 (1,2); ports --port, +1, …
         """;
+}
+
+/// <summary>The groups of figures <c>--only</c> selects.</summary>
+public static class Figure
+{
+    public const string Ingestion = "ingestion";
+    public const string LongRun = "long-run";
+    public const string Nodes = "nodes";
+    public const string Marten = "marten";
+    public const string Reads = "reads";
+    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads];
 }

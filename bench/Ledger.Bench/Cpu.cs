@@ -22,6 +22,8 @@ public sealed class CpuProbe(string postgresDataDirectory)
     public const double TicksPerSecond = 100.0;
 
     public int? LedgerPid { get; set; }
+    /// <summary>Further ledger processes (the hot-run figure's other nodes), counted in the ledger column.</summary>
+    public IReadOnlyList<int> OtherLedgerPids { get; set; } = [];
     private int? _postmaster;
 
     public CpuCounters Read()
@@ -38,6 +40,7 @@ public sealed class CpuProbe(string postgresDataDirectory)
             }
         }
         var ledger = LedgerPid is { } lp && Stat(lp) is { } l ? l.Own : 0;
+        foreach (var pid in OtherLedgerPids) ledger += Stat(pid) is { } o ? o.Own : 0;
         var bench = Stat(Environment.ProcessId) is { } b ? b.Own : 0;
         var (busy, total) = Machine();
         return new CpuCounters(ledger, bench, postgres, busy, total);

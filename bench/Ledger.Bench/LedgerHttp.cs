@@ -60,18 +60,33 @@ public sealed class LedgerClient : IDisposable
         return json.RootElement.GetProperty("leaseToken").GetString()!;
     }
 
+    public async Task RegisterAsync(string runId, byte[] body)
+    {
+        using var request = Request(HttpMethod.Post, "/api/runs", LedgerProcess.AdminKey, body);
+        using var response = await _http.SendAsync(request);
+        if (response.StatusCode != HttpStatusCode.Created)
+        {
+            throw new InvalidOperationException($"register {runId}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        }
+    }
+
     /// <summary>Null when every event was applied, else what went wrong.</summary>
-    public async Task<string?> PostEventsAsync(string runId, string leaseToken, byte[] body)
+    public async Task<string?> PostEventsAsync(string runId, string leaseToken, byte[] body) =>
+        (await PostEventsWithStatusAsync(runId, leaseToken, body)).Error;
+
+    /// <summary>The HTTP status, and what went wrong unless every event was applied (a 200 may say an event was not).</summary>
+    public async Task<(int Status, string? Error)> PostEventsWithStatusAsync(string runId, string leaseToken, byte[] body)
     {
         using var request = Request(HttpMethod.Post, $"/api/runs/{runId}/events", leaseToken, body);
         using var response = await _http.SendAsync(request);
         var bytes = await response.Content.ReadAsByteArrayAsync();
-        if (response.StatusCode != HttpStatusCode.OK) return $"{(int)response.StatusCode} {Encoding.UTF8.GetString(bytes)}";
+        var status = (int)response.StatusCode;
+        if (response.StatusCode != HttpStatusCode.OK) return (status, $"{status} {Encoding.UTF8.GetString(bytes)}");
         if (bytes.AsSpan().IndexOf(NotApplied) >= 0 || bytes.AsSpan().IndexOf(Duplicate) >= 0)
         {
-            return $"not applied: {Encoding.UTF8.GetString(bytes)}";
+            return (status, $"not applied: {Encoding.UTF8.GetString(bytes)}");
         }
-        return null;
+        return (status, null);
     }
 
     public async Task<(HttpStatusCode Status, string Body)> GetRunAsync(string runId)

@@ -22,17 +22,42 @@ public sealed class LedgerProcess : IAsyncDisposable
     private string _phase = "startup";
     private readonly Dictionary<string, long> _peakByPhase = new();
 
+    private readonly LogWatch _watch;
+
     public Uri BaseAddress { get; }
     public int Pid => _process.Id;
     public string LogPath { get; }
+    /// <summary>Lines of its log so far that mention a deadlock (SQLSTATE 40P01 or the word).</summary>
+    public long DeadlockLines => _watch.DeadlockLines;
+    public string? FirstDeadlockLine => _watch.FirstDeadlockLine;
+    /// <summary>Whether its last word on the async projections was that it leads them (Ledger:DaemonMode=Leader elects one instance).</summary>
+    public bool LeadsProjections => _watch.LeadsProjections;
 
-    private LedgerProcess(Process process, StreamWriter log, string logPath, Uri baseAddress)
+    private LedgerProcess(Process process, StreamWriter log, LogWatch watch, string logPath, Uri baseAddress)
     {
         _process = process;
         _log = log;
+        _watch = watch;
         LogPath = logPath;
         BaseAddress = baseAddress;
         _sampler = Task.Run(SampleAsync);
+    }
+
+    /// <summary>Counts, as the log is written, what the bench reports about it.</summary>
+    private sealed class LogWatch
+    {
+        private long _deadlockLines;
+        public long DeadlockLines => Interlocked.Read(ref _deadlockLines);
+        public string? FirstDeadlockLine { get; private set; }
+        public bool LeadsProjections { get; private set; }
+
+        public void Saw(string line)
+        {
+            if (line.Contains("no longer leads the async projections", StringComparison.Ordinal)) LeadsProjections = false;
+            else if (line.Contains("leads the async projections", StringComparison.Ordinal)) LeadsProjections = true;
+            if (!line.Contains("40P01", StringComparison.Ordinal) && !line.Contains("deadlock", StringComparison.OrdinalIgnoreCase)) return;
+            if (Interlocked.Increment(ref _deadlockLines) == 1) FirstDeadlockLine = line.Trim();
+        }
     }
 
     public static async Task<LedgerProcess> StartAsync(string dll, int port, string connectionString, string logPath, TimeSpan timeout,
@@ -62,13 +87,14 @@ public sealed class LedgerProcess : IAsyncDisposable
 
         Directory.CreateDirectory(Path.GetDirectoryName(logPath)!);
         var log = new StreamWriter(logPath, append: false) { AutoFlush = true };
+        var watch = new LogWatch();
         var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start dotnet");
-        process.OutputDataReceived += (_, e) => Write(log, e.Data);
-        process.ErrorDataReceived += (_, e) => Write(log, e.Data);
+        process.OutputDataReceived += (_, e) => Write(log, watch, e.Data);
+        process.ErrorDataReceived += (_, e) => Write(log, watch, e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
 
-        var ledger = new LedgerProcess(process, log, logPath, new Uri(url));
+        var ledger = new LedgerProcess(process, log, watch, logPath, new Uri(url));
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var deadline = DateTime.UtcNow + timeout;
         while (true)
@@ -94,9 +120,10 @@ public sealed class LedgerProcess : IAsyncDisposable
         }
     }
 
-    private static void Write(StreamWriter log, string? line)
+    private static void Write(StreamWriter log, LogWatch watch, string? line)
     {
         if (line is null) return;
+        watch.Saw(line);
         lock (log)
         {
             try { log.WriteLine(line); } catch (ObjectDisposedException) { }

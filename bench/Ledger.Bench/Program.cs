@@ -142,7 +142,7 @@ public static class BenchProgram
 
             // Ingestion, interleaved with its baselines so that noise on the shared machine hits both alike.
             var w = o.Workers;
-            for (var rep = 1; rep <= (o.OnlyReads ? 0 : o.Repetitions); rep++)
+            for (var rep = 1; rep <= (o.Measures(Figure.Ingestion) ? o.Repetitions : 0); rep++)
             {
                 ct.ThrowIfCancellationRequested();
                 await Measure(results, db, "base.single", "Baseline: raw INSERT, 1 row per tx",
@@ -163,8 +163,14 @@ public static class BenchProgram
                     $"ledger batch {Last(results, "ledger.batch")}, multi-row {Last(results, "base.multi")}, copy {Last(results, "base.copy")}");
             }
 
+            // Single events on runs that already hold many events, interleaved with the same on fresh runs.
+            if (o.Measures(Figure.LongRun)) await MeasureLongRunsAsync(o, results, db, client, ledger, ct);
+
+            // One hot run whose lease every worker shares, over 1, 2, 3 ledger processes on the same database.
+            if (o.Measures(Figure.Nodes)) await MeasureNodesAsync(o, results, db, ledger, dll, connectionString, database, ct);
+
             // Marten append modes and the service's write path, in-process, on schemas of their own.
-            if (!o.OnlyReads)
+            if (o.Measures(Figure.Marten))
             await using (var marten = new MartenFigures(o, connectionString))
             {
                 var prep = Stopwatch.StartNew();
@@ -212,83 +218,86 @@ public static class BenchProgram
             }
 
             // Reads: seed runs straight into the service's event store, then GET them over HTTP.
-            const string ledgerSchema = "ledger";
+            if (o.Measures(Figure.Reads))
             {
-                ledger.Phase("seeding");
-                // The board over HTTP, as an orchestrator defines it; its ranking as the service stored it.
-                await client.DefineBoardAsync(Seeder.BoardDefinition);
-                Ranking ranking;
-                await using (var query = mirror.QuerySession())
+                const string ledgerSchema = "ledger";
                 {
-                    ranking = (await query.LoadAsync<Board>(Seeder.Board, ct))?.Ranking
-                              ?? throw new InvalidOperationException($"board {Seeder.Board} was defined but cannot be read back");
+                    ledger.Phase("seeding");
+                    // The board over HTTP, as an orchestrator defines it; its ranking as the service stored it.
+                    await client.DefineBoardAsync(Seeder.BoardDefinition);
+                    Ranking ranking;
+                    await using (var query = mirror.QuerySession())
+                    {
+                        ranking = (await query.LoadAsync<Board>(Seeder.Board, ct))?.Ranking
+                                  ?? throw new InvalidOperationException($"board {Seeder.Board} was defined but cannot be read back");
+                    }
+                    var plan = new SeedPlan(o.Runs, o.Participants, Seeder.Board, ranking);
+                    var seed = await Seeder.SeedAsync(mirror, plan, parallelism: 4);
+                    var seedTime = seed.Elapsed;
+                    var expected = seed.Expected;
+                    results.SeededRuns = o.Runs;
+                    results.Board = expected;
+                    Log($"seeded {o.Runs:N0} runs ({seed.Events:N0} events; {expected.SucceededRuns:N0} succeeded, {expected.FailedRuns:N0} failed, " +
+                        $"{expected.Participants:N0} participants on {Seeder.Board}) in {seedTime.TotalSeconds:0.0} s");
+                    results.Notes.Add($"Reads: {o.Runs:N0} finished runs ({seed.Events:N0} events) were seeded in {seedTime.TotalSeconds:0.0} s " +
+                                      $"({seed.Events / seedTime.TotalSeconds:N0} events/s) by appending their events directly through Marten in-process " +
+                                      "(the service's store configuration and inline projections, 250 runs per transaction), not over HTTP. " +
+                                      $"All are entered on board `{Seeder.Board}` (defined with POST /api/boards: {ranking.PrimaryScore} {Dir(ranking.Direction)}, " +
+                                      $"tie-break {ranking.TieBreakScore ?? "none"} {Dir(ranking.TieBreakDirection)}) by {o.Participants:N0} participants in turn, registered with the board's ranking; " +
+                                      $"{expected.SucceededRuns:N0} succeeded and {expected.FailedRuns:N0} failed (1 in 20), and each stream ends with the `VerdictReached` " +
+                                      "the service appends beside the events that end a run (`Run.LatestVerdict()` of the folded run).");
+
+                    // The standings are an async projection: the service's daemon folds the verdicts after the fact.
+                    ledger.Phase("standings catch-up");
+                    var cpuBefore = _probe?.Read();
+                    var catchUp = await StandingsCatchUp.WaitAsync(connectionString, ledgerSchema, client, Seeder.Board, expected.Participants,
+                        TimeSpan.FromSeconds(o.CatchUpSeconds), Log, ct);
+                    var cpu = _probe is not null && cpuBefore is { } cb ? _probe.Read() - cb : (CpuCounters?)null;
+                    results.CatchUp = catchUp;
+                    results.CatchUpCpu = cpu;
+                    Log(catchUp.CaughtUp
+                        ? $"standings caught up {catchUp.Waited.TotalSeconds:0.0} s after seeding: {catchUp.ParticipantsSeen:N0} participants"
+                        : $"standings NOT caught up after {catchUp.Waited.TotalSeconds:0} s: shard {catchUp.LagAtEnd:N0} events behind, " +
+                          $"{catchUp.ParticipantsSeen:N0} of {catchUp.ParticipantsExpected:N0} participants; measuring anyway");
+                    results.Notes.Add(CatchUpNote(catchUp, cpu, seedTime));
+
+                    var (st, body) = await client.GetRunAsync(Seeder.RunId(0));
+                    if (st != System.Net.HttpStatusCode.OK || !body.Contains("\"status\":\"succeeded\"", StringComparison.Ordinal))
+                    {
+                        throw new InvalidOperationException($"a seeded run does not read back as succeeded over HTTP: {(int)st} {body}");
+                    }
+                    if (catchUp.CaughtUp) await CheckTopAsync(client, expected, results);
                 }
-                var plan = new SeedPlan(o.Runs, o.Participants, Seeder.Board, ranking);
-                var seed = await Seeder.SeedAsync(mirror, plan, parallelism: 4);
-                var seedTime = seed.Elapsed;
-                var expected = seed.Expected;
-                results.SeededRuns = o.Runs;
-                results.Board = expected;
-                Log($"seeded {o.Runs:N0} runs ({seed.Events:N0} events; {expected.SucceededRuns:N0} succeeded, {expected.FailedRuns:N0} failed, " +
-                    $"{expected.Participants:N0} participants on {Seeder.Board}) in {seedTime.TotalSeconds:0.0} s");
-                results.Notes.Add($"Reads: {o.Runs:N0} finished runs ({seed.Events:N0} events) were seeded in {seedTime.TotalSeconds:0.0} s " +
-                                  $"({seed.Events / seedTime.TotalSeconds:N0} events/s) by appending their events directly through Marten in-process " +
-                                  "(the service's store configuration and inline projections, 250 runs per transaction), not over HTTP. " +
-                                  $"All are entered on board `{Seeder.Board}` (defined with POST /api/boards: {ranking.PrimaryScore} {Dir(ranking.Direction)}, " +
-                                  $"tie-break {ranking.TieBreakScore ?? "none"} {Dir(ranking.TieBreakDirection)}) by {o.Participants:N0} participants in turn, registered with the board's ranking; " +
-                                  $"{expected.SucceededRuns:N0} succeeded and {expected.FailedRuns:N0} failed (1 in 20), and each stream ends with the `VerdictReached` " +
-                                  "the service appends beside the events that end a run (`Run.LatestVerdict()` of the folded run).");
+                results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {ledgerSchema}.mt_streams");
 
-                // The standings are an async projection: the service's daemon folds the verdicts after the fact.
-                ledger.Phase("standings catch-up");
-                var cpuBefore = _probe?.Read();
-                var catchUp = await StandingsCatchUp.WaitAsync(connectionString, ledgerSchema, client, Seeder.Board, expected.Participants,
-                    TimeSpan.FromSeconds(o.CatchUpSeconds), Log, ct);
-                var cpu = _probe is not null && cpuBefore is { } cb ? _probe.Read() - cb : (CpuCounters?)null;
-                results.CatchUp = catchUp;
-                results.CatchUpCpu = cpu;
-                Log(catchUp.CaughtUp
-                    ? $"standings caught up {catchUp.Waited.TotalSeconds:0.0} s after seeding: {catchUp.ParticipantsSeen:N0} participants"
-                    : $"standings NOT caught up after {catchUp.Waited.TotalSeconds:0} s: shard {catchUp.LagAtEnd:N0} events behind, " +
-                      $"{catchUp.ParticipantsSeen:N0} of {catchUp.ParticipantsExpected:N0} participants; measuring anyway");
-                results.Notes.Add(CatchUpNote(catchUp, cpu, seedTime));
-
-                var (st, body) = await client.GetRunAsync(Seeder.RunId(0));
-                if (st != System.Net.HttpStatusCode.OK || !body.Contains("\"status\":\"succeeded\"", StringComparison.Ordinal))
+                ledger.Phase("reads");
+                var pages = Math.Max(1, (int)Math.Ceiling((results.Board?.Participants ?? 1) / (double)o.LeaderboardPageSize));
+                for (var i = 0; i < 20 * o.ReadConcurrency; i++) await client.ReadRunAsync(Seeder.RunId(i % o.Runs));
+                for (var i = 0; i < 20 * o.LeaderboardReaders.Max(); i++) await client.ReadLeaderboardAsync(Seeder.Board, 1 + i % pages, o.LeaderboardPageSize);
+                for (var rep = 1; rep <= o.Repetitions; rep++)
                 {
-                    throw new InvalidOperationException($"a seeded run does not read back as succeeded over HTTP: {(int)st} {body}");
+                    ct.ThrowIfCancellationRequested();
+                    await Measure(results, null, "reads.get", "GET /api/runs/{id}",
+                        () => Reads.RunAsync(client, r => Seeder.RunId(r.Next(o.Runs)), o.ReadConcurrency, o.ReadDuration));
+                    foreach (var readers in o.LeaderboardReaders)
+                    {
+                        await Measure(results, null, $"reads.board.{readers}",
+                            $"GET /api/boards/{{id}}/leaderboard, random page of {o.LeaderboardPageSize}, {readers} reader{(readers == 1 ? "" : "s")}",
+                            () => Reads.LeaderboardAsync(client, Seeder.Board, pages, o.LeaderboardPageSize, readers, o.ReadDuration));
+                    }
                 }
-                if (catchUp.CaughtUp) await CheckTopAsync(client, expected, results);
-            }
-            results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {ledgerSchema}.mt_streams");
-
-            ledger.Phase("reads");
-            var pages = Math.Max(1, (int)Math.Ceiling((results.Board?.Participants ?? 1) / (double)o.LeaderboardPageSize));
-            for (var i = 0; i < 20 * o.ReadConcurrency; i++) await client.ReadRunAsync(Seeder.RunId(i % o.Runs));
-            for (var i = 0; i < 20 * o.LeaderboardReaders.Max(); i++) await client.ReadLeaderboardAsync(Seeder.Board, 1 + i % pages, o.LeaderboardPageSize);
-            for (var rep = 1; rep <= o.Repetitions; rep++)
-            {
-                ct.ThrowIfCancellationRequested();
-                await Measure(results, null, "reads.get", "GET /api/runs/{id}",
-                    () => Reads.RunAsync(client, r => Seeder.RunId(r.Next(o.Runs)), o.ReadConcurrency, o.ReadDuration));
+                Log($"reads: p50 {results["reads.get"].MedianP50:0.00} ms, p99 {results["reads.get"].MedianP99:0.00} ms over {results.RunsAtReads:N0} runs");
                 foreach (var readers in o.LeaderboardReaders)
                 {
-                    await Measure(results, null, $"reads.board.{readers}",
-                        $"GET /api/boards/{{id}}/leaderboard, random page of {o.LeaderboardPageSize}, {readers} reader{(readers == 1 ? "" : "s")}",
-                        () => Reads.LeaderboardAsync(client, Seeder.Board, pages, o.LeaderboardPageSize, readers, o.ReadDuration));
+                    var m = results[$"reads.board.{readers}"];
+                    Log($"leaderboard, {readers} reader(s): p50 {m.MedianP50:0.00} ms, p99 {m.MedianP99:0.00} ms, {m.MedianOperationsPerSecond:N0} requests/s");
                 }
+                results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, ledgerSchema, Seeder.Board, pages,
+                    o.LeaderboardPageSize, o.ReadDuration);
+                Log($"leaderboard in-process (no HTTP): board load p50 {results.LeaderboardProfile.BoardLoadP50Ms:0.00} ms, " +
+                    $"ranked page p50 {results.LeaderboardProfile.PageQueryP50Ms:0.00} ms; standings average {results.LeaderboardProfile.StandingBytesAvg:N0} bytes " +
+                    $"({results.LeaderboardProfile.ResultsPerStandingAvg:0.0} results each), page body {results.LeaderboardProfile.HttpBodyBytes:N0} bytes");
             }
-            Log($"reads: p50 {results["reads.get"].MedianP50:0.00} ms, p99 {results["reads.get"].MedianP99:0.00} ms over {results.RunsAtReads:N0} runs");
-            foreach (var readers in o.LeaderboardReaders)
-            {
-                var m = results[$"reads.board.{readers}"];
-                Log($"leaderboard, {readers} reader(s): p50 {m.MedianP50:0.00} ms, p99 {m.MedianP99:0.00} ms, {m.MedianOperationsPerSecond:N0} requests/s");
-            }
-            results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, ledgerSchema, Seeder.Board, pages,
-                o.LeaderboardPageSize, o.ReadDuration);
-            Log($"leaderboard in-process (no HTTP): board load p50 {results.LeaderboardProfile.BoardLoadP50Ms:0.00} ms, " +
-                $"ranked page p50 {results.LeaderboardProfile.PageQueryP50Ms:0.00} ms; standings average {results.LeaderboardProfile.StandingBytesAvg:N0} bytes " +
-                $"({results.LeaderboardProfile.ResultsPerStandingAvg:0.0} results each), page body {results.LeaderboardProfile.HttpBodyBytes:N0} bytes");
         }
         finally
         {
@@ -303,6 +312,7 @@ public static class BenchProgram
 
         // Replay: the service is stopped; rebuild the Run projection from all of its events.
         using var logging = RebuildLogging(o);
+        if (o.Measures(Figure.Reads))
         {
             results.RebuildEvents = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
             var docs = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");
@@ -329,6 +339,135 @@ public static class BenchProgram
         results.Notes.Add("Ledger events/s count the worker events acknowledged as applied over the whole wall time, which also includes registering and claiming each run (2 more requests per run, not counted as events). " +
                           "Latencies are per request, measured by the load generator on the same 2 cores (so they include client time).");
         results.Notes.Add("The in-process Marten figures share the bench process with the load generator; they use schemas of their own in the same database, with the service idle.");
+    }
+
+    /// <summary>
+    /// One run per worker is brought to <see cref="BenchOptions.LongRunEvents"/> events over HTTP;
+    /// then single-event requests on those long runs alternate, repetition by repetition, with the
+    /// same requests on fresh runs (registered and claimed just before), so that both meet the same noise.
+    /// </summary>
+    private static async Task MeasureLongRunsAsync(BenchOptions o, Results results, NpgsqlDataSource db, LedgerClient client,
+        LedgerProcess ledger, CancellationToken ct)
+    {
+        ledger.Phase("long runs (seeding)");
+        var seed = await ScaleFigures.SeedLongRunsAsync(client, o.Workers, o.LongRunEvents, o.BatchSize, "long");
+        var seeded = (long)o.Workers * o.LongRunEvents;
+        var (status, body) = await client.GetRunAsync(seed.Runs[0].RunId);
+        using (var json = System.Text.Json.JsonDocument.Parse(body))
+        {
+            // The stream holds the registration and the claim besides the worker events.
+            var version = json.RootElement.GetProperty("version").GetInt64();
+            var state = json.RootElement.GetProperty("status").GetString();
+            if (status != System.Net.HttpStatusCode.OK || version != o.LongRunEvents + 2 || state != "running")
+            {
+                throw new InvalidOperationException($"long run {seed.Runs[0].RunId} should be running at version {o.LongRunEvents + 2}: {(int)status} {body[..Math.Min(300, body.Length)]}");
+            }
+        }
+        Log($"seeded {o.Workers} long runs of {o.LongRunEvents:N0} events over HTTP ({seed.Requests:N0} batches of {o.BatchSize}) " +
+            $"in {seed.Elapsed.TotalSeconds:0.0} s ({seeded / seed.Elapsed.TotalSeconds:N0} events/s)");
+
+        var longKey = "long.single";
+        var longTitle = $"Single-event requests on runs already holding {o.LongRunEvents:N0} events";
+        const string freshKey = "fresh.single";
+        const string freshTitle = "Single-event requests on fresh runs (registered and claimed)";
+        long added = 0;
+        for (var rep = 1; rep <= o.Repetitions; rep++)
+        {
+            ct.ThrowIfCancellationRequested();
+            var fresh = await ScaleFigures.OpenAsync(client, Enumerable.Range(0, o.Workers).Select(w => $"fresh-r{rep}-w{w}"));
+            async Task Long()
+            {
+                ledger.Phase("single events (long runs)");
+                await Measure(results, db, longKey, longTitle,
+                    () => ScaleFigures.SingleEventsAsync([client], seed.Runs, $"long-r{rep}", o.Workers, o.ScaleDuration, results.OutcomesOf(longKey)));
+                added += results[longKey].Samples[^1].Events;
+            }
+            async Task Fresh()
+            {
+                ledger.Phase("single events (fresh runs)");
+                await Measure(results, db, freshKey, freshTitle,
+                    () => ScaleFigures.SingleEventsAsync([client], fresh, $"fresh-r{rep}", o.Workers, o.ScaleDuration, results.OutcomesOf(freshKey)));
+            }
+            // Alternate which goes first, so that neither always follows the other's writes.
+            if (rep % 2 == 1) { await Long(); await Fresh(); }
+            else { await Fresh(); await Long(); }
+            ledger.Phase("idle");
+            Log($"long runs rep {rep}/{o.Repetitions}: long {Last(results, longKey)}, fresh {Last(results, freshKey)}");
+        }
+        results.Notes.Add($"Long runs: {o.Workers} runs (one per worker) were brought to {o.LongRunEvents:N0} events each over HTTP, in batches of {o.BatchSize} " +
+                          $"with the lease token (run.started, then steps of 10: step.started, 5 logs, heartbeat, items.committed without an expected total, a log, step.completed; " +
+                          $"registered with nothing required), {seeded:N0} events in {seed.Elapsed.TotalSeconds:0.0} s ({seeded / seed.Elapsed.TotalSeconds:N0} events/s). " +
+                          $"Then each repetition sent single-event requests (a log of 5 lines, then a heartbeat, in turn) for {o.ScaleDuration.TotalSeconds:0.#} s on those runs " +
+                          $"and for as long on {o.Workers} fresh runs registered and claimed just before, alternating which went first. " +
+                          $"The long runs kept what the measurement added: {o.LongRunEvents:N0} events each at the first repetition, about {o.LongRunEvents + added / o.Workers:N0} after the last.");
+    }
+
+    /// <summary>
+    /// Starts the other ledger processes on consecutive ports (same database and settings), then,
+    /// for each node count, one run registered and claimed whose lease token every worker shares,
+    /// sending single events to the first N nodes in turn. Node counts alternate their order by
+    /// repetition; every node stays up (idle when not addressed) until the last repetition.
+    /// </summary>
+    private static async Task MeasureNodesAsync(BenchOptions o, Results results, NpgsqlDataSource db, LedgerProcess first,
+        string dll, string connectionString, string database, CancellationToken ct)
+    {
+        var max = o.NodeCounts.Max();
+        var serverLog = new ServerLog(Path.Combine(o.PostgresDirectory, "server.log"));
+        var nodes = new List<LedgerProcess> { first };
+        var clients = new List<LedgerClient> { new(first.BaseAddress, o.Workers + 2) };
+        try
+        {
+            var startup = Stopwatch.StartNew();
+            var starting = Enumerable.Range(2, max - 1).Select(n => LedgerProcess.StartAsync(dll, o.LedgerPort + n - 1, connectionString,
+                Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.node{n}.log"), TimeSpan.FromSeconds(180), o.LedgerEnvironment)).ToList();
+            try { await Task.WhenAll(starting); }
+            finally { nodes.AddRange(starting.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result)); }
+            clients.AddRange(nodes.Skip(1).Select(n => new LedgerClient(n.BaseAddress, o.Workers + 2)));
+            if (_probe is not null) _probe.OtherLedgerPids = nodes.Skip(1).Select(n => n.Pid).ToList();
+            if (max > 1) Log($"{max - 1} more ledger process(es) healthy after {startup.Elapsed.TotalSeconds:0.0} s: " + string.Join(", ", nodes.Skip(1).Select(n => $"{n.BaseAddress} (pid {n.Pid})")));
+
+            // The new processes compile Wolverine's and Marten's generated code on their first calls.
+            for (var n = 2; n <= max; n++) await HttpIngestion.WarmUpAsync(clients[n - 1], o, IngestionMode.Single, $"warm-node{n}");
+            var warm = await ScaleFigures.OpenAsync(clients[0], ["hot-warm"]);
+            await ScaleFigures.SingleEventsAsync(clients, warm, "hot-warm", o.Workers, TimeSpan.FromSeconds(0.5));
+
+            for (var rep = 1; rep <= o.Repetitions; rep++)
+            {
+                var counts = rep % 2 == 1 ? o.NodeCounts : o.NodeCounts.Reverse().ToList();
+                foreach (var n in counts)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var key = $"nodes.{n}";
+                    var hot = await ScaleFigures.OpenAsync(clients[0], [$"hot-n{n}-r{rep}"]);
+                    var deadlockLines = nodes.Sum(p => p.DeadlockLines);
+                    var logMark = serverLog.Mark();
+                    first.Phase($"hot run, {n} node(s)");
+                    await Measure(results, db, key, $"Hot run: {o.Workers} workers on one run's lease, round-robin over {n} node{(n == 1 ? "" : "s")}",
+                        () => ScaleFigures.SingleEventsAsync(clients.Take(n).ToList(), hot, $"hot-n{n}-r{rep}", o.Workers, o.ScaleDuration, results.OutcomesOf(key)));
+                    first.Phase("idle");
+                    results.AddDeadlockLines(key, nodes.Sum(p => p.DeadlockLines) - deadlockLines);
+                    results.AddServerLog(key, serverLog.Since(logMark));
+                    Log($"hot run rep {rep}/{o.Repetitions}, {n} node(s): {Last(results, key)}, failed {results.OutcomesOf(key)}, " +
+                        $"deadlock lines in node logs {results.DeadlockLines.GetValueOrDefault(key)} so far");
+                }
+            }
+        }
+        finally
+        {
+            if (_probe is not null) _probe.OtherLedgerPids = [];
+            foreach (var c in clients) c.Dispose();
+            var leader = nodes.FindIndex(n => n.LeadsProjections);
+            results.Notes.Add($"Hot run: {max} ledger process{(max == 1 ? "" : "es")} on ports {o.LedgerPort}–{o.LedgerPort + max - 1}, same database, same settings " +
+                              "(janitor disabled; `Ledger:DaemonMode` left at its default `Leader`, so one of them, elected by an advisory lock, runs the async daemon: " +
+                              $"{(leader < 0 ? "none said so in its log" : $"node {leader + 1}")}), all up for every node count (the ones not addressed idle). " +
+                              $"Each repetition registers and claims one run (node 1), then {o.Workers} workers share its lease token and send single events (a log, then a heartbeat, in turn, unique event ids) " +
+                              $"for {o.ScaleDuration.TotalSeconds:0.#} s, worker w's i-th request to node (w + i) mod N. Latencies cover every answered request, refused ones included. " +
+                              $"Node logs: {string.Join(", ", nodes.Select(n => Path.GetFileName(n.LogPath)))} in {Path.GetDirectoryName(first.LogPath)}; " +
+                              $"lines mentioning a deadlock over the whole run: {string.Join(", ", nodes.Select((n, i) => $"node {i + 1} {n.DeadlockLines:N0}"))}" +
+                              (nodes.Select(n => n.FirstDeadlockLine).FirstOrDefault(l => l is not null) is { } line ? $"; the first: `{line[..Math.Min(200, line.Length)].Replace("`", "'")}`" : "") +
+                              (nodes.Count > 1 ? $". RSS peak of the other nodes: {string.Join(", ", nodes.Skip(1).Select((n, i) => $"node {i + 2} {n.PeakRssKb / 1024.0:0} MB"))}." : "."));
+            foreach (var node in nodes.Skip(1)) await node.DisposeAsync();
+        }
     }
 
     private static CpuProbe? _probe;

@@ -46,6 +46,38 @@ public sealed class Results
     public void AddWrites(string key, WriteCounters delta) =>
         Writes[key] = Writes.TryGetValue(key, out var sum) ? sum + delta : delta;
 
+    /// <summary>Requests of a figure that did not apply their event, by HTTP status, over all its repetitions.</summary>
+    public Dictionary<string, Outcomes> Failed { get; } = new();
+    /// <summary>Lines of the ledger processes' logs that mention a deadlock, written during a figure's repetitions.</summary>
+    public Dictionary<string, long> DeadlockLines { get; } = new();
+    /// <summary>Deadlocks and ERROR lines in PostgreSQL's server log during a figure's repetitions.</summary>
+    public Dictionary<string, (long Deadlocks, long Errors)> ServerLog { get; } = new();
+
+    public Outcomes OutcomesOf(string key)
+    {
+        lock (Failed)
+        {
+            if (!Failed.TryGetValue(key, out var o)) Failed[key] = o = new Outcomes();
+            return o;
+        }
+    }
+
+    public void AddDeadlockLines(string key, long lines) => DeadlockLines[key] = DeadlockLines.GetValueOrDefault(key) + lines;
+
+    public void AddServerLog(string key, (long Deadlocks, long Errors) counts)
+    {
+        var (d, e) = ServerLog.GetValueOrDefault(key);
+        ServerLog[key] = (d + counts.Deadlocks, e + counts.Errors);
+    }
+
+    /// <summary>CPU microseconds per event of one process column over all repetitions of a figure; NaN when not measured.</summary>
+    public double CpuPerEvent(string key, Func<CpuCounters, long> column)
+    {
+        if (!Has(key) || !Cpu.TryGetValue(key, out var c)) return double.NaN;
+        var events = this[key].Samples.Sum(s => s.Events);
+        return events == 0 ? double.NaN : column(c) / CpuProbe.TicksPerSecond * 1e6 / events;
+    }
+
     private sealed record Row(string Figure, double Value, string Unit, string? Baseline, double? BaselineValue,
         double? Ratio, string Target, bool? Met);
 
@@ -71,6 +103,51 @@ public sealed class Results
             rows.Add(new("Single-event request latency p95", l.MedianP95, "ms", "INSERT p95", b?.MedianP95, Ratio(l.MedianP95, b?.MedianP95 ?? double.NaN), "–", null));
             rows.Add(new("Single-event request latency p99", l.MedianP99, "ms", "INSERT p99", b?.MedianP99, Ratio(l.MedianP99, b?.MedianP99 ?? double.NaN), "≤ 50 ms", l.MedianP99 <= 50));
         }
+        // What one single event costs each process: on 2 cores, the ceiling of the throughput.
+        if (Has("ledger.single"))
+        {
+            var ledgerCpu = CpuPerEvent("ledger.single", c => c.Ledger);
+            var pgCpu = CpuPerEvent("ledger.single", c => c.Postgres);
+            var basePgCpu = CpuPerEvent("base.single", c => c.Postgres);
+            var pgRatio = Ratio(pgCpu, basePgCpu);
+            rows.Add(new("CPU per event, ledger process (single-event requests)", ledgerCpu, "µs", null, null, null, "–", null));
+            rows.Add(new("CPU per event, PostgreSQL (single-event requests)", pgCpu, "µs", "raw INSERT, 1 row per tx: PostgreSQL", basePgCpu, pgRatio,
+                "≤ 3 × baseline", pgRatio is null ? null : pgRatio <= 3));
+        }
+
+        if (Has("long.single"))
+        {
+            var l = this["long.single"];
+            var f = Has("fresh.single") ? this["fresh.single"] : null;
+            var events = o.Quick && o.LongRunEvents < 10_000
+                ? $"{o.LongRunEvents:N0} events (quick mode; full mode: 10,000)"
+                : $"{o.LongRunEvents:N0} events";
+            var ratio = Ratio(l.MedianEventsPerSecond, f?.MedianEventsPerSecond ?? double.NaN);
+            rows.Add(new($"Single-event requests on runs already holding {events}", l.MedianEventsPerSecond, "events/s", "same on fresh runs", f?.MedianEventsPerSecond, ratio,
+                "≥ 0.90 × fresh", ratio is null ? null : ratio >= 0.90));
+            rows.Add(new("Long runs: single-event request latency p50", l.MedianP50, "ms", "fresh runs p50", f?.MedianP50, Ratio(l.MedianP50, f?.MedianP50 ?? double.NaN), "–", null));
+            rows.Add(new("Long runs: single-event request latency p99", l.MedianP99, "ms", "fresh runs p99", f?.MedianP99, Ratio(l.MedianP99, f?.MedianP99 ?? double.NaN), "–", null));
+        }
+
+        var oneNode = Eps("nodes.1");
+        foreach (var n in o.NodeCounts.Where(n => Has($"nodes.{n}")))
+        {
+            var key = $"nodes.{n}";
+            var h = this[key];
+            var nodes = $"{n} node{(n == 1 ? "" : "s")}";
+            var ratio = n == 1 ? null : Ratio(h.MedianEventsPerSecond, oneNode);
+            var (throughputTarget, throughputMet) = n == 2 ? ("≥ 0.50 × 1 node", ratio is null ? (bool?)null : ratio >= 0.50) : ("–", (bool?)null);
+            rows.Add(new($"Hot run ({o.Workers} workers, one lease), {nodes}", h.MedianEventsPerSecond, "events/s", n == 1 ? null : "1 node", n == 1 ? null : oneNode, ratio,
+                throughputTarget, throughputMet));
+            rows.Add(new($"Hot run, {nodes}: request latency p50", h.MedianP50, "ms", null, null, null, "–", null));
+            rows.Add(new($"Hot run, {nodes}: request latency p99", h.MedianP99, "ms", null, null, null, n == 2 ? "≤ 2,000 ms" : "–", n == 2 ? h.MedianP99 <= 2000 : null));
+            var failed = Failed.GetValueOrDefault(key);
+            rows.Add(new($"Hot run, {nodes}: requests not applied, all repetitions (by status: {failed?.ToString() ?? "none"})", failed?.Total ?? 0, "requests", null, null, null, "–", null));
+            var (pgDeadlocks, pgErrors) = ServerLog.GetValueOrDefault(key);
+            rows.Add(new($"Hot run, {nodes}: node log lines mentioning a deadlock, all repetitions (PostgreSQL log: {pgDeadlocks:N0} deadlocks, {pgErrors:N0} ERROR lines)",
+                DeadlockLines.GetValueOrDefault(key), "lines", null, null, null, "–", null));
+        }
+
         var batchRatio = Ratio(batch, multi);
         rows.Add(new($"Ingestion, batches of {o.BatchSize}", batch, "events/s", $"raw multi-row INSERT of {o.BatchSize}", multi, batchRatio,
             "≥ 0.50 × baseline", batchRatio >= 0.50));
@@ -155,7 +232,8 @@ public sealed class Results
         var rows = Rows(o);
         foreach (var r in rows)
         {
-            sb.AppendLine($"| {r.Figure} | {Num(r.Value)} | {r.Unit} | {r.Baseline ?? "–"} | {Num(r.BaselineValue)} | {Ratio(r.Ratio)} | {r.Target} | {Met(r)} |");
+            var value = r.Unit is "requests" or "lines" ? r.Value.ToString("N0", CultureInfo.InvariantCulture) : Num(r.Value);
+            sb.AppendLine($"| {r.Figure} | {value} | {r.Unit} | {r.Baseline ?? "–"} | {Num(r.BaselineValue)} | {Ratio(r.Ratio)} | {r.Target} | {Met(r)} |");
         }
         sb.AppendLine();
 
@@ -188,11 +266,19 @@ public sealed class Results
             : "leaderboard p99 " + string.Join(", ", boards.Select(r => $"{Num(r.Value)} ms at {Readers(r.Figure)}")) +
               $" (target 20: {(boards.All(r => r.Met == true) ? "met" : boards.Any(r => r.Met == true) ? "met at " + string.Join(", ", boards.Where(r => r.Met == true).Select(r => Readers(r.Figure))) + " only" : "missed")})" +
               (CatchUp is { CaughtUp: false } ? ", standings NOT caught up" : "");
+        var pgCpu = rows.FirstOrDefault(r => r.Figure.StartsWith("CPU per event, PostgreSQL", StringComparison.Ordinal));
+        var longRun = rows.FirstOrDefault(r => r.Figure.StartsWith("Single-event requests on runs already holding", StringComparison.Ordinal));
+        var twoNodes = rows.FirstOrDefault(r => r.Figure.StartsWith("Hot run (", StringComparison.Ordinal) && r.Figure.EndsWith(", 2 nodes", StringComparison.Ordinal));
+        var twoNodesP99 = rows.FirstOrDefault(r => r.Figure.StartsWith("Hot run, 2 nodes: request latency p99", StringComparison.Ordinal));
         var targets = rows.Where(r => r.Met is not null).ToList();
         var parts = new[]
         {
             Part("single-event", single, r => $"{Ratio(r.Ratio)}× the 1-row-per-tx baseline (target 0.40: {MetWord(r)})"),
             Part("p99", p99, r => $"{Num(r.Value)} ms (target 50: {MetWord(r)})"),
+            Part("PostgreSQL CPU per single event", pgCpu, r => $"{Ratio(r.Ratio)}× the raw INSERT's (target 3: {MetWord(r)})"),
+            Part("single events on long runs", longRun, r => $"{Ratio(r.Ratio)}× fresh runs (target 0.90: {MetWord(r)})"),
+            Part("hot run on 2 nodes", twoNodes, r => $"{Ratio(r.Ratio)}× 1 node (target 0.50: {MetWord(r)})" +
+                (twoNodesP99 is null ? "" : $", p99 {Num(twoNodesP99.Value)} ms (target 2,000: {MetWord(twoNodesP99)})")),
             Part("batches", batch, r => $"{Ratio(r.Ratio)}× multi-row INSERT (target 0.50: {MetWord(r)})"),
             Part("batches vs COPY", copy, r => $"{Ratio(r.Ratio)}×"),
             Part("rebuild", rebuild, r => $"{Num(r.Value)} events/s (target 30,000: {MetWord(r)})"),
@@ -225,8 +311,13 @@ public sealed class Results
             var reps = string.Join(", ", m.Samples.Select(s => Num(s.EventsPerSecond)));
             sb.AppendLine($"| {m.Title} | {reps} | {Num(m.MedianP50)} | {Num(m.MedianP95)} | {Num(m.MedianP99)} | {Num(m.MedianOperationsPerSecond)} | {m.Errors} |");
         }
-        var errors = _measurements.Values.SelectMany(m => m.Samples).Select(s => s.FirstError).FirstOrDefault(e => e is not null);
-        if (errors is not null) sb.AppendLine($"\nFirst error: `{errors}`");
+        var failing = _measurements.Values.Where(m => m.Errors > 0).ToList();
+        if (failing.Count > 0) sb.AppendLine("\nFirst error of each figure that had any:");
+        foreach (var m in failing)
+        {
+            var first = m.Samples.Select(s => s.FirstError).First(e => e is not null)!;
+            sb.AppendLine($"- {m.Title}: `{(first.Length <= 400 ? first : first[..400] + "…").Replace("`", "'").ReplaceLineEndings(" ")}`");
+        }
         sb.AppendLine();
 
         if (Writes.Count > 0)

@@ -53,6 +53,73 @@ public static class Workload
     public static RunScript BatchLifecycle(string runId, int batches, int batchSize) =>
         Build(runId, totalEvents: batches * batchSize, steps: 0);
 
+    /// <summary>
+    /// A run that never ends: registered without required scores, outputs or expected items, then
+    /// exactly <paramref name="events"/> events that keep it running: run.started, then steps of 10
+    /// (started, 5 logs, heartbeat, items.committed, log, completed), padded with logs and heartbeats.
+    /// </summary>
+    public static RunScript LongRun(string runId, int events)
+    {
+        var list = new List<WireEvent>(events);
+        var clock = DateTimeOffset.UtcNow;
+        var seq = 0;
+        WireEvent Next(string type, Action<Utf8JsonWriter>? fields) => Event(type, $"{runId}-e{++seq}", clock.AddMilliseconds(seq * 7), fields);
+
+        list.Add(Next("run.started", null));
+        var steps = 0;
+        while (list.Count + 10 <= events)
+        {
+            var stepId = $"s{++steps}";
+            list.Add(Next("step.started", w => { w.WriteString("stepId", stepId); w.WriteString("name", StepNames[steps % StepNames.Length]); }));
+            for (var i = 0; i < 5; i++) list.Add(Next("log", w => LogLines(w, runId, seq, 3)));
+            list.Add(Next("heartbeat", null));
+            list.Add(Next("items.committed", w => { w.WriteString("chunkId", $"c{steps}"); w.WriteNumber("count", ItemsPerChunk); }));
+            list.Add(Next("log", w => LogLines(w, runId, seq, 3)));
+            list.Add(Next("step.completed", w => { w.WriteString("stepId", stepId); w.WriteString("outcome", "ok"); }));
+        }
+        while (list.Count < events) list.Add(list.Count % 4 == 3 ? Next("heartbeat", null) : Next("log", w => LogLines(w, runId, seq, 3)));
+
+        var register = JsonSerializer.SerializeToUtf8Bytes(new { runId, leaseSeconds = 3600 });
+        return new RunScript(runId, register, list, 0);
+    }
+
+    /// <summary>
+    /// A run registered for the single-event figures on fresh and hot runs: nothing required, so
+    /// that heartbeats and logs alone never end it.
+    /// </summary>
+    public static byte[] OpenRunRegistration(string runId) => JsonSerializer.SerializeToUtf8Bytes(new { runId, leaseSeconds = 3600 });
+
+    /// <summary>The <paramref name="n"/>-th one-off event of a stream of single-event requests: a log of 5 lines, then a heartbeat, in turn.</summary>
+    public static byte[] Filler(string runId, string eventId, int n) => n % 2 == 0
+        ? Event("log", eventId, DateTimeOffset.UtcNow, w => LogLines(w, runId, n, 5)).Json
+        : Event("heartbeat", eventId, DateTimeOffset.UtcNow, null).Json;
+
+    private static WireEvent Event(string type, string eventId, DateTimeOffset occurredAt, Action<Utf8JsonWriter>? fields)
+    {
+        var buffer = new ArrayBufferWriter<byte>(256);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("type", type);
+            w.WriteString("eventId", eventId);
+            w.WriteString("occurredAt", occurredAt);
+            fields?.Invoke(w);
+            w.WriteEndObject();
+        }
+        return new WireEvent(type, eventId, buffer.WrittenSpan.ToArray());
+    }
+
+    private static void LogLines(Utf8JsonWriter w, string runId, int seq, int lines)
+    {
+        var now = DateTimeOffset.UtcNow;
+        w.WriteStartArray("lines");
+        for (var i = 0; i < lines; i++)
+        {
+            w.WriteStringValue($"{now.AddMilliseconds(i):HH:mm:ss.fff} INFO worker {runId}: processed batch {seq}.{i} (loss=0.{seq * 31 % 997:000}, lr=3e-4)");
+        }
+        w.WriteEndArray();
+    }
+
     private static RunScript Build(string runId, int? totalEvents, int steps)
     {
         var events = new List<WireEvent>();
