@@ -30,6 +30,12 @@ public sealed class WriterOptions
     /// more lets one group read while another commits.
     /// </summary>
     public int Writers { get; set; } = 1;
+    /// <summary>
+    /// Read every run of a group under a row lock (true, the default), taken in run-id order, so
+    /// that nodes writing the same run queue behind each other instead of failing and retrying
+    /// (or deadlocking). False reads optimistically and locks only runs found contended.
+    /// </summary>
+    public bool LockRuns { get; set; } = true;
 }
 
 /// <summary>
@@ -37,16 +43,19 @@ public sealed class WriterOptions
 /// are decided and appended in one transaction (one round of statements, one fsync), and every
 /// caller is answered only after that commit. Per group:
 /// <list type="number">
-/// <item>one round trip reads each run's state (Marten's FetchForWriting, in a batch) and, after
-/// it, which of the commands' eventIds and chunk ids the runs already recorded;</item>
+/// <item>one round trip reads each run's state (Marten's FetchForWriting, in a batch, under a row
+/// lock taken in run-id order) and, after it, which of the commands' eventIds and chunk ids the
+/// runs already recorded;</item>
 /// <item>each command is decided by <see cref="RunDecider"/>, in arrival order per run, on the
 /// state the previous one left; a refusal, a duplicate or a failure of one command touches no other;</item>
-/// <item>the events go through Marten (streams in run-id order, so two nodes lock runs in the same
-/// order and queue rather than deadlock), beside the new anomaly records and the recorded keys.</item>
+/// <item>the events go through Marten, beside the new anomaly records and the recorded keys, and
+/// the transaction commits; only then is each caller answered.</item>
 /// </list>
-/// When another node changed one of the runs meanwhile, the group is read again under row locks
-/// and only the runs whose version moved are decided again. A database failure answers every
-/// caller of the group with a retryable 503; an acknowledged event is always committed.
+/// Nodes writing the same run queue on its row lock; locks are always taken in the same order, so
+/// they cannot deadlock. Should a run still move under a group (optimistic reads, see
+/// <see cref="WriterOptions.LockRuns"/>), the group is read again and only the runs whose version
+/// moved are decided again. A database failure answers every caller of the group with a
+/// retryable 503; an acknowledged event is always committed.
 /// </summary>
 public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions<WriterOptions> options,
     IOptions<LedgerOptions> ledger, ILogger<RunWriter> logger) : BackgroundService
@@ -142,7 +151,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
             .ToList();
         var decided = new Dictionary<string, RunDecisions>(StringComparer.Ordinal);
         var now = Stopwatch.GetTimestamp();
-        var exclusive = runs.Any(r => _contended.TryGetValue(r.RunId, out var until) && until > now);
+        var exclusive = options.Value.LockRuns || runs.Any(r => _contended.TryGetValue(r.RunId, out var until) && until > now);
         var attempts = Math.Max(1, options.Value.ConflictAttempts);
 
         for (var attempt = 1; ; attempt++)
