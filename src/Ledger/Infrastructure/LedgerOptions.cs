@@ -25,8 +25,6 @@ public sealed class LedgerOptions
     public int MaxEventsPerRequest { get; set; } = 1000;
     /// <summary>How much of a refused payload the rejection log keeps.</summary>
     public int RejectionPayloadBytes { get; set; } = 8 * 1024;
-    /// <summary>Attempts at an optimistic-concurrency decision before answering 503 contention.</summary>
-    public int ConcurrencyRetries { get; set; } = 8;
     public string SchemaName { get; set; } = "ledger";
     /// <summary>How this instance runs the async projections: Leader (one elected among instances), Solo, or Disabled.</summary>
     public ProjectionDaemonMode DaemonMode { get; set; } = ProjectionDaemonMode.Leader;
