@@ -4,8 +4,10 @@ using Ledger.Runs;
 namespace Ledger.Tests.Runs;
 
 /// <summary>
-/// Example tests of the run aggregate alone: no database, no HTTP. Events are reported the way the
-/// events endpoint does it: evaluate first, append (fold) only what is neither refused nor a duplicate.
+/// Example tests of the evolve half of the run (the aggregate's Apply methods) alone: no database,
+/// no HTTP. Events are reported as the fold sees them: evaluated, and folded unless refused or a
+/// duplicate of the state's own content. What only the decision knows (repeated eventIds and chunk
+/// ids, the lease) is tested in <see cref="RunDeciderTests"/>.
 /// </summary>
 public sealed class RunAggregateTests
 {
@@ -489,22 +491,6 @@ public sealed class RunAggregateTests
         }
     }
 
-    // ---- at most once ------------------------------------------------------------------------
-
-    [Fact]
-    public void a_repeated_event_id_after_terminal_is_still_a_duplicate_and_adds_no_anomaly()
-    {
-        var run = NewRun();
-        var failure = Failed("oom");
-        Report(run, failure);
-
-        var effect = run.Evaluate(failure);
-
-        Assert.Equal(EventResultKind.Duplicate, effect.Kind);
-        run.Fold(failure);
-        Assert.Empty(run.Anomalies);
-    }
-
     // ---- outcome detail and other systems' views ----------------------------------------------
 
     [Fact]
@@ -655,7 +641,7 @@ public sealed class RunAggregateTests
         new("run-1", "board", "team-a", null, new Dictionary<string, string>(), scores ?? [], outputs ?? [],
             expectedItems, leaseSeconds, T0);
 
-    private static RunClaimed Claim() => new("worker-1", "hash", T0.AddSeconds(1), T0.AddSeconds(61));
+    private static RunClaimed Claim() => new("worker-1", DeciderKit.TokenHash, T0.AddSeconds(1), T0.AddSeconds(61));
 
     private static Run NewRun(string[]? scores = null, string[]? outputs = null, long? expectedItems = null,
         int leaseSeconds = 60)
