@@ -491,6 +491,47 @@ public sealed class RunAggregateTests
         }
     }
 
+    // ---- only an operator changes a verdict, and never to an incomplete success ------------------
+
+    [Fact]
+    public void a_reclassification_to_succeeded_in_the_stream_is_ignored_when_the_run_lacks_its_results_or_balance()
+    {
+        // The decision refuses these; a stream holding one anyway must not fold to an incomplete success.
+        var lost = NewRun(scores: ["accuracy"]);
+        Report(lost, Started());
+        lost.Fold(new LeaseExpired(T0.AddSeconds(61), T0.AddMinutes(2)));
+        var overCounted = NewRun();
+        Report(overCounted, Completed(itemsTotal: 10));
+        Report(overCounted, Items("c1", 13));
+
+        foreach (var (run, status) in new[] { (lost, RunStatus.Lost), (overCounted, RunStatus.Failed) })
+        {
+            Assert.Equal(status, run.Status);
+            var reclassified = new RunReclassified(status, run.Reason, RunStatus.Succeeded, "review", ["evidence"], "ops", T0.AddHours(1));
+
+            Assert.Equal(EventEffect.NotApplied(ProblemCodes.IncompleteResults), run.EffectOf(reclassified));
+            run.Fold(reclassified);
+
+            Assert.Equal(status, run.Status);
+            Assert.Single(run.Verdicts);
+        }
+    }
+
+    [Fact]
+    public void a_reclassification_of_a_terminal_run_to_another_status_is_applied_and_keeps_the_earlier_verdict()
+    {
+        var run = NewRun(scores: ["accuracy"]);
+        Report(run, Started());
+        run.Fold(new LeaseExpired(T0.AddSeconds(61), T0.AddMinutes(2)));
+        var reclassified = new RunReclassified(RunStatus.Lost, "lease-expired", RunStatus.Failed, "crashed", ["ticket-1"], "ops", T0.AddHours(1));
+
+        Assert.Equal(EventEffect.Applied, run.EffectOf(reclassified));
+        run.Fold(reclassified);
+
+        Assert.Equal((RunStatus.Failed, "crashed", T0.AddHours(1)), (run.Status, run.Reason, run.TerminalAt));
+        Assert.Equal(["ledger", "operator:ops"], run.Verdicts.Select(v => v.DecidedBy));
+    }
+
     // ---- outcome detail and other systems' views ----------------------------------------------
 
     [Fact]

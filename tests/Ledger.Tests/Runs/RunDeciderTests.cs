@@ -601,6 +601,35 @@ public sealed class RunDeciderTests
         Assert.Equal(["ledger", "operator:ops", "operator:ops"], accepted.After.Verdicts.Select(v => v.DecidedBy));
     }
 
+    [Fact]
+    public void a_reclassification_to_succeeded_of_a_run_whose_counts_do_not_balance_is_refused_incomplete_results()
+    {
+        // Completion and results are in, nothing is missing, but 13 items were committed of the 10 declared...
+        var over = Stream(Claimed());
+        over.Decide(Events(Completed(itemsTotal: 10), Items("c1", 6), Items("c2", 7)), Now);
+        // ...or the completion claims another total than the registration expected.
+        var disagreeing = Stream(Claimed(expectedItems: 10));
+        disagreeing.Decide(Events(Items("c1", 10), Completed(itemsTotal: 8)), Now);
+
+        foreach (var (stream, imbalance) in new[]
+                 {
+                     (over, "13 items committed but the declared total is 10"),
+                     (disagreeing, "registered with 10 expected items but completion claims 8"),
+                 })
+        {
+            Assert.Equal((RunStatus.Failed, AnomalyKinds.AccountingMismatch), (stream.State!.Status, stream.State.Reason));
+            Assert.Empty(stream.State.MissingForSuccess());
+
+            var decision = stream.Decide(Reclassify(RunStatus.Succeeded), Now.AddSeconds(1));
+
+            Assert.Equal(ProblemCodes.IncompleteResults, decision.Refusal?.Code);
+            Assert.Equal($"The item counts do not balance: {imbalance}.", decision.Refusal!.Detail);
+            Assert.Empty(decision.Events);
+            // Any other verdict stays the operator's to give.
+            Assert.Null(stream.Decide(Reclassify(RunStatus.Lost), Now.AddSeconds(2)).Refusal);
+        }
+    }
+
     // ---- observing ----------------------------------------------------------------------------
 
     [Fact]

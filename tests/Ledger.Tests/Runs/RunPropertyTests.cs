@@ -11,7 +11,8 @@ namespace Ledger.Tests.Runs;
 /// event sequences, each input decided by <see cref="RunDecider.Decide"/> on the state the previous
 /// decision left, with the eventIds and chunk ids the appended events recorded, the way
 /// <see cref="RunWriter"/> drives it (<see cref="DecidedStream"/>). What is appended is the decision's
-/// events and nothing else. The invariants are checked after every step.
+/// events and nothing else. The invariants are checked after every step; one more property folds
+/// random streams without deciding at all, as a stream holding what should have been refused would.
 /// </summary>
 public sealed class RunPropertyTests
 {
@@ -368,6 +369,75 @@ public sealed class RunPropertyTests
         Assert.Empty(required.Except(seen));
     }
 
+    /// <summary>
+    /// The evolve half holds the invariants on its own: any stream, folded without deciding (events
+    /// in any order, duplicates and retries, events the decider would have refused, late events, the
+    /// janitor's expiries, cancels, other claims and operator reclassifications), folds to states
+    /// where a terminal status changes only by an operator's reclassification (so never lost to
+    /// succeeded by the fold), succeeded always means complete and balanced, and an over-count
+    /// fails the live run with accounting-mismatch at once.
+    /// </summary>
+    [Fact]
+    public void any_stream_folded_without_deciding_respects_the_invariants()
+    {
+        var seen = new HashSet<string>();
+        RawStreams.Sample(stream =>
+        {
+            var run = Simulation.NewRun(stream.Definition);
+            var d = stream.Definition;
+            for (var i = 0; i < stream.Events.Length; i++)
+            {
+                var e = stream.Events[i];
+                var before = (run.Status, run.Reason, run.CommittedItems, Verdicts: run.Verdicts.Count, Anomalies: run.Anomalies.Count);
+                run.Fold(e);
+                var where = $"after event {i} ({Describe(e)}) the run is {run.Status} ({run.Reason})";
+
+                if (before.Status.IsTerminal() && e is not RunReclassified)
+                {
+                    Assert.True((before.Status, before.Reason, before.Verdicts) == (run.Status, run.Reason, run.Verdicts.Count),
+                        $"{where}: a terminal {before.Status} ({before.Reason}) changed without a reclassification");
+                }
+                if (run.Status == RunStatus.Succeeded)
+                {
+                    var missing = new List<string>();
+                    if (!run.CompletionReported) missing.Add("completion");
+                    missing.AddRange(d.RequiredScores.Where(s => !run.Scores.ContainsKey(s)).Select(s => $"score:{s}"));
+                    missing.AddRange(d.RequiredOutputs.Where(o => !run.Outputs.ContainsKey(o)).Select(o => $"output:{o}"));
+                    missing.AddRange(run.Steps.Values.Where(s => !s.Completed).Select(s => $"step:{s.StepId}"));
+                    if (d.ExpectedItems is { } expected && run.CommittedItems != expected) missing.Add($"items:{run.CommittedItems}/{expected} expected");
+                    if (run.ItemsTotalReported is { } reported && run.CommittedItems != reported) missing.Add($"items:{run.CommittedItems}/{reported} reported");
+                    Assert.True(missing.Count == 0, $"{where} without: {string.Join(", ", missing)}");
+                }
+                if (!before.Status.IsTerminal()
+                    && (run.DeclaredItemsTotal is { } total && run.CommittedItems > total
+                        || d.ExpectedItems is { } x && run.ItemsTotalReported is { } y && x != y))
+                {
+                    Assert.True(run is { Status: RunStatus.Failed, Reason: AnomalyKinds.AccountingMismatch },
+                        $"{where} with {run.CommittedItems} items committed of {run.DeclaredItemsTotal} declared (expected {d.ExpectedItems?.ToString() ?? "-"})");
+                    Assert.Contains(run.Anomalies.Skip(before.Anomalies), a => a.Kind == AnomalyKinds.AccountingMismatch);
+                }
+
+                lock (seen)
+                {
+                    if (before.Status != run.Status) seen.Add($"{before.Status}->{run.Status}{(e is RunReclassified ? " by reclassification" : "")}");
+                    if (e is RunReclassified { To: RunStatus.Succeeded } && run.Status != RunStatus.Succeeded && before.Status.IsTerminal())
+                    {
+                        seen.Add("a reclassification to succeeded ignored");
+                    }
+                    if (run.Reason == AnomalyKinds.AccountingMismatch) seen.Add("accounting-mismatch");
+                }
+            }
+        }, iter: 2000, print: Print);
+
+        string[] required =
+        [
+            "Running->Succeeded", "Running->Failed", "Running->Lost", "Running->Cancelled", "Claimed->Lost",
+            "Failed->Succeeded by reclassification", "Lost->Failed by reclassification", "Succeeded->Failed by reclassification",
+            "a reclassification to succeeded ignored", "accounting-mismatch",
+        ];
+        Assert.Empty(required.Except(seen));
+    }
+
     /// <summary>The generator reaches the cases the properties are about; otherwise they would pass vacuously.</summary>
     [Fact]
     public void the_generated_scenarios_reach_every_interesting_outcome()
@@ -427,6 +497,9 @@ public sealed class RunPropertyTests
     public sealed record Timed(object Input, DateTimeOffset At, string TokenHash);
 
     public sealed record LeaseScenario(Definition Definition, Timed[] Inputs);
+
+    /// <summary>A stream as it could be stored, decided or not: folded as it is.</summary>
+    public sealed record RawStream(Definition Definition, object[] Events);
 
     /// <summary>One input decided: what the decision said about it, the state after it, and the keys recorded so far.</summary>
     public sealed record Step(int Index, object Input, EventEffect? Effect, Decision Decision, Run Run, RecordedKeys Keys, Timed? Next)
@@ -832,6 +905,37 @@ public sealed class RunPropertyTests
         select new LeaseScenario(scenario.Definition, inputs.Select((input, i) => new Timed(input,
             ClaimedAt.AddSeconds(gaps.Take(i + 1).Sum()), foreign[i] ? DeciderKit.OtherTokenHash : DeciderKit.TokenHash)).ToArray());
 
+    /// <summary>What else a stream can hold: the janitor's expiry, reclassifications (mostly to succeeded), another claim, a cancel, a view.</summary>
+    private static readonly Gen<object> StreamExtras = Gen.Frequency(
+        (3, Gen.Const<object>(new LeaseExpired(T0, T0))),
+        (5, Gen.Frequency(
+                (3, Gen.Const(RunStatus.Succeeded)), (1, Gen.Const(RunStatus.Failed)),
+                (1, Gen.Const(RunStatus.Lost)), (1, Gen.Const(RunStatus.Cancelled)))
+            .Select(to => (object)new RunReclassified(RunStatus.Failed, null, to, "review", ["evidence"], "op", T0))),
+        (1, Gen.Const<object>(new RunClaimed("worker-2", DeciderKit.OtherTokenHash, T0, T0))),
+        (1, Gen.Const<object>(new Cancel("operator"))),
+        (1, Gen.Select(Gen.OneOf("modal", "portal"), Gen.Enum<RunStatus>())
+            .Select((source, status) => (object)new StatusObserved(source, status, T0, null, T0))));
+
+    /// <summary>Streams as no decider would have let them be: the scenarios' inputs all appended, and more, a second apart.</summary>
+    private static readonly Gen<RawStream> RawStreams =
+        from scenario in Scenarios
+        from extras in Gen.Select(Gen.Int[0, 1000], StreamExtras).Array[0, 6]
+        select new RawStream(scenario.Definition, Interleave(scenario.Inputs, extras)
+            .Select((e, i) => AsStored(e, ClaimedAt.AddSeconds(i))).ToArray());
+
+    /// <summary>An input as the stream would hold it, recorded at <paramref name="at"/>.</summary>
+    private static object AsStored(object input, DateTimeOffset at) => input switch
+    {
+        WorkerEvent e => e with { RecordedAt = at },
+        Cancel c => new RunCancelled(c.Reason, at),
+        LeaseExpired => new LeaseExpired(at, at),
+        RunReclassified r => r with { At = at },
+        RunClaimed c => c with { ClaimedAt = at, LeaseExpiresAt = at.AddSeconds(LeaseSeconds) },
+        StatusObserved o => o with { RecordedAt = at },
+        _ => input,
+    };
+
     // ---- helpers -----------------------------------------------------------------------------
 
     private static byte[] Json(Run run) => JsonSerializer.SerializeToUtf8Bytes(run, LedgerJson.Options);
@@ -884,6 +988,15 @@ public sealed class RunPropertyTests
             var (input, at, tokenHash) = s.Inputs[i];
             text.Append($"  {i}: {at:HH:mm:ss} {Describe(input)}{(input is WorkerEvent && tokenHash != DeciderKit.TokenHash ? " (another lease's token)" : "")}\n");
         }
+        return text.ToString();
+    }
+
+    private static string Print(RawStream s)
+    {
+        var text = new StringBuilder();
+        text.Append($"\nrun: scores=[{string.Join(",", s.Definition.RequiredScores)}] outputs=[{string.Join(",", s.Definition.RequiredOutputs)}] ");
+        text.Append($"expectedItems={s.Definition.ExpectedItems?.ToString() ?? "-"}; the stream after the claim:\n");
+        for (var i = 0; i < s.Events.Length; i++) text.Append($"  {i}: {Describe(s.Events[i])}\n");
         return text.ToString();
     }
 }
