@@ -221,6 +221,9 @@ public sealed class Run
     public void Apply(RunReclassified e)
     {
         if (!Status.IsTerminal()) return;
+        // Succeeded means complete, even by an operator's hand: a reclassification to succeeded of a run
+        // without its results or whose counts do not balance (which the decision refuses) changes nothing.
+        if (e.To == RunStatus.Succeeded && !CanSucceed()) return;
         Status = e.To;
         Reason = e.Reason;
         TerminalAt = e.At;
@@ -298,7 +301,9 @@ public sealed class Run
     public EventEffect EffectOf(object @event) => @event switch
     {
         WorkerEvent worker => Evaluate(worker),
-        RunReclassified => Status.IsTerminal() ? EventEffect.Applied : EventEffect.NotApplied("run-not-terminal"),
+        RunReclassified r => !Status.IsTerminal() ? EventEffect.NotApplied("run-not-terminal")
+            : r.To == RunStatus.Succeeded && !CanSucceed() ? EventEffect.NotApplied(ProblemCodes.IncompleteResults)
+            : EventEffect.Applied,
         VerdictReached => EventEffect.Applied,
         StatusObserved observed => Evaluate(observed),
         _ => Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied,
@@ -383,6 +388,21 @@ public sealed class Run
     /// <summary>Everything still needed to succeed, the completion report included.</summary>
     public IReadOnlyList<string> MissingForSuccess() =>
         CompletionReported ? Missing() : ["completion", .. Missing()];
+
+    /// <summary>
+    /// How the item counts fail to balance beyond what is still missing: more committed than the
+    /// declared total, or a reported total other than the registered one. Null when they balance or
+    /// only wait for items (<see cref="Missing"/>).
+    /// </summary>
+    public string? Imbalance() =>
+        ExpectedItems is { } expected && ItemsTotalReported is { } reported && expected != reported
+            ? $"registered with {expected} expected items but completion claims {reported}"
+            : DeclaredItemsTotal is { } total && CommittedItems > total
+                ? $"{CommittedItems} items committed but the declared total is {total}"
+                : null;
+
+    /// <summary>True when the run holds everything succeeded means, so that even an operator may call it that.</summary>
+    public bool CanSucceed() => MissingForSuccess().Count == 0 && Imbalance() is null;
 
     private void Record(WorkerEvent e)
     {

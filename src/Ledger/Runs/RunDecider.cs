@@ -152,6 +152,12 @@ public static class RunDecider
             return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults, "A run cannot succeed without its results",
                 $"Missing: {string.Join(", ", missing)}.", run.Status), run);
         }
+        // Nor with counts that do not balance: an over-count is not made whole by calling it a success.
+        if (command.Status == RunStatus.Succeeded && run.Imbalance() is { } imbalance)
+        {
+            return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults, "A run cannot succeed without its results",
+                $"The item counts do not balance: {imbalance}.", run.Status), run);
+        }
         var reclassified = new RunReclassified(run.Status, run.Reason, command.Status, command.Reason,
             command.Evidence, command.Operator, now);
         return Appending(run, [reclassified], after => after);

@@ -4,8 +4,10 @@ using Ledger.Runs;
 namespace Ledger.Tests.Runs;
 
 /// <summary>
-/// Example tests of the run aggregate alone: no database, no HTTP. Events are reported the way the
-/// events endpoint does it: evaluate first, append (fold) only what is neither refused nor a duplicate.
+/// Example tests of the evolve half of the run (the aggregate's Apply methods) alone: no database,
+/// no HTTP. Events are reported as the fold sees them: evaluated, and folded unless refused or a
+/// duplicate of the state's own content. What only the decision knows (repeated eventIds and chunk
+/// ids, the lease) is tested in <see cref="RunDeciderTests"/>.
 /// </summary>
 public sealed class RunAggregateTests
 {
@@ -489,20 +491,45 @@ public sealed class RunAggregateTests
         }
     }
 
-    // ---- at most once ------------------------------------------------------------------------
+    // ---- only an operator changes a verdict, and never to an incomplete success ------------------
 
     [Fact]
-    public void a_repeated_event_id_after_terminal_is_still_a_duplicate_and_adds_no_anomaly()
+    public void a_reclassification_to_succeeded_in_the_stream_is_ignored_when_the_run_lacks_its_results_or_balance()
     {
-        var run = NewRun();
-        var failure = Failed("oom");
-        Report(run, failure);
+        // The decision refuses these; a stream holding one anyway must not fold to an incomplete success.
+        var lost = NewRun(scores: ["accuracy"]);
+        Report(lost, Started());
+        lost.Fold(new LeaseExpired(T0.AddSeconds(61), T0.AddMinutes(2)));
+        var overCounted = NewRun();
+        Report(overCounted, Completed(itemsTotal: 10));
+        Report(overCounted, Items("c1", 13));
 
-        var effect = run.Evaluate(failure);
+        foreach (var (run, status) in new[] { (lost, RunStatus.Lost), (overCounted, RunStatus.Failed) })
+        {
+            Assert.Equal(status, run.Status);
+            var reclassified = new RunReclassified(status, run.Reason, RunStatus.Succeeded, "review", ["evidence"], "ops", T0.AddHours(1));
 
-        Assert.Equal(EventResultKind.Duplicate, effect.Kind);
-        run.Fold(failure);
-        Assert.Empty(run.Anomalies);
+            Assert.Equal(EventEffect.NotApplied(ProblemCodes.IncompleteResults), run.EffectOf(reclassified));
+            run.Fold(reclassified);
+
+            Assert.Equal(status, run.Status);
+            Assert.Single(run.Verdicts);
+        }
+    }
+
+    [Fact]
+    public void a_reclassification_of_a_terminal_run_to_another_status_is_applied_and_keeps_the_earlier_verdict()
+    {
+        var run = NewRun(scores: ["accuracy"]);
+        Report(run, Started());
+        run.Fold(new LeaseExpired(T0.AddSeconds(61), T0.AddMinutes(2)));
+        var reclassified = new RunReclassified(RunStatus.Lost, "lease-expired", RunStatus.Failed, "crashed", ["ticket-1"], "ops", T0.AddHours(1));
+
+        Assert.Equal(EventEffect.Applied, run.EffectOf(reclassified));
+        run.Fold(reclassified);
+
+        Assert.Equal((RunStatus.Failed, "crashed", T0.AddHours(1)), (run.Status, run.Reason, run.TerminalAt));
+        Assert.Equal(["ledger", "operator:ops"], run.Verdicts.Select(v => v.DecidedBy));
     }
 
     // ---- outcome detail and other systems' views ----------------------------------------------
@@ -655,7 +682,7 @@ public sealed class RunAggregateTests
         new("run-1", "board", "team-a", null, new Dictionary<string, string>(), scores ?? [], outputs ?? [],
             expectedItems, leaseSeconds, T0);
 
-    private static RunClaimed Claim() => new("worker-1", "hash", T0.AddSeconds(1), T0.AddSeconds(61));
+    private static RunClaimed Claim() => new("worker-1", DeciderKit.TokenHash, T0.AddSeconds(1), T0.AddSeconds(61));
 
     private static Run NewRun(string[]? scores = null, string[]? outputs = null, long? expectedItems = null,
         int leaseSeconds = 60)

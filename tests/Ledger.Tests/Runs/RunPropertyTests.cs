@@ -7,14 +7,21 @@ using Ledger.Runs;
 namespace Ledger.Tests.Runs;
 
 /// <summary>
-/// Property tests of the run aggregate: random run definitions and random, shuffled, retried worker
-/// event sequences, driven the way the events endpoint drives the aggregate (evaluate, then append
-/// only what is neither refused nor a duplicate). The invariants are checked after every step.
+/// Property tests of the run's decider: random run definitions and random, shuffled, retried worker
+/// event sequences, each input decided by <see cref="RunDecider.Decide"/> on the state the previous
+/// decision left, with the eventIds and chunk ids the appended events recorded, the way
+/// <see cref="RunWriter"/> drives it (<see cref="DecidedStream"/>). What is appended is the decision's
+/// events and nothing else. The invariants are checked after every step; one more property folds
+/// random streams without deciding at all, as a stream holding what should have been refused would.
 /// </summary>
 public sealed class RunPropertyTests
 {
     private const int Iterations = 500;
+    private const string RunId = "run-p";
+    private const int LeaseSeconds = 60;
     private static readonly DateTimeOffset T0 = new(2025, 3, 1, 12, 0, 0, TimeSpan.Zero);
+    /// <summary>When the worker claimed; the inputs of a scenario come a second apart from then, well within the lease.</summary>
+    private static readonly DateTimeOffset ClaimedAt = T0.AddHours(1);
 
     // ---- the properties ----------------------------------------------------------------------
 
@@ -41,6 +48,9 @@ public sealed class RunPropertyTests
                 {
                     Assert.True(effect.Kind == EventResultKind.RecordedNotApplied && effect.Reason == AnomalyKinds.LateEvent,
                         $"step {step.Index} ({Describe(e)}) after terminal gave {effect.Kind} {effect.Reason}, not a late event");
+                    // Recorded, and answered as a refusal that tells the worker to stop, with what became of the event.
+                    Assert.Equal([e.EventId], step.Decision.Events.OfType<WorkerEvent>().Select(x => x.EventId));
+                    Assert.Equal(ProblemCodes.RunTerminal, step.Decision.Refusal?.Code);
                     Assert.Equal(anomalies + 1, run.Anomalies.Count);
                     Assert.Equal(AnomalyKinds.LateEvent, run.Anomalies[^1].Kind);
                     Assert.Equal(e.EventId, run.Anomalies[^1].EventId);
@@ -49,6 +59,11 @@ public sealed class RunPropertyTests
                 {
                     Assert.Equal(anomalies, run.Anomalies.Count);
                 }
+                if (step.Input is Cancel)
+                {
+                    Assert.Equal(ProblemCodes.RunTerminal, step.Decision.Refusal?.Code);
+                }
+                Assert.DoesNotContain(step.Decision.Events, x => x is VerdictReached);
                 anomalies = run.Anomalies.Count;
             });
         }, iter: Iterations, print: Print);
@@ -62,7 +77,7 @@ public sealed class RunPropertyTests
             var model = new Model(scenario.Definition);
             Simulation.Play(scenario, step =>
             {
-                if (step.Appended) model.Apply(step.Input, step.Index);
+                foreach (var e in step.Decision.Events) model.Apply(e, step.Index);
 
                 var succeeded = step.Run.Status == RunStatus.Succeeded;
                 Assert.True(succeeded == model.Complete,
@@ -91,10 +106,85 @@ public sealed class RunPropertyTests
                     var expected = model.Expect(e);
                     Assert.True(expected.Matches(effect),
                         $"step {step.Index} ({Describe(e)}) gave {effect.Kind} {effect.Reason}, the model expected {expected}; {model}");
+                    // Appended exactly when neither refused nor a duplicate.
+                    Assert.True(step.Appended == effect.Kind is EventResultKind.Applied or EventResultKind.RecordedNotApplied,
+                        $"step {step.Index} ({Describe(e)}) gave {effect.Kind} but appended {step.Decision.Events.Count} events");
                 }
-                if (step.Appended) model.Apply(step.Input, step.Index);
+                foreach (var appended in step.Decision.Events) model.Apply(appended, step.Index);
             });
         }, iter: Iterations, print: Print);
+    }
+
+    /// <summary>
+    /// At most once, decided: whatever the order, the retries (the same eventId again, alone or in a
+    /// request sent twice), the collisions (another event under a used eventId) and the requests of
+    /// several events, no eventId is appended twice and no chunk id is counted twice.
+    /// </summary>
+    [Fact]
+    public void no_event_id_is_applied_twice()
+    {
+        Gen.Select(Scenarios, Gen.Int[1, 4].Array[48], Gen.Int[0, 3].Select(i => i == 0).Array[48]).Sample((scenario, sizes, resend) =>
+        {
+            var stream = new DecidedStream(Simulation.NewRun(scenario.Definition));
+            var appendedIds = new HashSet<string>(StringComparer.Ordinal);
+            var counted = new Dictionary<string, long>(StringComparer.Ordinal);
+
+            void Send(int r, List<WorkerEvent> events, DateTimeOffset at)
+            {
+                var decision = stream.Decide(new RecordEventsCommand(RunId, DeciderKit.TokenHash, events), at);
+                var results = DeciderKit.ResultsOf(decision);
+                if (results is null)
+                {
+                    // Refused as a whole: nothing appended, and the refusal names the event it is about.
+                    Assert.Empty(decision.Events);
+                    Assert.Contains(decision.Refusal!.EventId, events.Select(e => e.EventId));
+                    return;
+                }
+
+                Assert.Equal(events.Select(e => e.EventId), results.Select(x => x.EventId));
+                var expectedAppended = new List<string>();
+                for (var i = 0; i < events.Count; i++)
+                {
+                    var (e, result) = (events[i], results[i]);
+                    if (appendedIds.Contains(e.EventId))
+                    {
+                        Assert.True(result is { Result: EventResultKind.Duplicate, Reason: "event-id-seen" },
+                            $"request {r}: {Describe(e)} was already appended but answered {result.Result} {result.Reason}");
+                    }
+                    if (result.Result is EventResultKind.Applied or EventResultKind.RecordedNotApplied)
+                    {
+                        Assert.True(appendedIds.Add(e.EventId), $"request {r}: event id {e.EventId} appended twice");
+                        expectedAppended.Add(e.EventId);
+                        if (e is ItemsCommitted chunk && result.Result == EventResultKind.Applied)
+                        {
+                            Assert.True(counted.TryAdd(chunk.ChunkId, chunk.Count),
+                                $"request {r}: chunk {chunk.ChunkId} counted again ({Describe(e)})");
+                        }
+                    }
+                }
+                Assert.Equal(expectedAppended, decision.Events.OfType<WorkerEvent>().Select(e => e.EventId));
+                Assert.Equal(counted.Values.Sum(), stream.State!.CommittedItems);
+                Assert.Equal(counted.Count, stream.State.CommittedChunks);
+            }
+
+            var requests = Simulation.Requests(scenario, sizes);
+            for (var r = 0; r < requests.Count; r++)
+            {
+                var (inputs, at) = requests[r];
+                if (inputs[0] is not WorkerEvent)
+                {
+                    stream.Decide(Simulation.CommandFor(inputs[0], DeciderKit.TokenHash), at);
+                    continue;
+                }
+                var events = inputs.Cast<WorkerEvent>().ToList();
+                Send(r, events, at);
+                // The same request again (its answer was lost): what it appended is now a duplicate, checked by Send.
+                if (resend[r % resend.Length]) Send(r, events, at.AddMilliseconds(500));
+            }
+
+            var ids = stream.Appended.OfType<WorkerEvent>().Select(e => e.EventId).ToList();
+            Assert.Equal(ids.Count, ids.Distinct(StringComparer.Ordinal).Count());
+        }, iter: Iterations, print: t => Print(t.Item1) + $"  request sizes: {string.Join(",", t.Item2)}\n  resent: {string.Join(",", t.Item3.Select((b, i) => b ? i : -1).Where(i => i >= 0))}\n");
     }
 
     [Fact]
@@ -125,32 +215,33 @@ public sealed class RunPropertyTests
             var (run, accepted) = Simulation.Play(scenario, _ => { });
             var original = Json(run);
 
-            var replayed = Run.Create(Simulation.Registered(scenario.Definition));
-            foreach (var e in accepted) replayed.Fold(e);
-            Assert.Equal(original, Json(replayed));
+            Assert.Equal(original, Json(Simulation.Replay(scenario.Definition, accepted)));
 
             // The same, from the events as the store keeps them: serialized and read back.
-            var stored = Run.Create(Simulation.Registered(scenario.Definition));
-            foreach (var e in accepted)
-            {
-                var bytes = JsonSerializer.SerializeToUtf8Bytes(e, e.GetType(), LedgerJson.Options);
-                stored.Fold(JsonSerializer.Deserialize(bytes, e.GetType(), LedgerJson.Options)!);
-            }
-            Assert.Equal(original, Json(stored));
+            var stored = accepted.Select(e => JsonSerializer.Deserialize(
+                JsonSerializer.SerializeToUtf8Bytes(e, e.GetType(), LedgerJson.Options), e.GetType(), LedgerJson.Options)!).ToList();
+            Assert.Equal(original, Json(Simulation.Replay(scenario.Definition, stored)));
         }, iter: Iterations, print: Print);
     }
 
+    /// <summary>A decision depends on its inputs alone: the same state (or a copy of it), command and time decide the same.</summary>
     [Fact]
-    public void the_json_copy_the_endpoint_decides_on_decides_like_the_original()
+    public void deciding_is_deterministic_and_a_copy_of_the_state_decides_like_the_original()
     {
         Scenarios.Sample(scenario =>
         {
             Simulation.Play(scenario, step =>
             {
-                if (step.Next is not WorkerEvent next) return;
+                if (step.Next is not { } next) return;
+                var command = Simulation.CommandFor(next.Input, DeciderKit.TokenHash) is RecordEventsCommand record
+                    ? record with { Recorded = DeciderKit.Lookup(step.Keys, record) }
+                    : Simulation.CommandFor(next.Input, DeciderKit.TokenHash);
                 var copy = step.Run.Clone();
                 Assert.Equal(Json(step.Run), Json(copy));
-                Assert.Equal(step.Run.Evaluate(next), copy.Evaluate(next));
+
+                var once = DeciderKit.Json(RunDecider.Decide(step.Run, command, next.At));
+                Assert.Equal(once, DeciderKit.Json(RunDecider.Decide(step.Run, command, next.At)));
+                Assert.Equal(once, DeciderKit.Json(RunDecider.Decide(copy, command, next.At)));
             });
         }, iter: 300, print: Print);
     }
@@ -163,7 +254,7 @@ public sealed class RunPropertyTests
             var (plain, _) = Simulation.Play(scenario, _ => { });
             var (observed, accepted) = Simulation.Play(scenario with { Inputs = Interleave(scenario.Inputs, inserts) }, _ => { });
 
-            Assert.Equal(Json(plain), Json(WithoutObservations(observed)));
+            Assert.Equal(Json(Unversioned(plain)), Json(WithoutObservations(observed)));
             foreach (var anomaly in observed.Anomalies.Where(a => a.Kind == AnomalyKinds.StatusMismatch))
             {
                 var mismatch = anomaly.Mismatch!;
@@ -181,10 +272,170 @@ public sealed class RunPropertyTests
                 }
             }
 
-            var replayed = Run.Create(Simulation.Registered(scenario.Definition));
-            foreach (var e in accepted) replayed.Fold(e);
-            Assert.Equal(Json(observed), Json(replayed));
+            Assert.Equal(Json(observed), Json(Simulation.Replay(scenario.Definition, accepted)));
         }, iter: Iterations, print: t => Print(t.Item1));
+    }
+
+    /// <summary>
+    /// Only the lease holder writes, and only while the lease is live: with a clock that sometimes
+    /// jumps past the lease, requests sent now and then with another lease's token, the janitor
+    /// looking in and another worker claiming what expired, each events request is refused
+    /// <c>lease-lost</c> exactly when its token is not the run's lease, <c>lease-expired</c> exactly
+    /// when it is but the live run's lease (as the claim and the heartbeats set it) has run out,
+    /// and such a refusal appends nothing. A terminal run takes the holder's late events whatever the time.
+    /// </summary>
+    [Fact]
+    public void events_are_refused_exactly_when_the_lease_is_lost_or_expired()
+    {
+        var seen = new HashSet<string>();
+        LeaseScenarios.Sample(scenario =>
+        {
+            // The lease as an independent model keeps it: whose token, and until when.
+            var holder = DeciderKit.TokenHash;
+            var expires = ClaimedAt.AddSeconds(LeaseSeconds);
+            var terminal = false;
+            RunStatus? verdict = null;
+            Simulation.Play(scenario.Definition, scenario.Inputs, step =>
+            {
+                var (input, at, token) = scenario.Inputs[step.Index];
+                var refusal = step.Decision.Refusal?.Code;
+                string outcome;
+                switch (input)
+                {
+                    case WorkerEvent e:
+                        var expected = token != holder ? ProblemCodes.LeaseLost
+                            : !terminal && at >= expires ? ProblemCodes.LeaseExpired
+                            : null;
+                        if (expected is not null)
+                        {
+                            Assert.True(refusal == expected, $"step {step.Index} ({Describe(e)}) at {at:HH:mm:ss} was answered {refusal ?? "accepted"}, expected {expected} (lease until {expires:HH:mm:ss}{(token == holder ? "" : ", another token")})");
+                        }
+                        else
+                        {
+                            Assert.True(refusal is not (ProblemCodes.LeaseLost or ProblemCodes.LeaseExpired),
+                                $"step {step.Index} ({Describe(e)}) at {at:HH:mm:ss} was refused {refusal} but the lease holds until {expires:HH:mm:ss}");
+                        }
+                        outcome = expected ?? (terminal ? "late" : "accepted");
+                        break;
+                    case Janitor:
+                        var expire = !terminal && expires <= at;
+                        Assert.True(expire == step.Appended, $"step {step.Index}: janitor at {at:HH:mm:ss}, lease until {expires:HH:mm:ss}, terminal={terminal}: appended {step.Decision.Events.Count}");
+                        if (expire) Assert.True(step.Run.Status is RunStatus.Lost or RunStatus.Failed, $"marked {step.Run.Status}");
+                        outcome = expire ? $"janitor:{step.Run.Status}" : "janitor:nothing";
+                        break;
+                    case Reclaim r:
+                        var claim = terminal ? ProblemCodes.RunTerminal : expires > at ? ProblemCodes.LeaseHeld : null;
+                        Assert.Equal(claim, refusal);
+                        if (claim is null)
+                        {
+                            var claimed = Assert.IsType<RunClaimed>(Assert.Single(step.Decision.Events));
+                            Assert.Equal(Access.DigestHex(r.Token), claimed.LeaseTokenHash);
+                        }
+                        outcome = claim ?? "reclaimed";
+                        break;
+                    default:
+                        outcome = "other";
+                        break;
+                }
+
+                foreach (var appended in step.Decision.Events)
+                {
+                    switch (appended)
+                    {
+                        case RunClaimed c:
+                            (holder, expires) = (c.LeaseTokenHash, c.LeaseExpiresAt);
+                            break;
+                        case HeartbeatReceived h when !terminal:
+                            expires = h.RecordedAt.AddSeconds(LeaseSeconds);
+                            break;
+                    }
+                }
+                if (verdict is { } frozen) Assert.Equal(frozen, step.Run.Status);
+                terminal = step.Run.Status.IsTerminal();
+                if (terminal) verdict = step.Run.Status;
+                if (input is RunCompleted completion && step.Run.Anomalies is [.., { Kind: AnomalyKinds.LateCompletion } last] && last.EventId == completion.EventId)
+                {
+                    outcome = "late-completion";
+                }
+                lock (seen) seen.Add(outcome);
+            });
+        }, iter: 1000, print: Print);
+
+        string[] required =
+        [
+            "accepted", "late", "late-completion", ProblemCodes.LeaseLost, ProblemCodes.LeaseExpired,
+            "janitor:Lost", "janitor:Failed", "janitor:nothing", "reclaimed", ProblemCodes.LeaseHeld, ProblemCodes.RunTerminal,
+        ];
+        Assert.Empty(required.Except(seen));
+    }
+
+    /// <summary>
+    /// The evolve half holds the invariants on its own: any stream, folded without deciding (events
+    /// in any order, duplicates and retries, events the decider would have refused, late events, the
+    /// janitor's expiries, cancels, other claims and operator reclassifications), folds to states
+    /// where a terminal status changes only by an operator's reclassification (so never lost to
+    /// succeeded by the fold), succeeded always means complete and balanced, and an over-count
+    /// fails the live run with accounting-mismatch at once.
+    /// </summary>
+    [Fact]
+    public void any_stream_folded_without_deciding_respects_the_invariants()
+    {
+        var seen = new HashSet<string>();
+        RawStreams.Sample(stream =>
+        {
+            var run = Simulation.NewRun(stream.Definition);
+            var d = stream.Definition;
+            for (var i = 0; i < stream.Events.Length; i++)
+            {
+                var e = stream.Events[i];
+                var before = (run.Status, run.Reason, run.CommittedItems, Verdicts: run.Verdicts.Count, Anomalies: run.Anomalies.Count);
+                run.Fold(e);
+                var where = $"after event {i} ({Describe(e)}) the run is {run.Status} ({run.Reason})";
+
+                if (before.Status.IsTerminal() && e is not RunReclassified)
+                {
+                    Assert.True((before.Status, before.Reason, before.Verdicts) == (run.Status, run.Reason, run.Verdicts.Count),
+                        $"{where}: a terminal {before.Status} ({before.Reason}) changed without a reclassification");
+                }
+                if (run.Status == RunStatus.Succeeded)
+                {
+                    var missing = new List<string>();
+                    if (!run.CompletionReported) missing.Add("completion");
+                    missing.AddRange(d.RequiredScores.Where(s => !run.Scores.ContainsKey(s)).Select(s => $"score:{s}"));
+                    missing.AddRange(d.RequiredOutputs.Where(o => !run.Outputs.ContainsKey(o)).Select(o => $"output:{o}"));
+                    missing.AddRange(run.Steps.Values.Where(s => !s.Completed).Select(s => $"step:{s.StepId}"));
+                    if (d.ExpectedItems is { } expected && run.CommittedItems != expected) missing.Add($"items:{run.CommittedItems}/{expected} expected");
+                    if (run.ItemsTotalReported is { } reported && run.CommittedItems != reported) missing.Add($"items:{run.CommittedItems}/{reported} reported");
+                    Assert.True(missing.Count == 0, $"{where} without: {string.Join(", ", missing)}");
+                }
+                if (!before.Status.IsTerminal()
+                    && (run.DeclaredItemsTotal is { } total && run.CommittedItems > total
+                        || d.ExpectedItems is { } x && run.ItemsTotalReported is { } y && x != y))
+                {
+                    Assert.True(run is { Status: RunStatus.Failed, Reason: AnomalyKinds.AccountingMismatch },
+                        $"{where} with {run.CommittedItems} items committed of {run.DeclaredItemsTotal} declared (expected {d.ExpectedItems?.ToString() ?? "-"})");
+                    Assert.Contains(run.Anomalies.Skip(before.Anomalies), a => a.Kind == AnomalyKinds.AccountingMismatch);
+                }
+
+                lock (seen)
+                {
+                    if (before.Status != run.Status) seen.Add($"{before.Status}->{run.Status}{(e is RunReclassified ? " by reclassification" : "")}");
+                    if (e is RunReclassified { To: RunStatus.Succeeded } && run.Status != RunStatus.Succeeded && before.Status.IsTerminal())
+                    {
+                        seen.Add("a reclassification to succeeded ignored");
+                    }
+                    if (run.Reason == AnomalyKinds.AccountingMismatch) seen.Add("accounting-mismatch");
+                }
+            }
+        }, iter: 2000, print: Print);
+
+        string[] required =
+        [
+            "Running->Succeeded", "Running->Failed", "Running->Lost", "Running->Cancelled", "Claimed->Lost",
+            "Failed->Succeeded by reclassification", "Lost->Failed by reclassification", "Succeeded->Failed by reclassification",
+            "a reclassification to succeeded ignored", "accounting-mismatch",
+        ];
+        Assert.Empty(required.Except(seen));
     }
 
     /// <summary>The generator reaches the cases the properties are about; otherwise they would pass vacuously.</summary>
@@ -198,7 +449,8 @@ public sealed class RunPropertyTests
             {
                 lock (seen)
                 {
-                    if (step.Effect is { } effect) seen.Add($"{effect.Kind}:{effect.Reason}");
+                    if (step is { Input: WorkerEvent, Effect: { } effect }) seen.Add($"{effect.Kind}:{effect.Reason}");
+                    if (step is { Input: Cancel, Decision.Refusal: { } refusal }) seen.Add($"cancel:{refusal.Code}");
                     if (step.Run.Reason == AnomalyKinds.CompletedBeforeResults) seen.Add("running:completed-before-results");
                 }
             });
@@ -215,7 +467,7 @@ public sealed class RunPropertyTests
         string[] required =
         [
             "end:Succeeded:", "end:Running:", "end:Cancelled:", "end:Failed:oom", "end:Failed:accounting-mismatch",
-            "running:completed-before-results", "succeeded-after-waiting",
+            "running:completed-before-results", "succeeded-after-waiting", "cancel:run-terminal",
             "Applied:", "Duplicate:event-id-seen", "Duplicate:chunk-already-committed", "Duplicate:scores-already-recorded",
             "Duplicate:output-already-recorded", "Refused:chunk-conflict", "Refused:score-conflict", "Refused:unknown-score",
             "Refused:unknown-step", "Refused:output-conflict", "RecordedNotApplied:late-event",
@@ -232,71 +484,123 @@ public sealed class RunPropertyTests
     /// <summary>The orchestrator's cancel, among the worker events.</summary>
     public sealed record Cancel(string? Reason);
 
-    /// <summary>Inputs are worker events (without their RecordedAt, which the ledger sets) or cancels.</summary>
+    /// <summary>The janitor looks at the run (no grace).</summary>
+    public sealed record Janitor;
+
+    /// <summary>Another worker claims the run, and would get <paramref name="Token"/>.</summary>
+    public sealed record Reclaim(string Worker, string Token);
+
+    /// <summary>Inputs are worker events (without their RecordedAt, which the ledger sets), cancels or other systems' views.</summary>
     public sealed record Scenario(Definition Definition, object[] Inputs);
 
-    /// <summary>One input processed: the event as recorded, what evaluating it said, whether it was appended.</summary>
-    public sealed record Step(int Index, object Input, EventEffect? Effect, bool Appended, Run Run, object? Next);
+    /// <summary>An input with when it arrives and the digest of the lease token a worker event comes with.</summary>
+    public sealed record Timed(object Input, DateTimeOffset At, string TokenHash);
+
+    public sealed record LeaseScenario(Definition Definition, Timed[] Inputs);
+
+    /// <summary>A stream as it could be stored, decided or not: folded as it is.</summary>
+    public sealed record RawStream(Definition Definition, object[] Events);
+
+    /// <summary>One input decided: what the decision said about it, the state after it, and the keys recorded so far.</summary>
+    public sealed record Step(int Index, object Input, EventEffect? Effect, Decision Decision, Run Run, RecordedKeys Keys, Timed? Next)
+    {
+        public bool Appended => Decision.Events.Count > 0;
+    }
 
     private static class Simulation
     {
         public static RunRegistered Registered(Definition d) =>
-            new("run-p", "board", "team", null, new Dictionary<string, string>(), d.RequiredScores, d.RequiredOutputs,
-                d.ExpectedItems, 60, T0);
+            new(RunId, "board", "team", null, new Dictionary<string, string>(), d.RequiredScores, d.RequiredOutputs,
+                d.ExpectedItems, LeaseSeconds, T0);
 
-        private static readonly RunClaimed Claimed = new("worker-1", "hash", T0.AddSeconds(1), T0.AddSeconds(61));
+        public static readonly RunClaimed Claimed =
+            new("worker-1", DeciderKit.TokenHash, ClaimedAt, ClaimedAt.AddSeconds(LeaseSeconds));
 
+        /// <summary>The registered and claimed run, at the version its stream of two events gives it.</summary>
         public static Run NewRun(Definition d)
         {
             var run = Run.Create(Registered(d));
             run.Fold(Claimed);
+            run.Version = 2;
             return run;
         }
 
-        /// <summary>Plays the scenario as the endpoints would; returns the run and the events appended to its stream.</summary>
-        public static (Run Run, List<object> Accepted) Play(Scenario scenario, Action<Step> check)
+        /// <summary>The run folded from its registration and these events, with the version the stream's length gives it.</summary>
+        public static Run Replay(Definition d, IReadOnlyList<object> events)
         {
-            var run = NewRun(scenario.Definition);
-            var accepted = new List<object> { Claimed };
-            // Observations take no tick of the clock: the worker events are stamped as they would be without them.
-            var ticks = 0;
-            var inputs = scenario.Inputs.Select(input => Stamp(input, T0.AddHours(1).AddSeconds(input is StatusObserved ? ticks : ticks++))).ToArray();
-            for (var i = 0; i < inputs.Length; i++)
-            {
-                EventEffect? effect = null;
-                var appended = false;
-                switch (inputs[i])
-                {
-                    case WorkerEvent e:
-                        effect = run.Evaluate(e);
-                        if (effect.Kind is EventResultKind.Refused or EventResultKind.Duplicate) break;
-                        run.Fold(e);
-                        appended = true;
-                        break;
-                    case StatusObserved o:
-                        effect = run.Evaluate(o);
-                        if (effect.Kind == EventResultKind.Duplicate) break;
-                        run.Fold(o);
-                        appended = true;
-                        break;
-                    case RunCancelled c:
-                        // The cancel endpoint refuses a terminal run; append it anyway: the fold must ignore it.
-                        run.Fold(c);
-                        appended = true;
-                        break;
-                }
-                if (appended) accepted.Add(inputs[i]);
-                check(new Step(i, inputs[i], effect, appended, run, i + 1 < inputs.Length ? inputs[i + 1] : null));
-            }
-            return (run, accepted);
+            var run = Run.Create(Registered(d));
+            foreach (var e in events) run.Fold(e);
+            run.Version = 1 + events.Count;
+            return run;
         }
 
-        private static object Stamp(object input, DateTimeOffset now) => input switch
+        /// <summary>The scenario's inputs a second apart (observations take no tick: the worker events are stamped as they would be without them).</summary>
+        public static Timed[] Timing(Scenario scenario)
+        {
+            var ticks = 0;
+            return scenario.Inputs
+                .Select(input => new Timed(input, ClaimedAt.AddSeconds(input is StatusObserved ? ticks : ticks++), DeciderKit.TokenHash))
+                .ToArray();
+        }
+
+        /// <summary>The scenario's inputs as requests: runs of consecutive worker events of the given sizes; any other input alone.</summary>
+        public static List<(object[] Inputs, DateTimeOffset At)> Requests(Scenario scenario, int[] sizes)
+        {
+            var timed = Timing(scenario);
+            var requests = new List<(object[], DateTimeOffset)>();
+            for (var i = 0; i < timed.Length;)
+            {
+                var size = timed[i].Input is WorkerEvent
+                    ? timed.Skip(i).Take(sizes[requests.Count % sizes.Length]).TakeWhile(t => t.Input is WorkerEvent).Count()
+                    : 1;
+                requests.Add((timed.Skip(i).Take(size).Select(t => Stamp(t.Input, t.At)).ToArray(), timed[i].At));
+                i += size;
+            }
+            return requests;
+        }
+
+        public static RunCommand CommandFor(object input, string tokenHash) => input switch
+        {
+            WorkerEvent e => new RecordEventsCommand(RunId, tokenHash, [e]),
+            Cancel c => new CancelCommand(RunId, c.Reason),
+            StatusObserved o => new ObserveCommand(RunId, o.Source, o.Status, o.ObservedAt, o.Detail),
+            Janitor => new ExpireLeaseCommand(RunId, TimeSpan.Zero),
+            Reclaim r => new ClaimCommand(RunId, r.Worker, null, r.Token, "nonce", DeciderKit.Derivation),
+            _ => throw new InvalidOperationException($"no command for {input}"),
+        };
+
+        public static (Run Run, List<object> Accepted) Play(Scenario scenario, Action<Step> check) =>
+            Play(scenario.Definition, Timing(scenario), check);
+
+        /// <summary>Decides each input as the writer would; returns the run and its stream after the registration.</summary>
+        public static (Run Run, List<object> Accepted) Play(Definition definition, Timed[] inputs, Action<Step> check)
+        {
+            var stream = new DecidedStream(NewRun(definition));
+            for (var i = 0; i < inputs.Length; i++)
+            {
+                var (raw, at, tokenHash) = inputs[i];
+                var input = Stamp(raw, at);
+                var decision = stream.Decide(CommandFor(input, tokenHash), at);
+                var next = i + 1 < inputs.Length ? inputs[i + 1] with { Input = Stamp(inputs[i + 1].Input, inputs[i + 1].At) } : null;
+                check(new Step(i, input, EffectOf(input, decision), decision, stream.State!, stream.Keys, next));
+            }
+            return (stream.State!, [Claimed, .. stream.Appended]);
+        }
+
+        /// <summary>What the decision said about the input, as a per-event result.</summary>
+        private static EventEffect? EffectOf(object input, Decision decision) => input switch
+        {
+            WorkerEvent when DeciderKit.ResultsOf(decision) is [var result] => new EventEffect(result.Result, result.Reason, result.Detail),
+            WorkerEvent => EventEffect.Refuse(decision.Refusal!.Code, decision.Refusal.Detail),
+            StatusObserved when decision.Answer is ObservationRecorded o => new EventEffect(o.Result, o.Reason),
+            _ => decision.Refusal is { } refusal ? EventEffect.Refuse(refusal.Code, refusal.Detail) : null,
+        };
+
+        public static object Stamp(object input, DateTimeOffset now) => input switch
         {
             WorkerEvent e => e with { RecordedAt = now },
-            Cancel c => new RunCancelled(c.Reason, now),
             StatusObserved o => o with { RecordedAt = now },
-            _ => throw new InvalidOperationException(),
+            _ => input,
         };
     }
 
@@ -329,6 +633,7 @@ public sealed class RunPropertyTests
         public void Apply(object appended, int index)
         {
             if (appended is WorkerEvent { EventId: var id }) _eventIds.Add(id);
+            // A published verdict or another system's view changes nothing the brief speaks of.
             if (Terminal) return;
 
             switch (appended)
@@ -535,18 +840,29 @@ public sealed class RunPropertyTests
                 (at, source, status, minute) => (at, new StatusObserved(source, status, T0.AddMinutes(minute), null, T0)))
             .Array[0, 6];
 
-    private static object[] Interleave(object[] inputs, (int At, StatusObserved Observation)[] inserts)
+    private static object[] Interleave(object[] inputs, (int At, StatusObserved Observation)[] inserts) =>
+        Interleave(inputs, inserts.Select(i => (i.At, (object)i.Observation)).ToArray());
+
+    private static object[] Interleave(object[] inputs, (int At, object Input)[] inserts)
     {
         var list = inputs.ToList();
-        foreach (var (at, observation) in inserts) list.Insert(at % (list.Count + 1), observation);
+        foreach (var (at, input) in inserts) list.Insert(at % (list.Count + 1), input);
         return [.. list];
     }
 
+    /// <summary>The run without what observations add (and without the version, which counts them too).</summary>
     private static Run WithoutObservations(Run run)
     {
-        var copy = run.Clone();
+        var copy = Unversioned(run);
         copy.Observations.Clear();
         copy.Anomalies.RemoveAll(a => a.Kind == AnomalyKinds.StatusMismatch);
+        return copy;
+    }
+
+    private static Run Unversioned(Run run)
+    {
+        var copy = run.Clone();
+        copy.Version = 0;
         return copy;
     }
 
@@ -569,6 +885,56 @@ public sealed class RunPropertyTests
         let body = Retry(Collide(order, collisions), retries)
         let late = Identify(tail, "t").Concat(lateRetries.Select(r => body.Length == 0 ? null : body[r.Item1 % body.Length]))
         select new Scenario(definition, [.. body, .. end is null ? Array.Empty<object>() : new object[] { end }, .. late.OfType<object>()]);
+
+    // After Scenarios: static fields are initialized in the order they are written.
+
+    /// <summary>
+    /// A scenario on a clock that mostly ticks by seconds but sometimes jumps past the lease, with now
+    /// and then a request sent with another lease's token, the janitor looking in (no grace) and
+    /// another worker claiming.
+    /// </summary>
+    private static readonly Gen<LeaseScenario> LeaseScenarios =
+        from scenario in Scenarios
+        from extras in Gen.Select(Gen.Int[0, 1000], Gen.Frequency(
+                (3, Gen.Const<object>(new Janitor())),
+                (1, Gen.Const<object>(new Reclaim("worker-2", "lt_worker-2s-lease")))))
+            .Array[0, 5]
+        let inputs = Interleave(scenario.Inputs, extras)
+        from gaps in Gen.Frequency((12, Gen.Int[0, 4]), (1, Gen.Int[25, 90])).Array[inputs.Length]
+        from foreign in Gen.Int[0, 9].Select(i => i == 0).Array[inputs.Length]
+        select new LeaseScenario(scenario.Definition, inputs.Select((input, i) => new Timed(input,
+            ClaimedAt.AddSeconds(gaps.Take(i + 1).Sum()), foreign[i] ? DeciderKit.OtherTokenHash : DeciderKit.TokenHash)).ToArray());
+
+    /// <summary>What else a stream can hold: the janitor's expiry, reclassifications (mostly to succeeded), another claim, a cancel, a view.</summary>
+    private static readonly Gen<object> StreamExtras = Gen.Frequency(
+        (3, Gen.Const<object>(new LeaseExpired(T0, T0))),
+        (5, Gen.Frequency(
+                (3, Gen.Const(RunStatus.Succeeded)), (1, Gen.Const(RunStatus.Failed)),
+                (1, Gen.Const(RunStatus.Lost)), (1, Gen.Const(RunStatus.Cancelled)))
+            .Select(to => (object)new RunReclassified(RunStatus.Failed, null, to, "review", ["evidence"], "op", T0))),
+        (1, Gen.Const<object>(new RunClaimed("worker-2", DeciderKit.OtherTokenHash, T0, T0))),
+        (1, Gen.Const<object>(new Cancel("operator"))),
+        (1, Gen.Select(Gen.OneOf("modal", "portal"), Gen.Enum<RunStatus>())
+            .Select((source, status) => (object)new StatusObserved(source, status, T0, null, T0))));
+
+    /// <summary>Streams as no decider would have let them be: the scenarios' inputs all appended, and more, a second apart.</summary>
+    private static readonly Gen<RawStream> RawStreams =
+        from scenario in Scenarios
+        from extras in Gen.Select(Gen.Int[0, 1000], StreamExtras).Array[0, 6]
+        select new RawStream(scenario.Definition, Interleave(scenario.Inputs, extras)
+            .Select((e, i) => AsStored(e, ClaimedAt.AddSeconds(i))).ToArray());
+
+    /// <summary>An input as the stream would hold it, recorded at <paramref name="at"/>.</summary>
+    private static object AsStored(object input, DateTimeOffset at) => input switch
+    {
+        WorkerEvent e => e with { RecordedAt = at },
+        Cancel c => new RunCancelled(c.Reason, at),
+        LeaseExpired => new LeaseExpired(at, at),
+        RunReclassified r => r with { At = at },
+        RunClaimed c => c with { ClaimedAt = at, LeaseExpiresAt = at.AddSeconds(LeaseSeconds) },
+        StatusObserved o => o with { RecordedAt = at },
+        _ => input,
+    };
 
     // ---- helpers -----------------------------------------------------------------------------
 
@@ -595,6 +961,11 @@ public sealed class RunPropertyTests
         RunFailed e => $"{e.EventId} run.failed {e.ErrorClass}",
         Cancel or RunCancelled => "cancel",
         StatusObserved o => $"observed {o.Source} {o.Status} at {o.ObservedAt:HH:mm}",
+        Janitor => "janitor",
+        Reclaim r => $"claim by {r.Worker}",
+        LeaseExpired => "lease.expired",
+        RunReclassified r => $"reclassified to {r.To}",
+        RunClaimed c => $"claimed by {c.Worker}",
         _ => input.ToString() ?? "?",
     };
 
@@ -604,6 +975,28 @@ public sealed class RunPropertyTests
         text.Append($"\nrun: scores=[{string.Join(",", s.Definition.RequiredScores)}] outputs=[{string.Join(",", s.Definition.RequiredOutputs)}] ");
         text.Append($"expectedItems={s.Definition.ExpectedItems?.ToString() ?? "-"}\n");
         for (var i = 0; i < s.Inputs.Length; i++) text.Append($"  {i}: {Describe(s.Inputs[i])}\n");
+        return text.ToString();
+    }
+
+    private static string Print(LeaseScenario s)
+    {
+        var text = new StringBuilder();
+        text.Append($"\nrun: scores=[{string.Join(",", s.Definition.RequiredScores)}] outputs=[{string.Join(",", s.Definition.RequiredOutputs)}] ");
+        text.Append($"expectedItems={s.Definition.ExpectedItems?.ToString() ?? "-"} leaseSeconds={LeaseSeconds}, claimed at {ClaimedAt:HH:mm:ss}\n");
+        for (var i = 0; i < s.Inputs.Length; i++)
+        {
+            var (input, at, tokenHash) = s.Inputs[i];
+            text.Append($"  {i}: {at:HH:mm:ss} {Describe(input)}{(input is WorkerEvent && tokenHash != DeciderKit.TokenHash ? " (another lease's token)" : "")}\n");
+        }
+        return text.ToString();
+    }
+
+    private static string Print(RawStream s)
+    {
+        var text = new StringBuilder();
+        text.Append($"\nrun: scores=[{string.Join(",", s.Definition.RequiredScores)}] outputs=[{string.Join(",", s.Definition.RequiredOutputs)}] ");
+        text.Append($"expectedItems={s.Definition.ExpectedItems?.ToString() ?? "-"}; the stream after the claim:\n");
+        for (var i = 0; i < s.Events.Length; i++) text.Append($"  {i}: {Describe(s.Events[i])}\n");
         return text.ToString();
     }
 }
