@@ -66,15 +66,25 @@ public static class Workload
         WireEvent Next(string type, Action<Utf8JsonWriter>? fields) => Event(type, $"{runId}-e{++seq}", clock.AddMilliseconds(seq * 7), fields);
 
         list.Add(Next("run.started", null));
-        var steps = 0;
-        while (list.Count + 10 <= events)
+        // A long job as the seeds describe them (seed 003: a data extraction committing chunk after
+        // chunk): ten steps, each a long stretch of logs, heartbeats and committed chunks. What the
+        // run's state keeps grows with its steps, not with its events; see bench/README.md.
+        const int steps = 10;
+        var perStep = Math.Max(3, (events - 1) / steps);
+        for (var step = 1; step <= steps && list.Count + 2 <= events; step++)
         {
-            var stepId = $"s{++steps}";
-            list.Add(Next("step.started", w => { w.WriteString("stepId", stepId); w.WriteString("name", StepNames[steps % StepNames.Length]); }));
-            for (var i = 0; i < 5; i++) list.Add(Next("log", w => LogLines(w, runId, seq, 3)));
-            list.Add(Next("heartbeat", null));
-            list.Add(Next("items.committed", w => { w.WriteString("chunkId", $"c{steps}"); w.WriteNumber("count", ItemsPerChunk); }));
-            list.Add(Next("log", w => LogLines(w, runId, seq, 3)));
+            var stepId = $"s{step}";
+            var end = Math.Min(events - 1, list.Count + perStep - 1);
+            list.Add(Next("step.started", w => { w.WriteString("stepId", stepId); w.WriteString("name", StepNames[step % StepNames.Length]); }));
+            for (var i = 0; list.Count < end; i++)
+            {
+                list.Add((i % 8) switch
+                {
+                    3 => Next("heartbeat", null),
+                    5 or 7 => Next("items.committed", w => { w.WriteString("chunkId", $"c{seq}"); w.WriteNumber("count", ItemsPerChunk); }),
+                    _ => Next("log", w => LogLines(w, runId, seq, 3)),
+                });
+            }
             list.Add(Next("step.completed", w => { w.WriteString("stepId", stepId); w.WriteString("outcome", "ok"); }));
         }
         while (list.Count < events) list.Add(list.Count % 4 == 3 ? Next("heartbeat", null) : Next("log", w => LogLines(w, runId, seq, 3)));
