@@ -103,7 +103,7 @@ public static class ProblemCatalogue
         new(ProblemCodes.ReclassifyNoChange, 409, false, "The run already has this status",
             "A reclassification must change the status."),
         new(ProblemCodes.IncompleteResults, 409, false, "A run cannot succeed without its results",
-            "A reclassification to succeeded was asked for a run whose required results are missing."),
+            "A reclassification to succeeded was asked for a run whose required results are missing or whose item counts do not balance."),
         new(ProblemCodes.LeaseHeld, 409, false, "The run is leased to another worker",
             "A claim while another lease is live. The same `claimId` from the same worker is not refused: it is answered with the lease it got."),
         new(ProblemCodes.LeaseExpired, 409, false, "The lease has expired",
