@@ -76,7 +76,9 @@ public static class RecordedKeyStore
             builder.AppendParameter(runIds);
             builder.Append("::varchar[], ");
             builder.AppendParameter(keys);
-            builder.Append($"::varchar[]) as q(run_id, key) join {schema}.{TableName} k on k.run_id = q.run_id and k.key = q.key");
+            // One primary-key probe per key: a plain join of the unnest was planned as a scan of the whole table.
+            builder.Append($"::varchar[]) as q(run_id, key) cross join lateral (select t.run_id, t.key, t.count from {schema}.{TableName} t " +
+                           "where t.run_id = q.run_id and t.key = q.key) k");
         }
 
         public async Task<IReadOnlyDictionary<string, List<(string Key, long? Count)>>> HandleAsync(DbDataReader reader,
