@@ -58,6 +58,13 @@ public sealed class LedgerHost : IAsyncLifetime
     /// </summary>
     public Task<IAlbaHost> SecondInstance(Action<IServiceCollection>? configure = null) => StartInstance(configure);
 
+    /// <summary>
+    /// Another instance on the same database and clock with some settings of its own (host
+    /// settings, as the class's are: <c>Ledger:Writer:QueueCapacity</c>, <c>Logging:LogLevel:...</c>).
+    /// </summary>
+    public Task<IAlbaHost> SecondInstance(IReadOnlyDictionary<string, string> settings, Action<IServiceCollection>? configure = null) =>
+        StartInstance(configure, settings: settings);
+
     /// <summary>An instance configured as this host is, on the clock of this host, but on another database (one a test owns).</summary>
     public Task<IAlbaHost> InstanceOn(string connectionString) => StartInstance(connectionString: connectionString);
 
@@ -74,12 +81,14 @@ public sealed class LedgerHost : IAsyncLifetime
         ["Ledger:DaemonMode"] = "Leader",
     };
 
-    private Task<IAlbaHost> StartInstance(Action<IServiceCollection>? configure = null, string? connectionString = null)
+    private Task<IAlbaHost> StartInstance(Action<IServiceCollection>? configure = null, string? connectionString = null,
+        IReadOnlyDictionary<string, string>? settings = null)
     {
         JasperFxEnvironment.AutoStartHost = true;
         return AlbaHost.For<Program>(web =>
         {
             foreach (var (key, value) in Settings(connectionString)) web.UseSetting(key, value);
+            foreach (var (key, value) in settings ?? new Dictionary<string, string>()) web.UseSetting(key, value);
             web.ConfigureServices(services =>
             {
                 services.RemoveAll<TimeProvider>();

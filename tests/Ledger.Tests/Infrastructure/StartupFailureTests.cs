@@ -281,11 +281,24 @@ internal sealed class LedgerProcess : IDisposable
 
     public Result Terminate(TimeSpan limit)
     {
-        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString()])) kill.WaitForExit();
+        Signal();
         return WaitForExit(limit);
     }
 
-    private Result WaitForExit(TimeSpan limit)
+    /// <summary>Sends SIGTERM, as a supervisor stopping the service does, without waiting for the exit.</summary>
+    public void Signal()
+    {
+        using var kill = Process.Start("kill", ["-TERM", _process.Id.ToString()])!;
+        kill.WaitForExit();
+    }
+
+    /// <summary>What the process printed on standard output so far.</summary>
+    public string Stdout
+    {
+        get { lock (_stdout) return _stdout.ToString(); }
+    }
+
+    public Result WaitForExit(TimeSpan limit)
     {
         if (!_process.WaitForExit(limit))
         {
