@@ -140,6 +140,20 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
             Assert.DoesNotContain("Nothing from this request was recorded", ambiguous.Text);
         }
 
+        // A writer whose queue is full (its commit blocked by a row lock, its one place taken) refuses at once.
+        await using (var small = await ledger.SecondInstance(FullQueue.Settings))
+        {
+            var api = new Scenarios(ledger, small);
+            var (runE, tokenE) = await api.Started();
+            await using var full = await FullQueue.Make(ledger, small);
+            var overloaded = await api.Events(runE, tokenE, Event("heartbeat")).WaitAsync(TimeSpan.FromSeconds(60));
+            Expect(overloaded, ProblemCodes.Overloaded);
+            Assert.NotNull(overloaded.RetryAfter);
+            await full.Release();
+            Assert.Equal(HttpStatusCode.OK, (await full.Blocked.WaitAsync(TimeSpan.FromSeconds(60))).Status);
+            Assert.Equal(HttpStatusCode.OK, (await full.Queued.WaitAsync(TimeSpan.FromSeconds(60))).Status);
+        }
+
         Assert.Equal(ProblemCatalogue.All.Select(p => p.Code).Order(), seen.Order());
     }
 
