@@ -19,6 +19,10 @@ public static class ContractValidator
     private static Contract? _contract;
     private static int _validated;
     private static readonly ConcurrentDictionary<string, int> Seen = new();
+    // JsonSchema.Net's schema registry is not safe for concurrent use (json-everything issues #503,
+    // #999): parallel checks (tests sending many requests at once, classes running in parallel)
+    // corrupted it, and every later $ref failed to resolve. One check at a time.
+    private static readonly object Evaluating = new();
 
     /// <summary>How many answers were checked against the description in this test run.</summary>
     public static int Validated => Volatile.Read(ref _validated);
@@ -99,9 +103,6 @@ public static class ContractValidator
 
     private static void Evaluate(Contract contract, string pointer, string body, string where)
     {
-        var schema = contract.Schemas.GetOrAdd(pointer, p => JsonSchema.FromText(
-            JsonSerializer.Serialize(new Dictionary<string, string> { ["$ref"] = DocumentUri + p }),
-            contract.BuildOptions));
         JsonDocument instance;
         try
         {
@@ -114,7 +115,14 @@ public static class ContractValidator
         }
         using (instance)
         {
-            var result = schema.Evaluate(instance.RootElement, new EvaluationOptions { OutputFormat = OutputFormat.List });
+            EvaluationResults result;
+            lock (Evaluating)
+            {
+                var schema = contract.Schemas.GetOrAdd(pointer, p => JsonSchema.FromText(
+                    JsonSerializer.Serialize(new Dictionary<string, string> { ["$ref"] = DocumentUri + p }),
+                    contract.BuildOptions));
+                result = schema.Evaluate(instance.RootElement, new EvaluationOptions { OutputFormat = OutputFormat.List });
+            }
             if (result.IsValid) return;
             var errors = (result.Details ?? [])
                 .Where(d => d.Errors is { Count: > 0 })
