@@ -251,8 +251,9 @@ public sealed class RunWriterTests(LedgerHost ledger) : IClassFixture<LedgerHost
 
         await using var full = await FullQueue.Make(ledger, node);
 
-        var refused = await api.Events(refusedRun.RunId, refusedRun.Token, Event("run.started", "refused-1"));
-        var refusedClaim = await api.Send(HttpMethod.Post, $"/api/runs/{unclaimed}/claim", LedgerHost.WorkerKey, new { worker = "w" });
+        // Answered at once: a refusal does not wait for room in the queue.
+        var refused = await api.Events(refusedRun.RunId, refusedRun.Token, Event("run.started", "refused-1")).WaitAsync(Patience);
+        var refusedClaim = await api.Send(HttpMethod.Post, $"/api/runs/{unclaimed}/claim", LedgerHost.WorkerKey, new { worker = "w" }).WaitAsync(Patience);
         foreach (var answer in new[] { refused, refusedClaim })
         {
             Assert.True(answer.Code == 503 && answer.ProblemCode == "overloaded", $"{answer.Code}: {answer.Text}");
@@ -279,6 +280,13 @@ public sealed class RunWriterTests(LedgerHost ledger) : IClassFixture<LedgerHost
     // 4. SIGTERM drains the queue
     // ---------------------------------------------------------------------------------------
 
+    /// <summary>
+    /// The service as a supervisor runs it: requests queued behind a blocked writer, then SIGTERM,
+    /// then the writer unblocked. Every request sent before the signal is answered 200 and recorded,
+    /// and the process exits 0. (Kestrel stops first and waits for requests in flight, so here the
+    /// writer is still running when they complete; the writer's own drain, for commands still queued
+    /// when it is stopped, is <see cref="a_stopping_writer_refuses_new_commands_and_commits_every_queued_one"/>.)
+    /// </summary>
     [Fact]
     public async Task sigterm_answers_and_records_every_request_sent_before_it()
     {
@@ -299,7 +307,7 @@ public sealed class RunWriterTests(LedgerHost ledger) : IClassFixture<LedgerHost
                 ["Logging__LogLevel__Microsoft.AspNetCore.Hosting.Diagnostics"] = "Information",
             };
             using var service = LedgerProcess.Start(env, ["--urls", "http://127.0.0.1:0"], cwd);
-            using var http = new HttpClient { BaseAddress = new Uri(await service.WaitForAddress(Patience)), Timeout = Patience };
+            using var http = new HttpClient { BaseAddress = new Uri(await service.WaitForAddress(TimeSpan.FromSeconds(90))), Timeout = Patience };
 
             async Task<HttpResponseMessage> Post(string url, string key, object body)
             {
@@ -360,6 +368,67 @@ public sealed class RunWriterTests(LedgerHost ledger) : IClassFixture<LedgerHost
             NpgsqlConnection.ClearAllPools();
             TestDatabase.Drop(server, name);
             Directory.Delete(cwd, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// The writer's own part of a clean stop, in process: the writer is stopped (as the host stops
+    /// its hosted services) while it is blocked with commands queued. New commands are refused from
+    /// then on (its queue is closed), and the queued ones are still decided, committed and answered
+    /// before its stop completes.
+    /// </summary>
+    [Fact]
+    public async Task a_stopping_writer_refuses_new_commands_and_commits_every_queued_one()
+    {
+        var node = await ledger.SecondInstance();
+        try
+        {
+            var api = new Scenarios(ledger, node);
+            var writer = node.Services.GetRequiredService<Ledger.Runs.RunWriter>();
+            var blocker = await api.Started();
+            var runs = new List<(string RunId, string Token)>();
+            for (var i = 0; i < 4; i++) runs.Add(await api.Started());
+
+            await using var hold = await RowLock.Stream(ledger.ConnectionString, blocker.RunId);
+            var sent = new List<(string RunId, string EventId, Task<Response> Answer)>
+            {
+                (blocker.RunId, "blocked", api.Events(blocker.RunId, blocker.Token, Event("heartbeat", "blocked"))),
+            };
+            await hold.WaitForWaiter();
+            for (var i = 0; i < 8; i++)
+            {
+                var (runId, token) = runs[i % runs.Count];
+                sent.Add((runId, $"queued-{i}", api.Events(runId, token, Event("log", $"queued-{i}", fields: new { lines = new[] { "x" } }))));
+            }
+            await Wait.ForQueued(node, sent.Count - 1);
+
+            // What the host does to the writer once the web server has stopped.
+            var stopping = writer.StopAsync(CancellationToken.None);
+            // A command the writer decides as nothing (no such run), to see when its queue closes.
+            bool Closed()
+            {
+                try
+                {
+                    _ = writer.Submit(new Ledger.Runs.ExpireLeaseCommand(NewRunId("probe"), TimeSpan.Zero));
+                    return false;
+                }
+                catch (Ledger.Infrastructure.ProblemException e) when (e.Problem.Code == "overloaded")
+                {
+                    return true;
+                }
+            }
+            await Wait.Until(Closed, Patience, "the writer to close its queue");
+            Assert.All(sent, s => Assert.False(s.Answer.IsCompleted, "nothing is answered while the writer is blocked"));
+            await hold.Release();
+
+            var answers = await Task.WhenAll(sent.Select(s => s.Answer)).WaitAsync(Patience);
+            Assert.All(answers, a => Assert.True(a.Status == HttpStatusCode.OK, $"{a.Code}: {a.Text}"));
+            await stopping.WaitAsync(Patience);
+            foreach (var (runId, eventId, _) in sent) Assert.Equal(1, await _sql.Count(runId, eventId));
+        }
+        finally
+        {
+            await node.DisposeAsync();
         }
     }
 
@@ -429,7 +498,8 @@ public sealed class RunWriterTests(LedgerHost ledger) : IClassFixture<LedgerHost
             var workers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
             {
                 var turn = w;
-                for (var i = 0; DateTime.UtcNow < until; i++)
+                // At least one event each, however late the worker starts on a busy machine.
+                for (var i = 0; i == 0 || DateTime.UtcNow < until; i++)
                 {
                     var eventId = $"w{w}-{i}";
                     // Until answered 200: a retryable 503 is resent with the same eventId (through the other node).
