@@ -48,9 +48,11 @@ builder.Services.AddMarten(options =>
         options.AddBatches();
         options.AddForensics();
         options.Schema.For<DataProtectionKey>();
+        ledger.Projections.ApplyTo(options, ledger.SchemaName);
     })
     .UseLightweightSessions()
-    .AddAsyncDaemon(ledger.DaemonMode == ProjectionDaemonMode.Solo ? DaemonMode.Solo : DaemonMode.Disabled)
+    // Leader = Marten's HotCold: one instance per database runs the async projections (docs/nodes.md).
+    .AddAsyncDaemon(ProjectionDaemonOptions.MartenMode(ledger.DaemonMode))
     .ApplyAllDatabaseChangesOnStartup();
 
 builder.Host.UseWolverine(options =>
@@ -76,7 +78,6 @@ builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();
 builder.Services.AddForensicsServices();
 builder.Services.AddLeaderboardServices();
-builder.Services.AddHostedService<ProjectionLeadership>();
 builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
 builder.Services.AddSingleton<Janitor>();
 builder.Services.AddHostedService<JanitorService>();

@@ -26,8 +26,10 @@ public sealed class LedgerOptions
     /// <summary>How much of a refused payload the rejection log keeps.</summary>
     public int RejectionPayloadBytes { get; set; } = 8 * 1024;
     public string SchemaName { get; set; } = "ledger";
-    /// <summary>How this instance runs the async projections: Leader (one elected among instances), Solo, or Disabled.</summary>
+    /// <summary>How this instance runs the async projections: Leader (Marten's HotCold: one elected among instances), Solo, or Disabled.</summary>
     public ProjectionDaemonMode DaemonMode { get; set; } = ProjectionDaemonMode.Leader;
+    /// <summary>The async daemon's election and health-check timing (docs/nodes.md).</summary>
+    public ProjectionDaemonOptions Projections { get; set; } = new();
 
     public EmbeddedPostgresOptions EmbeddedPostgres { get; set; } = new();
 
@@ -46,6 +48,9 @@ public sealed class LedgerOptionsValidation : Microsoft.Extensions.Options.IVali
         var failures = new List<string>();
         if (string.IsNullOrWhiteSpace(options.AdminKey)) failures.Add("Ledger:AdminKey (environment Ledger__AdminKey) must be set.");
         if (options.MaxPayloadBytes < 1024) failures.Add("Ledger:MaxPayloadBytes must be at least 1024.");
+        if (options.Projections.LeadershipPollingMilliseconds < 100) failures.Add("Ledger:Projections:LeadershipPollingMilliseconds must be at least 100.");
+        if (options.Projections.HealthCheckPollingMilliseconds < 100) failures.Add("Ledger:Projections:HealthCheckPollingMilliseconds must be at least 100.");
+        if (options.Projections.StaleSequenceThresholdMilliseconds < 100) failures.Add("Ledger:Projections:StaleSequenceThresholdMilliseconds must be at least 100.");
         return failures.Count == 0
             ? Microsoft.Extensions.Options.ValidateOptionsResult.Success
             : Microsoft.Extensions.Options.ValidateOptionsResult.Fail(failures);
