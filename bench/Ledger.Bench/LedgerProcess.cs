@@ -30,7 +30,7 @@ public sealed class LedgerProcess : IAsyncDisposable
     /// <summary>Lines of its log so far that mention a deadlock (SQLSTATE 40P01 or the word).</summary>
     public long DeadlockLines => _watch.DeadlockLines;
     public string? FirstDeadlockLine => _watch.FirstDeadlockLine;
-    /// <summary>Whether its last word on the async projections was that it leads them (Ledger:DaemonMode=Leader elects one instance).</summary>
+    /// <summary>Whether it runs the async projections (Ledger:DaemonMode=Leader: Marten's HotCold daemon elects one instance; read from its log, see StartAsync).</summary>
     public bool LeadsProjections => _watch.LeadsProjections;
 
     private LedgerProcess(Process process, StreamWriter log, LogWatch watch, string logPath, Uri baseAddress)
@@ -53,8 +53,9 @@ public sealed class LedgerProcess : IAsyncDisposable
 
         public void Saw(string line)
         {
-            if (line.Contains("no longer leads the async projections", StringComparison.Ordinal)) LeadsProjections = false;
-            else if (line.Contains("leads the async projections", StringComparison.Ordinal)) LeadsProjections = true;
+            // Marten's coordinator, at Information: "Started projection agent Standing:All" on the elected node.
+            if (line.Contains("Stopped projection agent", StringComparison.Ordinal)) LeadsProjections = false;
+            else if (line.Contains("Started projection agent", StringComparison.Ordinal)) LeadsProjections = true;
             if (!line.Contains("40P01", StringComparison.Ordinal) && !line.Contains("deadlock", StringComparison.OrdinalIgnoreCase)) return;
             if (Interlocked.Increment(ref _deadlockLines) == 1) FirstDeadlockLine = line.Trim();
         }
@@ -81,6 +82,7 @@ public sealed class LedgerProcess : IAsyncDisposable
         psi.Environment["Ledger__WorkerKeys__0"] = WorkerKey;
         psi.Environment["Ledger__ReadKeys__0"] = ReadKey;
         psi.Environment["Ledger__Janitor__Enabled"] = "false";
+        psi.Environment["Logging__LogLevel__Marten.Events.Daemon.Coordination"] = "Information";
         // The bench's own settings must not leak into the service.
         psi.Environment.Remove("DOTNET_gcServer");
         foreach (var (key, value) in extraEnvironment ?? new Dictionary<string, string>()) psi.Environment[key] = value;

@@ -458,7 +458,7 @@ public static class BenchProgram
             foreach (var c in clients) c.Dispose();
             var leader = nodes.FindIndex(n => n.LeadsProjections);
             results.Notes.Add($"Hot run: {max} ledger process{(max == 1 ? "" : "es")} on ports {o.LedgerPort}–{o.LedgerPort + max - 1}, same database, same settings " +
-                              "(janitor disabled; `Ledger:DaemonMode` left at its default `Leader`, so one of them, elected by an advisory lock, runs the async daemon: " +
+                              "(janitor disabled; `Ledger:DaemonMode` left at its default `Leader`, so one of them, elected by Marten's HotCold daemon, runs the async projections: " +
                               $"{(leader < 0 ? "none said so in its log" : $"node {leader + 1}")}), all up for every node count (the ones not addressed idle). " +
                               $"Each repetition registers and claims one run (node 1), then {o.Workers} workers share its lease token and send single events (a log, then a heartbeat, in turn, unique event ids) " +
                               $"for {o.ScaleDuration.TotalSeconds:0.#} s, worker w's i-th request to node (w + i) mod N. Latencies cover every answered request, refused ones included. " +

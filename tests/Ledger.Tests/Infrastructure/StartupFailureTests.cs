@@ -292,6 +292,13 @@ internal sealed class LedgerProcess : IDisposable
         kill.WaitForExit();
     }
 
+    /// <summary>SIGKILL, as a crash or an OOM kill would end it: no shutdown code runs, its connections just close.</summary>
+    public void KillHard()
+    {
+        _process.Kill();
+        _process.WaitForExit();
+    }
+
     /// <summary>What the process printed on standard output so far.</summary>
     public string Stdout
     {
