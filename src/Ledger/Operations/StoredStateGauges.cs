@@ -52,8 +52,13 @@ public sealed class StoredStateGauges(IDocumentStore store, IOptions<MetricsOpti
 
             var progress = await store.Advanced.AllProjectionProgress(token: ct);
             var highWater = progress.FirstOrDefault(p => p.ShardName == "HighWaterMark")?.Sequence ?? 0;
-            var lag = progress.Where(p => p.ShardName != "HighWaterMark")
-                .Select(p => new Measurement<long>(Math.Max(0, highWater - p.Sequence), new KeyValuePair<string, object?>("projection", p.ShardName)))
+            var done = progress.Where(p => p.ShardName != "HighWaterMark").ToDictionary(p => p.ShardName, p => p.Sequence);
+            // An async projection that has not run yet (no progression row) lags by every event.
+            if (store is DocumentStore documents)
+            {
+                foreach (var shard in documents.Options.Projections.AllShards()) done.TryAdd(shard.Name.Identity, 0);
+            }
+            var lag = done.Select(p => new Measurement<long>(Math.Max(0, highWater - p.Value), new KeyValuePair<string, object?>("projection", p.Key)))
                 .ToList();
             _snapshot = new Snapshot(System.Diagnostics.Stopwatch.GetTimestamp(), runs, lag);
         }
