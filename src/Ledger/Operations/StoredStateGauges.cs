@@ -28,6 +28,8 @@ public sealed class StoredStateGauges(IDocumentStore store, IOptions<MetricsOpti
     private static readonly RunStatus[] Statuses = Enum.GetValues<RunStatus>();
     private readonly SemaphoreSlim _reading = new(1, 1);
     private volatile Snapshot? _snapshot;
+    // When the last reading failed: no new attempt for a few seconds, so that scrapes during a database outage stay fast.
+    private long _failedAt;
 
     private bool Fresh(Snapshot? s) => s is not null
         && System.Diagnostics.Stopwatch.GetElapsedTime(s.At).TotalSeconds < options.Value.StoredStateCacheSeconds;
@@ -35,11 +37,11 @@ public sealed class StoredStateGauges(IDocumentStore store, IOptions<MetricsOpti
     /// <summary>Reads the stored state unless a fresh enough reading is cached (the scrape endpoint calls this before rendering).</summary>
     public async Task RefreshAsync(CancellationToken ct)
     {
-        if (Fresh(_snapshot)) return;
+        if (Fresh(_snapshot) || RecentlyFailed()) return;
         await _reading.WaitAsync(ct);
         try
         {
-            if (Fresh(_snapshot)) return;
+            if (Fresh(_snapshot) || RecentlyFailed()) return;
             await using var session = store.QuerySession();
             var batch = session.CreateBatchQuery();
             var counts = Statuses.Select(s => batch.Query<Run>().Where(r => r.Status == s).Count()).ToList();
@@ -62,6 +64,12 @@ public sealed class StoredStateGauges(IDocumentStore store, IOptions<MetricsOpti
                 .ToList();
             _snapshot = new Snapshot(System.Diagnostics.Stopwatch.GetTimestamp(), runs, lag);
         }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            Interlocked.Exchange(ref _failedAt, System.Diagnostics.Stopwatch.GetTimestamp());
+            logger.LogWarning(e, "Could not read runs by status and projection progress for the metrics");
+            throw;
+        }
         finally
         {
             _reading.Release();
@@ -81,13 +89,19 @@ public sealed class StoredStateGauges(IDocumentStore store, IOptions<MetricsOpti
         if (Fresh(_snapshot)) return _snapshot;
         try
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(3));
             RefreshAsync(timeout.Token).GetAwaiter().GetResult();
         }
-        catch (Exception e)
+        catch (Exception)
         {
-            logger.LogWarning(e, "Could not read runs by status and projection progress for the metrics");
+            // logged where it failed; the last reading (or none) is reported
         }
         return _snapshot;
+    }
+
+    private bool RecentlyFailed()
+    {
+        var failed = Interlocked.Read(ref _failedAt);
+        return failed != 0 && System.Diagnostics.Stopwatch.GetElapsedTime(failed).TotalSeconds < Math.Max(5, options.Value.StoredStateCacheSeconds);
     }
 }
