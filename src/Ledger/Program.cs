@@ -8,6 +8,7 @@ using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Leaderboards;
+using Ledger.Operations;
 using Ledger.Runs;
 using Ledger.Web;
 using Marten;
@@ -85,6 +86,7 @@ builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.Serializer
 builder.Services.AddLedgerConsole(builder.Configuration);
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddLedgerOpenApi();
+builder.Services.AddLedgerTelemetry(builder.Configuration);
 
 var app = builder.Build();
 app.StopEmbeddedOnShutdown();
@@ -104,6 +106,7 @@ app.MapScalarApiReference("/docs", o => o
 app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write })
     .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
+app.MapLedgerMetrics();
 app.MapWolverineEndpoints();
 app.MapLedgerConsole();
 app.MapProblemFallback();

@@ -24,7 +24,7 @@ public sealed class Rejection
 }
 
 public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOptions<LedgerOptions> options,
-    ILogger<RejectionLog> logger)
+    ILogger<RejectionLog> logger, Ledger.Operations.LedgerMetrics? metrics = null)
 {
     /// <summary>
     /// Keeps the refusal, logs it, and returns the response for it. A refusal for want of valid
@@ -59,8 +59,10 @@ public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOpti
         {
             await using var session = store.LightweightSession();
             session.Store(rejection);
-            session.Store(AnomalyRecord.From(rejection));
+            var anomaly = AnomalyRecord.From(rejection);
+            session.Store(anomaly);
             await session.SaveChangesAsync(CancellationToken.None);
+            metrics?.Anomaly(anomaly.Kind);
         }
         catch (Exception e) when (problem.Code is ProblemCodes.DatabaseUnavailable || DatabaseFailures.IsTransient(e))
         {

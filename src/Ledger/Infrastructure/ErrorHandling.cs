@@ -37,6 +37,14 @@ public static class ErrorHandling
             context.Response.Clear();
             await Answer(context, problem);
         }
+        finally
+        {
+            // Every refusal answered, by its problem code (ledger_refusals_total), unauthenticated ones included.
+            if (context.Items[typeof(Problem)] is Problem answered)
+            {
+                context.RequestServices.GetService<Ledger.Operations.LedgerMetrics>()?.Refused(answered.Code);
+            }
+        }
     });
 
     /// <summary>Problem details for the API; the same refusal as an HTML page for the console's paths.</summary>

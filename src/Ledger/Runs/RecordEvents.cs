@@ -140,6 +140,7 @@ public static class RecordEventsEndpoint
         IValidator<WorkerEventRequest> validator, RunWriter writer, LeaseTokens leases, RequestGate gate,
         IOptions<LedgerOptions> options)
     {
+        using var validating = Ledger.Operations.LedgerTracing.Step("ledger.events.validate", id);
         // Who is asking comes first: nothing of the body is read or judged for an unknown token.
         var (tokenHash, denied) = await leases.Authenticate(context, id);
         if (denied is not null) return await rejections.Refuse(context, denied with { RunId = id });
@@ -149,6 +150,8 @@ public static class RecordEventsEndpoint
 
         var (requests, invalid) = Parse(body.Json!.Value, validator, options.Value.MaxEventsPerRequest);
         if (invalid is not null) return await rejections.Refuse(context, await gate.OnRun(invalid, id), body.Raw);
+        validating?.SetTag("ledger.events", requests!.Count);
+        validating?.Dispose();
 
         // Stamped with the time of the decision by the decider.
         var events = requests!.Select(r => r.ToEvent(default)).ToList();

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Operations;
 using Marten;
 using Microsoft.Extensions.Options;
 
@@ -58,9 +59,10 @@ public sealed class WriterOptions
 /// retryable 503; an acknowledged event is always committed.
 /// </summary>
 public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions<WriterOptions> options,
-    IOptions<LedgerOptions> ledger, ILogger<RunWriter> logger) : BackgroundService
+    IOptions<LedgerOptions> ledger, ILogger<RunWriter> logger, LedgerMetrics? metrics = null) : BackgroundService
 {
-    private sealed record Pending(RunCommand Command, TaskCompletionSource<Decision> Done);
+    /// <summary>A queued command, with the request's trace context (a group serves many requests: its span links to each).</summary>
+    private sealed record Pending(RunCommand Command, TaskCompletionSource<Decision> Done, ActivityContext Caller);
 
     /// <summary>What was decided for one run in a group: valid while the run is still at <see cref="Version"/>.</summary>
     private sealed record RunDecisions(long Version, Run? Before, Run? After, List<object> Events, List<(Pending Pending, Decision? Decision, Exception? Failure)> Outcomes);
@@ -83,7 +85,8 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     /// <summary>Queues a command; the task completes once its decision is committed (or refused, which commits nothing).</summary>
     public Task<Decision> Submit(RunCommand command)
     {
-        var pending = new Pending(command, new TaskCompletionSource<Decision>(TaskCreationOptions.RunContinuationsAsynchronously));
+        var pending = new Pending(command, new TaskCompletionSource<Decision>(TaskCreationOptions.RunContinuationsAsynchronously),
+            Activity.Current?.Context ?? default);
         var queue = _queues[(uint)StringComparer.Ordinal.GetHashCode(command.RunId) % (uint)_queues.Length];
         if (!queue.Writer.TryWrite(pending))
         {
@@ -153,6 +156,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
         var now = Stopwatch.GetTimestamp();
         var exclusive = options.Value.LockRuns || runs.Any(r => _contended.TryGetValue(r.RunId, out var until) && until > now);
         var attempts = Math.Max(1, options.Value.ConflictAttempts);
+        using var span = LedgerTracing.Group(group.Select(p => p.Command.RunId).Distinct(StringComparer.Ordinal).Count(), group.Select(p => p.Caller));
 
         for (var attempt = 1; ; attempt++)
         {
@@ -160,10 +164,13 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
             try
             {
                 await using var session = store.LightweightSession();
-                var streams = await Read(session, runs, exclusive);
+                Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)> streams;
+                using (LedgerTracing.Step("ledger.writer.read")) streams = await Read(session, runs, exclusive);
 
                 var at = clock.GetUtcNow();
                 var rows = new List<(string RunId, string Key, long? Count)>();
+                var anomalies = new List<string>();
+                using var deciding = LedgerTracing.Step("ledger.writer.decide");
                 foreach (var (runId, pending) in runs)
                 {
                     var (stream, recorded) = streams[runId];
@@ -177,6 +184,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                     for (var i = decision.Before!.Anomalies.Count; i < decision.After!.Anomalies.Count; i++)
                     {
                         session.Store(AnomalyRecord.From(decision.After, i));
+                        anomalies.Add(decision.After.Anomalies[i].Kind);
                     }
                     foreach (var e in decision.Events)
                     {
@@ -184,9 +192,12 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                     }
                 }
                 RecordedKeyStore.Record(session, _schema, rows);
+                deciding?.Dispose();
 
                 committing = true;
-                await session.SaveChangesAsync();
+                var started = Stopwatch.GetTimestamp();
+                using (LedgerTracing.Step("ledger.writer.commit")) await session.SaveChangesAsync();
+                metrics?.Committed(group.Count, Stopwatch.GetElapsedTime(started), anomalies);
                 Answer(decided.Values);
                 return;
             }
@@ -278,12 +289,13 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
         return new RunDecisions(version, state, current, events, outcomes);
     }
 
-    private static void Answer(IEnumerable<RunDecisions> decided)
+    private void Answer(IEnumerable<RunDecisions> decided)
     {
         foreach (var run in decided)
         {
             foreach (var (pending, decision, failure) in run.Outcomes)
             {
+                if (decision is not null) metrics?.Answered(pending.Command, decision);
                 if (decision is not null) pending.Done.TrySetResult(decision);
                 else pending.Done.TrySetException(failure!);
             }

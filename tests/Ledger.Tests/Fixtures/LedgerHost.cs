@@ -79,6 +79,8 @@ public sealed class LedgerHost : IAsyncLifetime
         ["Ledger:Janitor:Enabled"] = "false",
         ["Ledger:Janitor:GraceSeconds"] = "10",
         ["Ledger:DaemonMode"] = "Leader",
+        ["Ledger:Metrics:ScrapeCacheMilliseconds"] = "0",
+        ["Ledger:Metrics:StoredStateCacheSeconds"] = "0",
     };
 
     private Task<IAlbaHost> StartInstance(Action<IServiceCollection>? configure = null, string? connectionString = null,
