@@ -52,7 +52,7 @@ builder.Services.AddMarten(options =>
         ledger.Projections.ApplyTo(options, ledger.SchemaName);
     })
     .UseLightweightSessions()
-    // Leader = Marten's HotCold: one instance per database runs the async projections (docs/nodes.md).
+    // Leader = Marten's HotCold: one instance per database runs the async projections (docs/operations.md, "Running several nodes").
     .AddAsyncDaemon(ProjectionDaemonOptions.MartenMode(ledger.DaemonMode))
     .ApplyAllDatabaseChangesOnStartup();
 

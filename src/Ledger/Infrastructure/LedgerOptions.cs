@@ -28,7 +28,7 @@ public sealed class LedgerOptions
     public string SchemaName { get; set; } = "ledger";
     /// <summary>How this instance runs the async projections: Leader (Marten's HotCold: one elected among instances), Solo, or Disabled.</summary>
     public ProjectionDaemonMode DaemonMode { get; set; } = ProjectionDaemonMode.Leader;
-    /// <summary>The async daemon's election and health-check timing (docs/nodes.md).</summary>
+    /// <summary>The async daemon's election and health-check timing (docs/operations.md, "Running several nodes").</summary>
     public ProjectionDaemonOptions Projections { get; set; } = new();
 
     public EmbeddedPostgresOptions EmbeddedPostgres { get; set; } = new();

@@ -21,7 +21,7 @@ public sealed record LedgerDatabase(string ConnectionString);
 
 /// <summary>
 /// The async daemon's timing (<c>Ledger:Projections:*</c>), handed to Marten's
-/// <c>options.Projections</c>. See docs/nodes.md for why these values.
+/// <c>options.Projections</c>. See docs/operations.md, "Running several nodes" for why these values.
 /// </summary>
 public sealed class ProjectionDaemonOptions
 {

@@ -21,7 +21,7 @@ namespace Ledger.Tests.Nodes;
 public sealed class FailoverTests(ITestOutputHelper output)
 {
     private const string Admin = "failover-admin-key", Worker = "failover-worker-key", Reader = "failover-read-key";
-    // The target is 15 s (docs/nodes.md); the assertion leaves room for a loaded CI machine.
+    // The target is 15 s (docs/operations.md, "Running several nodes"); the assertion leaves room for a loaded CI machine.
     private static readonly TimeSpan TakeoverLimit = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(90);
     private const string Leading = "Started projection agent Standing";
