@@ -10,7 +10,9 @@ using Ledger.Labels;
 using Ledger.Leaderboards;
 using Ledger.Runs;
 using Ledger.Web;
+using Ledger.Webhooks;
 using Marten;
+using Wolverine.Marten;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using Scalar.AspNetCore;
@@ -48,8 +50,12 @@ builder.Services.AddMarten(options =>
         options.AddBatches();
         options.AddForensics();
         options.Schema.For<DataProtectionKey>();
+        options.AddWebhooks();
     })
     .UseLightweightSessions()
+    // Wolverine's PostgreSQL outbox/inbox for webhook deliveries; projections stay with the daemon below.
+    .IntegrateWithWolverine()
+    .AddWebhookRelay()
     .AddAsyncDaemon(ledger.DaemonMode == ProjectionDaemonMode.Solo ? DaemonMode.Solo : DaemonMode.Disabled)
     .ApplyAllDatabaseChangesOnStartup();
 
@@ -57,6 +63,7 @@ builder.Host.UseWolverine(options =>
 {
     options.UseRuntimeCompilation();
     options.Discovery.IncludeAssembly(typeof(Program).Assembly);
+    options.AddWebhooks(builder.Configuration);
 });
 builder.Services.AddWolverineHttp();
 
@@ -84,6 +91,7 @@ builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.Serializer
 builder.Services.AddLedgerConsole(builder.Configuration);
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddLedgerOpenApi();
+builder.Services.AddWebhooks(builder.Configuration);
 
 var app = builder.Build();
 app.StopEmbeddedOnShutdown();
