@@ -22,6 +22,12 @@ public sealed class WebhookRelay : BatchSubscription
 {
     public const string Name = "webhooks";
 
+    // Every field of the pinned body is present, null when it does not apply (anomalyKind of a verdict).
+    private static readonly JsonSerializerOptions PayloadJson = new(LedgerJson.Options)
+    {
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never,
+    };
+
     // Every event type: anomalies are derived by the fold of any event of a run, not only by verdicts.
     // From the start of the store, not "from present": a floor re-applied at a restart would skip
     // what was committed while no node ran the daemon. Subscriptions skip what precedes them (FromSequence).
@@ -91,7 +97,7 @@ public sealed class WebhookRelay : BatchSubscription
                 OccurredAt = payload.OccurredAt,
                 CreatedAt = now,
             });
-            var body = JsonSerializer.Serialize(payload, LedgerJson.Options);
+            var body = JsonSerializer.Serialize(payload, PayloadJson);
             await bus.PublishAsync(new DeliverWebhook(payload.DeliveryId, subscription.Id, body));
         }
     }

@@ -79,6 +79,10 @@ public sealed class LedgerHost : IAsyncLifetime
         ["Ledger:Janitor:Enabled"] = "false",
         ["Ledger:Janitor:GraceSeconds"] = "10",
         ["Ledger:DaemonMode"] = "Leader",
+        // Webhook retries within seconds rather than an hour (WebhookTests).
+        ["Ledger:Webhooks:MaxAttempts"] = "4",
+        ["Ledger:Webhooks:RetryWindowSeconds"] = "3",
+        ["Ledger:Webhooks:TimeoutSeconds"] = "5",
     };
 
     private Task<IAlbaHost> StartInstance(Action<IServiceCollection>? configure = null, string? connectionString = null,
