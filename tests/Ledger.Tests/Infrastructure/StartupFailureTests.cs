@@ -292,6 +292,13 @@ internal sealed class LedgerProcess : IDisposable
         kill.WaitForExit();
     }
 
+    /// <summary>kill -9: SIGKILL, no drain, no goodbye to the database; returns once the process is gone.</summary>
+    public void KillHard()
+    {
+        _process.Kill(entireProcessTree: false);
+        _process.WaitForExit();
+    }
+
     /// <summary>What the process printed on standard output so far.</summary>
     public string Stdout
     {
