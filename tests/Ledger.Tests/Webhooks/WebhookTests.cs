@@ -112,6 +112,48 @@ public sealed class WebhookTests(LedgerHost ledger) : IClassFixture<LedgerHost>
     }
 
     [Fact]
+    public async Task anomalies_are_delivered_with_their_kind_narrowed_by_kind_and_refusals_deliver_nothing()
+    {
+        await using var all = await WebhookReceiver.Start();
+        await using var narrowed = await WebhookReceiver.Start("another-receiver-secret-42");
+        var allId = await Subscribe(all, ["anomaly.flagged"]);
+        var narrowedId = await Subscribe(narrowed, ["anomaly.flagged"], ["late-completion"]);
+        try
+        {
+            // A completion after the run was lost: late-completion.
+            var (late, lateToken) = await _api.Started(new { runId = NewRunId("hook-late"), leaseSeconds = 5 });
+            ledger.Clock.Advance(TimeSpan.FromSeconds(30));
+            await ledger.Sweep();
+            await _api.Events(late, lateToken, Event("run.completed"));
+            // Refusals of unauthenticated requests: no event, no anomaly, no delivery.
+            Assert.Equal(HttpStatusCode.Unauthorized, (await _api.Events(late, null, Event("run.completed"))).Status);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await _api.Events(late, "not-a-token", Event("run.completed"))).Status);
+            // Completed while a required score is missing: completed-before-results.
+            var (pending, pendingToken) = await _api.Started(new { runId = NewRunId("hook-pending"), requiredScores = new[] { "x" } });
+            await _api.Events(pending, pendingToken, Event("run.completed"));
+
+            var received = await all.WaitFor(r => r.Any(x => x.Body.Contains(pending)) && r.Any(x => x.Body.Contains(late)), Patience, "both anomalies");
+            Assert.All(received, r => Assert.True(r.SignatureValid));
+            var kinds = received.Select(r => r.Json).Select(j => (Kind: j["kind"]!.GetValue<string>(), Run: j["runId"]!.GetValue<string>(), Anomaly: j["anomalyKind"]!.GetValue<string>()));
+            Assert.Equal([("anomaly.flagged", late, "late-completion"), ("anomaly.flagged", pending, "completed-before-results")], kinds.OrderBy(k => k.Run == pending));
+
+            // The relay has passed both anomalies (it logged them for the first subscriber in the
+            // same transaction): the narrowed subscriber has exactly the late completion.
+            var narrowedLog = await Deliveries(narrowedId);
+            var only = Assert.Single(narrowedLog);
+            Assert.Equal(("late-completion", late), (only!["anomalyKind"]!.GetValue<string>(), only["runId"]!.GetValue<string>()));
+            var delivered = await narrowed.WaitFor(r => r.Count >= 1, Patience, "the late completion");
+            Assert.Equal("late-completion", Assert.Single(delivered).Json["anomalyKind"]!.GetValue<string>());
+            Assert.Equal(2, (await Deliveries(allId)).Count);
+        }
+        finally
+        {
+            await Unsubscribe(allId);
+            await Unsubscribe(narrowedId);
+        }
+    }
+
+    [Fact]
     public async Task subscriptions_are_admin_only_validated_and_never_show_their_secret()
     {
         const string secret = "a-very-secret-value-0123456789";
