@@ -24,7 +24,12 @@ public static class WebhooksConfiguration
 
     public static IServiceCollection AddWebhooks(this IServiceCollection services, IConfiguration configuration)
     {
-        services.Configure<WebhookOptions>(configuration.GetSection(WebhookOptions.Section));
+        services.AddOptions<WebhookOptions>().Bind(configuration.GetSection(WebhookOptions.Section))
+            .Validate(o => o.MaxAttempts is >= 1 and <= 100, "Ledger:Webhooks:MaxAttempts must be 1 to 100.")
+            .Validate(o => o.RetryWindowSeconds >= 1, "Ledger:Webhooks:RetryWindowSeconds must be at least 1.")
+            .Validate(o => o.TimeoutSeconds is >= 1 and <= 300, "Ledger:Webhooks:TimeoutSeconds must be 1 to 300.")
+            .Validate(o => o.Concurrency is >= 1 and <= 256, "Ledger:Webhooks:Concurrency must be 1 to 256.")
+            .ValidateOnStart();
         services.AddSingleton<WebhookSecrets>();
         services.AddSingleton<WebhookSender>();
         return services;
