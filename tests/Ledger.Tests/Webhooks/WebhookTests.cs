@@ -154,6 +154,32 @@ public sealed class WebhookTests(LedgerHost ledger) : IClassFixture<LedgerHost>
     }
 
     [Fact]
+    public async Task a_reclassification_delivers_the_decision_and_the_new_verdict()
+    {
+        await using var receiver = await WebhookReceiver.Start();
+        var subscriptionId = await Subscribe(receiver, ["run.reclassified", "run.failed"]);
+        try
+        {
+            var runId = await _api.Register(new { runId = NewRunId("hook-reclassified") });
+            Assert.Equal(HttpStatusCode.OK, (await _api.Send(HttpMethod.Post, $"/api/runs/{runId}/cancel", LedgerHost.AdminKey, new { })).Status);
+            var reclassified = await _api.Send(HttpMethod.Post, $"/api/runs/{runId}/reclassify", LedgerHost.AdminKey,
+                new { status = "failed", reason = "the provider was down", evidence = new[] { "ticket-1" } });
+            Assert.True(reclassified.Status == HttpStatusCode.OK, $"{reclassified.Code}: {reclassified.Text}");
+
+            var received = await receiver.WaitFor(r => r.Count(x => x.Body.Contains(runId)) >= 2, Patience, "the reclassification and the new verdict");
+            var mine = received.Where(r => r.Body.Contains(runId)).Select(r => r.Json).ToList();
+            Assert.Equal(["run.failed", "run.reclassified"], mine.Select(j => j["kind"]!.GetValue<string>()).Order());
+            Assert.All(mine, j => Assert.Equal("failed", j["status"]!.GetValue<string>()));
+            Assert.Equal("the provider was down", mine.Single(j => j["kind"]!.GetValue<string>() == "run.reclassified")["reason"]!.GetValue<string>());
+            Assert.Equal(2, mine.Select(j => j["deliveryId"]!.GetValue<string>()).Distinct().Count());
+        }
+        finally
+        {
+            await Unsubscribe(subscriptionId);
+        }
+    }
+
+    [Fact]
     public async Task subscriptions_are_admin_only_validated_and_never_show_their_secret()
     {
         const string secret = "a-very-secret-value-0123456789";
