@@ -11,7 +11,9 @@ using Ledger.Leaderboards;
 using Ledger.Operations;
 using Ledger.Runs;
 using Ledger.Web;
+using Ledger.Webhooks;
 using Marten;
+using Wolverine.Marten;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using Scalar.AspNetCore;
@@ -50,8 +52,12 @@ builder.Services.AddMarten(options =>
         options.AddForensics();
         options.Schema.For<DataProtectionKey>();
         ledger.Projections.ApplyTo(options, ledger.SchemaName);
+        options.AddWebhooks();
     })
     .UseLightweightSessions()
+    // Wolverine's PostgreSQL outbox/inbox for webhook deliveries; projections stay with the daemon below.
+    .IntegrateWithWolverine()
+    .AddWebhookRelay()
     // Leader = Marten's HotCold: one instance per database runs the async projections (docs/operations.md, "Running several nodes").
     .AddAsyncDaemon(ProjectionDaemonOptions.MartenMode(ledger.DaemonMode))
     .ApplyAllDatabaseChangesOnStartup();
@@ -60,6 +66,7 @@ builder.Host.UseWolverine(options =>
 {
     options.UseRuntimeCompilation();
     options.Discovery.IncludeAssembly(typeof(Program).Assembly);
+    options.AddWebhooks(builder.Configuration);
 });
 builder.Services.AddWolverineHttp();
 
@@ -87,6 +94,7 @@ builder.Services.AddLedgerConsole(builder.Configuration);
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddLedgerOpenApi();
 builder.Services.AddLedgerTelemetry(builder.Configuration);
+builder.Services.AddWebhooks(builder.Configuration);
 
 var app = builder.Build();
 app.StopEmbeddedOnShutdown();

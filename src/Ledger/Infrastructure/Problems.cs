@@ -27,6 +27,7 @@ public static class ProblemCodes
     public const string StateNotFound = "state-not-found";
     public const string BoardNotFound = "board-not-found";
     public const string BatchNotFound = "batch-not-found";
+    public const string SubscriptionNotFound = "subscription-not-found";
     public const string RunExists = "run-exists";
     public const string BoardExists = "board-exists";
     public const string BatchExists = "batch-exists";
@@ -90,6 +91,8 @@ public static class ProblemCatalogue
             "No board with this id is defined."),
         new(ProblemCodes.BatchNotFound, 404, false, "No such batch",
             "No batch with this id is defined."),
+        new(ProblemCodes.SubscriptionNotFound, 404, false, "No such webhook subscription",
+            "No webhook subscription with this id exists (it may have been deleted)."),
         new(ProblemCodes.RunExists, 409, false, "The run exists with another definition",
             "A registration reused a run id with a different definition (the same definition again is answered as the first time)."),
         new(ProblemCodes.BoardExists, 409, false, "The board exists with another ranking",

@@ -81,6 +81,10 @@ public sealed class LedgerHost : IAsyncLifetime
         ["Ledger:DaemonMode"] = "Leader",
         ["Ledger:Metrics:ScrapeCacheMilliseconds"] = "0",
         ["Ledger:Metrics:StoredStateCacheSeconds"] = "0",
+        // Webhook retries within seconds rather than an hour (WebhookTests).
+        ["Ledger:Webhooks:MaxAttempts"] = "4",
+        ["Ledger:Webhooks:RetryWindowSeconds"] = "3",
+        ["Ledger:Webhooks:TimeoutSeconds"] = "5",
     };
 
     private Task<IAlbaHost> StartInstance(Action<IServiceCollection>? configure = null, string? connectionString = null,

@@ -75,6 +75,7 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
         Expect(await _api.GetRun(NewRunId()), ProblemCodes.RunNotFound);
         Expect(await _api.Send(HttpMethod.Get, "/api/boards/no-such-board/leaderboard", admin), ProblemCodes.BoardNotFound);
         Expect(await _api.Send(HttpMethod.Get, "/api/batches/no-such-batch", admin), ProblemCodes.BatchNotFound);
+        Expect(await _api.Send(HttpMethod.Delete, "/api/subscriptions/no-such-subscription", admin), ProblemCodes.SubscriptionNotFound);
 
         var (runA, tokenA) = await _api.Started(new { runId = NewRunId(), requiredScores = new[] { "accuracy" }, leaseSeconds = 60 });
         var (runB, tokenB) = await _api.Started();

@@ -1,0 +1,50 @@
+using Marten;
+using Wolverine;
+using Wolverine.ErrorHandling;
+using Wolverine.Marten;
+
+namespace Ledger.Webhooks;
+
+public static class WebhooksConfiguration
+{
+    public const string Queue = "webhooks";
+
+    /// <summary>Documents of the webhooks: subscriptions and the delivery log.</summary>
+    public static StoreOptions AddWebhooks(this StoreOptions options)
+    {
+        options.Schema.For<WebhookSubscription>();
+        options.Schema.For<WebhookDelivery>();
+        return options;
+    }
+
+    /// <summary>The relay: a Marten event subscription whose messages go out through Wolverine's outbox in the same transaction.</summary>
+    public static MartenServiceCollectionExtensions.MartenConfigurationExpression AddWebhookRelay(
+        this MartenServiceCollectionExtensions.MartenConfigurationExpression marten) =>
+        marten.SubscribeToEvents(new WebhookRelay());
+
+    public static IServiceCollection AddWebhooks(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<WebhookOptions>().Bind(configuration.GetSection(WebhookOptions.Section))
+            .Validate(o => o.MaxAttempts is >= 1 and <= 100, "Ledger:Webhooks:MaxAttempts must be 1 to 100.")
+            .Validate(o => o.RetryWindowSeconds >= 1, "Ledger:Webhooks:RetryWindowSeconds must be at least 1.")
+            .Validate(o => o.TimeoutSeconds is >= 1 and <= 300, "Ledger:Webhooks:TimeoutSeconds must be 1 to 300.")
+            .Validate(o => o.Concurrency is >= 1 and <= 256, "Ledger:Webhooks:Concurrency must be 1 to 256.")
+            .ValidateOnStart();
+        services.AddSingleton<WebhookSecrets>();
+        services.AddSingleton<WebhookSender>();
+        return services;
+    }
+
+    /// <summary>
+    /// Deliveries are messages of a durable local queue (stored in PostgreSQL: they survive a
+    /// kill -9), attempted on a bounded number of slots, retried on a schedule that is also stored.
+    /// </summary>
+    public static WolverineOptions AddWebhooks(this WolverineOptions options, IConfiguration configuration)
+    {
+        var webhooks = configuration.GetSection(WebhookOptions.Section).Get<WebhookOptions>() ?? new WebhookOptions();
+        options.PublishMessage<DeliverWebhook>().ToLocalQueue(Queue);
+        options.LocalQueue(Queue).UseDurableInbox().MaximumParallelMessages(Math.Max(1, webhooks.Concurrency));
+        if (webhooks.RetryDelays() is { Length: > 0 } delays) options.OnException<WebhookAttemptFailed>().ScheduleRetry(delays);
+        return options;
+    }
+}
