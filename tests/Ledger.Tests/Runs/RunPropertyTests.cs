@@ -427,8 +427,10 @@ public sealed class RunPropertyTests
                     if (run.Reason == AnomalyKinds.AccountingMismatch) seen.Add("accounting-mismatch");
                 }
             }
-        }, iter: 2000, print: Print);
+        }, iter: 8000, print: Print);
 
+        // A complete, balanced run that failed and is then reclassified to succeeded is a rare draw:
+        // 2,000 streams missed it about once in a few dozen runs, hence 8,000 (about 3 s).
         string[] required =
         [
             "Running->Succeeded", "Running->Failed", "Running->Lost", "Running->Cancelled", "Claimed->Lost",
