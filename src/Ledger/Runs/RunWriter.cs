@@ -170,29 +170,30 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                 var at = clock.GetUtcNow();
                 var rows = new List<(string RunId, string Key, long? Count)>();
                 var anomalies = new List<string>();
-                using var deciding = LedgerTracing.Step("ledger.writer.decide");
-                foreach (var (runId, pending) in runs)
+                using (LedgerTracing.Step("ledger.writer.decide"))
                 {
-                    var (stream, recorded) = streams[runId];
-                    var version = stream.StartingVersion ?? 0;
-                    if (!decided.TryGetValue(runId, out var decision) || decision.Version != version)
+                    foreach (var (runId, pending) in runs)
                     {
-                        decided[runId] = decision = DecideRun(stream.Aggregate, version, pending, recorded, at);
+                        var (stream, recorded) = streams[runId];
+                        var version = stream.StartingVersion ?? 0;
+                        if (!decided.TryGetValue(runId, out var decision) || decision.Version != version)
+                        {
+                            decided[runId] = decision = DecideRun(stream.Aggregate, version, pending, recorded, at);
+                        }
+                        if (decision.Events.Count == 0) continue;
+                        stream.AppendMany(decision.Events);
+                        for (var i = decision.Before!.Anomalies.Count; i < decision.After!.Anomalies.Count; i++)
+                        {
+                            session.Store(AnomalyRecord.From(decision.After, i));
+                            anomalies.Add(decision.After.Anomalies[i].Kind);
+                        }
+                        foreach (var e in decision.Events)
+                        {
+                            foreach (var (key, count) in RecordedKeyStore.KeysOf(e)) rows.Add((runId, key, count));
+                        }
                     }
-                    if (decision.Events.Count == 0) continue;
-                    stream.AppendMany(decision.Events);
-                    for (var i = decision.Before!.Anomalies.Count; i < decision.After!.Anomalies.Count; i++)
-                    {
-                        session.Store(AnomalyRecord.From(decision.After, i));
-                        anomalies.Add(decision.After.Anomalies[i].Kind);
-                    }
-                    foreach (var e in decision.Events)
-                    {
-                        foreach (var (key, count) in RecordedKeyStore.KeysOf(e)) rows.Add((runId, key, count));
-                    }
+                    RecordedKeyStore.Record(session, _schema, rows);
                 }
-                RecordedKeyStore.Record(session, _schema, rows);
-                deciding?.Dispose();
 
                 committing = true;
                 var started = Stopwatch.GetTimestamp();
@@ -273,7 +274,10 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
         {
             try
             {
-                var command = p.Command is RecordEventsCommand record ? record with { Recorded = recorded.With(events) } : p.Command;
+                // Keys appended by an earlier command of this group count as recorded too.
+                var command = p.Command is RecordEventsCommand record
+                    ? record with { Recorded = events.Count == 0 ? recorded : recorded.With(events) }
+                    : p.Command;
                 var decision = RunDecider.Decide(current, command, now);
                 outcomes.Add((p, decision, null));
                 if (decision.Events.Count == 0) continue;
@@ -295,9 +299,13 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
         {
             foreach (var (pending, decision, failure) in run.Outcomes)
             {
-                if (decision is not null) metrics?.Answered(pending.Command, decision);
-                if (decision is not null) pending.Done.TrySetResult(decision);
-                else pending.Done.TrySetException(failure!);
+                if (decision is null)
+                {
+                    pending.Done.TrySetException(failure!);
+                    continue;
+                }
+                metrics?.Answered(pending.Command, decision);
+                pending.Done.TrySetResult(decision);
             }
         }
     }

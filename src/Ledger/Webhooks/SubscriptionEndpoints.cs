@@ -88,7 +88,7 @@ public static class SubscriptionEndpoints
         var request = admission.Request!;
 
         var uri = new Uri(request.Url!);
-        var allowPrivate = options.Value.AllowPrivateTargets ?? environment.IsDevelopment();
+        var allowPrivate = options.Value.PrivateTargetsAllowed(environment);
         if (await WebhookTargets.AddressError(uri, allowPrivate, context.RequestAborted) is { } refused)
         {
             return await rejections.Refuse(context, RequestBody.Invalid([new ValidationFailure("url", refused)]), admission.Raw);

@@ -11,6 +11,10 @@ public sealed class WebhookOptions
     /// </summary>
     public bool? AllowPrivateTargets { get; set; }
 
+    /// <summary>The rule itself, for the subscription check and the sender's connect-time check alike.</summary>
+    public bool PrivateTargetsAllowed(Microsoft.Extensions.Hosting.IHostEnvironment environment) =>
+        AllowPrivateTargets ?? environment.IsDevelopment();
+
     /// <summary>How many times one delivery is attempted in all (the first try included).</summary>
     public int MaxAttempts { get; set; } = 10;
 

@@ -38,7 +38,7 @@ public sealed class WebhookSender : IDisposable
         _secrets = secrets;
         _options = options.Value;
         _logger = logger;
-        var allowPrivate = _options.AllowPrivateTargets ?? environment.IsDevelopment();
+        var allowPrivate = _options.PrivateTargetsAllowed(environment);
         _http = new HttpClient(new SocketsHttpHandler
         {
             // A redirect could lead anywhere, private addresses included: a 3xx is a failed attempt.
