@@ -61,6 +61,12 @@ public static class GetRunHistoryEndpoint
     public const int MaxLimit = 5000;
 }
 
+/// <summary>An event of a run's stream as the history reads it: where it is in the stream, when the database stored it, what it says.</summary>
+public readonly record struct StoredEvent(long Version, long Sequence, DateTimeOffset Timestamp, object Data)
+{
+    public DateTimeOffset RecordedAt => RunReplay.RecordedAt(Data, Timestamp);
+}
+
 /// <summary>
 /// Refolds a stream from its events alone, saying what each event did: the audit trail. A refold
 /// may start from a snapshot of an earlier one (<see cref="RunSnapshot"/>): the same code over the
@@ -107,15 +113,18 @@ public static class RunReplay
         public DateTimeOffset? RecordedThrough { get; private set; }
 
         /// <summary>Applies the next event of the stream; with <paramref name="explain"/>, says what it did.</summary>
-        public HistoryEntry? Apply(IEvent e, bool explain)
+        public HistoryEntry? Apply(IEvent e, bool explain) => Apply(new StoredEvent(e.Version, e.Sequence, e.Timestamp, e.Data), explain);
+
+        /// <inheritdoc cref="Apply(IEvent, bool)"/>
+        public HistoryEntry? Apply(StoredEvent e, bool explain)
         {
             if (e.Version != Version + 1)
             {
-                throw new InvalidOperationException($"A refold of {e.StreamKey} was given version {e.Version} after {Version}: it takes every event, in order.");
+                throw new InvalidOperationException($"A refold of run {Run?.Id} was given version {e.Version} after {Version}: it takes every event, in order.");
             }
             Version = e.Version;
             Sequence = e.Sequence;
-            var recordedAt = RecordedAt(e);
+            var recordedAt = e.RecordedAt;
             if (RecordedThrough is not { } through || recordedAt > through) RecordedThrough = recordedAt;
 
             EventEffect effect;
@@ -144,7 +153,10 @@ public static class RunReplay
     }
 
     /// <summary>The ledger's own clock when the event was recorded (what time travel goes by).</summary>
-    public static DateTimeOffset RecordedAt(IEvent e) => e.Data switch
+    public static DateTimeOffset RecordedAt(IEvent e) => RecordedAt(e.Data, e.Timestamp);
+
+    /// <inheritdoc cref="RecordedAt(IEvent)"/>
+    public static DateTimeOffset RecordedAt(object data, DateTimeOffset stored) => data switch
     {
         WorkerEvent w => w.RecordedAt,
         RunRegistered r => r.RegisteredAt,
@@ -154,7 +166,7 @@ public static class RunReplay
         RunReclassified r => r.At,
         VerdictReached v => v.At,
         StatusObserved o => o.RecordedAt,
-        _ => e.Timestamp,
+        _ => stored,
     };
 
     private static DateTimeOffset? OccurredAt(object data) => data switch

@@ -40,6 +40,6 @@ public static class GetRunStateEndpoint
                     : $"The run was registered at {now.RegisteredAt:O}.", runId: id, runStatus: now.Status).ToResult();
         }
 
-        return Results.Json(new RunStateAsOf(last.Version, RunReplay.RecordedAt(last), RunView.From(run)), LedgerJson.Options);
+        return Results.Json(new RunStateAsOf(last.Version, last.RecordedAt, RunView.From(run)), LedgerJson.Options);
     }
 }
