@@ -84,6 +84,7 @@ builder.Services.AddSingleton<RunWriter>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<RunWriter>());
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();
+builder.Services.AddSingleton<StorageNames>();
 builder.Services.AddForensicsServices();
 builder.Services.AddLeaderboardServices();
 builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));

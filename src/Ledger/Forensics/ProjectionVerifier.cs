@@ -22,7 +22,7 @@ public sealed record VerifyReport(long Events, int Streams, IReadOnlyDictionary<
 /// verdicts the fold derives.
 /// </summary>
 public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase database, IOptions<LedgerOptions> options,
-    ILogger<ProjectionVerifier> logger)
+    StorageNames names, ILogger<ProjectionVerifier> logger)
 {
     private const int Page = 5_000;
 
@@ -62,15 +62,16 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         }
 
         var anomalies = runs.Values.SelectMany(r => Enumerable.Range(0, r.Anomalies.Count).Select(i => AnomalyRecord.From(r, i))).ToList();
-        var scratch = $"{options.Value.SchemaName}_verify";
-        await WriteScratch(scratch, runs.Values, leases, standings.Values, anomalies, ct);
+        using var scratchStore = ScratchStore($"{options.Value.SchemaName}_verify");
+        await WriteScratch(scratchStore, runs.Values, leases, standings.Values, anomalies, ct);
 
-        var schema = options.Value.SchemaName;
-        differences.AddRange(await Compare(schema, scratch, "mt_doc_run", "run", "", ct));
-        differences.AddRange(await Compare(schema, scratch, "mt_doc_leaseholder", "lease", "", ct));
-        differences.AddRange(await Compare(schema, scratch, "mt_doc_standing", "standing", "", ct));
+        // Live and scratch tables by the same mapping, each from its own store.
+        var scratch = new StorageNames(scratchStore);
+        differences.AddRange(await Compare(names.Table<Run>(), scratch.Table<Run>(), "run", "", ct));
+        differences.AddRange(await Compare(names.Table<LeaseHolder>(), scratch.Table<LeaseHolder>(), "lease", "", ct));
+        differences.AddRange(await Compare(names.Table<Standing>(), scratch.Table<Standing>(), "standing", "", ct));
         // Anomalies of refused requests come from the rejection log, not from events: only run-derived ones are rebuilt.
-        differences.AddRange(await Compare(schema, scratch, "mt_doc_anomalyrecord", "anomaly", "where id like '%#%'", ct));
+        differences.AddRange(await Compare(names.Table<AnomalyRecord>(), scratch.Table<AnomalyRecord>(), "anomaly", "where id like '%#%'", ct));
 
         var documents = new Dictionary<string, int>
         {
@@ -105,17 +106,18 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         }
     }
 
-    private async Task WriteScratch(string scratch, IEnumerable<Run> runs, IEnumerable<LeaseHolder> leases,
+    private DocumentStore ScratchStore(string scratch) => DocumentStore.For(o =>
+    {
+        o.UseLedgerStorage(database.ConnectionString, scratch);
+        o.Schema.For<Run>();
+        o.Schema.For<LeaseHolder>();
+        o.Schema.For<Standing>();
+        o.Schema.For<AnomalyRecord>();
+    });
+
+    private static async Task WriteScratch(DocumentStore scratchStore, IEnumerable<Run> runs, IEnumerable<LeaseHolder> leases,
         IEnumerable<Standing> standings, IEnumerable<AnomalyRecord> anomalies, CancellationToken ct)
     {
-        using var scratchStore = DocumentStore.For(o =>
-        {
-            o.UseLedgerStorage(database.ConnectionString, scratch);
-            o.Schema.For<Run>();
-            o.Schema.For<LeaseHolder>();
-            o.Schema.For<Standing>();
-            o.Schema.For<AnomalyRecord>();
-        });
         await scratchStore.Storage.ApplyAllConfiguredChangesToDatabaseAsync();
         await scratchStore.Advanced.Clean.DeleteAllDocumentsAsync(ct);
         await scratchStore.BulkInsertDocumentsAsync(runs, BulkInsertMode.InsertsOnly, 1000, ct);
@@ -124,11 +126,11 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         await scratchStore.BulkInsertDocumentsAsync(anomalies, BulkInsertMode.InsertsOnly, 1000, ct);
     }
 
-    private async Task<List<string>> Compare(string live, string scratch, string table, string label, string filter, CancellationToken ct)
+    private async Task<List<string>> Compare(string live, string scratch, string label, string filter, CancellationToken ct)
     {
         var sql = $"""
-            with l as (select id, data from {live}.{table} {filter}),
-                 s as (select id, data from {scratch}.{table})
+            with l as (select id, data from {live} {filter}),
+                 s as (select id, data from {scratch})
             select coalesce(l.id, s.id)::text, l.id is null, s.id is null, l.data::text, s.data::text
             from l full outer join s on l.id = s.id
             where l.data is distinct from s.data

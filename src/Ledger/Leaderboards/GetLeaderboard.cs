@@ -27,7 +27,7 @@ public static class GetLeaderboardEndpoint
     [EndpointDescription("Served from the async standings projection: a verdict appears within the daemon's polling delay (milliseconds under normal load).")]
     [ProducesResponseType<Leaderboard>(200)]
     public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, BoardCatalog boards,
-        ReadDatabase database, IOptions<LedgerOptions> options, int? page, int? pageSize, string? at)
+        ReadDatabase database, StorageNames names, int? page, int? pageSize, string? at)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         var (number, size) = Paging.Normalize(page, pageSize);
@@ -41,7 +41,7 @@ public static class GetLeaderboardEndpoint
             return Results.Json(await AsOf(session, board, time, number, size, context.RequestAborted), LedgerJson.Options);
         }
 
-        var (rows, total) = await Current(database, options.Value.SchemaName, board, number, size, context.RequestAborted);
+        var (rows, total) = await Current(database, names, board, number, size, context.RequestAborted);
         return Results.Json(new Leaderboard(id, board.Ranking, null, number, size, total, rows), LedgerJson.Options);
     }
 
@@ -81,7 +81,7 @@ public static class GetLeaderboardEndpoint
     /// One page of the board from the standings' own columns (duplicated out of the documents),
     /// so a read never unpacks a participant's result history: one indexed, sorted query.
     /// </summary>
-    internal static async Task<(List<LeaderboardRow> Rows, long Total)> Current(ReadDatabase database, string schema, Board board,
+    internal static async Task<(List<LeaderboardRow> Rows, long Total)> Current(ReadDatabase database, StorageNames names, Board board,
         int page, int size, CancellationToken ct)
     {
         var ranking = board.Ranking;
@@ -89,7 +89,7 @@ public static class GetLeaderboardEndpoint
         var tieBreak = ranking.TieBreakScore is null ? "" : $"best_tie_break {(ranking.TieBreakDirection == Direction.Max ? "desc" : "asc")} nulls last, ";
         await using var command = database.Source.CreateCommand($"""
             select participant, best_run_id, best_score, best_tie_break, best_completed_at, count(*) over ()
-            from {schema}.mt_doc_standing
+            from {names.Table<Standing>()}
             where board = @board and best_run_id is not null
             order by best_score {score}, {tieBreak}best_completed_at asc, best_run_id collate "C" asc
             limit @size offset @offset
@@ -110,7 +110,7 @@ public static class GetLeaderboardEndpoint
         if (rows.Count == 0 && page > 1)
         {
             await using var count = database.Source.CreateCommand(
-                $"select count(*) from {schema}.mt_doc_standing where board = @board and best_run_id is not null");
+                $"select count(*) from {names.Table<Standing>()} where board = @board and best_run_id is not null");
             count.Parameters.AddWithValue("board", board.Id);
             total = (long)(await count.ExecuteScalarAsync(ct))!;
         }
