@@ -292,7 +292,7 @@ public static class BenchProgram
                     var m = results[$"reads.board.{readers}"];
                     Log($"leaderboard, {readers} reader(s): p50 {m.MedianP50:0.00} ms, p99 {m.MedianP99:0.00} ms, {m.MedianOperationsPerSecond:N0} requests/s");
                 }
-                results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, ledgerSchema, Seeder.Board, pages,
+                results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, connectionString, Seeder.Board, pages,
                     o.LeaderboardPageSize, o.ReadDuration);
                 Log($"leaderboard in-process (no HTTP): board load p50 {results.LeaderboardProfile.BoardLoadP50Ms:0.00} ms, " +
                     $"ranked page p50 {results.LeaderboardProfile.PageQueryP50Ms:0.00} ms; standings average {results.LeaderboardProfile.StandingBytesAvg:N0} bytes " +

@@ -2,13 +2,12 @@ using System.Linq.Expressions;
 using System.Reflection;
 using System.Text.Json;
 using Marten;
-using Marten.Schema;
 using Weasel.Core;
 
 namespace Ledger.Infrastructure;
 
 /// <summary>
-/// The one place raw SQL takes its storage names from. Tables, duplicated columns and JSON keys are
+/// The one place raw SQL takes its storage names from. Tables, JSON keys and event type names are
 /// read from Marten's own mapping of the store (so a change of schema, table or casing changes the
 /// SQL with it); the ledger's own tables are named here once. StorageNamesTests checks every name
 /// against a real database.
@@ -54,16 +53,6 @@ public sealed class StorageNames
     /// <summary>A function Marten installs in the schema, e.g. the immutable cast its computed indexes use.</summary>
     public string Function(string name) => $"{Schema}.{name}";
 
-    /// <summary>The column a duplicated member is copied into; throws if the mapping does not duplicate it.</summary>
-    public string Column<T>(Expression<Func<T, object?>> member)
-    {
-        var target = MemberOf(member);
-        var mapping = (DocumentMapping)_options.FindOrResolveDocumentType(typeof(T));
-        var field = mapping.DuplicatedFields.FirstOrDefault(f => f.Members.Length == 1 && SameMember(f.Members[0], target))
-                    ?? throw new InvalidOperationException($"{typeof(T).Name}.{target.Name} is not a duplicated column in the Marten mapping");
-        return field.ColumnName;
-    }
-
     /// <summary>The key a member has in the stored JSON document (the serializer's casing).</summary>
     public string JsonKey<T>(Expression<Func<T, object?>> member) => KeyOf(MemberOf(member).Name);
 
@@ -72,8 +61,6 @@ public sealed class StorageNames
         $"{(alias is null ? "" : alias + ".")}data ->> '{JsonKey(member)}'";
 
     private string KeyOf(string name) => _casing?.ConvertName(name) ?? name;
-
-    private static bool SameMember(MemberInfo a, MemberInfo b) => a.Name == b.Name && a.DeclaringType == b.DeclaringType;
 
     private static MemberInfo MemberOf<T>(Expression<Func<T, object?>> expression)
     {

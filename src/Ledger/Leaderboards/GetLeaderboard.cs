@@ -1,7 +1,6 @@
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
-using Marten;
-using Marten.Events;
+using Npgsql;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using Wolverine.Http;
@@ -26,7 +25,7 @@ public static class GetLeaderboardEndpoint
     [EndpointSummary("Best succeeded run per participant, ranked (admin or read key)")]
     [EndpointDescription("Served from the async standings projection: a verdict appears within the daemon's polling delay (milliseconds under normal load).")]
     [ProducesResponseType<Leaderboard>(200)]
-    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, BoardCatalog boards,
+    public static async Task<IResult> Get(string id, HttpContext context, Access access, BoardCatalog boards,
         ReadDatabase database, StorageNames names, int? page, int? pageSize, string? at)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
@@ -35,85 +34,69 @@ public static class GetLeaderboardEndpoint
 
         var board = await boards.Find(id, context.RequestAborted);
         if (board is null) return BoardEndpoints.BoardNotFound(id).ToResult();
-        if (asOf is { } time)
-        {
-            await using var session = store.QuerySession();
-            return Results.Json(await AsOf(session, board, time, number, size, context.RequestAborted), LedgerJson.Options);
-        }
-
-        var (rows, total) = await Current(database, names, board, number, size, context.RequestAborted);
-        return Results.Json(new Leaderboard(id, board.Ranking, null, number, size, total, rows), LedgerJson.Options);
+        var (rows, total) = await Read(database, names, board, asOf, number, size, context.RequestAborted);
+        return Results.Json(new Leaderboard(id, board.Ranking, asOf, number, size, total, rows), LedgerJson.Options);
     }
 
+    /// <summary>The current board: one range of the rank index of the standings table, and its count.</summary>
+    public static Task<(List<LeaderboardRow> Rows, long Total)> Current(ReadDatabase database, StorageNames names, Board board,
+        int page, int size, CancellationToken ct) => Read(database, names, board, null, page, size, ct);
+
     /// <summary>
-    /// The board as it stood at a time: the board's verdicts up to then, folded exactly as the
-    /// standings projection folds them. A forensic read: it scans the board's verdict events.
+    /// One page of the board now, or as it stood at <paramref name="asOf"/>: then each participant's
+    /// latest change of best at or before that time (the projection's change history), ranked by the
+    /// same stored rank key. Both answered in the database, in one round trip with the count.
     /// </summary>
-    internal static async Task<Leaderboard> AsOf(IQuerySession session, Board board, DateTimeOffset time, int page, int size, CancellationToken ct)
+    public static async Task<(List<LeaderboardRow> Rows, long Total)> Read(ReadDatabase database, StorageNames names, Board board,
+        DateTimeOffset? asOf, int page, int size, CancellationToken ct)
     {
-        var verdicts = await session.Events.QueryAllRawEvents()
-            .Where(e => e.EventTypesAre(typeof(Runs.VerdictReached)))
-            .OrderBy(e => e.Sequence)
-            .ToListAsync(ct);
-        var standings = new Dictionary<string, Standing>(StringComparer.Ordinal);
-        foreach (var e in verdicts)
+        var sql = BoardQuery.For(names, asOf is not null);
+        await using var batch = database.Source.CreateBatch();
+        var rowsCommand = new NpgsqlBatchCommand(sql.Page);
+        var countCommand = new NpgsqlBatchCommand(sql.Count);
+        foreach (var command in new[] { rowsCommand, countCommand })
         {
-            if (e.Data is Runs.VerdictReached verdict && verdict.Board == board.Id && verdict.At <= time)
-            {
-                Standing.Fold(standings, verdict, e.Sequence);
-            }
+            foreach (var parameter in BoardQuery.Parameters(board.Id, asOf, page, size, paging: command == rowsCommand)) command.Parameters.Add(parameter);
+            batch.BatchCommands.Add(command);
         }
-
-        var order = new ResultOrder(board.Ranking);
-        var ranked = standings.Values
-            .Where(s => s.BestRunId is not null)
-            .Select(s => (s.Participant, Best: new StandingResult(s.BestRunId!, s.BestScore!.Value, s.BestTieBreak, s.BestCompletedAt!.Value)))
-            .OrderBy(s => s.Best, order)
-            .ToList();
-        var first = (page - 1) * size;
-        var rows = ranked.Skip(first).Take(size)
-            .Select((s, i) => new LeaderboardRow(first + i + 1, s.Participant, s.Best.RunId, s.Best.Score, s.Best.TieBreak, s.Best.CompletedAt))
-            .ToList();
-        return new Leaderboard(board.Id, board.Ranking, time, page, size, ranked.Count, rows);
-    }
-
-    /// <summary>
-    /// One page of the board from the standings' own columns (duplicated out of the documents),
-    /// so a read never unpacks a participant's result history: one indexed, sorted query.
-    /// </summary>
-    internal static async Task<(List<LeaderboardRow> Rows, long Total)> Current(ReadDatabase database, StorageNames names, Board board,
-        int page, int size, CancellationToken ct)
-    {
-        var ranking = board.Ranking;
-        var score = ranking.Direction == Direction.Max ? "desc" : "asc";
-        var tieBreak = ranking.TieBreakScore is null ? "" : $"best_tie_break {(ranking.TieBreakDirection == Direction.Max ? "desc" : "asc")} nulls last, ";
-        await using var command = database.Source.CreateCommand($"""
-            select participant, best_run_id, best_score, best_tie_break, best_completed_at, count(*) over ()
-            from {names.Table<Standing>()}
-            where board = @board and best_run_id is not null
-            order by best_score {score}, {tieBreak}best_completed_at asc, best_run_id collate "C" asc
-            limit @size offset @offset
-            """);
-        command.Parameters.AddWithValue("board", board.Id);
-        command.Parameters.AddWithValue("size", size);
-        command.Parameters.AddWithValue("offset", (page - 1) * size);
 
         var rows = new List<LeaderboardRow>(size);
-        long total = 0;
-        await using var reader = await command.ExecuteReaderAsync(ct);
+        await using var reader = await batch.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
         {
-            total = reader.GetInt64(5);
             rows.Add(new LeaderboardRow((page - 1) * size + rows.Count + 1, reader.GetString(0), reader.GetString(1), reader.GetDouble(2),
                 reader.IsDBNull(3) ? null : reader.GetDouble(3), reader.GetFieldValue<DateTimeOffset>(4)));
         }
-        if (rows.Count == 0 && page > 1)
-        {
-            await using var count = database.Source.CreateCommand(
-                $"select count(*) from {names.Table<Standing>()} where board = @board and best_run_id is not null");
-            count.Parameters.AddWithValue("board", board.Id);
-            total = (long)(await count.ExecuteScalarAsync(ct))!;
-        }
-        return (rows, total);
+        await reader.NextResultAsync(ct);
+        await reader.ReadAsync(ct);
+        return (rows, reader.GetInt64(0));
+    }
+}
+
+/// <summary>The SQL of a board's page and count, now or as of a time; ordered by the stored rank key only (RankingRule).</summary>
+public sealed record BoardQuery(string Page, string Count)
+{
+    public static BoardQuery For(StorageNames names, bool asOf)
+    {
+        var source = asOf
+            ? $"""
+              select * from (
+                  select distinct on (participant) participant, run_id, score, tie_break, completed_at, rank_key
+                  from {names.Own(StandingsProjection.ChangesTable)} where board = @board and at <= @at
+                  order by participant desc, sequence desc) latest
+              """
+            : $"select participant, run_id, score, tie_break, completed_at, rank_key from {names.Own(StandingsProjection.CurrentTable)} where board = @board";
+        return new BoardQuery(
+            $"select participant, run_id, score, tie_break, completed_at from ({source}) b where rank_key is not null order by rank_key limit @size offset @offset",
+            $"select count(*) from ({source}) b where rank_key is not null");
+    }
+
+    public static IEnumerable<NpgsqlParameter> Parameters(string board, DateTimeOffset? asOf, int page, int size, bool paging)
+    {
+        yield return new NpgsqlParameter("board", board);
+        if (asOf is { } at) yield return new NpgsqlParameter("at", at);
+        if (!paging) yield break;
+        yield return new NpgsqlParameter("size", size);
+        yield return new NpgsqlParameter("offset", (page - 1) * size);
     }
 }

@@ -193,9 +193,8 @@ public static class ConsoleEndpoints
             }
             if (asOf is { } time)
             {
-                await using var db = store.QuerySession();
-                var then = await Ledger.Leaderboards.GetLeaderboardEndpoint.AsOf(db, board, time, number, 100, context.RequestAborted);
-                return Page<BoardPage>(new { Session = session, Board = then, At = at });
+                var (then, thenTotal) = await Ledger.Leaderboards.GetLeaderboardEndpoint.Read(database, names, board, time, number, 100, context.RequestAborted);
+                return Page<BoardPage>(new { Session = session, Board = new Ledger.Leaderboards.Leaderboard(id, board.Ranking, time, number, 100, thenTotal, then), At = at });
             }
             var (rows, total) = await Ledger.Leaderboards.GetLeaderboardEndpoint.Current(database, names, board, number, 100, context.RequestAborted);
             return Page<BoardPage>(new { Session = session, Board = new Ledger.Leaderboards.Leaderboard(id, board.Ranking, null, number, 100, total, rows) });
