@@ -41,6 +41,9 @@ public sealed class StorageNames
     /// <summary>Marten's stream table (qualified).</summary>
     public string Streams => _options.Schema.ForStreams();
 
+    /// <summary>Marten's table of async projection positions (qualified).</summary>
+    public string Progression => _options.Schema.ForEventProgression();
+
     /// <summary>The name an event type is stored under in the event table's <c>type</c> column.</summary>
     public string EventType<T>() => ((Marten.Events.EventGraph)((StoreOptions)_options).Events).EventMappingFor(typeof(T)).EventTypeName;
 

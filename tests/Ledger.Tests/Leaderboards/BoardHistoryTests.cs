@@ -1,6 +1,9 @@
 using System.Net;
 using Ledger.Leaderboards;
 using Ledger.Tests.Fixtures;
+using Marten;
+using Marten.Events;
+using Microsoft.Extensions.DependencyInjection;
 using static Ledger.Tests.Fixtures.Scenarios;
 
 namespace Ledger.Tests.Leaderboards;
@@ -115,5 +118,44 @@ public sealed class BoardHistoryTests(LedgerHost ledger) : IClassFixture<LedgerH
         }
         Assert.Equal(7, all.Count);
         Assert.Equal(all, paged);
+    }
+
+    [Fact]
+    public async Task a_database_from_before_the_board_tables_gets_them_filled_from_the_events_at_start()
+    {
+        var (server, connection, name) = TestDatabase.Create();
+        try
+        {
+            var board = NewRunId("upgrade");
+            await using (var old = await ledger.InstanceOn(connection))
+            {
+                var api = new Scenarios(ledger, old);
+                await api.Send(HttpMethod.Post, "/api/boards", LedgerHost.AdminKey, new { id = board, primaryScore = "s", direction = "max" });
+                foreach (var (participant, score) in new[] { ("a", 1.0), ("b", 3.0), ("c", 2.0) })
+                {
+                    var (runId, token) = await api.Started(new { runId = NewRunId("up"), board, participant });
+                    await api.Events(runId, token, new[] { Event("scores.reported", fields: new { scores = new { s = score } }), Event("run.completed") });
+                }
+                await old.Services.GetRequiredService<Marten.IDocumentStore>().WaitForNonStaleProjectionDataAsync(TimeSpan.FromSeconds(30));
+            }
+
+            // What a database written by the previous version looks like: standings and their position, no board tables' rows.
+            await using (var data = Npgsql.NpgsqlDataSource.Create(connection))
+            {
+                await using var wipe = data.CreateCommand(
+                    $"delete from ledger.{StandingsProjection.CurrentTable}; delete from ledger.{StandingsProjection.ChangesTable}");
+                await wipe.ExecuteNonQueryAsync();
+            }
+
+            await using var upgraded = await ledger.InstanceOn(connection);
+            await upgraded.Services.GetRequiredService<Marten.IDocumentStore>().WaitForNonStaleProjectionDataAsync(TimeSpan.FromSeconds(30));
+            var answer = await new Scenarios(ledger, upgraded).Send(HttpMethod.Get, $"/api/boards/{board}/leaderboard", LedgerHost.ReadKey);
+            Assert.Equal(["b", "c", "a"], answer.Json!["rows"]!.AsArray().Select(r => r!["participant"]!.GetValue<string>()));
+            Assert.True((await upgraded.Services.GetRequiredService<Ledger.Forensics.ProjectionVerifier>().VerifyAsync(CancellationToken.None)).Passed);
+        }
+        finally
+        {
+            TestDatabase.Drop(server, name);
+        }
     }
 }
