@@ -19,5 +19,5 @@ public static class LeaderboardsConfiguration
     }
 
     public static IServiceCollection AddLeaderboardServices(this IServiceCollection services) =>
-        services.AddSingleton<BoardCatalog>();
+        services.AddSingleton<BoardCatalog>().InitializeMartenWith<StandingsUpgrade>();
 }
