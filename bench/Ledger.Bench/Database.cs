@@ -32,7 +32,11 @@ public sealed record SeedPlan(int Runs, int Participants, string Board, Ranking 
 /// <summary>What the standings projection must show once it has folded every seeded verdict.</summary>
 public sealed record ExpectedBoard(int Participants, int SucceededRuns, int FailedRuns, string TopParticipant, StandingResult Top);
 
-public sealed record SeedResult(TimeSpan Elapsed, long Events, ExpectedBoard Expected);
+public sealed record SeedResult(TimeSpan Elapsed, long Events, ExpectedBoard Expected)
+{
+    /// <summary>When the first and the last seeded run started (their verdicts follow within minutes).</summary>
+    public (DateTimeOffset From, DateTimeOffset To) Times { get; init; }
+}
 
 /// <summary>Runs written straight into the service's event store, the way the service would have.</summary>
 public static class Seeder
@@ -109,7 +113,7 @@ public static class Seeder
             .OrderBy(x => x.Entry!.Value.Key, RankingRule.Order).Select(x => (x.Participant, Best: x.Entry!.Value.Result)).ToList();
         var expected = new ExpectedBoard(ranked.Count, succeeded, failed,
             ranked.Count > 0 ? ranked[0].Participant : "", ranked.Count > 0 ? ranked[0].Best : new StandingResult("", 0, null, default));
-        return new SeedResult(Stopwatch.GetElapsedTime(started), events, expected);
+        return new SeedResult(Stopwatch.GetElapsedTime(started), events, expected) { Times = (origin, origin.AddSeconds(plan.Runs)) };
     }
 
     /// <summary>Scores with plenty of ties on the primary score (10,000 values), so that the tie-break matters.</summary>

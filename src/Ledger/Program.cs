@@ -86,7 +86,7 @@ builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();
 builder.Services.AddSingleton<StorageNames>();
 builder.Services.AddForensicsServices();
-builder.Services.AddLeaderboardServices();
+builder.Services.AddLeaderboardServices(builder.Configuration);
 builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
 builder.Services.AddSingleton<Janitor>();
 builder.Services.AddHostedService<JanitorService>();

@@ -18,6 +18,9 @@ public static class LeaderboardsConfiguration
         return options;
     }
 
-    public static IServiceCollection AddLeaderboardServices(this IServiceCollection services) =>
-        services.AddSingleton<BoardCatalog>().InitializeMartenWith<StandingsUpgrade>();
+    public static IServiceCollection AddLeaderboardServices(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.Configure<LeaderboardOptions>(configuration.GetSection(LeaderboardOptions.Section));
+        return services.AddSingleton<BoardCatalog>().AddSingleton<BoardPageCache>().InitializeMartenWith<StandingsUpgrade>();
+    }
 }
