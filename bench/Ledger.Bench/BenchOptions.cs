@@ -21,6 +21,8 @@ public sealed class BenchOptions
     public int Participants { get; private set; } = 1_000;
     /// <summary>Concurrent readers of GET /api/boards/{id}/leaderboard: one figure per count.</summary>
     public IReadOnlyList<int> LeaderboardReaders { get; private set; } = [1, 8];
+    /// <summary>Runs finishing on the board per second while the leaderboard is read under load.</summary>
+    public int FinishRate { get; private set; } = 200;
     /// <summary>Participants per leaderboard page read (the service's default page size).</summary>
     public int LeaderboardPageSize { get; private set; } = 50;
     public int BatchSize { get; private set; } = 100;
@@ -94,6 +96,7 @@ public sealed class BenchOptions
                     if (o.LeaderboardReaders.Count == 0) throw new ArgumentException("--leaderboard-readers needs counts, e.g. 1,8");
                     break;
                 case "--page-size": o.LeaderboardPageSize = Math.Min(500, Positive(Next())); break;
+                case "--finish-rate": o.FinishRate = Positive(Next()); break;
                 case "--batch-size": o.BatchSize = Math.Min(1000, Positive(Next())); break;
                 case "--batches-per-run": o.BatchesPerRun = Positive(Next()); break;
                 case "--pg-port": o.PostgresPort = Positive(Next()); break;
@@ -174,6 +177,7 @@ public sealed class BenchOptions
           --participants N        participants the seeded runs are spread over, on one board (default 1000)
           --leaderboard-readers L concurrent leaderboard readers, one figure each (default 1,8)
           --page-size N           participants per leaderboard page read (default 50)
+          --finish-rate N         runs finishing on the board per second during the leaderboard-under-load reads (default 200)
           --catch-up-seconds S    wait for the standings to fold the seeded verdicts (default 120, quick 30)
           --batch-size N          events per batch request / multi-row INSERT / COPY (default 100)
           --batches-per-run N     batches per run in the batch lifecycle (default 3)

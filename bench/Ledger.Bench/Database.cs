@@ -32,7 +32,11 @@ public sealed record SeedPlan(int Runs, int Participants, string Board, Ranking 
 /// <summary>What the standings projection must show once it has folded every seeded verdict.</summary>
 public sealed record ExpectedBoard(int Participants, int SucceededRuns, int FailedRuns, string TopParticipant, StandingResult Top);
 
-public sealed record SeedResult(TimeSpan Elapsed, long Events, ExpectedBoard Expected);
+public sealed record SeedResult(TimeSpan Elapsed, long Events, ExpectedBoard Expected)
+{
+    /// <summary>When the first and the last seeded run started (their verdicts follow within minutes).</summary>
+    public (DateTimeOffset From, DateTimeOffset To) Times { get; init; }
+}
 
 /// <summary>Runs written straight into the service's event store, the way the service would have.</summary>
 public static class Seeder
@@ -71,8 +75,8 @@ public static class Seeder
         var next = -1;
         // Every seeded run happened in the past, one run starting per second, the last ten minutes ago.
         var origin = DateTimeOffset.UtcNow.AddMinutes(-10).AddSeconds(-plan.Runs - 120);
-        var best = new StandingResult?[plan.Participants];
-        var order = new ResultOrder(plan.Ranking);
+        // The expected board by the service's own rule (RankingRule), the one every reader of a board uses.
+        var best = new (StandingResult Result, byte[] Key)?[plan.Participants];
         int succeeded = 0, failed = 0;
         await Task.WhenAll(Enumerable.Range(0, parallelism).Select(_ => Task.Run(async () =>
         {
@@ -95,20 +99,21 @@ public static class Seeder
                     Interlocked.Increment(ref succeeded);
                     var result = new StandingResult(verdict.RunId, verdict.Scores[plan.Ranking.PrimaryScore],
                         plan.Ranking.TieBreakScore is { } t && verdict.Scores.TryGetValue(t, out var tb) ? tb : null, verdict.At);
+                    var key = RankingRule.Key(plan.Ranking, result)!;
                     var p = i % plan.Participants;
                     lock (best)
                     {
-                        if (best[p] is null || order.Compare(result, best[p]) < 0) best[p] = result;
+                        if (best[p] is not { } current || RankingRule.Compare(key, current.Key) < 0) best[p] = (result, key);
                     }
                 }
                 await session.SaveChangesAsync();
             }
         })));
-        var ranked = best.Select((r, p) => (Participant: plan.Participant(p), Best: r!)).Where(x => x.Best is not null)
-            .OrderBy(x => x.Best, order).ToList();
+        var ranked = best.Select((r, p) => (Participant: plan.Participant(p), Entry: r)).Where(x => x.Entry is not null)
+            .OrderBy(x => x.Entry!.Value.Key, RankingRule.Order).Select(x => (x.Participant, Best: x.Entry!.Value.Result)).ToList();
         var expected = new ExpectedBoard(ranked.Count, succeeded, failed,
             ranked.Count > 0 ? ranked[0].Participant : "", ranked.Count > 0 ? ranked[0].Best : new StandingResult("", 0, null, default));
-        return new SeedResult(Stopwatch.GetElapsedTime(started), events, expected);
+        return new SeedResult(Stopwatch.GetElapsedTime(started), events, expected) { Times = (origin, origin.AddSeconds(plan.Runs)) };
     }
 
     /// <summary>Scores with plenty of ties on the primary score (10,000 values), so that the tie-break matters.</summary>

@@ -3,7 +3,8 @@ using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Marten;
-using Marten.Pagination;
+using Ledger.Infrastructure;
+using Ledger.Leaderboards;
 using Npgsql;
 
 namespace Ledger.Bench;
@@ -192,35 +193,34 @@ public sealed record LeaderboardProfile(
 public static class LeaderboardProfiler
 {
     /// <summary>
-    /// The endpoint's own steps, without HTTP: load the board, then the same LINQ query as
-    /// GetLeaderboardEndpoint (standings of the board with a best run, ranked, ToPagedListAsync);
-    /// one reader, random pages. Plus the sizes that drive it: stored standings and the page's body.
+    /// The endpoint's own steps, without HTTP: load the board, then the endpoint's own read
+    /// (GetLeaderboardEndpoint.Read: the page and the count in one round trip); one reader, random
+    /// pages. Plus the sizes that drive it: stored standings and the page's body, and the plan.
     /// </summary>
     public static async Task<LeaderboardProfile> RunAsync(IDocumentStore store, NpgsqlDataSource db, LedgerClient client,
-        string schema, string board, int pages, int pageSize, TimeSpan duration)
+        string connectionString, string board, int pages, int pageSize, TimeSpan duration)
     {
         var loads = new List<double>();
         var queries = new List<double>();
         var random = new Random(17);
-        var capture = new SqlCapture(maxLength: 600);
-        var commands = new CommandCapture();
+        var names = new StorageNames(store);
+        await using var database = new ReadDatabase(new LedgerDatabase(connectionString));
         var deadline = DateTime.UtcNow + duration;
+        Ledger.Leaderboards.Board? definition = null;
         for (var n = 0; n < 20 || DateTime.UtcNow < deadline; n++)
         {
             var page = 1 + random.Next(pages);
             await using var session = store.QuerySession();
-            if (n == 0) session.Logger = capture;
-            if (n == 1) session.Logger = commands; // compiled by now: the command as every read sends it
             var t0 = Stopwatch.GetTimestamp();
-            var definition = await session.LoadAsync<Ledger.Leaderboards.Board>(board)
-                             ?? throw new InvalidOperationException($"board {board} is missing");
+            definition = await session.LoadAsync<Ledger.Leaderboards.Board>(board)
+                         ?? throw new InvalidOperationException($"board {board} is missing");
             var t1 = Stopwatch.GetTimestamp();
-            var list = await Ranked(session, board, definition.Ranking).ToPagedListAsync(page, pageSize);
+            var (rows, total) = await GetLeaderboardEndpoint.Read(database, names, definition, null, page, pageSize, CancellationToken.None);
             var t2 = Stopwatch.GetTimestamp();
-            if (n == 0) continue; // the first one compiles the query
+            if (n == 0) continue; // the first one prepares the connection
             loads.Add(Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds);
             queries.Add(Stopwatch.GetElapsedTime(t1, t2).TotalMilliseconds);
-            _ = list.TotalItemCount;
+            _ = (rows, total);
         }
 
         var bodies = new List<double>();
@@ -230,7 +230,8 @@ public static class LeaderboardProfiler
         long max = 0;
         await using (var cmd = db.CreateCommand(
                          $"select coalesce(avg(octet_length(data::text)), 0)::float8, coalesce(max(octet_length(data::text)), 0)::bigint, " +
-                         $"coalesce(avg(jsonb_array_length(data -> 'results')), 0)::float8 from {schema}.mt_doc_standing where data ->> 'board' = $1"))
+                         $"coalesce(avg(jsonb_array_length(data -> '{names.JsonKey<Standing>(s => s.Results)}')), 0)::float8 " +
+                         $"from {names.Table<Standing>()} where {names.Json<Standing>(s => s.Board)} = $1"))
         {
             cmd.Parameters.AddWithValue(board);
             await using var reader = await cmd.ExecuteReaderAsync();
@@ -240,37 +241,21 @@ public static class LeaderboardProfiler
             results = reader.GetDouble(2);
         }
 
-        // The page query's plan, with the parameters of one real read.
+        // The page query's plan, with the parameters of one real read (a middle page).
         var plan = new List<string>();
-        if (commands.Commands.FirstOrDefault(c => c.Text.Contains("mt_doc_standing", StringComparison.Ordinal)) is { } query)
+        await using (var explain = db.CreateCommand("explain (analyze, buffers) " + BoardQuery.For(names, asOf: false).Page))
         {
-            await using var explain = db.CreateCommand("explain (analyze, buffers) " + query.Text);
-            foreach (var parameter in query.Parameters) explain.Parameters.Add(parameter);
+            foreach (var parameter in BoardQuery.Parameters(board, null, Math.Max(1, pages / 2), pageSize, paging: true)) explain.Parameters.Add(parameter);
             await using var reader = await explain.ExecuteReaderAsync();
             while (await reader.ReadAsync()) plan.Add(reader.GetString(0));
-            plan.Add($"(work_mem {await Sql.ScalarAsync<string>(db, "show work_mem")}; parameters: {string.Join(", ", query.Parameters.Select(p => p.Value))})");
         }
+        plan.Add($"(work_mem {await Sql.ScalarAsync<string>(db, "show work_mem")})");
 
         queries.Sort();
         return new LeaderboardProfile(queries.Count, Measurement.Median(loads), Measurement.Median(queries),
             queries.Count == 0 ? double.NaN : queries[Math.Clamp((int)Math.Ceiling(0.99 * queries.Count) - 1, 0, queries.Count - 1)],
-            bodies.Count == 0 ? double.NaN : bodies.Average(), avg, max, results, capture.RoundTrips, plan);
-    }
-
-    /// <summary>As GetLeaderboardEndpoint.Ranked: keep the two in step.</summary>
-    private static IQueryable<Ledger.Leaderboards.Standing> Ranked(IQuerySession session, string board, Ledger.Leaderboards.Ranking ranking)
-    {
-        var standings = session.Query<Ledger.Leaderboards.Standing>().Where(s => s.Board == board && s.BestRunId != null);
-        var byScore = ranking.Direction == Ledger.Leaderboards.Direction.Max
-            ? standings.OrderByDescending(s => s.BestScore)
-            : standings.OrderBy(s => s.BestScore);
-        if (ranking.TieBreakScore is not null)
-        {
-            byScore = ranking.TieBreakDirection == Ledger.Leaderboards.Direction.Max
-                ? byScore.ThenByDescending(s => s.BestTieBreak)
-                : byScore.ThenBy(s => s.BestTieBreak);
-        }
-        return byScore.ThenBy(s => s.BestCompletedAt).ThenBy(s => s.BestRunId);
+            bodies.Count == 0 ? double.NaN : bodies.Average(), avg, max, results,
+            [$"batch of 2: {BoardQuery.For(names, asOf: false).Page}; {BoardQuery.For(names, asOf: false).Count}"], plan);
     }
 }
 

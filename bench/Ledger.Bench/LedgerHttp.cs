@@ -125,6 +125,15 @@ public sealed class LedgerClient : IDisposable
         return (response.StatusCode, await response.Content.ReadAsStringAsync());
     }
 
+    /// <summary>The board as it stood at <paramref name="at"/> (?at=), drained but not kept.</summary>
+    public async Task<bool> ReadLeaderboardAsOfAsync(string board, int page, int pageSize, DateTimeOffset at)
+    {
+        using var request = Request(HttpMethod.Get, LeaderboardPath(board, page, pageSize) + "&at=" + Uri.EscapeDataString(at.ToString("O")),
+            LedgerProcess.ReadKey, null);
+        using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseContentRead);
+        return response.StatusCode == HttpStatusCode.OK;
+    }
+
     /// <summary>A leaderboard read whose body is drained but not kept: the latency of the call.</summary>
     public async Task<bool> ReadLeaderboardAsync(string board, int page, int pageSize)
     {
@@ -232,6 +241,25 @@ public static class Reads
                 var t = Stopwatch.GetTimestamp();
                 if (await client.ReadLeaderboardAsync(board, page, pageSize)) recorder.Add(t, 1);
                 else recorder.Error($"GET {LedgerClient.LeaderboardPath(board, page, pageSize)} failed");
+            }
+        });
+
+    /// <summary>
+    /// GET /api/boards/{board}/leaderboard?at=TIME by <paramref name="concurrency"/> readers: a random
+    /// time between <paramref name="from"/> and <paramref name="to"/>, a random page among the first <paramref name="pages"/>.
+    /// </summary>
+    public static Task<Sample> LeaderboardAsOfAsync(LedgerClient client, string board, int pages, int pageSize, int concurrency,
+        TimeSpan duration, DateTimeOffset from, DateTimeOffset to) =>
+        Load.Run(concurrency, duration, async (reader, recorder, deadline) =>
+        {
+            var random = new Random(reader * 15_485_863 + Environment.TickCount);
+            while (DateTime.UtcNow < deadline)
+            {
+                var at = from + (to - from) * random.NextDouble();
+                var page = 1 + random.Next(pages);
+                var t = Stopwatch.GetTimestamp();
+                if (await client.ReadLeaderboardAsOfAsync(board, page, pageSize, at)) recorder.Add(t, 1);
+                else recorder.Error($"GET {LedgerClient.LeaderboardPath(board, page, pageSize)}&at={at:O} failed");
             }
         });
 }

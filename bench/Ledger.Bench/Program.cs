@@ -237,6 +237,7 @@ public static class BenchProgram
                     var expected = seed.Expected;
                     results.SeededRuns = o.Runs;
                     results.Board = expected;
+                    results.SeededTimes = seed.Times;
                     Log($"seeded {o.Runs:N0} runs ({seed.Events:N0} events; {expected.SucceededRuns:N0} succeeded, {expected.FailedRuns:N0} failed, " +
                         $"{expected.Participants:N0} participants on {Seeder.Board}) in {seedTime.TotalSeconds:0.0} s");
                     results.Notes.Add($"Reads: {o.Runs:N0} finished runs ({seed.Events:N0} events) were seeded in {seedTime.TotalSeconds:0.0} s " +
@@ -286,13 +287,14 @@ public static class BenchProgram
                             () => Reads.LeaderboardAsync(client, Seeder.Board, pages, o.LeaderboardPageSize, readers, o.ReadDuration));
                     }
                 }
+                await MeasureBoardUnderLoadAsync(o, results, client, ledger, pages, ct);
                 Log($"reads: p50 {results["reads.get"].MedianP50:0.00} ms, p99 {results["reads.get"].MedianP99:0.00} ms over {results.RunsAtReads:N0} runs");
                 foreach (var readers in o.LeaderboardReaders)
                 {
                     var m = results[$"reads.board.{readers}"];
                     Log($"leaderboard, {readers} reader(s): p50 {m.MedianP50:0.00} ms, p99 {m.MedianP99:0.00} ms, {m.MedianOperationsPerSecond:N0} requests/s");
                 }
-                results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, ledgerSchema, Seeder.Board, pages,
+                results.LeaderboardProfile = await LeaderboardProfiler.RunAsync(mirror, db, client, connectionString, Seeder.Board, pages,
                     o.LeaderboardPageSize, o.ReadDuration);
                 Log($"leaderboard in-process (no HTTP): board load p50 {results.LeaderboardProfile.BoardLoadP50Ms:0.00} ms, " +
                     $"ranked page p50 {results.LeaderboardProfile.PageQueryP50Ms:0.00} ms; standings average {results.LeaderboardProfile.StandingBytesAvg:N0} bytes " +
@@ -349,6 +351,55 @@ public static class BenchProgram
     /// then single-event requests on those long runs alternate, repetition by repetition, with the
     /// same requests on fresh runs (registered and claimed just before), so that both meet the same noise.
     /// </summary>
+    /// <summary>
+    /// The board while runs keep finishing on it (prepared beforehand: registered and claimed over
+    /// HTTP), with the delay until a new best verdict shows at rank 1; then the board as of random
+    /// past times (?at=), answered from the standings' change history.
+    /// </summary>
+    private static async Task MeasureBoardUnderLoadAsync(BenchOptions o, Results results, LedgerClient client, LedgerProcess ledger,
+        int pages, CancellationToken ct)
+    {
+        var readers = o.LeaderboardReaders.Max();
+        var perRep = (int)Math.Ceiling(o.FinishRate * o.ReadDuration.TotalSeconds * 1.1) + 10;
+        ledger.Phase("board under load (preparing runs)");
+        var prepareTime = Stopwatch.StartNew();
+        var prepared = await BoardUnderLoad.PrepareAsync(client, Seeder.Board, "bench", perRep * o.Repetitions, o.Participants);
+        Log($"prepared {prepared.Count:N0} registered and claimed runs on {Seeder.Board} in {prepareTime.Elapsed.TotalSeconds:0.0} s");
+        ledger.Phase("board under load");
+        for (var rep = 1; rep <= o.Repetitions; rep++)
+        {
+            ct.ThrowIfCancellationRequested();
+            var cpuBefore = _probe?.Read();
+            var sample = await BoardUnderLoad.RunAsync(client, Seeder.Board, pages, o.LeaderboardPageSize, readers, o.ReadDuration,
+                o.FinishRate, prepared, probeScoreBase: 1_000.0 * rep);
+            if (_probe is not null && cpuBefore is { } cb) results.AddCpu($"reads.board.live.{readers}", _probe.Read() - cb);
+            results.Get($"reads.board.live.{readers}", $"GET leaderboard, random page of {o.LeaderboardPageSize}, {readers} readers, while {o.FinishRate} runs/s finish on the board")
+                .Samples.Add(sample.Reads);
+            results.Get($"finishes.live.{readers}", $"Completion requests (scores.reported + run.completed) on the board during those reads, {o.FinishRate}/s asked")
+                .Samples.Add(sample.Finishes);
+            results.VisibleAfterMs.AddRange(sample.VisibleAfterMs);
+            results.VisibilityProbes += sample.Probes;
+            results.VisibilityUnseen += sample.ProbesNeverSeen;
+            Log($"board under load {rep}: reads p99 {sample.Reads.P99Ms:0.0} ms, {sample.Finishes.OperationsPerSecond:N0} finishes/s ({sample.Finishes.Errors} errors), " +
+                $"visible after {(sample.VisibleAfterMs.Count == 0 ? "–" : $"{sample.VisibleAfterMs.Max():0} ms worst")} ({sample.ProbesNeverSeen} never)");
+        }
+
+        if (results.SeededTimes is { } times)
+        {
+            ledger.Phase("board as of a time");
+            foreach (var n in o.LeaderboardReaders)
+            {
+                for (var rep = 1; rep <= o.Repetitions; rep++)
+                {
+                    await Measure(results, null, $"reads.board.asof.{n}",
+                        $"GET leaderboard?at=TIME (random time over the seeded verdicts), random page of {o.LeaderboardPageSize}, {n} reader{(n == 1 ? "" : "s")}",
+                        () => Reads.LeaderboardAsOfAsync(client, Seeder.Board, pages, o.LeaderboardPageSize, n, o.ReadDuration, times.From, times.To));
+                }
+                Log($"leaderboard ?at=, {n} reader(s): p99 {results[$"reads.board.asof.{n}"].MedianP99:0.00} ms");
+            }
+        }
+    }
+
     private static async Task MeasureLongRunsAsync(BenchOptions o, Results results, NpgsqlDataSource db, LedgerClient client,
         LedgerProcess ledger, CancellationToken ct)
     {

@@ -25,6 +25,12 @@ public sealed class Results
     public CatchUpResult? CatchUp { get; set; }
     public CpuCounters? CatchUpCpu { get; set; }
     public LeaderboardProfile? LeaderboardProfile { get; set; }
+    /// <summary>Board under load: how long after its acknowledgement each probe verdict was first seen at rank 1.</summary>
+    public List<double> VisibleAfterMs { get; } = [];
+    public int VisibilityProbes { get; set; }
+    public int VisibilityUnseen { get; set; }
+    /// <summary>The seeded verdicts' time range, which ?at= reads pick their times from.</summary>
+    public (DateTimeOffset From, DateTimeOffset To)? SeededTimes { get; set; }
     public long RunsAtReads { get; set; }
     public long RebuildEvents { get; set; }
     /// <summary>Events of the long run the history figure read.</summary>
@@ -201,6 +207,33 @@ public sealed class Results
         if (leaderboards.Count == 0)
         {
             rows.Add(new($"Leaderboard read p99 ({boardRuns})", double.NaN, "ms", null, null, null, "≤ 20 ms at 100k runs", null));
+        }
+        foreach (var n in leaderboards.Where(n => Has($"reads.board.live.{n}")))
+        {
+            var l = this[$"reads.board.live.{n}"];
+            var readers = $"{n} reader{(n == 1 ? "" : "s")}";
+            rows.Add(new($"Leaderboard read p50 while runs finish on the board ({boardRuns}, {readers})", l.MedianP50, "ms", null, null, null, "–", null));
+            rows.Add(new($"Leaderboard read p99 while runs finish on the board ({boardRuns}, {readers})", l.MedianP99, "ms", null, null, null,
+                "≤ 20 ms at 100k runs", l.MedianP99 <= 20));
+            if (Has($"finishes.live.{n}"))
+            {
+                var f = this[$"finishes.live.{n}"];
+                rows.Add(new($"Runs finishing on the board during those reads ({readers}; completion requests answered, errors {f.Errors})",
+                    f.MedianOperationsPerSecond, "runs/s", null, null, null, $"{o.FinishRate} runs/s", f.MedianOperationsPerSecond >= 0.95 * o.FinishRate && f.Errors == 0));
+            }
+        }
+        if (VisibilityProbes > 0)
+        {
+            var worst = VisibleAfterMs.Count == 0 ? double.NaN : VisibleAfterMs.Max();
+            rows.Add(new($"New verdict visible at rank 1 after its acknowledgement, worst of {VisibilityProbes} probes (median {Measurement.Median(VisibleAfterMs):0} ms; never seen within 10 s: {VisibilityUnseen})",
+                worst, "ms", null, null, null, "≤ 1,000 ms", VisibilityUnseen == 0 && worst <= 1000));
+        }
+        foreach (var n in leaderboards.Where(n => Has($"reads.board.asof.{n}")))
+        {
+            var l = this[$"reads.board.asof.{n}"];
+            var readers = $"{n} reader{(n == 1 ? "" : "s")}";
+            rows.Add(new($"Leaderboard as of a time (?at=) p50 ({boardRuns}, {readers})", l.MedianP50, "ms", null, null, null, "–", null));
+            rows.Add(new($"Leaderboard as of a time (?at=) p99 ({boardRuns}, {readers})", l.MedianP99, "ms", null, null, null, "≤ 50 ms at 100k runs", l.MedianP99 <= 50));
         }
         if (CatchUp is { } c)
         {

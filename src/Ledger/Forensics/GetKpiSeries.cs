@@ -27,13 +27,13 @@ public static class GetKpiSeriesEndpoint
     [Tags("Forensics")]
     [EndpointSummary("KPIs over time: registrations, verdicts by status, lost rate and anomalies per hour or day (?bucket=hour|day&from=&to=; admin or read key)")]
     [ProducesResponseType<KpiSeries>(200)]
-    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, IOptions<LedgerOptions> options,
+    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, StorageNames names,
         TimeProvider clock, string? bucket, string? from, string? to)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         var (window, refusal) = Window(bucket, from, to, clock.GetUtcNow());
         if (refusal is not null) return refusal.ToResult();
-        return Results.Json(await Compute(database, options.Value.SchemaName, window!, context.RequestAborted), LedgerJson.Options);
+        return Results.Json(await Compute(database, names, window!, context.RequestAborted), LedgerJson.Options);
     }
 
     public sealed record SeriesWindow(string Bucket, DateTimeOffset From, DateTimeOffset To)
@@ -70,22 +70,26 @@ public static class GetKpiSeriesEndpoint
         return new DateTimeOffset(unit == "hour" ? new DateTime(u.Year, u.Month, u.Day, u.Hour, 0, 0) : u.Date, TimeSpan.Zero);
     }
 
-    public static async Task<KpiSeries> Compute(ReadDatabase database, string schema, SeriesWindow window, CancellationToken ct)
+    public static async Task<KpiSeries> Compute(ReadDatabase database, StorageNames names, SeriesWindow window, CancellationToken ct)
     {
         // The same expressions as the computed indexes on the run document (mt_immutable_timestamptz), so the ranges are index scans.
-        string Time(string field) => $"{schema}.mt_immutable_timestamptz(data ->> '{field}')";
+        string Time(string json) => $"{names.Function("mt_immutable_timestamptz")}({json})";
+        var registeredAt = Time(names.Json<Run>(r => r.RegisteredAt));
+        var terminalAt = Time(names.Json<Run>(r => r.TerminalAt));
+        var anomalyAt = Time(names.Json<AnomalyRecord>(a => a.At));
+        var runs = names.Table<Run>();
         await using var batch = database.Source.CreateBatch();
         batch.BatchCommands.Add(Command($"""
-            select date_trunc(@unit, {Time("registeredAt")}, 'UTC'), '', count(*) from {schema}.mt_doc_run
-            where {Time("registeredAt")} >= @from and {Time("registeredAt")} < @to group by 1
+            select date_trunc(@unit, {registeredAt}, 'UTC'), '', count(*) from {runs}
+            where {registeredAt} >= @from and {registeredAt} < @to group by 1
             """, window));
         batch.BatchCommands.Add(Command($"""
-            select date_trunc(@unit, {Time("terminalAt")}, 'UTC'), lower(data ->> 'status'), count(*) from {schema}.mt_doc_run
-            where {Time("terminalAt")} >= @from and {Time("terminalAt")} < @to group by 1, 2
+            select date_trunc(@unit, {terminalAt}, 'UTC'), lower({names.Json<Run>(r => r.Status)}), count(*) from {runs}
+            where {terminalAt} >= @from and {terminalAt} < @to group by 1, 2
             """, window));
         batch.BatchCommands.Add(Command($"""
-            select date_trunc(@unit, {Time("at")}, 'UTC'), '', count(*) from {schema}.mt_doc_anomalyrecord
-            where {Time("at")} >= @from and {Time("at")} < @to and data ->> 'kind' <> '{AnomalyRecord.Rejected}' group by 1
+            select date_trunc(@unit, {anomalyAt}, 'UTC'), '', count(*) from {names.Table<AnomalyRecord>()}
+            where {anomalyAt} >= @from and {anomalyAt} < @to and {names.Json<AnomalyRecord>(a => a.Kind)} <> '{AnomalyRecord.Rejected}' group by 1
             """, window));
 
         var registered = new Dictionary<DateTimeOffset, long>();

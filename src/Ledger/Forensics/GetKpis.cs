@@ -34,35 +34,40 @@ public static class GetKpisEndpoint
     [Tags("Forensics")]
     [EndpointSummary("Runs by status, lost rate, ghost transitions prevented, mismatches, rejections, time to terminal (admin or read key)")]
     [ProducesResponseType<Kpis>(200)]
-    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, IOptions<LedgerOptions> options,
+    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, StorageNames names,
         UnauthenticatedRefusals unauthenticated)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        var kpis = await Compute(database, options.Value.SchemaName, unauthenticated, context.RequestAborted);
+        var kpis = await Compute(database, names, unauthenticated, context.RequestAborted);
         return Results.Json(kpis, LedgerJson.Options);
     }
 
     /// <summary>The KPIs now (shared with the console).</summary>
-    public static async Task<Kpis> Compute(ReadDatabase database, string schema, UnauthenticatedRefusals unauthenticated, CancellationToken ct)
+    public static async Task<Kpis> Compute(ReadDatabase database, StorageNames names, UnauthenticatedRefusals unauthenticated, CancellationToken ct)
     {
         await unauthenticated.FlushAsync(ct);
+        var runs = names.Table<Run>();
+        var runStatus = names.Json<Run>(r => r.Status);
+        var terminalAt = names.Json<Run>(r => r.TerminalAt);
+        var registeredAt = names.Json<Run>(r => r.RegisteredAt);
+        var reason = names.Json<Rejection>(r => r.Reason);
 
         await using var batch = database.Source.CreateBatch();
-        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select lower(data->>'status'), count(*) from {schema}.mt_doc_run group by 1"));
-        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select data->>'kind', count(*) from {schema}.mt_doc_anomalyrecord group by 1"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select lower({runStatus}), count(*) from {runs} group by 1"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select {names.Json<AnomalyRecord>(a => a.Kind)}, count(*) from {names.Table<AnomalyRecord>()} group by 1"));
         // Kept refusals of authenticated callers, plus the counted ones of callers without credentials (not their samples).
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"""
             select reason, sum(n)::bigint from (
-                select data->>'reason' as reason, count(*) as n from {schema}.mt_doc_rejection
-                where coalesce((data->>'unauthenticated')::boolean, false) = false group by 1
+                select {reason} as reason, count(*) as n from {names.Table<Rejection>()}
+                where coalesce(({names.Json<Rejection>(r => r.Unauthenticated)})::boolean, false) = false group by 1
                 union all
-                select reason, sum(count) from {schema}.{UnauthenticatedRefusals.TableName} group by 1) r
+                select reason, sum(count) from {names.Own(UnauthenticatedRefusals.TableName)} group by 1) r
             group by 1
             """));
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"""
             select count(*), percentile_cont(array[0.5, 0.95, 0.99]) within group (order by seconds)
-            from (select extract(epoch from ((data->>'terminalAt')::timestamptz - (data->>'registeredAt')::timestamptz))::float8 as seconds
-                  from {schema}.mt_doc_run where data->>'terminalAt' is not null) t
+            from (select extract(epoch from (({terminalAt})::timestamptz - ({registeredAt})::timestamptz))::float8 as seconds
+                  from {runs} where {terminalAt} is not null) t
             """));
         await using var reader = await batch.ExecuteReaderAsync(ct);
 

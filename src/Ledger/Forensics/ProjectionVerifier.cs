@@ -22,7 +22,7 @@ public sealed record VerifyReport(long Events, int Streams, IReadOnlyDictionary<
 /// verdicts the fold derives.
 /// </summary>
 public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase database, IOptions<LedgerOptions> options,
-    ILogger<ProjectionVerifier> logger)
+    StorageNames names, ILogger<ProjectionVerifier> logger)
 {
     private const int Page = 5_000;
 
@@ -32,6 +32,7 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         var published = new Dictionary<string, List<RunStatus>>(StringComparer.Ordinal);
         var leases = new List<LeaseHolder>();
         var standings = new Dictionary<string, Standing>(StringComparer.Ordinal);
+        var changes = new List<StandingChange>();
         var differences = new List<string>();
         long events = 0, last = 0;
         await store.Storage.ApplyAllConfiguredChangesToDatabaseAsync();
@@ -45,7 +46,7 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
                 var page = await session.Events.QueryAllRawEvents()
                     .Where(e => e.MaybeArchived() && e.Sequence > from).OrderBy(e => e.Sequence).Take(Page).ToListAsync(ct);
                 if (page.Count == 0) break;
-                foreach (var e in page) Fold(e, runs, published, leases, standings);
+                foreach (var e in page) Fold(e, runs, published, leases, standings, changes);
                 events += page.Count;
                 last = page[^1].Sequence;
             }
@@ -62,26 +63,29 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         }
 
         var anomalies = runs.Values.SelectMany(r => Enumerable.Range(0, r.Anomalies.Count).Select(i => AnomalyRecord.From(r, i))).ToList();
-        var scratch = $"{options.Value.SchemaName}_verify";
-        await WriteScratch(scratch, runs.Values, leases, standings.Values, anomalies, ct);
+        using var scratchStore = ScratchStore($"{options.Value.SchemaName}_verify");
+        await WriteScratch(scratchStore, runs.Values, leases, standings.Values, anomalies, ct);
 
-        var schema = options.Value.SchemaName;
-        differences.AddRange(await Compare(schema, scratch, "mt_doc_run", "run", "", ct));
-        differences.AddRange(await Compare(schema, scratch, "mt_doc_leaseholder", "lease", "", ct));
-        differences.AddRange(await Compare(schema, scratch, "mt_doc_standing", "standing", "", ct));
+        // Live and scratch tables by the same mapping, each from its own store.
+        var scratch = new StorageNames(scratchStore);
+        differences.AddRange(await Compare(names.Table<Run>(), scratch.Table<Run>(), "run", "", ct));
+        differences.AddRange(await Compare(names.Table<LeaseHolder>(), scratch.Table<LeaseHolder>(), "lease", "", ct));
+        differences.AddRange(await Compare(names.Table<Standing>(), scratch.Table<Standing>(), "standing", "", ct));
+        differences.AddRange(await CompareBoards(standings.Values, changes, ct));
         // Anomalies of refused requests come from the rejection log, not from events: only run-derived ones are rebuilt.
-        differences.AddRange(await Compare(schema, scratch, "mt_doc_anomalyrecord", "anomaly", "where id like '%#%'", ct));
+        differences.AddRange(await Compare(names.Table<AnomalyRecord>(), scratch.Table<AnomalyRecord>(), "anomaly", "where id like '%#%'", ct));
 
         var documents = new Dictionary<string, int>
         {
-            ["run"] = runs.Count, ["lease"] = leases.Count, ["standing"] = standings.Count, ["anomaly"] = anomalies.Count,
+            ["run"] = runs.Count, ["lease"] = leases.Count, ["standing"] = standings.Count, ["standing-change"] = changes.Count,
+            ["anomaly"] = anomalies.Count,
         };
         logger.LogInformation("Verify: {Events} events, {Streams} streams, {Differences} differences", events, runs.Count, differences.Count);
         return new VerifyReport(events, runs.Count, documents, differences);
     }
 
     private static void Fold(IEvent e, Dictionary<string, Run> runs, Dictionary<string, List<RunStatus>> published,
-        List<LeaseHolder> leases, Dictionary<string, Standing> standings)
+        List<LeaseHolder> leases, Dictionary<string, Standing> standings, List<StandingChange> changes)
     {
         var key = e.StreamKey!;
         switch (e.Data)
@@ -91,7 +95,7 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
                 break;
             case VerdictReached verdict:
                 (published.TryGetValue(key, out var list) ? list : published[key] = []).Add(verdict.Status);
-                Standing.Fold(standings, verdict, e.Sequence);
+                if (Standing.Fold(standings, verdict, e.Sequence) is { } change) changes.Add(change);
                 break;
             case RunClaimed claimed:
                 leases.Add(new LeaseHolder { Id = claimed.LeaseTokenHash, RunId = key, IssuedAt = claimed.ClaimedAt });
@@ -105,17 +109,83 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         }
     }
 
-    private async Task WriteScratch(string scratch, IEnumerable<Run> runs, IEnumerable<LeaseHolder> leases,
+    /// <summary>
+    /// The boards' tables against the fold: each participant's best now (with its rank key) and
+    /// every change of best, row for row.
+    /// </summary>
+    private async Task<List<string>> CompareBoards(IEnumerable<Standing> standings, List<StandingChange> changes, CancellationToken ct)
+    {
+        static string Render(params object?[] values) => string.Join(" | ", values.Select(v => v switch
+        {
+            null => "-",
+            byte[] key => Convert.ToHexString(key),
+            double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            // PostgreSQL keeps microseconds.
+            DateTimeOffset t => new DateTime(t.UtcTicks - t.UtcTicks % 10, DateTimeKind.Utc).ToString("O"),
+            _ => v.ToString(),
+        }));
+
+        var expectedCurrent = standings.ToDictionary(s => $"{s.Board}/{s.Participant}",
+            s => Render(s.BestRunId, s.BestScore, s.BestTieBreak, s.BestCompletedAt, s.BestRankKey, s.LastSequence), StringComparer.Ordinal);
+        var expectedChanges = changes.ToDictionary(c => $"{c.Board}/{c.Participant}@{c.Sequence}",
+            c => Render(c.At, c.RunId, c.Score, c.TieBreak, c.CompletedAt, c.RankKey), StringComparer.Ordinal);
+
+        var liveCurrent = new Dictionary<string, string>(StringComparer.Ordinal);
+        var liveChanges = new Dictionary<string, string>(StringComparer.Ordinal);
+        await using (var connection = new NpgsqlConnection(database.ConnectionString))
+        {
+            await connection.OpenAsync(ct);
+            await using (var command = new NpgsqlCommand(
+                             $"select board, participant, run_id, score, tie_break, completed_at, rank_key, last_sequence from {names.Own(StandingsProjection.CurrentTable)}", connection))
+            await using (var reader = await command.ExecuteReaderAsync(ct))
+            {
+                while (await reader.ReadAsync(ct))
+                {
+                    liveCurrent[$"{reader.GetString(0)}/{reader.GetString(1)}"] = Render(Value(reader, 2), Value(reader, 3), Value(reader, 4),
+                        reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5), Value(reader, 6), reader.GetInt64(7));
+                }
+            }
+            await using (var command = new NpgsqlCommand(
+                             $"select board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key from {names.Own(StandingsProjection.ChangesTable)}", connection))
+            await using (var reader = await command.ExecuteReaderAsync(ct))
+            {
+                while (await reader.ReadAsync(ct))
+                {
+                    liveChanges[$"{reader.GetString(0)}/{reader.GetString(1)}@{reader.GetInt64(2)}"] = Render(reader.GetFieldValue<DateTimeOffset>(3),
+                        Value(reader, 4), Value(reader, 5), Value(reader, 6), reader.IsDBNull(7) ? null : reader.GetFieldValue<DateTimeOffset>(7), Value(reader, 8));
+                }
+            }
+        }
+        return Differ("board", expectedCurrent, liveCurrent).Concat(Differ("board-change", expectedChanges, liveChanges)).Take(200).ToList();
+    }
+
+    private static object? Value(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetValue(ordinal);
+
+    private static IEnumerable<string> Differ(string label, Dictionary<string, string> expected, Dictionary<string, string> live)
+    {
+        foreach (var (key, value) in expected.OrderBy(e => e.Key, StringComparer.Ordinal))
+        {
+            if (!live.TryGetValue(key, out var actual)) yield return $"{label}/{key}: missing from the live projection";
+            else if (actual != value) yield return $"{label}/{key}: live [{actual}] but the fold derives [{value}]";
+        }
+        foreach (var key in live.Keys.Where(k => !expected.ContainsKey(k)).Order(StringComparer.Ordinal))
+        {
+            yield return $"{label}/{key}: in the live projection but not derivable from the events";
+        }
+    }
+
+    private DocumentStore ScratchStore(string scratch) => DocumentStore.For(o =>
+    {
+        o.UseLedgerStorage(database.ConnectionString, scratch);
+        o.Schema.For<Run>();
+        o.Schema.For<LeaseHolder>();
+        o.Schema.For<Standing>();
+        o.Schema.For<AnomalyRecord>();
+    });
+
+    private static async Task WriteScratch(DocumentStore scratchStore, IEnumerable<Run> runs, IEnumerable<LeaseHolder> leases,
         IEnumerable<Standing> standings, IEnumerable<AnomalyRecord> anomalies, CancellationToken ct)
     {
-        using var scratchStore = DocumentStore.For(o =>
-        {
-            o.UseLedgerStorage(database.ConnectionString, scratch);
-            o.Schema.For<Run>();
-            o.Schema.For<LeaseHolder>();
-            o.Schema.For<Standing>();
-            o.Schema.For<AnomalyRecord>();
-        });
         await scratchStore.Storage.ApplyAllConfiguredChangesToDatabaseAsync();
         await scratchStore.Advanced.Clean.DeleteAllDocumentsAsync(ct);
         await scratchStore.BulkInsertDocumentsAsync(runs, BulkInsertMode.InsertsOnly, 1000, ct);
@@ -124,11 +194,11 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         await scratchStore.BulkInsertDocumentsAsync(anomalies, BulkInsertMode.InsertsOnly, 1000, ct);
     }
 
-    private async Task<List<string>> Compare(string live, string scratch, string table, string label, string filter, CancellationToken ct)
+    private async Task<List<string>> Compare(string live, string scratch, string label, string filter, CancellationToken ct)
     {
         var sql = $"""
-            with l as (select id, data from {live}.{table} {filter}),
-                 s as (select id, data from {scratch}.{table})
+            with l as (select id, data from {live} {filter}),
+                 s as (select id, data from {scratch})
             select coalesce(l.id, s.id)::text, l.id is null, s.id is null, l.data::text, s.data::text
             from l full outer join s on l.id = s.id
             where l.data is distinct from s.data

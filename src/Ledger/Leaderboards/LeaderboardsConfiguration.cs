@@ -12,18 +12,15 @@ public static class LeaderboardsConfiguration
     public static StoreOptions AddLeaderboards(this StoreOptions options)
     {
         options.Schema.For<Board>();
-        options.Projections.Add<StandingProjection>(ProjectionLifecycle.Async);
-        // The leaderboard reads these columns only, never the documents with their result histories.
-        options.Schema.For<Standing>()
-            .Duplicate(s => s.Board)
-            .Duplicate(s => s.Participant)
-            .Duplicate(s => s.BestScore!)
-            .Duplicate(s => s.BestTieBreak!)
-            .Duplicate(s => s.BestCompletedAt!)
-            .Duplicate(s => s.BestRunId!);
+        // The documents are the fold's state; boards are read from the projection's own tables.
+        options.Schema.For<Standing>();
+        StandingsProjection.Register(options);
         return options;
     }
 
-    public static IServiceCollection AddLeaderboardServices(this IServiceCollection services) =>
-        services.AddSingleton<BoardCatalog>();
+    public static IServiceCollection AddLeaderboardServices(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.Configure<LeaderboardOptions>(configuration.GetSection(LeaderboardOptions.Section));
+        return services.AddSingleton<BoardCatalog>().AddSingleton<BoardPageCache>().InitializeMartenWith<StandingsUpgrade>();
+    }
 }

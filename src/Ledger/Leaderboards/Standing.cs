@@ -7,6 +7,14 @@ namespace Ledger.Leaderboards;
 public sealed record StandingResult(string RunId, double Score, double? TieBreak, DateTimeOffset CompletedAt);
 
 /// <summary>
+/// A change of a participant's place on a board: its best result from <see cref="Sequence"/> (the
+/// verdict's position in the event store) and <see cref="At"/> (the verdict's time) on, or no
+/// result at all (<see cref="RunId"/> null) when its last ranked run was reclassified away.
+/// </summary>
+public sealed record StandingChange(string Board, string Participant, long Sequence, DateTimeOffset At, string? RunId, double? Score,
+    double? TieBreak, DateTimeOffset? CompletedAt, byte[]? RankKey);
+
+/// <summary>
 /// One participant on one board: every succeeded result it has, and the best of them. Built only
 /// from verdicts, so a run that is not succeeded can never be ranked.
 /// </summary>
@@ -20,6 +28,8 @@ public sealed class Standing
     public double? BestScore { get; set; }
     public double? BestTieBreak { get; set; }
     public DateTimeOffset? BestCompletedAt { get; set; }
+    /// <summary>The best result's key under <see cref="RankingRule"/>; what boards are ordered by.</summary>
+    public byte[]? BestRankKey { get; set; }
     public long LastSequence { get; set; }
 
     public static string Key(string board, string participant) => $"{board}/{participant}";
@@ -27,69 +37,52 @@ public sealed class Standing
     public static Standing For(string board, string participant) =>
         new() { Id = Key(board, participant), Board = board, Participant = participant };
 
-    /// <summary>Folds a ranked verdict into its standing, created on first sight, exactly as the projection does.</summary>
-    public static void Fold(IDictionary<string, Standing> standings, VerdictReached verdict, long sequence)
+    /// <summary>Whether a verdict counts on a board at all (it names a board, a participant and the board's ranking).</summary>
+    public static bool Ranks(VerdictReached verdict) => verdict is { Board: not null, Participant: not null, Ranking: not null };
+
+    /// <summary>
+    /// Folds a ranked verdict into its standing, created on first sight, exactly as the projection
+    /// does; the change of the participant's best, if the verdict changed it.
+    /// </summary>
+    public static StandingChange? Fold(IDictionary<string, Standing> standings, VerdictReached verdict, long sequence)
     {
-        if (verdict is not { Board: { } board, Participant: { } participant, Ranking: not null }) return;
-        var id = Key(board, participant);
-        if (!standings.TryGetValue(id, out var standing)) standings[id] = standing = For(board, participant);
-        standing.Record(verdict, sequence);
+        if (!Ranks(verdict)) return null;
+        var id = Key(verdict.Board!, verdict.Participant!);
+        if (!standings.TryGetValue(id, out var standing)) standings[id] = standing = For(verdict.Board!, verdict.Participant!);
+        return standing.Record(verdict, sequence);
     }
 
-    public void Record(VerdictReached verdict, long sequence)
+    /// <summary>Records a verdict of one of this participant's runs; the change of its best, or null if the best stayed.</summary>
+    public StandingChange? Record(VerdictReached verdict, long sequence)
     {
         LastSequence = sequence;
         Results.RemoveAll(r => r.RunId == verdict.RunId);
         var ranking = verdict.Ranking!;
-        if (verdict.Status == RunStatus.Succeeded && verdict.Scores.TryGetValue(ranking.PrimaryScore, out var score))
+        if (verdict.Status == RunStatus.Succeeded && verdict.Scores.TryGetValue(ranking.PrimaryScore, out var score) && !double.IsNaN(score))
         {
-            double? tieBreak = ranking.TieBreakScore is { } t && verdict.Scores.TryGetValue(t, out var tb) ? tb : null;
+            double? tieBreak = ranking.TieBreakScore is { } t && verdict.Scores.TryGetValue(t, out var tb) && !double.IsNaN(tb) ? tb : null;
             Results.Add(new StandingResult(verdict.RunId, score, tieBreak, verdict.At));
         }
 
-        var best = Results.Count == 0 ? null : Results.Order(new ResultOrder(ranking)).First();
+        StandingResult? best = null;
+        byte[]? bestKey = null;
+        foreach (var result in Results)
+        {
+            var key = RankingRule.Key(ranking, result);
+            if (key is not null && (bestKey is null || RankingRule.Compare(key, bestKey) < 0)) (best, bestKey) = (result, key);
+        }
+
+        var changed = best?.RunId != BestRunId || best?.Score != BestScore || best?.TieBreak != BestTieBreak
+                      || best?.CompletedAt != BestCompletedAt || !Same(bestKey, BestRankKey);
         BestRunId = best?.RunId;
         BestScore = best?.Score;
         BestTieBreak = best?.TieBreak;
         BestCompletedAt = best?.CompletedAt;
-    }
-}
-
-/// <summary>Better first: primary score in the board's direction, then the tie-break, then the earliest completion.</summary>
-public sealed class ResultOrder(Ranking ranking) : IComparer<StandingResult>
-{
-    public int Compare(StandingResult? x, StandingResult? y)
-    {
-        if (ReferenceEquals(x, y)) return 0;
-        if (x is null) return 1;
-        if (y is null) return -1;
-        var byScore = Directed(x.Score, y.Score, ranking.Direction);
-        if (byScore != 0) return byScore;
-        var byTieBreak = Directed(x.TieBreak ?? double.NaN, y.TieBreak ?? double.NaN, ranking.TieBreakDirection);
-        if (byTieBreak != 0) return byTieBreak;
-        var byTime = x.CompletedAt.CompareTo(y.CompletedAt);
-        return byTime != 0 ? byTime : string.CompareOrdinal(x.RunId, y.RunId);
+        BestRankKey = bestKey;
+        return changed
+            ? new StandingChange(Board, Participant, sequence, verdict.At, BestRunId, BestScore, BestTieBreak, BestCompletedAt, BestRankKey)
+            : null;
     }
 
-    private static int Directed(double x, double y, Direction direction) =>
-        direction == Direction.Max ? y.CompareTo(x) : x.CompareTo(y);
-}
-
-public sealed partial class StandingProjection : MultiStreamProjection<Standing, string>
-{
-    public StandingProjection()
-    {
-        Identities<VerdictReached>(v => v.Board is { } board && v.Participant is { } participant && v.Ranking is not null
-            ? [Standing.Key(board, participant)]
-            : []);
-    }
-
-    public Standing Create(IEvent<VerdictReached> e)
-    {
-        var standing = Standing.For(e.Data.Board!, e.Data.Participant!);
-        standing.Record(e.Data, e.Sequence);
-        return standing;
-    }
-
-    public void Apply(IEvent<VerdictReached> e, Standing standing) => standing.Record(e.Data, e.Sequence);
+    private static bool Same(byte[]? a, byte[]? b) => a is null ? b is null : b is not null && a.AsSpan().SequenceEqual(b);
 }

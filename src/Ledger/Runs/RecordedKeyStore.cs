@@ -1,4 +1,5 @@
 using System.Data.Common;
+using Ledger.Infrastructure;
 using Marten;
 using Marten.Internal;
 using Weasel.Storage;
@@ -120,13 +121,17 @@ public static class RecordedKeyStore
         var done = await session.QueryAsync<int>($"select count(*)::int from {table} where run_id = '' and key = ?", ct, MigratedMarker);
         if (done[0] > 0) return;
 
-        var events = $"{schema}.mt_events";
+        var names = new StorageNames(store);
+        var events = names.Events;
+        var eventId = names.JsonKey<WorkerEvent>(e => e.EventId);
+        var chunkId = names.JsonKey<ItemsCommitted>(e => e.ChunkId);
+        var count = names.JsonKey<ItemsCommitted>(e => e.Count);
         session.QueueSqlCommand(
-            $"insert into {table} (run_id, key, count) select stream_id, '{EventPrefix}' || (data ->> 'eventId'), null from {events} " +
-            "where data ->> 'eventId' is not null on conflict do nothing");
+            $"insert into {table} (run_id, key, count) select stream_id, '{EventPrefix}' || (data ->> '{eventId}'), null from {events} " +
+            $"where data ->> '{eventId}' is not null on conflict do nothing");
         session.QueueSqlCommand(
-            $"insert into {table} (run_id, key, count) select distinct on (stream_id, data ->> 'chunkId') stream_id, '{ChunkPrefix}' || (data ->> 'chunkId'), (data ->> 'count')::bigint " +
-            $"from {events} where type = 'items_committed' and data ->> 'chunkId' is not null order by stream_id, data ->> 'chunkId', seq_id on conflict do nothing");
+            $"insert into {table} (run_id, key, count) select distinct on (stream_id, data ->> '{chunkId}') stream_id, '{ChunkPrefix}' || (data ->> '{chunkId}'), (data ->> '{count}')::bigint " +
+            $"from {events} where type = '{names.EventType<ItemsCommitted>()}' and data ->> '{chunkId}' is not null order by stream_id, data ->> '{chunkId}', seq_id on conflict do nothing");
         session.QueueSqlCommand($"insert into {table} (run_id, key, count) values ('', ?, null) on conflict do nothing", MigratedMarker);
         await session.SaveChangesAsync(ct);
         logger.LogInformation("Recorded keys derived from the existing event streams ({Table}); this runs once per database", table);

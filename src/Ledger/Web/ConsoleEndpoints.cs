@@ -122,7 +122,7 @@ public static class ConsoleEndpoints
     private static void MapForensics(RouteGroupBuilder console)
     {
         console.MapGet("/anomalies", async (HttpContext context, IDocumentStore store, ReadDatabase database,
-            Microsoft.Extensions.Options.IOptions<LedgerOptions> options, string? kind, int? page) =>
+            StorageNames names, string? kind, int? page) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
             var number = Math.Clamp(page ?? 1, 1, 100_000);
@@ -134,7 +134,7 @@ public static class ConsoleEndpoints
             var total = await query.CountAsync(context.RequestAborted);
             var counts = new Dictionary<string, long>();
             await using (var command = database.Source.CreateCommand(
-                $"select data ->> 'kind', count(*) from {options.Value.SchemaName}.mt_doc_anomalyrecord group by 1"))
+                $"select {names.Json<AnomalyRecord>(a => a.Kind)}, count(*) from {names.Table<AnomalyRecord>()} group by 1"))
             await using (var reader = await command.ExecuteReaderAsync(context.RequestAborted))
             {
                 while (await reader.ReadAsync(context.RequestAborted)) counts[reader.GetString(0)] = reader.GetInt64(1);
@@ -160,12 +160,12 @@ public static class ConsoleEndpoints
         });
 
         console.MapGet("/kpis", async (HttpContext context, ReadDatabase database, UnauthenticatedRefusals unauthenticated,
-            Microsoft.Extensions.Options.IOptions<LedgerOptions> options, TimeProvider clock, string? bucket) =>
+            StorageNames names, TimeProvider clock, string? bucket) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
             var (window, _) = GetKpiSeriesEndpoint.Window(bucket is "hour" ? "hour" : "day", null, null, clock.GetUtcNow());
-            var kpis = await GetKpisEndpoint.Compute(database, options.Value.SchemaName, unauthenticated, context.RequestAborted);
-            var series = await GetKpiSeriesEndpoint.Compute(database, options.Value.SchemaName, window!, context.RequestAborted);
+            var kpis = await GetKpisEndpoint.Compute(database, names, unauthenticated, context.RequestAborted);
+            var series = await GetKpiSeriesEndpoint.Compute(database, names, window!, context.RequestAborted);
             return Page<KpisPage>(new { Session = session, Kpis = kpis, Series = series });
         });
 
@@ -178,7 +178,7 @@ public static class ConsoleEndpoints
         });
 
         console.MapGet("/boards/{id}", async (string id, HttpContext context, IDocumentStore store, Ledger.Leaderboards.BoardCatalog boards,
-            ReadDatabase database, Microsoft.Extensions.Options.IOptions<LedgerOptions> options, string? at, int? page) =>
+            ReadDatabase database, StorageNames names, string? at, int? page) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
             var board = await boards.Find(id, context.RequestAborted);
@@ -187,17 +187,16 @@ public static class ConsoleEndpoints
             at = string.IsNullOrWhiteSpace(at) ? null : at;
             if (!QueryValues.TryTime(at, "at", out var asOf, out _))
             {
-                var (now, count) = await Ledger.Leaderboards.GetLeaderboardEndpoint.Current(database, options.Value.SchemaName, board, number, 100, context.RequestAborted);
+                var (now, count) = await Ledger.Leaderboards.GetLeaderboardEndpoint.Current(database, names, board, number, 100, context.RequestAborted);
                 return Page<BoardPage>(new { Session = session, At = at, Error = "at: an ISO 8601 time is required, e.g. 2026-11-30T12:00:00Z.",
                     Board = new Ledger.Leaderboards.Leaderboard(id, board.Ranking, null, number, 100, count, now) }, 422);
             }
             if (asOf is { } time)
             {
-                await using var db = store.QuerySession();
-                var then = await Ledger.Leaderboards.GetLeaderboardEndpoint.AsOf(db, board, time, number, 100, context.RequestAborted);
-                return Page<BoardPage>(new { Session = session, Board = then, At = at });
+                var (then, thenTotal) = await Ledger.Leaderboards.GetLeaderboardEndpoint.Read(database, names, board, time, number, 100, context.RequestAborted);
+                return Page<BoardPage>(new { Session = session, Board = new Ledger.Leaderboards.Leaderboard(id, board.Ranking, time, number, 100, thenTotal, then), At = at });
             }
-            var (rows, total) = await Ledger.Leaderboards.GetLeaderboardEndpoint.Current(database, options.Value.SchemaName, board, number, 100, context.RequestAborted);
+            var (rows, total) = await Ledger.Leaderboards.GetLeaderboardEndpoint.Current(database, names, board, number, 100, context.RequestAborted);
             return Page<BoardPage>(new { Session = session, Board = new Ledger.Leaderboards.Leaderboard(id, board.Ranking, null, number, 100, total, rows) });
         });
     }

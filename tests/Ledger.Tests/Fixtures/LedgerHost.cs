@@ -81,6 +81,8 @@ public sealed class LedgerHost : IAsyncLifetime
         ["Ledger:DaemonMode"] = "Leader",
         ["Ledger:Metrics:ScrapeCacheMilliseconds"] = "0",
         ["Ledger:Metrics:StoredStateCacheSeconds"] = "0",
+        // A board read right after a settled verdict must show it (BoardPageCacheTests covers the cache).
+        ["Ledger:Leaderboards:PageFreshnessMilliseconds"] = "0",
         // Webhook retries within seconds rather than an hour (WebhookTests).
         ["Ledger:Webhooks:MaxAttempts"] = "4",
         ["Ledger:Webhooks:RetryWindowSeconds"] = "3",

@@ -250,6 +250,8 @@ public sealed class ForensicsTests(LedgerHost ledger) : IClassFixture<LedgerHost
         var (second, t2) = await _api.Started(new { runId = NewRunId(), board, participant = "b" });
         await _api.Events(second, t2, new[] { Event("scores.reported", fields: new { scores = new { s = 2.0 } }), Event("run.completed") });
 
+        // Both the board now and the board then are read from the standings projection: wait for it.
+        await ledger.Settled();
         var then = await _api.Send(HttpMethod.Get, $"/api/boards/{board}/leaderboard?at={Uri.EscapeDataString(between.ToString("O"))}", LedgerHost.ReadKey);
         var rows = then.Json!["rows"]!.AsArray();
         Assert.Equal([first], rows.Select(r => r!["runId"]!.GetValue<string>()));

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json.Nodes;
+using Ledger.Leaderboards;
 using Ledger.Tests.Fixtures;
 using static Ledger.Tests.Fixtures.Scenarios;
 
@@ -207,11 +208,14 @@ public sealed class ResultsAndLeaderboardTests(LedgerHost ledger) : IClassFixtur
             }
         }
 
-        var better = direction == "max" ? -1 : 1;
+        // Brute force over the raw population, by the one ranking rule (RankingRuleTests pins the rule itself).
+        var ranking = new Ranking("score", direction == "max" ? Direction.Max : Direction.Min, "speed", Direction.Min);
+        byte[] Key((string Participant, string RunId, double Score, double Speed, DateTimeOffset At) r) =>
+            RankingRule.Key(ranking, r.Score, r.Speed, r.At, r.RunId)!;
         var expected = succeeded
             .GroupBy(r => r.Participant)
-            .Select(g => g.OrderBy(r => better * r.Score).ThenBy(r => r.Speed).ThenBy(r => r.At).ThenBy(r => r.RunId, StringComparer.Ordinal).First())
-            .OrderBy(r => better * r.Score).ThenBy(r => r.Speed).ThenBy(r => r.At).ThenBy(r => r.RunId, StringComparer.Ordinal)
+            .Select(g => g.OrderBy(Key, RankingRule.Order).First())
+            .OrderBy(Key, RankingRule.Order)
             .Select(r => (r.Participant, r.RunId, r.Score))
             .ToList();
 

@@ -1,0 +1,75 @@
+using System.Linq.Expressions;
+using System.Reflection;
+using System.Text.Json;
+using Marten;
+using Weasel.Core;
+
+namespace Ledger.Infrastructure;
+
+/// <summary>
+/// The one place raw SQL takes its storage names from. Tables, JSON keys and event type names are
+/// read from Marten's own mapping of the store (so a change of schema, table or casing changes the
+/// SQL with it); the ledger's own tables are named here once. StorageNamesTests checks every name
+/// against a real database.
+/// </summary>
+public sealed class StorageNames
+{
+    private readonly IReadOnlyStoreOptions _options;
+    private readonly JsonNamingPolicy? _casing;
+
+    public StorageNames(IDocumentStore store) : this(store.Options)
+    {
+    }
+
+    public StorageNames(IReadOnlyStoreOptions options)
+    {
+        _options = options;
+        _casing = options.Serializer().Casing switch
+        {
+            Casing.CamelCase => JsonNamingPolicy.CamelCase,
+            Casing.SnakeCase => JsonNamingPolicy.SnakeCaseLower,
+            _ => null,
+        };
+    }
+
+    /// <summary>The schema every table of the ledger lives in.</summary>
+    public string Schema => _options.DatabaseSchemaName;
+
+    /// <summary>Marten's event table (qualified).</summary>
+    public string Events => _options.Schema.ForEvents();
+
+    /// <summary>Marten's stream table (qualified).</summary>
+    public string Streams => _options.Schema.ForStreams();
+
+    /// <summary>Marten's table of async projection positions (qualified).</summary>
+    public string Progression => _options.Schema.ForEventProgression();
+
+    /// <summary>The name an event type is stored under in the event table's <c>type</c> column.</summary>
+    public string EventType<T>() => ((Marten.Events.EventGraph)((StoreOptions)_options).Events).EventMappingFor(typeof(T)).EventTypeName;
+
+    /// <summary>The table a document type is stored in (qualified).</summary>
+    public string Table<T>() => _options.Schema.For<T>();
+
+    /// <summary>A table the ledger manages beside Marten's (qualified); its unqualified name is a constant of its owner.</summary>
+    public string Own(string table) => $"{Schema}.{table}";
+
+    /// <summary>A function Marten installs in the schema, e.g. the immutable cast its computed indexes use.</summary>
+    public string Function(string name) => $"{Schema}.{name}";
+
+    /// <summary>The key a member has in the stored JSON document (the serializer's casing).</summary>
+    public string JsonKey<T>(Expression<Func<T, object?>> member) => KeyOf(MemberOf(member).Name);
+
+    /// <summary><c>data ->> 'key'</c>: a member of the stored document as text, optionally on a table alias.</summary>
+    public string Json<T>(Expression<Func<T, object?>> member, string? alias = null) =>
+        $"{(alias is null ? "" : alias + ".")}data ->> '{JsonKey(member)}'";
+
+    private string KeyOf(string name) => _casing?.ConvertName(name) ?? name;
+
+    private static MemberInfo MemberOf<T>(Expression<Func<T, object?>> expression)
+    {
+        var body = expression.Body is UnaryExpression { NodeType: ExpressionType.Convert } convert ? convert.Operand : expression.Body;
+        return body is MemberExpression { Expression: ParameterExpression } m
+            ? m.Member
+            : throw new ArgumentException($"Expected a direct member of {typeof(T).Name}, got {expression}", nameof(expression));
+    }
+}

@@ -1,0 +1,132 @@
+using JasperFx.Events;
+using JasperFx.Events.Projections;
+using Ledger.Runs;
+using Marten;
+using Marten.Events.Projections;
+using Weasel.Postgresql;
+using Weasel.Postgresql.Tables;
+
+namespace Ledger.Leaderboards;
+
+/// <summary>
+/// The standings projection (async, one shard <c>Standing:All</c>): folds every ranked verdict, in
+/// event-store order, into its participant's <see cref="Standing"/> document (the fold's state:
+/// every succeeded result) and keeps two tables beside it, written in the same transaction:
+/// <list type="bullet">
+/// <item><c>ledger_standings</c>: each participant's best now, with its rank key: the live board is
+/// one index range scan of it, in key order;</item>
+/// <item><c>ledger_standing_changes</c>: every change of a participant's best, by sequence and
+/// verdict time: the board as of a time is the latest change of each participant at or before it.</item>
+/// </list>
+/// Both are written idempotently (by key and sequence), so a page the daemon applies again changes nothing.
+/// </summary>
+public sealed class StandingsProjection : IProjection
+{
+    public const string Name = "Standing";
+    public const string CurrentTable = "ledger_standings";
+    public const string ChangesTable = "ledger_standing_changes";
+
+    public async Task ApplyAsync(IDocumentOperations operations, IReadOnlyList<IEvent> events, CancellationToken cancellation)
+    {
+        var ranked = events.Where(e => e.Data is VerdictReached v && Standing.Ranks(v)).ToList();
+        if (ranked.Count == 0) return;
+
+        var ids = ranked.Select(e => Key((VerdictReached)e.Data)).Distinct(StringComparer.Ordinal).ToArray();
+        var standings = (await operations.LoadManyAsync<Standing>(cancellation, ids)).ToDictionary(s => s.Id, StringComparer.Ordinal);
+        var changes = new List<StandingChange>();
+        var touched = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var e in ranked)
+        {
+            var verdict = (VerdictReached)e.Data;
+            touched.Add(Key(verdict));
+            if (Standing.Fold(standings, verdict, e.Sequence) is { } change) changes.Add(change);
+        }
+
+        foreach (var id in touched) operations.Store(standings[id]);
+        var schema = operations.DocumentStore.Options.DatabaseSchemaName;
+        RecordChanges(operations, schema, changes);
+        RecordCurrent(operations, schema, touched.Select(id => standings[id]).ToList());
+    }
+
+    private static string Key(VerdictReached verdict) => Standing.Key(verdict.Board!, verdict.Participant!);
+
+    private static void RecordChanges(IDocumentOperations operations, string schema, List<StandingChange> changes)
+    {
+        if (changes.Count == 0) return;
+        operations.QueueSqlCommand($"""
+            insert into {schema}.{ChangesTable} (board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key)
+            select board, participant, sequence, at, run_id, score, tie_break, completed_at, decode(rank_key_hex, 'hex')
+            from unnest(?::text[], ?::text[], ?::bigint[], ?::timestamptz[], ?::text[], ?::float8[], ?::float8[], ?::timestamptz[], ?::text[])
+                as c(board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key_hex)
+            on conflict do nothing
+            """,
+            changes.Select(c => c.Board).ToArray(), changes.Select(c => c.Participant).ToArray(), changes.Select(c => c.Sequence).ToArray(),
+            changes.Select(c => c.At).ToArray(), changes.Select(c => c.RunId).ToArray(), changes.Select(c => c.Score).ToArray(),
+            changes.Select(c => c.TieBreak).ToArray(), changes.Select(c => c.CompletedAt).ToArray(), changes.Select(c => Hex(c.RankKey)).ToArray());
+    }
+
+    private static void RecordCurrent(IDocumentOperations operations, string schema, List<Standing> standings)
+    {
+        // Sorted, so two batches never lock the same rows in opposite orders.
+        standings.Sort((a, b) => string.CompareOrdinal(a.Id, b.Id));
+        operations.QueueSqlCommand($"""
+            insert into {schema}.{CurrentTable} (board, participant, run_id, score, tie_break, completed_at, rank_key, last_sequence)
+            select board, participant, run_id, score, tie_break, completed_at, decode(rank_key_hex, 'hex'), last_sequence
+            from unnest(?::text[], ?::text[], ?::text[], ?::float8[], ?::float8[], ?::timestamptz[], ?::text[], ?::bigint[])
+                as s(board, participant, run_id, score, tie_break, completed_at, rank_key_hex, last_sequence)
+            on conflict (board, participant) do update set run_id = excluded.run_id, score = excluded.score, tie_break = excluded.tie_break,
+                completed_at = excluded.completed_at, rank_key = excluded.rank_key, last_sequence = excluded.last_sequence
+            where {CurrentTable}.last_sequence <= excluded.last_sequence
+            """,
+            standings.Select(s => s.Board).ToArray(), standings.Select(s => s.Participant).ToArray(), standings.Select(s => s.BestRunId).ToArray(),
+            standings.Select(s => s.BestScore).ToArray(), standings.Select(s => s.BestTieBreak).ToArray(),
+            standings.Select(s => s.BestCompletedAt).ToArray(), standings.Select(s => Hex(s.BestRankKey)).ToArray(),
+            standings.Select(s => s.LastSequence).ToArray());
+    }
+
+    private static string? Hex(byte[]? key) => key is null ? null : Convert.ToHexString(key);
+
+    /// <summary>Registers the projection under the shard name the daemon, metrics and operators know (Standing:All).</summary>
+    public static void Register(StoreOptions options)
+    {
+        var projection = new ProjectionWrapper<IDocumentOperations, IQuerySession>(new StandingsProjection(), ProjectionLifecycle.Async)
+        {
+            Name = Name,
+        };
+        projection.IncludeType<VerdictReached>();
+        options.Projections.Add(projection, ProjectionLifecycle.Async);
+        options.Storage.ExtendedSchemaObjects.Add(Current(options.DatabaseSchemaName));
+        options.Storage.ExtendedSchemaObjects.Add(Changes(options.DatabaseSchemaName));
+    }
+
+    private static Table Current(string schema)
+    {
+        var table = new Table(new PostgresqlObjectName(schema, CurrentTable, Weasel.Postgresql.SchemaUtils.IdentifierUsage.General));
+        table.AddColumn("board", "text").AsPrimaryKey();
+        table.AddColumn("participant", "text").AsPrimaryKey();
+        table.AddColumn("run_id", "text");
+        table.AddColumn("score", "double precision");
+        table.AddColumn("tie_break", "double precision");
+        table.AddColumn("completed_at", "timestamp with time zone");
+        table.AddColumn("rank_key", "bytea");
+        table.AddColumn("last_sequence", "bigint").NotNull();
+        // The live board: one range of this index, already in rank order; counting it is an index-only scan.
+        table.Indexes.Add(new IndexDefinition($"{CurrentTable}_rank") { Columns = ["board", "rank_key"], Predicate = "rank_key is not null" });
+        return table;
+    }
+
+    private static Table Changes(string schema)
+    {
+        var table = new Table(new PostgresqlObjectName(schema, ChangesTable, Weasel.Postgresql.SchemaUtils.IdentifierUsage.General));
+        table.AddColumn("board", "text").AsPrimaryKey();
+        table.AddColumn("participant", "text").AsPrimaryKey();
+        table.AddColumn("sequence", "bigint").AsPrimaryKey();
+        table.AddColumn("at", "timestamp with time zone").NotNull();
+        table.AddColumn("run_id", "text");
+        table.AddColumn("score", "double precision");
+        table.AddColumn("tie_break", "double precision");
+        table.AddColumn("completed_at", "timestamp with time zone");
+        table.AddColumn("rank_key", "bytea");
+        return table;
+    }
+}

@@ -1,0 +1,88 @@
+using System.Text.Json.Nodes;
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Ledger.Leaderboards;
+using Ledger.Runs;
+using Ledger.Tests.Fixtures;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace Ledger.Tests.Infrastructure;
+
+/// <summary>
+/// Raw SQL takes its names from <see cref="StorageNames"/>; these tests hold those names against
+/// the live database and the store's own serializer, so a change of mapping cannot leave the SQL behind.
+/// </summary>
+public sealed class StorageNamesTests(LedgerHost ledger) : IClassFixture<LedgerHost>
+{
+    private StorageNames Names => ledger.Host.Services.GetRequiredService<StorageNames>();
+    private IDocumentStore Store => ledger.Host.Services.GetRequiredService<IDocumentStore>();
+
+    [Fact]
+    public async Task every_table_named_exists_in_the_database()
+    {
+        string[] tables =
+        [
+            Names.Events, Names.Streams, Names.Table<Run>(), Names.Table<Standing>(), Names.Table<AnomalyRecord>(),
+            Names.Table<Rejection>(), Names.Table<LeaseHolder>(), Names.Own(RecordedKeyStore.TableName),
+            Names.Own(UnauthenticatedRefusals.TableName), Names.Own(StandingsProjection.CurrentTable), Names.Own(StandingsProjection.ChangesTable),
+        ];
+        foreach (var table in tables)
+        {
+            Assert.True(await Scalar<bool>($"select to_regclass('{table}') is not null"), $"{table} is not a table of the database");
+        }
+        Assert.True(await Scalar<bool>($"select to_regprocedure('{Names.Function("mt_immutable_timestamptz")}(text)') is not null"));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task the_board_queries_name_tables_and_columns_the_database_has(bool asOf)
+    {
+        var query = BoardQuery.For(Names, asOf);
+        foreach (var sql in new[] { query.Page, query.Count })
+        {
+            await using var connection = new NpgsqlConnection(ledger.ConnectionString);
+            await connection.OpenAsync();
+            await using var command = new NpgsqlCommand("explain " + sql, connection);
+            foreach (var parameter in BoardQuery.Parameters("b", asOf ? DateTimeOffset.UtcNow : null, 1, 10, paging: sql == query.Page)) command.Parameters.Add(parameter);
+            await command.ExecuteNonQueryAsync();
+        }
+    }
+
+    [Fact]
+    public void json_keys_are_the_ones_the_store_writes()
+    {
+        var serializer = Store.Options.Serializer();
+        var run = JsonNode.Parse(serializer.ToJson(new Run { Id = "r", TerminalAt = DateTimeOffset.UnixEpoch, RegisteredAt = DateTimeOffset.UnixEpoch }))!.AsObject();
+        foreach (var key in new[] { Names.JsonKey<Run>(r => r.Status), Names.JsonKey<Run>(r => r.TerminalAt), Names.JsonKey<Run>(r => r.RegisteredAt) })
+        {
+            Assert.True(run.ContainsKey(key), $"a stored run has no key {key}: {run.ToJsonString()}");
+        }
+        var anomaly = JsonNode.Parse(serializer.ToJson(new AnomalyRecord { Kind = "k", Detail = "d", At = DateTimeOffset.UnixEpoch }))!.AsObject();
+        Assert.True(anomaly.ContainsKey(Names.JsonKey<AnomalyRecord>(a => a.Kind)));
+        Assert.True(anomaly.ContainsKey(Names.JsonKey<AnomalyRecord>(a => a.At)));
+        var items = JsonNode.Parse(serializer.ToJson(new ItemsCommitted { EventId = "e", OccurredAt = DateTimeOffset.UnixEpoch, RecordedAt = DateTimeOffset.UnixEpoch, ChunkId = "c", Count = 1 }))!.AsObject();
+        Assert.True(items.ContainsKey(Names.JsonKey<ItemsCommitted>(i => i.ChunkId)));
+        Assert.True(items.ContainsKey(Names.JsonKey<WorkerEvent>(i => i.EventId)));
+    }
+
+    [Fact]
+    public async Task event_type_names_are_the_ones_in_the_event_table()
+    {
+        var api = new Scenarios(ledger);
+        var (runId, token) = await api.Started();
+        var answer = await api.Events(runId, token, new { type = "items.committed", eventId = "e1", occurredAt = ledger.Clock.GetUtcNow(), chunkId = "c1", count = 1 });
+        Assert.True(answer.Code is 200 or 202, $"items.committed answered {answer.Code}: {answer.Text}");
+        Assert.Equal(1, await Scalar<long>($"select count(*) from {Names.Events} where stream_id = '{runId}' and type = '{Names.EventType<ItemsCommitted>()}'"));
+    }
+
+    private async Task<T> Scalar<T>(string sql)
+    {
+        await using var connection = new NpgsqlConnection(ledger.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        return (T)(await command.ExecuteScalarAsync())!;
+    }
+}
