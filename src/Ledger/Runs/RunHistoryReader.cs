@@ -17,13 +17,13 @@ namespace Ledger.Runs;
 /// before it answers, best effort: runs written before snapshots existed (or under another
 /// fold revision) fill in on their first reads, and a failure to store changes no answer.
 /// </summary>
-public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptions> options, IOptions<LedgerOptions> ledger,
+public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptions> options, StorageNames names,
     ILogger<RunHistoryReader> logger)
 {
     /// <summary>Events fetched per round trip, so that a cold read of a long run never holds all of them.</summary>
     private const int Chunk = 5000;
 
-    private readonly string _schema = ledger.Value.SchemaName;
+    private readonly string _snapshots = names.Own(RunSnapshotStore.TableName);
     private readonly EventRange.Types _types = EventRange.TypesOf(store);
     private long Every => Math.Max(1, options.Value.SnapshotEvery);
 
@@ -52,7 +52,7 @@ public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptio
         {
             var batch = session.CreateBatchQuery();
             // The snapshots first: the run read after them is at least as far along as any of them.
-            var snapshots = batch.AddItem(new RunSnapshotStore.Lookup(_schema, runId, Math.Max(0, upTo), recordedBy));
+            var snapshots = batch.AddItem(new RunSnapshotStore.Lookup(_snapshots, runId, Math.Max(0, upTo), recordedBy));
             var current = batch.Load<Run>(runId);
             await batch.Execute(ct);
             return new Reading(session, runId, await current, await snapshots);
@@ -104,7 +104,7 @@ public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptio
             for (var from = snapshot?.Version ?? 1; from <= end && !stopped; from += Chunk)
             {
                 var batch = reading.Session.CreateBatchQuery();
-                var fetched = batch.AddItem(new EventRange(_schema, _types, reading.RunId, from, Math.Min(end, from + Chunk - 1)));
+                var fetched = batch.AddItem(new EventRange(names.Events, _types, reading.RunId, from, Math.Min(end, from + Chunk - 1)));
                 await batch.Execute(ct);
                 var events = await fetched;
                 var i = 0;
@@ -151,7 +151,7 @@ public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptio
         {
             // Not the request's token: what was computed is worth keeping even when the caller has gone.
             await using var session = store.LightweightSession();
-            RunSnapshotStore.Store(session, _schema, runId, snapshots, purge);
+            RunSnapshotStore.Store(session, _snapshots, runId, snapshots, purge);
             await session.SaveChangesAsync(CancellationToken.None);
         }
         catch (Exception e) when (DatabaseFailures.IsTransient(e) || e is Npgsql.PostgresException)
@@ -166,7 +166,7 @@ public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptio
     /// without building Marten's event envelopes, which cost about three times the CPU of the read
     /// itself: the history needs only each event's version, sequence, storage time and data.
     /// </summary>
-    public sealed class EventRange(string schema, EventRange.Types types, string runId, long from, long to) : IQueryHandler<IReadOnlyList<StoredEvent>>
+    public sealed class EventRange(string table, EventRange.Types types, string runId, long from, long to) : IQueryHandler<IReadOnlyList<StoredEvent>>
     {
         /// <summary>The stored type name of every event type of the store, and the serializer of their data.</summary>
         public sealed record Types(IReadOnlyDictionary<string, Type> ByName, Marten.ISerializer Serializer);
@@ -181,7 +181,7 @@ public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptio
 
         public void ConfigureCommand(ICommandBuilder builder, IStorageSession session)
         {
-            builder.Append($"select version, seq_id, timestamp, type, data from {schema}.mt_events where stream_id = ");
+            builder.Append($"select version, seq_id, timestamp, type, data from {table} where stream_id = ");
             builder.AppendParameter(runId);
             builder.Append(" and version >= ");
             builder.AppendParameter(from);

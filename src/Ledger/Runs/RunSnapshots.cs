@@ -75,12 +75,11 @@ public static class RunSnapshotStore
         new(fold.Version, fold.Sequence, fold.RecordedThrough!.Value, Serialize(fold.Run!));
 
     /// <summary>
-    /// Queues the snapshots a read computed into <paramref name="session"/>; with <paramref name="purge"/>,
+    /// Queues the snapshots a read computed into <paramref name="session"/> (<paramref name="table"/>: qualified, from <see cref="StorageNames"/>); with <paramref name="purge"/>,
     /// first removes every snapshot of the run (they were found stale). A snapshot already stored stays.
     /// </summary>
-    public static void Store(IDocumentSession session, string schema, string runId, IReadOnlyList<Pending> snapshots, bool purge)
+    public static void Store(IDocumentSession session, string table, string runId, IReadOnlyList<Pending> snapshots, bool purge)
     {
-        var table = $"{schema}.{TableName}";
         if (purge) session.QueueSqlCommand($"delete from {table} where run_id = ?", runId);
         if (snapshots.Count == 0) return;
         session.QueueSqlCommand(
@@ -98,11 +97,10 @@ public static class RunSnapshotStore
     /// <c>recordedBy</c> (when given); the first snapshot after which that is no longer so (the
     /// version time travel need not fold past); and the highest version stored (0 for none).
     /// </summary>
-    public sealed class Lookup(string schema, string runId, long version, DateTimeOffset? recordedBy) : IQueryHandler<Found>
+    public sealed class Lookup(string table, string runId, long version, DateTimeOffset? recordedBy) : IQueryHandler<Found>
     {
         public void ConfigureCommand(ICommandBuilder builder, IStorageSession session)
         {
-            var table = $"{schema}.{TableName}";
             void Mine()
             {
                 builder.Append("run_id = ");

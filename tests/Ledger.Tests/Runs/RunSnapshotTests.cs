@@ -198,8 +198,8 @@ public sealed class RunSnapshotTests(LedgerHost ledger) : IClassFixture<LedgerHo
 
         // The snapshot at 12 claims another event's sequence (as after the stream was deleted and
         // written again), and the one at 16 holds a state of another fold revision: neither answers.
-        await Execute($"update ledger.{RunSnapshotStore.TableName} set sequence = sequence + 1000000 where run_id = @run and version = 12", runId);
-        await Execute($"update ledger.{RunSnapshotStore.TableName} set revision = revision + 1, state = '{{\"status\":\"succeeded\"}}' " +
+        await Execute($"update {Snapshots} set sequence = sequence + 1000000 where run_id = @run and version = 12", runId);
+        await Execute($"update {Snapshots} set revision = revision + 1, state = '{{\"status\":\"succeeded\"}}' " +
                       "where run_id = @run and version = 16", runId);
         await Same(api, $"/api/runs/{runId}/state?version=14", expected.State(14, null));
         Assert.Equal(new long[] { 4, 8, 12 }, await SnapshotVersions(runId));
@@ -209,6 +209,8 @@ public sealed class RunSnapshotTests(LedgerHost ledger) : IClassFixture<LedgerHo
     }
 
     // ---- helpers ------------------------------------------------------------------------------
+
+    private string Snapshots => ledger.Host.Services.GetRequiredService<StorageNames>().Own(RunSnapshotStore.TableName);
 
     private Task<IAlbaHost> Snapshotting() =>
         ledger.SecondInstance(new Dictionary<string, string> { ["Ledger:History:SnapshotEvery"] = Every.ToString() });
@@ -259,7 +261,7 @@ public sealed class RunSnapshotTests(LedgerHost ledger) : IClassFixture<LedgerHo
         await using var conn = new NpgsqlConnection(ledger.ConnectionString);
         await conn.OpenAsync();
         await using var cmd = new NpgsqlCommand(
-            $"select version from ledger.{RunSnapshotStore.TableName} where run_id = @run and revision = {RunSnapshotStore.FoldRevision} order by version", conn);
+            $"select version from {Snapshots} where run_id = @run and revision = {RunSnapshotStore.FoldRevision} order by version", conn);
         cmd.Parameters.AddWithValue("run", runId);
         var versions = new List<long>();
         await using var reader = await cmd.ExecuteReaderAsync();
