@@ -233,6 +233,16 @@ public sealed class Results
             rows.Add(new($"Leaderboard as of a time (?at=) p50 ({boardRuns}, {readers})", l.MedianP50, "ms", null, null, null, "–", null));
             rows.Add(new($"Leaderboard as of a time (?at=) p99 ({boardRuns}, {readers})", l.MedianP99, "ms", null, null, null, "≤ 50 ms at 100k runs", l.MedianP99 <= 50));
         }
+        // KPI reads from the kept counters (KpiFigures): p99 at the seeded runs, and against the same read at the few runs before the seeding.
+        if (Has(KpiFigures.Many))
+        {
+            var k = this[KpiFigures.Many];
+            var few = Has(KpiFigures.Few) ? this[KpiFigures.Few] : null;
+            var flat = Ratio(k.MedianP99, few?.MedianP99 ?? double.NaN);
+            rows.Add(new($"KPI read p99, {k.Title}", k.MedianP99, "ms", null, null, null, "≤ 20 ms at 100k runs", k.MedianP99 <= 20));
+            rows.Add(new($"KPI read p99 at {RunsAtReads:N0} runs vs few runs", k.MedianP99, "ms", few?.Title, few?.MedianP99, flat,
+                "≤ 2 × (flat)", flat is null ? null : flat <= 2));
+        }
         if (CatchUp is { } c)
         {
             rows.Add(new(c.CaughtUp
