@@ -31,11 +31,24 @@ builder.Services.AddOptions<LedgerOptions>().Bind(builder.Configuration.GetSecti
 builder.Services.AddSingleton<IValidateOptions<LedgerOptions>, LedgerOptionsValidation>();
 
 string connectionString;
+string? codegenOutput = null;
 try
 {
-    // A refused configuration starts nothing, not even the private PostgreSQL.
-    LedgerOptionsValidation.Check(builder.Configuration);
-    connectionString = Database.ResolveConnectionString(builder, log);
+    if (GeneratedCode.IsCodegenCommand(args))
+    {
+        // Generating code needs no settings: no keys, no database (GeneratedCode).
+        codegenOutput = GeneratedCode.OutputDirectory(builder.Configuration);
+        connectionString = GeneratedCode.OfflineConnectionString;
+    }
+    else
+    {
+        // A refused configuration starts nothing, not even the private PostgreSQL.
+        LedgerOptionsValidation.Check(builder.Configuration);
+        // describe and help build the host but never start it: no database for them either.
+        connectionString = GeneratedCode.IsOfflineCommand(args)
+            ? GeneratedCode.OfflineConnectionString
+            : Database.ResolveConnectionString(builder, log);
+    }
 }
 catch (Exception e) when (e is StartupFailureException or EmbeddedPostgresUnavailableException)
 {
@@ -65,6 +78,7 @@ builder.Services.AddMarten(options =>
 builder.Host.UseWolverine(options =>
 {
     options.UseRuntimeCompilation();
+    if (codegenOutput is not null) options.CodeGeneration.GeneratedCodeOutputPath = codegenOutput;
     options.Discovery.IncludeAssembly(typeof(Program).Assembly);
     options.AddWebhooks(builder.Configuration);
 });
@@ -119,6 +133,7 @@ app.MapWolverineEndpoints();
 app.MapLedgerConsole();
 app.MapProblemFallback();
 
+if (codegenOutput is not null) GeneratedCode.ClearBeforeWrite(args, codegenOutput);
 return await app.RunLedgerAsync(args, log);
 
 public partial class Program;
