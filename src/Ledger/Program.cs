@@ -77,8 +77,8 @@ builder.Services.AddMarten(options =>
 
 builder.Host.UseWolverine(options =>
 {
-    options.UseRuntimeCompilation();
-    if (codegenOutput is not null) options.CodeGeneration.GeneratedCodeOutputPath = codegenOutput;
+    // The adapters Wolverine generates are committed and loaded statically: no compiler at run time.
+    options.UseGeneratedCode(codegenOutput);
     options.Discovery.IncludeAssembly(typeof(Program).Assembly);
     options.AddWebhooks(builder.Configuration);
 });
@@ -129,7 +129,17 @@ app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthR
     .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
 app.MapLedgerMetrics();
-app.MapWolverineEndpoints();
+try
+{
+    if (codegenOutput is null) GeneratedCode.AssertEndpointsRegistered(typeof(Program).Assembly);
+    // Statically loaded endpoints are built here, before the host starts: a setting their services
+    // read, or a stale generated adapter, fails now and is reported as a failed start.
+    app.MapWolverineEndpoints();
+}
+catch (Exception e) when (!JasperFx.CommandLine.JasperFxEnvironment.AutoStartHost)
+{
+    return StartupFailure.Report(e, log, app.Services.GetService<EmbeddedPostgres>(), connectionString);
+}
 app.MapLedgerConsole();
 app.MapProblemFallback();
 
