@@ -29,6 +29,7 @@ public sealed class Results
     public long RebuildEvents { get; set; }
     public long RebuildAllocatedBytes { get; set; }
     public TimeSpan Total { get; set; }
+    public List<StartSample> Starts { get; set; } = [];
 
     public Measurement this[string key] => _measurements[key];
 
@@ -206,6 +207,13 @@ public sealed class Results
                     ? $"Standings catch-up after seeding ({c.VerdictsToFold:N0} verdicts in {c.EventsToFold:N0} events still to fold)"
                     : $"Standings catch-up after seeding: NOT finished, {c.LagAtEnd:N0} events behind at the limit",
                 c.Waited.TotalSeconds, "s", null, null, null, "–", null));
+        }
+        if (Starts.Count > 0)
+        {
+            rows.Add(new($"Start-up: process start to GET /health/live (median of {Starts.Count})", Measurement.Median(Starts.Select(s => s.LiveSeconds).ToList()),
+                "s", null, null, null, "–", null));
+            rows.Add(new($"Ledger RSS after start and {o.HttpDuration.TotalSeconds:0.#} s of load (median of {Starts.Count})",
+                Measurement.Median(Starts.Select(s => s.RssAfterLoadMb).ToList()), "MB", null, null, null, "–", null));
         }
         if (PeakRssKb > 0)
         {
@@ -419,6 +427,8 @@ public sealed class Results
                 sb.AppendLine();
             }
         }
+
+        StartupFigures.AppendTo(sb, Starts, o);
 
         if (PeakRssByPhaseKb.Count > 0)
         {
