@@ -189,7 +189,8 @@ public sealed class BenchOptions
           --verbose               log the projection daemon's progress during rebuilds
           --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
           --only LIST             measure only these groups: ingestion (with its baselines and CPU per event),
-                                  long-run, nodes, marten, reads (seeding, catch-up, reads, rebuild); default all
+                                  long-run, nodes, marten, reads (seeding, catch-up, reads, rebuild), startup (at least
+                                  5 starts: time to /health/live, RSS, first requests, RSS after --http-seconds of load); default all
           --long-run-events N     events each long run holds before it is measured (default 10000, quick 1000)
           --scale-seconds S       duration of one long-run / fresh-run / hot-run repetition (default 4, quick 1)
           --nodes N|LIST          hot run over 1..N ledger processes, or over the listed counts (1 always
@@ -205,5 +206,6 @@ public static class Figure
     public const string Nodes = "nodes";
     public const string Marten = "marten";
     public const string Reads = "reads";
-    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads];
+    public const string Startup = "startup";
+    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads, Startup];
 }

@@ -61,8 +61,9 @@ public sealed class LedgerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>Starts it and returns once <paramref name="readyPath"/> answers 200 (polled every <paramref name="pollMilliseconds"/>).</summary>
     public static async Task<LedgerProcess> StartAsync(string dll, int port, string connectionString, string logPath, TimeSpan timeout,
-        IReadOnlyDictionary<string, string>? extraEnvironment = null)
+        IReadOnlyDictionary<string, string>? extraEnvironment = null, string readyPath = "/health", int pollMilliseconds = 100)
     {
         var url = $"http://127.0.0.1:{port}";
         var psi = new ProcessStartInfo("dotnet")
@@ -108,7 +109,7 @@ public sealed class LedgerProcess : IAsyncDisposable
             }
             try
             {
-                using var response = await http.GetAsync($"{url}/health");
+                using var response = await http.GetAsync($"{url}{readyPath}");
                 if (response.IsSuccessStatusCode) return ledger;
             }
             catch (HttpRequestException) { }
@@ -116,9 +117,9 @@ public sealed class LedgerProcess : IAsyncDisposable
             if (DateTime.UtcNow > deadline)
             {
                 await ledger.DisposeAsync();
-                throw new TimeoutException($"GET /health did not answer 200 within {timeout.TotalSeconds:0}s; see {logPath}:\n{Tail(logPath)}");
+                throw new TimeoutException($"GET {readyPath} did not answer 200 within {timeout.TotalSeconds:0}s; see {logPath}:\n{Tail(logPath)}");
             }
-            await Task.Delay(100);
+            await Task.Delay(pollMilliseconds);
         }
     }
 

@@ -116,6 +116,9 @@ public static class BenchProgram
         // The service's own store configuration, in-process: seeds the runs for the reads, then rebuilds.
         await using var mirror = await MartenStores.CreateAsync(m => MartenStores.Mirror(m, connectionString, "ledger"), applySchema: false);
 
+        // Restarts of the service, each its own process, before the one the other figures use.
+        if (o.Measures(Figure.Startup)) results.Starts = await StartupFigures.MeasureAsync(o, dll, connectionString, database, Log, ct);
+
         // The service, as its own process.
         var logPath = Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.log");
         var startup = Stopwatch.StartNew();
@@ -130,7 +133,7 @@ public static class BenchProgram
             var baseline = new Baseline(o, db);
             await baseline.SetUpAsync();
 
-            // Warm-up: the first calls compile Wolverine's and Marten's generated code, and JIT everything.
+            // Warm-up: the first calls JIT everything (and, in builds before the committed generated code, compiled Wolverine's adapters).
             ledger.Phase("warm-up");
             var warm = Stopwatch.StartNew();
             await HttpIngestion.WarmUpAsync(client, o, IngestionMode.Single, "warm-single");

@@ -35,6 +35,7 @@ public sealed class Results
     public long RebuildEvents { get; set; }
     public long RebuildAllocatedBytes { get; set; }
     public TimeSpan Total { get; set; }
+    public List<StartSample> Starts { get; set; } = [];
 
     public Measurement this[string key] => _measurements[key];
 
@@ -250,6 +251,13 @@ public sealed class Results
                     : $"Standings catch-up after seeding: NOT finished, {c.LagAtEnd:N0} events behind at the limit",
                 c.Waited.TotalSeconds, "s", null, null, null, "–", null));
         }
+        if (Starts.Count > 0)
+        {
+            rows.Add(new($"Start-up: process start to GET /health/live (median of {Starts.Count})", Measurement.Median(Starts.Select(s => s.LiveSeconds).ToList()),
+                "s", null, null, null, "–", null));
+            rows.Add(new($"Ledger RSS after start and {o.HttpDuration.TotalSeconds:0.#} s of load (median of {Starts.Count})",
+                Measurement.Median(Starts.Select(s => s.RssAfterLoadMb).ToList()), "MB", null, null, null, "–", null));
+        }
         if (PeakRssKb > 0)
         {
             var mb = PeakRssKb / 1024.0;
@@ -462,6 +470,8 @@ public sealed class Results
                 sb.AppendLine();
             }
         }
+
+        StartupFigures.AppendTo(sb, Starts, o);
 
         if (PeakRssByPhaseKb.Count > 0)
         {
