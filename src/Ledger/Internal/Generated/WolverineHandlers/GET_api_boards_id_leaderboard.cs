@@ -2,9 +2,7 @@
 #pragma warning disable
 using Ledger.Infrastructure;
 using Ledger.Leaderboards;
-using Marten;
 using Microsoft.AspNetCore.Routing;
-using Microsoft.Extensions.Options;
 using System;
 using System.Linq;
 using Wolverine.Http;
@@ -18,18 +16,18 @@ namespace Internal.Generated.WolverineHandlers
         private readonly Wolverine.Http.WolverineHttpOptions _wolverineHttpOptions;
         private readonly Ledger.Infrastructure.Access _access;
         private readonly Ledger.Infrastructure.ReadDatabase _readDatabase;
+        private readonly Ledger.Infrastructure.StorageNames _storageNames;
         private readonly Ledger.Leaderboards.BoardCatalog _boardCatalog;
-        private readonly Marten.IDocumentStore _documentStore;
-        private readonly Microsoft.Extensions.Options.IOptions<Ledger.Infrastructure.LedgerOptions> _optionsOfLedgerOptions;
+        private readonly Ledger.Leaderboards.BoardPageCache _boardPageCache;
 
-        public GET_api_boards_id_leaderboard(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, Ledger.Infrastructure.Access access, Ledger.Infrastructure.ReadDatabase readDatabase, Ledger.Leaderboards.BoardCatalog boardCatalog, Marten.IDocumentStore documentStore, Microsoft.Extensions.Options.IOptions<Ledger.Infrastructure.LedgerOptions> optionsOfLedgerOptions) : base(wolverineHttpOptions)
+        public GET_api_boards_id_leaderboard(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, Ledger.Infrastructure.Access access, Ledger.Infrastructure.ReadDatabase readDatabase, Ledger.Infrastructure.StorageNames storageNames, Ledger.Leaderboards.BoardCatalog boardCatalog, Ledger.Leaderboards.BoardPageCache boardPageCache) : base(wolverineHttpOptions)
         {
             _wolverineHttpOptions = wolverineHttpOptions;
             _access = access;
             _readDatabase = readDatabase;
+            _storageNames = storageNames;
             _boardCatalog = boardCatalog;
-            _documentStore = documentStore;
-            _optionsOfLedgerOptions = optionsOfLedgerOptions;
+            _boardPageCache = boardPageCache;
         }
 
         public override async System.Threading.Tasks.Task Handle(Microsoft.AspNetCore.Http.HttpContext httpContext)
@@ -61,7 +59,7 @@ namespace Internal.Generated.WolverineHandlers
             var at = httpContext.Request.Query["at"];
             
             // The actual HTTP request handler execution
-            var result = await Ledger.Leaderboards.GetLeaderboardEndpoint.Get(id, httpContext, _access, _documentStore, _boardCatalog, _readDatabase, _optionsOfLedgerOptions, page, pageSize, at).ConfigureAwait(false);
+            var result = await Ledger.Leaderboards.GetLeaderboardEndpoint.Get(id, httpContext, _access, _boardCatalog, _readDatabase, _storageNames, _boardPageCache, page, pageSize, at).ConfigureAwait(false);
 
             await result.ExecuteAsync(httpContext).ConfigureAwait(false);
         }

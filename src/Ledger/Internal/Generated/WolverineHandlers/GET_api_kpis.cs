@@ -3,7 +3,6 @@
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Microsoft.AspNetCore.Routing;
-using Microsoft.Extensions.Options;
 using System;
 using System.Linq;
 using Wolverine.Http;
@@ -15,18 +14,16 @@ namespace Internal.Generated.WolverineHandlers
     public sealed class GET_api_kpis : Wolverine.Http.HttpHandler
     {
         private readonly Wolverine.Http.WolverineHttpOptions _wolverineHttpOptions;
+        private readonly Ledger.Forensics.KpiStore _kpiStore;
         private readonly Ledger.Forensics.UnauthenticatedRefusals _unauthenticatedRefusals;
         private readonly Ledger.Infrastructure.Access _access;
-        private readonly Ledger.Infrastructure.ReadDatabase _readDatabase;
-        private readonly Microsoft.Extensions.Options.IOptions<Ledger.Infrastructure.LedgerOptions> _optionsOfLedgerOptions;
 
-        public GET_api_kpis(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, Ledger.Forensics.UnauthenticatedRefusals unauthenticatedRefusals, Ledger.Infrastructure.Access access, Ledger.Infrastructure.ReadDatabase readDatabase, Microsoft.Extensions.Options.IOptions<Ledger.Infrastructure.LedgerOptions> optionsOfLedgerOptions) : base(wolverineHttpOptions)
+        public GET_api_kpis(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, Ledger.Forensics.KpiStore kpiStore, Ledger.Forensics.UnauthenticatedRefusals unauthenticatedRefusals, Ledger.Infrastructure.Access access) : base(wolverineHttpOptions)
         {
             _wolverineHttpOptions = wolverineHttpOptions;
+            _kpiStore = kpiStore;
             _unauthenticatedRefusals = unauthenticatedRefusals;
             _access = access;
-            _readDatabase = readDatabase;
-            _optionsOfLedgerOptions = optionsOfLedgerOptions;
         }
 
         public override async System.Threading.Tasks.Task Handle(Microsoft.AspNetCore.Http.HttpContext httpContext)
@@ -34,7 +31,7 @@ namespace Internal.Generated.WolverineHandlers
             Wolverine.Http.HttpHandler.RequestActivity(httpContext)?.SetTag("handler.type", "Ledger.Forensics.GetKpisEndpoint").SetTag("http.route", "/api/kpis").SetTag("http.request.method", "GET");
             
             // The actual HTTP request handler execution
-            var result = await Ledger.Forensics.GetKpisEndpoint.Get(httpContext, _access, _readDatabase, _optionsOfLedgerOptions, _unauthenticatedRefusals).ConfigureAwait(false);
+            var result = await Ledger.Forensics.GetKpisEndpoint.Get(httpContext, _access, _kpiStore, _unauthenticatedRefusals).ConfigureAwait(false);
 
             await result.ExecuteAsync(httpContext).ConfigureAwait(false);
         }
