@@ -50,6 +50,8 @@ public sealed class BenchOptions
     public int LongRunEvents { get; private set; } = 10_000;
     /// <summary>Duration of one repetition of the long-run and hot-run figures.</summary>
     public TimeSpan ScaleDuration { get; private set; } = TimeSpan.FromSeconds(4);
+    /// <summary>Events of the long run whose history pages and past states are read (the history figure).</summary>
+    public int HistoryEvents { get; private set; } = 150_000;
     /// <summary>Node counts of the hot-run figure; 1 is always among them, as the others' baseline.</summary>
     public IReadOnlyList<int> NodeCounts { get; private set; } = [1, 2, 3];
 
@@ -123,6 +125,7 @@ public sealed class BenchOptions
                     break;
                 case "--long-run-events": o.LongRunEvents = Math.Min(100_000, Positive(Next())); break;
                 case "--scale-seconds": o.ScaleDuration = Seconds(Next()); break;
+                case "--history-events": o.HistoryEvents = Math.Clamp(Positive(Next()), 2_000, 1_000_000); break;
                 case "--nodes":
                     var nodes = Next();
                     // N: every count from 1 to N; a list (1,3): those counts, 1 always included.
@@ -189,10 +192,12 @@ public sealed class BenchOptions
           --verbose               log the projection daemon's progress during rebuilds
           --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
           --only LIST             measure only these groups: ingestion (with its baselines and CPU per event),
-                                  long-run, nodes, marten, reads (seeding, catch-up, reads, rebuild), startup (at least
-                                  5 starts: time to /health/live, RSS, first requests, RSS after --http-seconds of load); default all
+                                  long-run, nodes, marten, reads (seeding, catch-up, reads, rebuild), history (pages
+                                  and states of a run of --history-events events), startup (at least 5 starts: time to
+                                  /health/live, RSS, first requests, RSS after --http-seconds of load); default all
           --long-run-events N     events each long run holds before it is measured (default 10000, quick 1000)
           --scale-seconds S       duration of one long-run / fresh-run / hot-run repetition (default 4, quick 1)
+          --history-events N      events of the run the history figure reads (default 150000, seed 003's size)
           --nodes N|LIST          hot run over 1..N ledger processes, or over the listed counts (1 always
                                   measured as the baseline); default 3 (1,2,3), quick 2 (1,2); ports --port, +1, …
         """;
@@ -207,5 +212,6 @@ public static class Figure
     public const string Marten = "marten";
     public const string Reads = "reads";
     public const string Startup = "startup";
-    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads, Startup];
+    public const string History = "history";
+    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads, History, Startup];
 }

@@ -307,6 +307,9 @@ public static class BenchProgram
                     $"ranked page p50 {results.LeaderboardProfile.PageQueryP50Ms:0.00} ms; standings average {results.LeaderboardProfile.StandingBytesAvg:N0} bytes " +
                     $"({results.LeaderboardProfile.ResultsPerStandingAvg:0.0} results each), page body {results.LeaderboardProfile.HttpBodyBytes:N0} bytes");
             }
+
+            // Long runs stay readable: history pages and past states of a run of 150,000 events.
+            if (o.Measures(Figure.History)) await HistoryFigures.MeasureAsync(o, results, mirror, ledger, ct);
         }
         finally
         {

@@ -33,6 +33,8 @@ public sealed class Results
     public (DateTimeOffset From, DateTimeOffset To)? SeededTimes { get; set; }
     public long RunsAtReads { get; set; }
     public long RebuildEvents { get; set; }
+    /// <summary>Events of the long run the history figure read.</summary>
+    public long HistoryEvents { get; set; }
     public long RebuildAllocatedBytes { get; set; }
     public TimeSpan Total { get; set; }
     public List<StartSample> Starts { get; set; } = [];
@@ -258,6 +260,23 @@ public sealed class Results
             rows.Add(new($"Ledger RSS after start and {o.HttpDuration.TotalSeconds:0.#} s of load (median of {Starts.Count})",
                 Measurement.Median(Starts.Select(s => s.RssAfterLoadMb).ToList()), "MB", null, null, null, "–", null));
         }
+        foreach (var (key, shortKey, what) in new[]
+                 {
+                     (HistoryFigures.PageKey, HistoryFigures.ShortPageKey, $"History page of {HistoryFigures.PageSize:N0} at a random version"),
+                     (HistoryFigures.StateKey, HistoryFigures.ShortStateKey, "State at a random version"),
+                 })
+        {
+            if (!Has(key)) continue;
+            var l = this[key];
+            var s = Has(shortKey) ? this[shortKey] : null;
+            var run = $"run of {HistoryEvents:N0} events, {o.ReadConcurrency} readers";
+            var baseline = $"run of {HistoryFigures.ShortRunEvents:N0} events";
+            rows.Add(new($"{what} p50 ({run})", l.MedianP50, "ms", $"{baseline} p50", s?.MedianP50, Ratio(l.MedianP50, s?.MedianP50 ?? double.NaN), "–", null));
+            rows.Add(new($"{what} p99 ({run})", l.MedianP99, "ms", $"{baseline} p99", s?.MedianP99, Ratio(l.MedianP99, s?.MedianP99 ?? double.NaN), "≤ 100 ms", l.MedianP99 <= 100));
+            var cpu = CpuPerEvent(key, c => c.Ledger + c.Postgres) / 1000;
+            var shortCpu = CpuPerEvent(shortKey, c => c.Ledger + c.Postgres) / 1000;
+            rows.Add(new($"{what}: CPU per read, ledger + PostgreSQL", cpu, "ms", baseline, shortCpu, Ratio(cpu, shortCpu), "–", null));
+        }
         if (PeakRssKb > 0)
         {
             var mb = PeakRssKb / 1024.0;
@@ -321,6 +340,8 @@ public sealed class Results
         var longRun = rows.FirstOrDefault(r => r.Figure.StartsWith("Single-event requests on runs already holding", StringComparison.Ordinal));
         var twoNodes = rows.FirstOrDefault(r => r.Figure.StartsWith("Hot run (", StringComparison.Ordinal) && r.Figure.EndsWith(", 2 nodes", StringComparison.Ordinal));
         var twoNodesP99 = rows.FirstOrDefault(r => r.Figure.StartsWith("Hot run, 2 nodes: request latency p99", StringComparison.Ordinal));
+        var historyPage = rows.FirstOrDefault(r => r.Figure.StartsWith("History page", StringComparison.Ordinal) && r.Target != "–");
+        var historyState = rows.FirstOrDefault(r => r.Figure.StartsWith("State at a random version", StringComparison.Ordinal) && r.Target != "–");
         var targets = rows.Where(r => r.Met is not null).ToList();
         var parts = new[]
         {
@@ -335,6 +356,8 @@ public sealed class Results
             Part("rebuild", rebuild, r => $"{Num(r.Value)} events/s (target 30,000: {MetWord(r)})"),
             leaderboard,
             Part("RSS peak", rss, r => $"{Num(r.Value)} MB (target 300: {MetWord(r)})"),
+            Part("history page p99", historyPage, r => $"{Num(r.Value)} ms (target 100: {MetWord(r)})"),
+            Part("state at a version p99", historyState, r => $"{Num(r.Value)} ms (target 100: {MetWord(r)})"),
         };
         return $"Summary: {string.Join("; ", parts)}. Targets met: {targets.Count(r => r.Met == true)} of {targets.Count} measured.";
     }

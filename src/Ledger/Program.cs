@@ -95,6 +95,8 @@ builder.Services.AddSingleton<LeaseTokens>();
 builder.Services.AddSingleton<LeaseTokenDerivation>();
 builder.Services.Configure<WriterOptions>(builder.Configuration.GetSection(WriterOptions.Section));
 builder.Services.AddSingleton<RunWriter>();
+builder.Services.Configure<HistoryOptions>(builder.Configuration.GetSection(HistoryOptions.Section));
+builder.Services.AddSingleton<RunHistoryReader>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<RunWriter>());
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();

@@ -2,7 +2,6 @@ using System.Text.Json;
 using JasperFx.Events;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
-using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
 
@@ -36,72 +35,128 @@ public static class GetRunHistoryEndpoint
     [Tags("Runs")]
     [EndpointSummary("Every event of the run, when it occurred and was recorded, and what applying it did, paged by version (?after=V&limit=N)")]
     [ProducesResponseType<RunHistory>(200)]
-    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, long? after, int? limit)
+    public static async Task<IResult> Get(string id, HttpContext context, Access access, RunHistoryReader history, long? after, int? limit)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        await using var session = store.QuerySession();
-        var events = await session.Events.FetchStreamAsync(id, token: context.RequestAborted);
-        if (events.Count == 0) return RunDecider.NotFound(id).ToProblem(id).ToResult();
-
-        // What each event did depends on every event before it, so the page is cut from the whole refold.
-        var replay = RunReplay.Explain(events);
         var from = after ?? 0;
         var size = limit ?? DefaultLimit;
+        await using var reading = await history.OpenAsync(id, from, null, context.RequestAborted);
+        if (reading.Current is not { } run) return RunDecider.NotFound(id).ToProblem(id).ToResult();
+
         if (from < 0 || size is < 1 or > MaxLimit)
         {
             return (RequestBody.Invalid(new Dictionary<string, string[]>
             {
                 [from < 0 ? "after" : "limit"] = [from < 0 ? "A version, 0 or more." : $"Between 1 and {MaxLimit}."],
-            }) with { RunId = id, RunStatus = replay.Run.Status }).ToResult();
+            }) with { RunId = id, RunStatus = run.Status }).ToResult();
         }
 
-        var page = replay.Entries.Where(e => e.Version > from).Take(size).ToList();
-        long? next = page.Count == size && page[^1].Version < replay.Run.Version ? page[^1].Version : null;
-        return Results.Json(new RunHistory(id, replay.Run.Status, replay.Run.Version, page, next), LedgerJson.Options);
+        // What each event did depends on every event before it: the page is refolded from the nearest snapshot.
+        var page = await history.PageAsync(reading, from, size, context.RequestAborted);
+        long? next = page.Count == size && page[^1].Version < run.Version ? page[^1].Version : null;
+        return Results.Json(new RunHistory(id, run.Status, run.Version, page, next), LedgerJson.Options);
     }
 
     public const int DefaultLimit = 1000;
     public const int MaxLimit = 5000;
 }
 
-/// <summary>Refolds a stream from its events alone, saying what each event did: the audit trail.</summary>
+/// <summary>An event of a run's stream as the history reads it: where it is in the stream, when the database stored it, what it says.</summary>
+public readonly record struct StoredEvent(long Version, long Sequence, DateTimeOffset Timestamp, object Data)
+{
+    public DateTimeOffset RecordedAt => RunReplay.RecordedAt(Data, Timestamp);
+}
+
+/// <summary>
+/// Refolds a stream from its events alone, saying what each event did: the audit trail. A refold
+/// may start from a snapshot of an earlier one (<see cref="RunSnapshot"/>): the same code over the
+/// same events before it, so the same state.
+/// </summary>
 public static class RunReplay
 {
     public sealed record Explained(Run Run, IReadOnlyList<HistoryEntry> Entries);
 
     public static Explained Explain(IReadOnlyList<IEvent> events)
     {
-        Run? run = null;
+        var fold = new Fold();
         var entries = new List<HistoryEntry>(events.Count);
         foreach (var e in events)
         {
+            if (fold.Apply(e, explain: true) is { } entry) entries.Add(entry);
+        }
+        return new Explained(fold.Run ?? new Run(), entries);
+    }
+
+    /// <summary>
+    /// One refold under way: every event of the stream, in version order, from the first or from
+    /// the one after a snapshot. Pure: the state, and what each event did to it, come from the events.
+    /// </summary>
+    public sealed class Fold
+    {
+        public Fold() { }
+
+        /// <summary>Goes on from a snapshot; the fold owns its state from then on.</summary>
+        public Fold(RunSnapshot from)
+        {
+            Run = from.State;
+            Version = from.Version;
+            Sequence = from.Sequence;
+            RecordedThrough = from.RecordedThrough;
+        }
+
+        /// <summary>The run so far; null until its registration.</summary>
+        public Run? Run { get; private set; }
+        /// <summary>The version (and global sequence) of the last event applied.</summary>
+        public long Version { get; private set; }
+        public long Sequence { get; private set; }
+        /// <summary>The latest ledger time among the events applied (they need not be in time order).</summary>
+        public DateTimeOffset? RecordedThrough { get; private set; }
+
+        /// <summary>Applies the next event of the stream; with <paramref name="explain"/>, says what it did.</summary>
+        public HistoryEntry? Apply(IEvent e, bool explain) => Apply(new StoredEvent(e.Version, e.Sequence, e.Timestamp, e.Data), explain);
+
+        /// <inheritdoc cref="Apply(IEvent, bool)"/>
+        public HistoryEntry? Apply(StoredEvent e, bool explain)
+        {
+            if (e.Version != Version + 1)
+            {
+                throw new InvalidOperationException($"A refold of run {Run?.Id} was given version {e.Version} after {Version}: it takes every event, in order.");
+            }
+            Version = e.Version;
+            Sequence = e.Sequence;
+            var recordedAt = e.RecordedAt;
+            if (RecordedThrough is not { } through || recordedAt > through) RecordedThrough = recordedAt;
+
             EventEffect effect;
             if (e.Data is RunRegistered registered)
             {
-                run = Run.Create(registered);
+                Run = Run.Create(registered);
                 effect = EventEffect.Applied;
             }
-            else if (run is null)
+            else if (Run is null)
             {
-                continue;
+                return null;
             }
             else
             {
-                effect = run.EffectOf(e.Data);
-                run.Fold(e.Data);
+                effect = Run.EffectOf(e.Data);
+                Run.Fold(e.Data);
             }
 
-            run.Version = e.Version;
+            Run.Version = e.Version;
+            if (!explain) return null;
             var worker = e.Data as WorkerEvent;
-            entries.Add(new HistoryEntry(e.Sequence, e.Version, EventNames.WireName(e.Data), OccurredAt(e.Data),
-                RecordedAt(e), worker?.EventId, effect.Kind, effect.Reason, effect.Detail, run.Status,
-                JsonSerializer.SerializeToElement(e.Data, e.Data.GetType(), LedgerJson.Options)));
+            return new HistoryEntry(e.Sequence, e.Version, EventNames.WireName(e.Data), OccurredAt(e.Data),
+                recordedAt, worker?.EventId, effect.Kind, effect.Reason, effect.Detail, Run.Status,
+                JsonSerializer.SerializeToElement(e.Data, e.Data.GetType(), LedgerJson.Options));
         }
-        return new Explained(run ?? new Run(), entries);
     }
 
     /// <summary>The ledger's own clock when the event was recorded (what time travel goes by).</summary>
-    public static DateTimeOffset RecordedAt(IEvent e) => e.Data switch
+    public static DateTimeOffset RecordedAt(IEvent e) => RecordedAt(e.Data, e.Timestamp);
+
+    /// <inheritdoc cref="RecordedAt(IEvent)"/>
+    public static DateTimeOffset RecordedAt(object data, DateTimeOffset stored) => data switch
     {
         WorkerEvent w => w.RecordedAt,
         RunRegistered r => r.RegisteredAt,
@@ -111,7 +166,7 @@ public static class RunReplay
         RunReclassified r => r.At,
         VerdictReached v => v.At,
         StatusObserved o => o.RecordedAt,
-        _ => e.Timestamp,
+        _ => stored,
     };
 
     private static DateTimeOffset? OccurredAt(object data) => data switch

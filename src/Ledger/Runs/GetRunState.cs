@@ -1,6 +1,5 @@
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
-using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
 
@@ -17,31 +16,30 @@ public static class GetRunStateEndpoint
     [EndpointSummary("The run as it was at a version or a time, refolded from its stream (admin or read key)")]
     [EndpointDescription("version=N: after the N-th event of the stream. at=TIME: after every event the ledger recorded at or before TIME. Neither: now, refolded.")]
     [ProducesResponseType<RunStateAsOf>(200)]
-    public static async Task<IResult> Get(string id, HttpContext context, Access access, IDocumentStore store, long? version, string? at)
+    public static async Task<IResult> Get(string id, HttpContext context, Access access, RunHistoryReader history, long? version, string? at)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        await using var session = store.QuerySession();
-        var events = await session.Events.FetchStreamAsync(id, token: context.RequestAborted);
-        if (events.Count == 0) return RunDecider.NotFound(id).ToProblem(id).ToResult();
+        var valid = QueryValues.TryTime(at, "at", out var asOf, out var invalid) && version is not < 1;
+        await using var reading = await history.OpenAsync(id, version ?? long.MaxValue, valid ? asOf : null, context.RequestAborted);
         // Refusals about this run say where it stands now.
-        RunStatus Now() => RunReplay.Explain(events).Run.Status;
+        if (reading.Current is not { } now) return RunDecider.NotFound(id).ToProblem(id).ToResult();
 
-        if (!QueryValues.TryTime(at, "at", out var asOf, out var invalid) || version is < 1)
+        if (!valid)
         {
             invalid ??= RequestBody.Invalid(new Dictionary<string, string[]> { ["version"] = ["Versions start at 1."] });
-            return (invalid with { RunId = id, RunStatus = Now() }).ToResult();
+            return (invalid with { RunId = id, RunStatus = now.Status }).ToResult();
         }
 
-        var upTo = events.TakeWhile(e => (version is null || e.Version <= version) && (asOf is null || RunReplay.RecordedAt(e) <= asOf)).ToList();
-        if (upTo.Count == 0 || (version is { } v && v > events[^1].Version))
+        // From the nearest snapshot at or before the version (and whose events were all recorded by then).
+        var state = version is { } v && v > now.Version ? null : await history.StateAsync(reading, version ?? now.Version, asOf, context.RequestAborted);
+        if (state is not { Run: { } run, Last: { } last })
         {
             return Problem.Of(ProblemCodes.StateNotFound, "The run had no such state",
                 version is not null
-                    ? $"The stream has {events[^1].Version} events."
-                    : $"The run was registered at {RunReplay.RecordedAt(events[0]):O}.", runId: id, runStatus: Now()).ToResult();
+                    ? $"The stream has {now.Version} events."
+                    : $"The run was registered at {now.RegisteredAt:O}.", runId: id, runStatus: now.Status).ToResult();
         }
 
-        var replay = RunReplay.Explain(upTo);
-        return Results.Json(new RunStateAsOf(upTo[^1].Version, RunReplay.RecordedAt(upTo[^1]), RunView.From(replay.Run)), LedgerJson.Options);
+        return Results.Json(new RunStateAsOf(last.Version, last.RecordedAt, RunView.From(run)), LedgerJson.Options);
     }
 }

@@ -75,29 +75,29 @@ public static class ConsoleEndpoints
             return Page<RunsPage>(new { Session = session, Model = new RunsModel(query, runs.ToList(), total, number, size, null, now) });
         });
 
-        console.MapGet("/runs/{id}", async (string id, HttpContext context, IDocumentStore store, long? version, long? after, string? notice, string? follow) =>
+        console.MapGet("/runs/{id}", async (string id, HttpContext context, RunHistoryReader history, long? version, long? after, string? notice, string? follow) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
-            var model = await LoadRun(id, store, version, after, context.RequestAborted);
+            var model = await LoadRun(id, history, version, after, context.RequestAborted);
             if (model is null) return NotFound(session, $"There is no run {id}.");
             return Page<RunDetailPage>(new { Session = session, Model = model with { Notice = Known(notice), Follow = follow == "1" && version is null } });
         });
 
         console.MapPost("/runs/{id}/cancel", async (string id, HttpContext context, RunWriter writer,
-            IValidator<CancelRun> validator, RejectionLog rejections, IDocumentStore store) =>
+            IValidator<CancelRun> validator, RejectionLog rejections, RunHistoryReader history) =>
         {
             var (session, refused) = await Admin(context);
             if (refused is not null) return refused;
             var form = await context.Request.ReadFormAsync(context.RequestAborted);
             var reason = form["reason"].ToString();
             var request = new CancelRun { Reason = string.IsNullOrWhiteSpace(reason) ? null : reason };
-            if (Invalid(validator.Validate(request)) is { } invalid) return await Again(id, session!, store, invalid, 422, context.RequestAborted);
-            return await Acted(id, context, session!, store, rejections, "cancelled",
+            if (Invalid(validator.Validate(request)) is { } invalid) return await Again(id, session!, history, invalid, 422, context.RequestAborted);
+            return await Acted(id, context, session!, history, rejections, "cancelled",
                 await writer.Submit(new CancelCommand(id, request.Reason)));
         }).DisableAntiforgery();
 
         console.MapPost("/runs/{id}/reclassify", async (string id, HttpContext context, RunWriter writer,
-            IValidator<ReclassifyRun> validator, RejectionLog rejections, IDocumentStore store) =>
+            IValidator<ReclassifyRun> validator, RejectionLog rejections, RunHistoryReader history) =>
         {
             var (session, refused) = await Admin(context);
             if (refused is not null) return refused;
@@ -110,9 +110,9 @@ public static class ConsoleEndpoints
                 Evidence = form["evidence"].ToString().Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToList(),
                 Operator = string.IsNullOrWhiteSpace(form["operator"]) ? null : form["operator"].ToString().Trim(),
             };
-            if (request.Operator is null) return await Again(id, session!, store, "operator: Name yourself; the decision is audited under your name.", 422, context.RequestAborted);
-            if (Invalid(validator.Validate(request)) is { } invalid) return await Again(id, session!, store, invalid, 422, context.RequestAborted);
-            return await Acted(id, context, session!, store, rejections, "reclassified",
+            if (request.Operator is null) return await Again(id, session!, history, "operator: Name yourself; the decision is audited under your name.", 422, context.RequestAborted);
+            if (Invalid(validator.Validate(request)) is { } invalid) return await Again(id, session!, history, invalid, 422, context.RequestAborted);
+            return await Acted(id, context, session!, history, rejections, "reclassified",
                 await writer.Submit(request.ToCommand(id)));
         }).DisableAntiforgery();
 
@@ -206,21 +206,21 @@ public static class ConsoleEndpoints
 
     /// <summary>The run's page again, saying why the action was refused.</summary>
     /// <summary>After an operator action's decision: back to the run with the notice, or the refusal kept and shown on the run's page.</summary>
-    private static async Task<IResult> Acted(string id, HttpContext context, ConsoleSession session, IDocumentStore store,
+    private static async Task<IResult> Acted(string id, HttpContext context, ConsoleSession session, RunHistoryReader history,
         RejectionLog rejections, string notice, Decision decision)
     {
         if (decision.Refusal is { } refusal)
         {
             var problem = refusal.ToProblem(id);
             await rejections.Refuse(context, problem);
-            return await Again(id, session, store, $"Refused ({problem.Code}): {problem.Detail ?? problem.Title}", problem.Status, context.RequestAborted);
+            return await Again(id, session, history, $"Refused ({problem.Code}): {problem.Detail ?? problem.Title}", problem.Status, context.RequestAborted);
         }
         return Results.Redirect($"/runs/{Uri.EscapeDataString(id)}?notice={notice}");
     }
 
-    private static async Task<IResult> Again(string id, ConsoleSession session, IDocumentStore store, string error, int status, CancellationToken ct)
+    private static async Task<IResult> Again(string id, ConsoleSession session, RunHistoryReader history, string error, int status, CancellationToken ct)
     {
-        var model = await LoadRun(id, store, null, null, ct);
+        var model = await LoadRun(id, history, null, null, ct);
         return model is null
             ? NotFound(session, $"There is no run {id}.")
             : Page<RunDetailPage>(new { Session = session, Model = model with { Error = error } }, status);
@@ -242,29 +242,30 @@ public static class ConsoleEndpoints
     private static IResult Refused(ConsoleSession? session) =>
         Message(session, "Request refused", "The form did not carry this session's antiforgery token (a cross-site request, or an expired page). Nothing was changed.", 400);
 
-    public static async Task<RunModel?> LoadRun(string id, IDocumentStore store, long? version, long? after, CancellationToken ct)
+    /// <summary>The run now, one page of its history and, at a version, the state it had then: read as the API reads them (<see cref="RunHistoryReader"/>).</summary>
+    public static async Task<RunModel?> LoadRun(string id, RunHistoryReader history, long? version, long? after, CancellationToken ct)
     {
-        await using var session = store.QuerySession();
-        var events = await session.Events.FetchStreamAsync(id, token: ct);
-        if (events.Count == 0) return null;
-        var replay = RunReplay.Explain(events);
-        var current = await session.LoadAsync<Run>(id, ct) ?? replay.Run;
+        var from = Math.Max(0, after ?? 0);
+        await using var reading = await history.OpenAsync(id, from, null, ct);
+        if (reading.Current is not { } current) return null;
 
         RunView shown = RunView.From(current);
         long? asOf = null;
         DateTimeOffset? asOfAt = null;
-        if (version is { } v && v >= 1 && v < events[^1].Version)
+        if (version is { } v && v >= 1 && v < current.Version)
         {
-            var upTo = events.TakeWhile(e => e.Version <= v).ToList();
-            shown = RunView.From(RunReplay.Explain(upTo).Run);
-            asOf = upTo[^1].Version;
-            asOfAt = RunReplay.RecordedAt(upTo[^1]);
+            await using var then = await history.OpenAsync(id, v, null, ct);
+            if (await history.StateAsync(then, v, null, ct) is { Run: { } run, Last: { } last })
+            {
+                shown = RunView.From(run);
+                asOf = last.Version;
+                asOfAt = last.RecordedAt;
+            }
         }
 
-        var from = Math.Max(0, after ?? 0);
-        var page = replay.Entries.Where(e => e.Version > from).Take(EventsPerPage).ToList();
-        long? next = page.Count == EventsPerPage && page[^1].Version < replay.Run.Version ? page[^1].Version : null;
-        var refusals = await session.Query<Rejection>().Where(r => r.RunId == id).OrderByDescending(r => r.At).Take(100).ToListAsync(ct);
+        var page = await history.PageAsync(reading, from, EventsPerPage, ct);
+        long? next = page.Count == EventsPerPage && page[^1].Version < current.Version ? page[^1].Version : null;
+        var refusals = await reading.Session.Query<Rejection>().Where(r => r.RunId == id).OrderByDescending(r => r.At).Take(100).ToListAsync(ct);
         return new RunModel(current, shown, asOf, asOfAt, page, from, next, refusals.ToList(), null, null);
     }
 
