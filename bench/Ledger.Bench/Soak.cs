@@ -34,7 +34,9 @@ public sealed record SoakPlan(
         // The first minute or two hold start-up, JIT and the first compilations: growth is measured after them.
         GrowthFrom: TimeSpan.FromMinutes(o.SoakMinutes >= 5 ? 2 : 1),
         EventsPerSecond: o.SoakEventsPerSecond,
-        Workers: 8,
+        // 16 workers at 12.5 events/s each: a worker's slot (80 ms) holds its request even when the
+        // shared machine makes one take 40 ms, and the slot that opens a run also registers and claims it.
+        Workers: 16,
         RunReadsPerSecond: 20,
         OtherReadsPerSecond: 10,
         AbandonEvery: 10,
