@@ -313,7 +313,7 @@ public static class BenchProgram
         }
         finally
         {
-            results.PeakRssKb = ledger.PeakRssKb;
+            results.AddPeak("node 1", ledger);
             results.PeakRssByPhaseKb = ledger.PeakRssByPhaseKb;
             var breakdown = ledger.MemoryBreakdown();
             results.Notes.Add($"Ledger memory at the end of the load: {breakdown}.");
@@ -346,6 +346,13 @@ public static class BenchProgram
             results.Notes.Add($"Rebuild: {results.RebuildEvents:N0} events of {docs:N0} runs, through Marten's projection daemon " +
                               $"(`BuildProjectionDaemonAsync()` then `RebuildProjectionAsync<Run>()`), with the service stopped; " +
                               $"{docsAfter:N0} run documents afterwards; stored run documents {(before == after ? "identical byte for byte" : "DIFFERENT")} before and after the rebuilds.");
+        }
+
+        // The soak: a ledger process of its own under a steady mixed load, its memory read every 30 s.
+        if (o.Measures(Figure.Soak))
+        {
+            results.Soak = await Soak.RunAsync(o, dll, connectionString, Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.soak.log"), _probe, Log, ct);
+            results.AddPeak("soak", results.Soak.PeakKb, results.Soak.SampledPeakKb, results.Soak.RssSamples);
         }
 
         results.Notes.Add("Ledger events/s count the worker events acknowledged as applied over the whole wall time, which also includes registering and claiming each run (2 more requests per run, not counted as events). " +
@@ -527,6 +534,7 @@ public static class BenchProgram
                               $"lines mentioning a deadlock over the whole run: {string.Join(", ", nodes.Select((n, i) => $"node {i + 1} {n.DeadlockLines:N0}"))}" +
                               (nodes.Select(n => n.FirstDeadlockLine).FirstOrDefault(l => l is not null) is { } line ? $"; the first: `{line[..Math.Min(200, line.Length)].Replace("`", "'")}`" : "") +
                               (nodes.Count > 1 ? $". RSS peak of the other nodes: {string.Join(", ", nodes.Skip(1).Select((n, i) => $"node {i + 2} {n.PeakRssKb / 1024.0:0} MB"))}." : "."));
+            foreach (var (node, i) in nodes.Select((n, i) => (n, i)).Skip(1)) results.AddPeak($"node {i + 1}", node);
             foreach (var node in nodes.Skip(1)) await node.DisposeAsync();
         }
     }
