@@ -86,7 +86,7 @@ public static class HistoryFigures
         results.Notes.Add($"History: one run of {o.HistoryEvents:N0} worker events (version {longRun.Version:N0}) shaped like seed 003's extraction job " +
                           "(run.started, then ten steps, each a long stretch of logs, heartbeats and items.committed; registered with nothing required, so it stays running) " +
                           $"and one of {ShortRunEvents:N0} events the same way, appended in-process through Marten ({HistorySeedBatch:N0} events per transaction, the service's store configuration) " +
-                          $"in {seedTime.TotalSeconds:0.0} s for the long one. The service keeps a snapshot of the refold every `Ledger:History:SnapshotEvery` versions (default 1,000), " +
+                          $"in {seedTime.TotalSeconds:0.0} s for the long one. The service keeps a snapshot of the refold every `Ledger:History:SnapshotEvery` versions (default 250), " +
                           $"written by the reads: the first read of the long run, `state?version={longRun.Version}`, refolded all of it and stored them in {coldTime.TotalMilliseconds:N0} ms " +
                           $"(what every read cost before snapshots). Then each repetition read, by {o.ReadConcurrency} readers for {duration.TotalSeconds:0.#} s each, pages of {PageSize:N0} " +
                           "after a random version and states at a random version on the long run, and the same on the short one (its pages: its one full page, after=0), alternating which went first. " +

@@ -158,7 +158,7 @@ public sealed class RunSnapshotTests(LedgerHost ledger) : IClassFixture<LedgerHo
     [Fact]
     public async Task runs_written_before_snapshots_read_the_same_and_get_them_on_their_first_reads()
     {
-        // Written through the API by a host with the default setting (1,000): runs this short have no snapshot.
+        // Written through the API by a host with the default setting (250): runs this short have no snapshot.
         var api = new Scenarios(ledger);
         var (runId, token) = await api.Started();
         var events = Enumerable.Range(0, 17).Select(i => Scenarios.Event(i % 3 == 0 ? "heartbeat" : "log", $"e{i}",
