@@ -224,7 +224,7 @@ public static class BenchProgram
             if (o.Measures(Figure.Reads))
             {
                 const string ledgerSchema = "ledger";
-                await MeasureKpisAsync(o, results, db, ledger.BaseAddress, KpiFigures.Few);
+                await MeasureKpisAsync(o, results, db, new StorageNames(mirror), ledger.BaseAddress, KpiFigures.Few);
                 {
                     ledger.Phase("seeding");
                     // The board over HTTP, as an orchestrator defines it; its ranking as the service stored it.
@@ -255,7 +255,7 @@ public static class BenchProgram
                     // The standings are an async projection: the service's daemon folds the verdicts after the fact.
                     ledger.Phase("standings catch-up");
                     var cpuBefore = _probe?.Read();
-                    var catchUp = await StandingsCatchUp.WaitAsync(connectionString, ledgerSchema, client, Seeder.Board, expected.Participants,
+                    var catchUp = await StandingsCatchUp.WaitAsync(connectionString, new StorageNames(mirror), client, Seeder.Board, expected.Participants,
                         TimeSpan.FromSeconds(o.CatchUpSeconds), Log, ct);
                     var cpu = _probe is not null && cpuBefore is { } cb ? _probe.Read() - cb : (CpuCounters?)null;
                     results.CatchUp = catchUp;
@@ -273,7 +273,7 @@ public static class BenchProgram
                     }
                     if (catchUp.CaughtUp) await CheckTopAsync(client, expected, results);
                 }
-                results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {ledgerSchema}.mt_streams");
+                results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Streams}");
                 await EstablishKpisAsync(results, mirror, connectionString, ledger.BaseAddress);
 
                 ledger.Phase("reads");
@@ -326,9 +326,9 @@ public static class BenchProgram
         using var logging = RebuildLogging(o);
         if (o.Measures(Figure.Reads))
         {
-            results.RebuildEvents = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
-            var docs = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");
-            const string digestSql = "select coalesce(md5(string_agg(id || ':' || data::text, ',' order by id)), '') from ledger.mt_doc_run";
+            results.RebuildEvents = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Events}");
+            var docs = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Table<Ledger.Runs.Run>()}");
+            var digestSql = $"select coalesce(md5(string_agg(id || ':' || data::text, ',' order by id)), '') from {new StorageNames(mirror).Table<Ledger.Runs.Run>()}";
             var before = await Sql.ScalarAsync<string>(db, digestSql);
             for (var rep = 1; rep <= o.RebuildRepetitions; rep++)
             {
@@ -341,7 +341,7 @@ public static class BenchProgram
                 results.Get("rebuild", "Projection rebuild (Run)").Samples.Add(Sample.Timed(elapsed, results.RebuildEvents));
                 Log($"rebuild {rep}/{o.RebuildRepetitions}: {results.RebuildEvents:N0} events in {elapsed.TotalSeconds:0.00} s ({results.RebuildEvents / elapsed.TotalSeconds:N0} events/s)");
             }
-            var docsAfter = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");
+            var docsAfter = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Table<Ledger.Runs.Run>()}");
             var after = await Sql.ScalarAsync<string>(db, digestSql);
             results.Notes.Add($"Rebuild: {results.RebuildEvents:N0} events of {docs:N0} runs, through Marten's projection daemon " +
                               $"(`BuildProjectionDaemonAsync()` then `RebuildProjectionAsync<Run>()`), with the service stopped; " +
@@ -603,8 +603,8 @@ public static class BenchProgram
         await using var db = NpgsqlDataSource.Create(connectionString);
         using var logging = RebuildLogging(o);
         await using var mirror = await MartenStores.CreateAsync(m => MartenStores.Mirror(m, connectionString, "ledger"), applySchema: false);
-        var events = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
-        var streams = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_streams");
+        var events = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Events}");
+        var streams = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Streams}");
         _probe = new CpuProbe(o.PostgresDirectory);
         for (var rep = 1; rep <= o.RebuildRepetitions; rep++)
         {
@@ -621,9 +621,9 @@ public static class BenchProgram
     }
 
     /// <summary>GET /api/kpis at the runs stored now (before the seeding: the small count the 100k figure is compared with).</summary>
-    private static async Task MeasureKpisAsync(BenchOptions o, Results results, NpgsqlDataSource db, Uri ledger, string key)
+    private static async Task MeasureKpisAsync(BenchOptions o, Results results, NpgsqlDataSource db, StorageNames names, Uri ledger, string key)
     {
-        var runs = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_streams");
+        var runs = await Sql.ScalarAsync<long>(db, $"select count(*) from {names.Streams}");
         // A first read compiles the endpoint's code: warm it as long as one repetition, so that the few-runs figure is not the JIT's.
         await KpiFigures.ReadAsync(ledger, o.ReadConcurrency, o.ReadDuration);
         for (var rep = 1; rep <= o.Repetitions; rep++)
