@@ -54,6 +54,10 @@ public sealed class BenchOptions
     public int HistoryEvents { get; private set; } = 150_000;
     /// <summary>Node counts of the hot-run figure; 1 is always among them, as the others' baseline.</summary>
     public IReadOnlyList<int> NodeCounts { get; private set; } = [1, 2, 3];
+    /// <summary>Length of the soak (a ledger process of its own under a steady mixed load, its memory read every 30 s).</summary>
+    public int SoakMinutes { get; private set; } = 10;
+    /// <summary>Worker events per second the soak asks for (reads and janitor work come on top).</summary>
+    public int SoakEventsPerSecond { get; private set; } = 200;
 
     public static BenchOptions Parse(string[] args)
     {
@@ -72,6 +76,7 @@ public sealed class BenchOptions
             o.LongRunEvents = 1_000;
             o.ScaleDuration = TimeSpan.FromSeconds(1.0);
             o.NodeCounts = [1, 2];
+            o.SoakMinutes = 3;
         }
 
         for (var i = 0; i < args.Length; i++)
@@ -135,6 +140,8 @@ public sealed class BenchOptions
                     if (counts.Any(n => n > 8)) throw new ArgumentException("--nodes: at most 8 ledger processes");
                     o.NodeCounts = counts.Append(1).Distinct().Order().ToList();
                     break;
+                case "--soak-minutes": o.SoakMinutes = Math.Min(60, Positive(Next())); break;
+                case "--soak-rate": o.SoakEventsPerSecond = Math.Min(2_000, Positive(Next())); break;
                 case "-h" or "--help":
                     Console.WriteLine(Help);
                     Environment.Exit(0);
@@ -164,7 +171,7 @@ public sealed class BenchOptions
         Ledger.Bench: ingestion, baselines, Marten append modes, replay and reads, in one run.
           dotnet run -c Release --project bench/Ledger.Bench -- [--quick] [options]
         options:
-          --quick                 small counts, about 90 s (3 repetitions)
+          --quick                 small counts, about 90 s (3 repetitions) plus a 3-minute soak
           --workers N             concurrent simulated workers (default 8)
           --reps N                repetitions per figure, median reported (default 5, quick 3)
           --rebuild-reps N        repetitions of the projection rebuild (default 3)
@@ -193,12 +200,16 @@ public sealed class BenchOptions
           --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
           --only LIST             measure only these groups: ingestion (with its baselines and CPU per event),
                                   long-run, nodes, marten, reads (seeding, catch-up, reads, rebuild), history (pages
-                                  and states of a run of --history-events events); default all
+                                  and states of a run of --history-events events), soak, startup (at least 5 starts: time to
+                                  /health/live, RSS, first requests, RSS after --http-seconds of load); default all
           --long-run-events N     events each long run holds before it is measured (default 10000, quick 1000)
           --scale-seconds S       duration of one long-run / fresh-run / hot-run repetition (default 4, quick 1)
           --history-events N      events of the run the history figure reads (default 150000, seed 003's size)
           --nodes N|LIST          hot run over 1..N ledger processes, or over the listed counts (1 always
                                   measured as the baseline); default 3 (1,2,3), quick 2 (1,2); ports --port, +1, …
+          --soak-minutes N        length of the soak (default 10, quick 3; at most 60); its webhook receiver
+                                  listens on --port + 8
+          --soak-rate N           worker events per second during the soak (default 200)
         """;
 }
 
@@ -210,6 +221,8 @@ public static class Figure
     public const string Nodes = "nodes";
     public const string Marten = "marten";
     public const string Reads = "reads";
+    public const string Startup = "startup";
     public const string History = "history";
-    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads, History];
+    public const string Soak = "soak";
+    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads, History, Soak, Startup];
 }

@@ -38,7 +38,7 @@ public static class StandingsCatchUp
 {
     private const string Monitor = "ledger-bench-monitor";
 
-    public static async Task<CatchUpResult> WaitAsync(string connectionString, string schema, LedgerClient client, string board,
+    public static async Task<CatchUpResult> WaitAsync(string connectionString, StorageNames names, LedgerClient client, string board,
         int expectedParticipants, TimeSpan timeout, Action<string> log, CancellationToken ct)
     {
         await using var db = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(connectionString)
@@ -48,8 +48,8 @@ public static class StandingsCatchUp
         }.ConnectionString);
 
         var started = Stopwatch.GetTimestamp();
-        var target = await Sql.ScalarAsync<long>(db, $"select coalesce(max(seq_id), 0) from {schema}.mt_events");
-        var (hwmStart, shardStart) = await PositionsAsync(db, schema);
+        var target = await Sql.ScalarAsync<long>(db, $"select coalesce(max(seq_id), 0) from {names.Events}");
+        var (hwmStart, shardStart) = await PositionsAsync(db, names);
         log($"standings catch-up: last event {target:N0}; daemon high water mark {hwmStart:N0}, standings shard at {shardStart:N0} " +
             $"({target - shardStart:N0} events behind); waiting up to {timeout.TotalSeconds:0} s for {expectedParticipants:N0} participants");
 
@@ -80,7 +80,7 @@ public static class StandingsCatchUp
             while (true)
             {
                 ct.ThrowIfCancellationRequested();
-                (hwm, shard) = await PositionsAsync(db, schema);
+                (hwm, shard) = await PositionsAsync(db, names);
                 // The HTTP count only once the shard is there (or every second), so the poll adds little load.
                 if (shard >= target || Stopwatch.GetElapsedTime(lastCount) >= TimeSpan.FromSeconds(1))
                 {
@@ -111,7 +111,7 @@ public static class StandingsCatchUp
 
         long events = 0, verdicts = 0;
         await using (var cmd = db.CreateCommand(
-                         $"select count(*), count(*) filter (where type = 'verdict_reached') from {schema}.mt_events where seq_id > $1 and seq_id <= $2"))
+                         $"select count(*), count(*) filter (where type = '{names.EventType<Ledger.Runs.VerdictReached>()}') from {names.Events} where seq_id > $1 and seq_id <= $2"))
         {
             cmd.Parameters.AddWithValue(shardStart);
             cmd.Parameters.AddWithValue(target);
@@ -132,12 +132,12 @@ public static class StandingsCatchUp
     /// HighWaterMark, HighWaterAllocationFence and HighWaterStuckGap (the last stays at the last gap
     /// it skipped, so it must not be read as a shard's position).
     /// </summary>
-    private static async Task<(long HighWaterMark, long Shard)> PositionsAsync(NpgsqlDataSource db, string schema)
+    private static async Task<(long HighWaterMark, long Shard)> PositionsAsync(NpgsqlDataSource db, StorageNames names)
     {
         await using var cmd = db.CreateCommand(
             "select coalesce(max(last_seq_id) filter (where name = 'HighWaterMark'), 0), " +
             "coalesce(min(last_seq_id) filter (where name not like 'HighWater%' and name like '%:%'), 0) " +
-            $"from {schema}.mt_event_progression");
+            $"from {names.Progression}");
         await using var reader = await cmd.ExecuteReaderAsync();
         await reader.ReadAsync();
         return (reader.GetInt64(0), reader.GetInt64(1));

@@ -142,6 +142,30 @@ public sealed class LedgerClient : IDisposable
         return response.StatusCode == HttpStatusCode.OK;
     }
 
+    /// <summary>A GET whose body is drained: its status, and the body when it was not 200.</summary>
+    public async Task<(int Status, string? Error)> ReadAsync(string path, string key)
+    {
+        using var request = Request(HttpMethod.Get, path, key, null);
+        using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseContentRead);
+        var status = (int)response.StatusCode;
+        return response.StatusCode == HttpStatusCode.OK ? (status, null) : (status, $"{status} {await response.Content.ReadAsStringAsync()}");
+    }
+
+    public async Task<(int Status, string Body)> GetTextAsync(string path, string key)
+    {
+        using var request = Request(HttpMethod.Get, path, key, null);
+        using var response = await _http.SendAsync(request);
+        return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>A POST with a JSON body: its status and body.</summary>
+    public async Task<(int Status, string Body)> PostAsync(string path, string key, byte[] body)
+    {
+        using var request = Request(HttpMethod.Post, path, key, body);
+        using var response = await _http.SendAsync(request);
+        return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
+    }
+
     public void Dispose() => _http.Dispose();
 }
 

@@ -19,6 +19,8 @@ public sealed class LedgerProcess : IAsyncDisposable
     private readonly Task _sampler;
     private readonly object _gate = new();
     private long _peakRssKb;
+    private long _highWaterMarkKb;
+    private long _samples;
     private string _phase = "startup";
     private readonly Dictionary<string, long> _peakByPhase = new();
 
@@ -61,8 +63,9 @@ public sealed class LedgerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>Starts it and returns once <paramref name="readyPath"/> answers 200 (polled every <paramref name="pollMilliseconds"/>).</summary>
     public static async Task<LedgerProcess> StartAsync(string dll, int port, string connectionString, string logPath, TimeSpan timeout,
-        IReadOnlyDictionary<string, string>? extraEnvironment = null)
+        IReadOnlyDictionary<string, string>? extraEnvironment = null, string readyPath = "/health", int pollMilliseconds = 100)
     {
         var url = $"http://127.0.0.1:{port}";
         var psi = new ProcessStartInfo("dotnet")
@@ -108,17 +111,22 @@ public sealed class LedgerProcess : IAsyncDisposable
             }
             try
             {
-                using var response = await http.GetAsync($"{url}/health");
-                if (response.IsSuccessStatusCode) return ledger;
+                using var response = await http.GetAsync($"{url}{readyPath}");
+                if (response.IsSuccessStatusCode)
+                {
+                    if (ledger.HostsService(dll)) return ledger;
+                    await ledger.DisposeAsync();
+                    throw new InvalidOperationException($"pid {process.Id} answers on {url} but does not map {Path.GetFileName(dll)}: its memory would not be the service's");
+                }
             }
             catch (HttpRequestException) { }
             catch (TaskCanceledException) { }
             if (DateTime.UtcNow > deadline)
             {
                 await ledger.DisposeAsync();
-                throw new TimeoutException($"GET /health did not answer 200 within {timeout.TotalSeconds:0}s; see {logPath}:\n{Tail(logPath)}");
+                throw new TimeoutException($"GET {readyPath} did not answer 200 within {timeout.TotalSeconds:0}s; see {logPath}:\n{Tail(logPath)}");
             }
-            await Task.Delay(100);
+            await Task.Delay(pollMilliseconds);
         }
     }
 
@@ -138,40 +146,74 @@ public sealed class LedgerProcess : IAsyncDisposable
         lock (_gate) _phase = name;
     }
 
-    public long RssKb() => ReadRssKb(_process.Id) ?? 0;
-    public long PeakRssKb { get { lock (_gate) return _peakRssKb; } }
+    public long RssKb() => ReadMemory(_process.Id)?.RssKb ?? 0;
+    /// <summary>What /proc/PID/status says of its memory now; null once it has exited.</summary>
+    public ProcessMemory? Memory() => ReadMemory(_process.Id);
+
+    /// <summary>
+    /// The process's peak resident memory: the kernel's own high-water mark (VmHWM, exact, whatever
+    /// happened between two samples), or the largest sample when that is larger (it never should be).
+    /// </summary>
+    public long PeakRssKb { get { lock (_gate) return Math.Max(_peakRssKb, _highWaterMarkKb); } }
+    /// <summary>The largest VmRSS of the samples taken every <see cref="SampleEvery"/>.</summary>
+    public long SampledPeakRssKb { get { lock (_gate) return _peakRssKb; } }
+    public long Samples { get { lock (_gate) return _samples; } }
     public IReadOnlyDictionary<string, long> PeakRssByPhaseKb { get { lock (_gate) return new Dictionary<string, long>(_peakByPhase); } }
+    public static readonly TimeSpan SampleEvery = TimeSpan.FromMilliseconds(200);
 
     private async Task SampleAsync()
     {
         while (!_stopSampling.IsCancellationRequested)
         {
-            if (ReadRssKb(_process.Id) is { } kb)
-            {
-                lock (_gate)
-                {
-                    _peakRssKb = Math.Max(_peakRssKb, kb);
-                    _peakByPhase[_phase] = Math.Max(_peakByPhase.GetValueOrDefault(_phase), kb);
-                }
-            }
-            try { await Task.Delay(200, _stopSampling.Token); } catch (OperationCanceledException) { }
+            Sample();
+            try { await Task.Delay(SampleEvery, _stopSampling.Token); } catch (OperationCanceledException) { }
         }
     }
 
-    private static long? ReadRssKb(int pid)
+    private void Sample()
+    {
+        if (ReadMemory(_process.Id) is not { } m) return;
+        lock (_gate)
+        {
+            _samples++;
+            _peakRssKb = Math.Max(_peakRssKb, m.RssKb);
+            _highWaterMarkKb = Math.Max(_highWaterMarkKb, m.HighWaterMarkKb);
+            _peakByPhase[_phase] = Math.Max(_peakByPhase.GetValueOrDefault(_phase), m.RssKb);
+        }
+    }
+
+    /// <summary>
+    /// Whether the process the bench samples is the service itself: <c>dotnet Ledger.dll</c> runs the
+    /// application inside the host process (no child), so its memory maps hold the service's assembly.
+    /// </summary>
+    public bool HostsService(string dll)
+    {
+        try { return File.ReadLines($"/proc/{_process.Id}/maps").Any(l => l.EndsWith("/" + Path.GetFileName(dll), StringComparison.Ordinal)); }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return false; }
+    }
+
+    private static ProcessMemory? ReadMemory(int pid)
     {
         try
         {
+            long rss = -1, hwm = 0, anon = 0, file = 0, shmem = 0;
             foreach (var line in File.ReadLines($"/proc/{pid}/status"))
             {
-                if (!line.StartsWith("VmRSS:", StringComparison.Ordinal)) continue;
-                var digits = new string(line.Where(char.IsDigit).ToArray());
-                return long.Parse(digits);
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal)) rss = Kb(line);
+                else if (line.StartsWith("VmHWM:", StringComparison.Ordinal)) hwm = Kb(line);
+                else if (line.StartsWith("RssAnon:", StringComparison.Ordinal)) anon = Kb(line);
+                else if (line.StartsWith("RssFile:", StringComparison.Ordinal)) file = Kb(line);
+                else if (line.StartsWith("RssShmem:", StringComparison.Ordinal)) shmem = Kb(line);
             }
+            // A zombie (exited, not yet reaped) has no VmRSS line.
+            return rss < 0 ? null : new ProcessMemory(rss, hwm, anon, file, shmem);
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
         return null;
+
+        static long Kb(string line) => long.Parse(new string(line.Where(char.IsDigit).ToArray()));
     }
 
     /// <summary>
@@ -222,6 +264,7 @@ public sealed class LedgerProcess : IAsyncDisposable
     {
         _stopSampling.Cancel();
         try { await _sampler; } catch { /* sampling only */ }
+        Sample();
         if (!_process.HasExited)
         {
             kill(_process.Id, 15);
@@ -239,3 +282,9 @@ public sealed class LedgerProcess : IAsyncDisposable
         catch (IOException) { return "(no log)"; }
     }
 }
+
+/// <summary>
+/// One reading of /proc/PID/status, in kB: resident memory now (VmRSS = RssAnon + RssFile + RssShmem)
+/// and its high-water mark since the process started (VmHWM).
+/// </summary>
+public readonly record struct ProcessMemory(long RssKb, long HighWaterMarkKb, long AnonymousKb, long FileKb, long SharedKb);

@@ -116,6 +116,9 @@ public static class BenchProgram
         // The service's own store configuration, in-process: seeds the runs for the reads, then rebuilds.
         await using var mirror = await MartenStores.CreateAsync(m => MartenStores.Mirror(m, connectionString, "ledger"), applySchema: false);
 
+        // Restarts of the service, each its own process, before the one the other figures use.
+        if (o.Measures(Figure.Startup)) results.Starts = await StartupFigures.MeasureAsync(o, dll, connectionString, database, Log, ct);
+
         // The service, as its own process.
         var logPath = Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.log");
         var startup = Stopwatch.StartNew();
@@ -130,7 +133,7 @@ public static class BenchProgram
             var baseline = new Baseline(o, db);
             await baseline.SetUpAsync();
 
-            // Warm-up: the first calls compile Wolverine's and Marten's generated code, and JIT everything.
+            // Warm-up: the first calls JIT everything (and, in builds before the committed generated code, compiled Wolverine's adapters).
             ledger.Phase("warm-up");
             var warm = Stopwatch.StartNew();
             await HttpIngestion.WarmUpAsync(client, o, IngestionMode.Single, "warm-single");
@@ -221,6 +224,7 @@ public static class BenchProgram
             if (o.Measures(Figure.Reads))
             {
                 const string ledgerSchema = "ledger";
+                await MeasureKpisAsync(o, results, db, new StorageNames(mirror), ledger.BaseAddress, KpiFigures.Few);
                 {
                     ledger.Phase("seeding");
                     // The board over HTTP, as an orchestrator defines it; its ranking as the service stored it.
@@ -251,7 +255,7 @@ public static class BenchProgram
                     // The standings are an async projection: the service's daemon folds the verdicts after the fact.
                     ledger.Phase("standings catch-up");
                     var cpuBefore = _probe?.Read();
-                    var catchUp = await StandingsCatchUp.WaitAsync(connectionString, ledgerSchema, client, Seeder.Board, expected.Participants,
+                    var catchUp = await StandingsCatchUp.WaitAsync(connectionString, new StorageNames(mirror), client, Seeder.Board, expected.Participants,
                         TimeSpan.FromSeconds(o.CatchUpSeconds), Log, ct);
                     var cpu = _probe is not null && cpuBefore is { } cb ? _probe.Read() - cb : (CpuCounters?)null;
                     results.CatchUp = catchUp;
@@ -269,7 +273,8 @@ public static class BenchProgram
                     }
                     if (catchUp.CaughtUp) await CheckTopAsync(client, expected, results);
                 }
-                results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {ledgerSchema}.mt_streams");
+                results.RunsAtReads = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Streams}");
+                await EstablishKpisAsync(results, mirror, connectionString, ledger.BaseAddress);
 
                 ledger.Phase("reads");
                 var pages = Math.Max(1, (int)Math.Ceiling((results.Board?.Participants ?? 1) / (double)o.LeaderboardPageSize));
@@ -280,6 +285,8 @@ public static class BenchProgram
                     ct.ThrowIfCancellationRequested();
                     await Measure(results, null, "reads.get", "GET /api/runs/{id}",
                         () => Reads.RunAsync(client, r => Seeder.RunId(r.Next(o.Runs)), o.ReadConcurrency, o.ReadDuration));
+                    await Measure(results, null, KpiFigures.Many, KpiFigures.Title(results.RunsAtReads),
+                        () => KpiFigures.ReadAsync(ledger.BaseAddress, o.ReadConcurrency, o.ReadDuration));
                     foreach (var readers in o.LeaderboardReaders)
                     {
                         await Measure(results, null, $"reads.board.{readers}",
@@ -306,7 +313,7 @@ public static class BenchProgram
         }
         finally
         {
-            results.PeakRssKb = ledger.PeakRssKb;
+            results.AddPeak("node 1", ledger);
             results.PeakRssByPhaseKb = ledger.PeakRssByPhaseKb;
             var breakdown = ledger.MemoryBreakdown();
             results.Notes.Add($"Ledger memory at the end of the load: {breakdown}.");
@@ -319,9 +326,9 @@ public static class BenchProgram
         using var logging = RebuildLogging(o);
         if (o.Measures(Figure.Reads))
         {
-            results.RebuildEvents = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
-            var docs = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");
-            const string digestSql = "select coalesce(md5(string_agg(id || ':' || data::text, ',' order by id)), '') from ledger.mt_doc_run";
+            results.RebuildEvents = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Events}");
+            var docs = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Table<Ledger.Runs.Run>()}");
+            var digestSql = $"select coalesce(md5(string_agg(id || ':' || data::text, ',' order by id)), '') from {new StorageNames(mirror).Table<Ledger.Runs.Run>()}";
             var before = await Sql.ScalarAsync<string>(db, digestSql);
             for (var rep = 1; rep <= o.RebuildRepetitions; rep++)
             {
@@ -334,11 +341,18 @@ public static class BenchProgram
                 results.Get("rebuild", "Projection rebuild (Run)").Samples.Add(Sample.Timed(elapsed, results.RebuildEvents));
                 Log($"rebuild {rep}/{o.RebuildRepetitions}: {results.RebuildEvents:N0} events in {elapsed.TotalSeconds:0.00} s ({results.RebuildEvents / elapsed.TotalSeconds:N0} events/s)");
             }
-            var docsAfter = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_doc_run");
+            var docsAfter = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Table<Ledger.Runs.Run>()}");
             var after = await Sql.ScalarAsync<string>(db, digestSql);
             results.Notes.Add($"Rebuild: {results.RebuildEvents:N0} events of {docs:N0} runs, through Marten's projection daemon " +
                               $"(`BuildProjectionDaemonAsync()` then `RebuildProjectionAsync<Run>()`), with the service stopped; " +
                               $"{docsAfter:N0} run documents afterwards; stored run documents {(before == after ? "identical byte for byte" : "DIFFERENT")} before and after the rebuilds.");
+        }
+
+        // The soak: a ledger process of its own under a steady mixed load, its memory read every 30 s.
+        if (o.Measures(Figure.Soak))
+        {
+            results.Soak = await Soak.RunAsync(o, dll, connectionString, Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.soak.log"), _probe, Log, ct);
+            results.AddPeak("soak", results.Soak.PeakKb, results.Soak.SampledPeakKb, results.Soak.RssSamples);
         }
 
         results.Notes.Add("Ledger events/s count the worker events acknowledged as applied over the whole wall time, which also includes registering and claiming each run (2 more requests per run, not counted as events). " +
@@ -520,6 +534,7 @@ public static class BenchProgram
                               $"lines mentioning a deadlock over the whole run: {string.Join(", ", nodes.Select((n, i) => $"node {i + 1} {n.DeadlockLines:N0}"))}" +
                               (nodes.Select(n => n.FirstDeadlockLine).FirstOrDefault(l => l is not null) is { } line ? $"; the first: `{line[..Math.Min(200, line.Length)].Replace("`", "'")}`" : "") +
                               (nodes.Count > 1 ? $". RSS peak of the other nodes: {string.Join(", ", nodes.Skip(1).Select((n, i) => $"node {i + 2} {n.PeakRssKb / 1024.0:0} MB"))}." : "."));
+            foreach (var (node, i) in nodes.Select((n, i) => (n, i)).Skip(1)) results.AddPeak($"node {i + 1}", node);
             foreach (var node in nodes.Skip(1)) await node.DisposeAsync();
         }
     }
@@ -588,8 +603,8 @@ public static class BenchProgram
         await using var db = NpgsqlDataSource.Create(connectionString);
         using var logging = RebuildLogging(o);
         await using var mirror = await MartenStores.CreateAsync(m => MartenStores.Mirror(m, connectionString, "ledger"), applySchema: false);
-        var events = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_events");
-        var streams = await Sql.ScalarAsync<long>(db, "select count(*) from ledger.mt_streams");
+        var events = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Events}");
+        var streams = await Sql.ScalarAsync<long>(db, $"select count(*) from {new StorageNames(mirror).Streams}");
         _probe = new CpuProbe(o.PostgresDirectory);
         for (var rep = 1; rep <= o.RebuildRepetitions; rep++)
         {
@@ -603,6 +618,34 @@ public static class BenchProgram
                 $"= {events / elapsed.TotalSeconds:N0} events/s; CPU bench {cpu.Bench / CpuProbe.TicksPerSecond:0.0} s, " +
                 $"PostgreSQL {cpu.Postgres / CpuProbe.TicksPerSecond:0.0} s, other {cpu.Other / CpuProbe.TicksPerSecond:0.0} s");
         }
+    }
+
+    /// <summary>GET /api/kpis at the runs stored now (before the seeding: the small count the 100k figure is compared with).</summary>
+    private static async Task MeasureKpisAsync(BenchOptions o, Results results, NpgsqlDataSource db, StorageNames names, Uri ledger, string key)
+    {
+        var runs = await Sql.ScalarAsync<long>(db, $"select count(*) from {names.Streams}");
+        // A first read compiles the endpoint's code: warm it as long as one repetition, so that the few-runs figure is not the JIT's.
+        await KpiFigures.ReadAsync(ledger, o.ReadConcurrency, o.ReadDuration);
+        for (var rep = 1; rep <= o.Repetitions; rep++)
+        {
+            await Measure(results, null, key, KpiFigures.Title(runs), () => KpiFigures.ReadAsync(ledger, o.ReadConcurrency, o.ReadDuration));
+        }
+        Log($"KPI reads at {runs:N0} runs: p50 {results[key].MedianP50:0.00} ms, p99 {results[key].MedianP99:0.00} ms");
+    }
+
+    /// <summary>The seeding bypassed the service's writers: re-establish the KPI counters from the stored data, and check them.</summary>
+    private static async Task EstablishKpisAsync(Results results, DocumentStore mirror, string connectionString, Uri ledger)
+    {
+        var established = await KpiFigures.EstablishAsync(mirror, connectionString);
+        var counted = await KpiFigures.RunsAsync(ledger);
+        if (counted != results.RunsAtReads)
+        {
+            throw new InvalidOperationException($"GET /api/kpis counts {counted:N0} runs after the counters were established, the store holds {results.RunsAtReads:N0}");
+        }
+        Log($"KPI counters established from {established.Runs:N0} stored runs in {established.Took.TotalSeconds:0.00} s");
+        results.Notes.Add($"KPIs: the seeding appends past the service's writers, so the kept counters were then recounted from the {established.Runs:N0} stored runs " +
+                          $"(`KpiStore.RebuildAsync`, as `kpis rebuild` does) in {established.Took.TotalSeconds:0.00} s, with the service running; GET /api/kpis then counted " +
+                          $"all {counted:N0} runs. That recount is what a KPI read would cost if it recomputed; the kept read is measured before the seeding and after it.");
     }
 
     private static async Task Measure(Results results, NpgsqlDataSource? db, string key, string title, Func<Task<Sample>> run)

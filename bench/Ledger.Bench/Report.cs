@@ -17,7 +17,13 @@ public sealed class Results
     public Recorder ControlCalls { get; } = new();
     public Machine? Machine { get; set; }
     public string Durability { get; set; } = "";
-    public long PeakRssKb { get; set; }
+    /// <summary>Each ledger process's peak resident memory (VmHWM), the largest of its samples, and how many were taken.</summary>
+    public List<(string Process, long PeakKb, long SampledPeakKb, long Samples)> Peaks { get; } = [];
+    public long PeakRssKb => Peaks.Count == 0 ? 0 : Peaks.Max(p => p.PeakKb);
+    public SoakResult? Soak { get; set; }
+
+    public void AddPeak(string process, LedgerProcess ledger) => AddPeak(process, ledger.PeakRssKb, ledger.SampledPeakRssKb, ledger.Samples);
+    public void AddPeak(string process, long peakKb, long sampledKb, long samples) => Peaks.Add((process, peakKb, sampledKb, samples));
     public IReadOnlyDictionary<string, long> PeakRssByPhaseKb { get; set; } = new Dictionary<string, long>();
     public long SeededRuns { get; set; }
     /// <summary>The seeded board as the seeding computed it.</summary>
@@ -37,6 +43,7 @@ public sealed class Results
     public long HistoryEvents { get; set; }
     public long RebuildAllocatedBytes { get; set; }
     public TimeSpan Total { get; set; }
+    public List<StartSample> Starts { get; set; } = [];
 
     public Measurement this[string key] => _measurements[key];
 
@@ -235,12 +242,29 @@ public sealed class Results
             rows.Add(new($"Leaderboard as of a time (?at=) p50 ({boardRuns}, {readers})", l.MedianP50, "ms", null, null, null, "–", null));
             rows.Add(new($"Leaderboard as of a time (?at=) p99 ({boardRuns}, {readers})", l.MedianP99, "ms", null, null, null, "≤ 50 ms at 100k runs", l.MedianP99 <= 50));
         }
+        // KPI reads from the kept counters (KpiFigures): p99 at the seeded runs, and against the same read at the few runs before the seeding.
+        if (Has(KpiFigures.Many))
+        {
+            var k = this[KpiFigures.Many];
+            var few = Has(KpiFigures.Few) ? this[KpiFigures.Few] : null;
+            var flat = Ratio(k.MedianP99, few?.MedianP99 ?? double.NaN);
+            rows.Add(new($"KPI read p99, {k.Title}", k.MedianP99, "ms", null, null, null, "≤ 20 ms at 100k runs", k.MedianP99 <= 20));
+            rows.Add(new($"KPI read p99 at {RunsAtReads:N0} runs vs few runs", k.MedianP99, "ms", few?.Title, few?.MedianP99, flat,
+                "≤ 2 × (flat)", flat is null ? null : flat <= 2));
+        }
         if (CatchUp is { } c)
         {
             rows.Add(new(c.CaughtUp
                     ? $"Standings catch-up after seeding ({c.VerdictsToFold:N0} verdicts in {c.EventsToFold:N0} events still to fold)"
                     : $"Standings catch-up after seeding: NOT finished, {c.LagAtEnd:N0} events behind at the limit",
                 c.Waited.TotalSeconds, "s", null, null, null, "–", null));
+        }
+        if (Starts.Count > 0)
+        {
+            rows.Add(new($"Start-up: process start to GET /health/live (median of {Starts.Count})", Measurement.Median(Starts.Select(s => s.LiveSeconds).ToList()),
+                "s", null, null, null, "–", null));
+            rows.Add(new($"Ledger RSS after start and {o.HttpDuration.TotalSeconds:0.#} s of load (median of {Starts.Count})",
+                Measurement.Median(Starts.Select(s => s.RssAfterLoadMb).ToList()), "MB", null, null, null, "–", null));
         }
         foreach (var (key, shortKey, what) in new[]
                  {
@@ -259,12 +283,29 @@ public sealed class Results
             var shortCpu = CpuPerEvent(shortKey, c => c.Ledger + c.Postgres) / 1000;
             rows.Add(new($"{what}: CPU per read, ledger + PostgreSQL", cpu, "ms", baseline, shortCpu, Ratio(cpu, shortCpu), "–", null));
         }
+        if (Soak is { } soak)
+        {
+            var p = soak.Plan;
+            var from = p.GrowthFrom.TotalMinutes;
+            var to = soak.End?.At.TotalMinutes ?? double.NaN;
+            var title = $"Soak ({p.Duration.TotalMinutes:0.#} min at {p.EventsPerSecond:0} events/s, {p.RunReadsPerSecond + p.OtherReadsPerSecond:0} reads/s, janitor, webhooks)";
+            rows.Add(new($"{title}: RSS at minute {from:0}", (soak.GrowthStart?.Memory.RssKb ?? 0) / 1024.0, "MB", null, null, null, "–", null));
+            rows.Add(new($"{title}: RSS at minute {to:0.#}", (soak.End?.Memory.RssKb ?? 0) / 1024.0, "MB", null, null, null, "–", null));
+            rows.Add(new($"Soak: RSS growth, minute {from:0} to minute {to:0.#} (GC heap: {Num(soak.Growth(x => x.GcHeapBytes))} %)", soak.RssGrowthPercent, "%",
+                null, null, null, "≤ 10 %", soak.RssGrowthPercent <= 10));
+            rows.Add(new("Soak: RSS peak of its ledger process", soak.PeakKb / 1024.0, "MB", null, null, null, "≤ 300 MB", soak.PeakKb / 1024.0 <= 300));
+            rows.Add(new("Soak: worker events applied per second", soak.AchievedEventsPerSecond, "events/s", "requested", p.EventsPerSecond,
+                soak.AchievedEventsPerSecond / p.EventsPerSecond, "≥ 0.95 × requested", soak.AchievedEventsPerSecond >= 0.95 * p.EventsPerSecond));
+            rows.Add(new($"Soak: unexpected answers and janitor misses ({soak.Unexpected})", soak.Errors, "requests", null, null, null, "0", soak.Errors == 0));
+        }
         if (PeakRssKb > 0)
         {
             var mb = PeakRssKb / 1024.0;
-            rows.Add(new("Ledger RSS, peak during the run", mb, "MB", null, null, null, "≤ 300 MB", mb <= 300));
+            var peak = Peaks.MaxBy(p => p.PeakKb);
+            rows.Add(new($"Ledger RSS, peak of any ledger process during the run ({peak.Process}; VmHWM)", mb, "MB", null, null, null, "≤ 300 MB", mb <= 300));
         }
-        return rows;
+        // A figure that was not measured (e.g. left out by --only) meets no target and misses none.
+        return rows.Select(r => double.IsNaN(r.Value) ? r with { Met = null } : r).ToList();
     }
 
     public string Markdown(BenchOptions o)
@@ -340,6 +381,10 @@ public sealed class Results
             Part("RSS peak", rss, r => $"{Num(r.Value)} MB (target 300: {MetWord(r)})"),
             Part("history page p99", historyPage, r => $"{Num(r.Value)} ms (target 100: {MetWord(r)})"),
             Part("state at a version p99", historyState, r => $"{Num(r.Value)} ms (target 100: {MetWord(r)})"),
+            Soak is { } s
+                ? $"soak RSS growth {Num(s.RssGrowthPercent)} % (target 10: {(s.RssGrowthPercent <= 10 ? "met" : "missed")}), soak peak {Num(s.PeakKb / 1024.0)} MB, " +
+                  $"{Num(s.AchievedEventsPerSecond)} of {s.Plan.EventsPerSecond} events/s, {s.Errors} unexpected"
+                : "soak: not measured",
         };
         return $"Summary: {string.Join("; ", parts)}. Targets met: {targets.Count(r => r.Met == true)} of {targets.Count} measured.";
     }
@@ -476,11 +521,21 @@ public sealed class Results
             }
         }
 
+        StartupFigures.AppendTo(sb, Starts, o);
+
         if (PeakRssByPhaseKb.Count > 0)
         {
             sb.AppendLine("Ledger RSS (VmRSS), peak per phase: " + string.Join(", ", PeakRssByPhaseKb.Select(kv => $"{kv.Key} {kv.Value / 1024.0:0} MB")) + ".");
             sb.AppendLine();
         }
+        if (Peaks.Count > 0)
+        {
+            sb.AppendLine("Ledger RSS peak of each ledger process the bench started (the kernel's high-water mark VmHWM from /proc/PID/status, exact; beside it the largest of the " +
+                          $"VmRSS samples taken every {LedgerProcess.SampleEvery.TotalMilliseconds:0} ms): " +
+                          string.Join(", ", Peaks.Select(p => $"{p.Process} {p.PeakKb / 1024.0:0} MB (sampled {p.SampledPeakKb / 1024.0:0} MB, {p.Samples:N0} samples)")) + ".");
+            sb.AppendLine();
+        }
+        if (Soak is { } soak) Ledger.Bench.Soak.AppendDetails(sb, soak);
 
         foreach (var note in Notes) sb.AppendLine($"- {note}");
     }

@@ -11,6 +11,8 @@ public sealed class Recorder
     private long _events;
     private long _errors;
     public string? FirstError { get; private set; }
+    public long Operations { get { lock (_gate) return _operations; } }
+    public long Events { get { lock (_gate) return _events; } }
 
     public void Add(long startTimestamp, int events)
     {

@@ -31,11 +31,24 @@ builder.Services.AddOptions<LedgerOptions>().Bind(builder.Configuration.GetSecti
 builder.Services.AddSingleton<IValidateOptions<LedgerOptions>, LedgerOptionsValidation>();
 
 string connectionString;
+string? codegenOutput = null;
 try
 {
-    // A refused configuration starts nothing, not even the private PostgreSQL.
-    LedgerOptionsValidation.Check(builder.Configuration);
-    connectionString = Database.ResolveConnectionString(builder, log);
+    if (GeneratedCode.IsCodegenCommand(args))
+    {
+        // Generating code needs no settings: no keys, no database (GeneratedCode).
+        codegenOutput = GeneratedCode.OutputDirectory(builder.Configuration);
+        connectionString = GeneratedCode.OfflineConnectionString;
+    }
+    else
+    {
+        // A refused configuration starts nothing, not even the private PostgreSQL.
+        LedgerOptionsValidation.Check(builder.Configuration);
+        // describe and help build the host but never start it: no database for them either.
+        connectionString = GeneratedCode.IsOfflineCommand(args)
+            ? GeneratedCode.OfflineConnectionString
+            : Database.ResolveConnectionString(builder, log);
+    }
 }
 catch (Exception e) when (e is StartupFailureException or EmbeddedPostgresUnavailableException)
 {
@@ -64,7 +77,8 @@ builder.Services.AddMarten(options =>
 
 builder.Host.UseWolverine(options =>
 {
-    options.UseRuntimeCompilation();
+    // The adapters Wolverine generates are committed and loaded statically: no compiler at run time.
+    options.UseGeneratedCode(codegenOutput);
     options.Discovery.IncludeAssembly(typeof(Program).Assembly);
     options.AddWebhooks(builder.Configuration);
 });
@@ -118,10 +132,21 @@ app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthR
     .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
 app.MapLedgerMetrics();
-app.MapWolverineEndpoints();
+try
+{
+    if (codegenOutput is null) GeneratedCode.AssertEndpointsRegistered(typeof(Program).Assembly);
+    // Statically loaded endpoints are built here, before the host starts: a setting their services
+    // read, or a stale generated adapter, fails now and is reported as a failed start.
+    app.MapWolverineEndpoints();
+}
+catch (Exception e) when (!JasperFx.CommandLine.JasperFxEnvironment.AutoStartHost)
+{
+    return StartupFailure.Report(e, log, app.Services.GetService<EmbeddedPostgres>(), connectionString);
+}
 app.MapLedgerConsole();
 app.MapProblemFallback();
 
+if (codegenOutput is not null) GeneratedCode.ClearBeforeWrite(args, codegenOutput);
 return await app.RunLedgerAsync(args, log);
 
 public partial class Program;

@@ -24,6 +24,38 @@ public sealed class VerifyCommand : JasperFxAsyncCommand<VerifyInput>
     }
 }
 
+public sealed class KpisInput : NetCoreInput
+{
+    [Description("check: compare the kept KPI counters with a recount of the stored rows; rebuild: replace them with the recount")]
+    public string Action { get; set; } = "check";
+}
+
+[Description("Check the kept KPI counters against a recount of the stored data (kpis check), or re-establish them from it (kpis rebuild)", Name = "kpis")]
+public sealed class KpisCommand : JasperFxAsyncCommand<KpisInput>
+{
+    public override async Task<bool> Execute(KpisInput input)
+    {
+        if (input.Action is not ("check" or "rebuild"))
+        {
+            Console.Error.WriteLine($"kpis: '{input.Action}' is neither check nor rebuild");
+            return false;
+        }
+        using var host = input.BuildHost();
+        await host.Services.GetRequiredService<IDocumentStore>().Storage.ApplyAllConfiguredChangesToDatabaseAsync();
+        var kpis = host.Services.GetRequiredService<KpiStore>();
+        if (input.Action == "rebuild")
+        {
+            var rebuilt = await kpis.RebuildAsync(once: false, CancellationToken.None);
+            Console.WriteLine($"kpis: {rebuilt.Counters} counters recounted from {rebuilt.Runs} runs in {rebuilt.Took.TotalSeconds:0.0} s");
+            return true;
+        }
+        var differences = await kpis.CompareAsync(null, CancellationToken.None);
+        foreach (var difference in differences) Console.WriteLine($"DIFFERENCE {difference}");
+        Console.WriteLine(differences.Count == 0 ? "kpis: every kept counter equals its recount" : $"kpis: {differences.Count} counters differ; `kpis rebuild` replaces them with the recount");
+        return differences.Count == 0;
+    }
+}
+
 public sealed class ExportInput : NetCoreInput
 {
     [Description("Export the stream of this run")]

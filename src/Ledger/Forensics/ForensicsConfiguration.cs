@@ -9,11 +9,14 @@ public static class ForensicsConfiguration
         options.Schema.For<Rejection>().Index(r => r.RunId).Index(r => r.Reason).Index(r => r.At);
         options.Schema.For<AnomalyRecord>().Index(a => a.Kind).Index(a => a.RunId).Index(a => a.At);
         options.Storage.ExtendedSchemaObjects.Add(UnauthenticatedRefusals.Table(options.DatabaseSchemaName));
+        options.Storage.ExtendedSchemaObjects.Add(KpiCounters.Table(options.DatabaseSchemaName));
         return options;
     }
 
     public static IServiceCollection AddForensicsServices(this IServiceCollection services) =>
         services.AddSingleton<ProjectionVerifier>()
+            .AddSingleton<KpiStore>()
+            .AddHostedService<KpiBackfill>()
             .AddSingleton<UnauthenticatedRefusals>()
             .AddHostedService(sp => sp.GetRequiredService<UnauthenticatedRefusals>());
 }

@@ -2,8 +2,6 @@ using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
 using Microsoft.AspNetCore.Mvc;
-using Microsoft.Extensions.Options;
-using Npgsql;
 using Wolverine.Http;
 
 namespace Ledger.Forensics;
@@ -15,8 +13,10 @@ public sealed record KpiBucket(DateTimeOffset Start, long Registered, long Succe
 public sealed record KpiSeries(string Bucket, DateTimeOffset From, DateTimeOffset To, IReadOnlyList<KpiBucket> Buckets);
 
 /// <summary>
-/// KPIs over time, in UTC hours or days: grouped counts over the indexed time fields of the run
-/// summaries and anomaly records, within a bounded window (at most <see cref="MaxBuckets"/> buckets).
+/// KPIs over time, in UTC hours or days, within a bounded window (at most <see cref="MaxBuckets"/>
+/// buckets): read from the hourly kept counters (<see cref="Kpi.Registered"/>, <see cref="Kpi.Verdicts"/>,
+/// <see cref="Kpi.Flagged"/>); a day is the sum of its 24 hours. The cost depends on the window,
+/// never on how many runs it holds.
 /// </summary>
 public static class GetKpiSeriesEndpoint
 {
@@ -27,13 +27,13 @@ public static class GetKpiSeriesEndpoint
     [Tags("Forensics")]
     [EndpointSummary("KPIs over time: registrations, verdicts by status, lost rate and anomalies per hour or day (?bucket=hour|day&from=&to=; admin or read key)")]
     [ProducesResponseType<KpiSeries>(200)]
-    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, StorageNames names,
+    public static async Task<IResult> Get(HttpContext context, Access access, KpiStore store,
         TimeProvider clock, string? bucket, string? from, string? to)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
         var (window, refusal) = Window(bucket, from, to, clock.GetUtcNow());
         if (refusal is not null) return refusal.ToResult();
-        return Results.Json(await Compute(database, names, window!, context.RequestAborted), LedgerJson.Options);
+        return Results.Json(await Compute(store, window!, context.RequestAborted), LedgerJson.Options);
     }
 
     public sealed record SeriesWindow(string Bucket, DateTimeOffset From, DateTimeOffset To)
@@ -70,38 +70,21 @@ public static class GetKpiSeriesEndpoint
         return new DateTimeOffset(unit == "hour" ? new DateTime(u.Year, u.Month, u.Day, u.Hour, 0, 0) : u.Date, TimeSpan.Zero);
     }
 
-    public static async Task<KpiSeries> Compute(ReadDatabase database, StorageNames names, SeriesWindow window, CancellationToken ct)
+    public static async Task<KpiSeries> Compute(KpiStore store, SeriesWindow window, CancellationToken ct)
     {
-        // The same expressions as the computed indexes on the run document (mt_immutable_timestamptz), so the ranges are index scans.
-        string Time(string json) => $"{names.Function("mt_immutable_timestamptz")}({json})";
-        var registeredAt = Time(names.Json<Run>(r => r.RegisteredAt));
-        var terminalAt = Time(names.Json<Run>(r => r.TerminalAt));
-        var anomalyAt = Time(names.Json<AnomalyRecord>(a => a.At));
-        var runs = names.Table<Run>();
-        await using var batch = database.Source.CreateBatch();
-        batch.BatchCommands.Add(Command($"""
-            select date_trunc(@unit, {registeredAt}, 'UTC'), '', count(*) from {runs}
-            where {registeredAt} >= @from and {registeredAt} < @to group by 1
-            """, window));
-        batch.BatchCommands.Add(Command($"""
-            select date_trunc(@unit, {terminalAt}, 'UTC'), lower({names.Json<Run>(r => r.Status)}), count(*) from {runs}
-            where {terminalAt} >= @from and {terminalAt} < @to group by 1, 2
-            """, window));
-        batch.BatchCommands.Add(Command($"""
-            select date_trunc(@unit, {anomalyAt}, 'UTC'), '', count(*) from {names.Table<AnomalyRecord>()}
-            where {anomalyAt} >= @from and {anomalyAt} < @to and {names.Json<AnomalyRecord>(a => a.Kind)} <> '{AnomalyRecord.Rejected}' group by 1
-            """, window));
-
+        var hours = await store.ReadHoursAsync(window.From, window.To, ct);
         var registered = new Dictionary<DateTimeOffset, long>();
         var verdicts = new Dictionary<(DateTimeOffset, string), long>();
         var anomalies = new Dictionary<DateTimeOffset, long>();
-        await using (var reader = await batch.ExecuteReaderAsync(ct))
+        foreach (var (key, value) in hours)
         {
-            while (await reader.ReadAsync(ct)) registered[reader.GetFieldValue<DateTimeOffset>(0)] = reader.GetInt64(2);
-            await reader.NextResultAsync(ct);
-            while (await reader.ReadAsync(ct)) verdicts[(reader.GetFieldValue<DateTimeOffset>(0), reader.GetString(1))] = reader.GetInt64(2);
-            await reader.NextResultAsync(ct);
-            while (await reader.ReadAsync(ct)) anomalies[reader.GetFieldValue<DateTimeOffset>(0)] = reader.GetInt64(2);
+            var start = Truncate(key.Hour!.Value, window.Bucket);
+            switch (key.Kpi)
+            {
+                case Kpi.Registered: registered[start] = registered.GetValueOrDefault(start) + value; break;
+                case Kpi.Verdicts: verdicts[(start, key.Label)] = verdicts.GetValueOrDefault((start, key.Label)) + value; break;
+                case Kpi.Flagged: anomalies[start] = anomalies.GetValueOrDefault(start) + value; break;
+            }
         }
 
         var buckets = new List<KpiBucket>();
@@ -113,14 +96,5 @@ public static class GetKpiSeriesEndpoint
                 anomalies.GetValueOrDefault(start), terminal == 0 ? null : (double)V("lost") / terminal));
         }
         return new KpiSeries(window.Bucket, window.From, window.To, buckets);
-    }
-
-    private static NpgsqlBatchCommand Command(string sql, SeriesWindow window)
-    {
-        var command = new NpgsqlBatchCommand(sql);
-        command.Parameters.AddWithValue("unit", window.Bucket);
-        command.Parameters.AddWithValue("from", window.From);
-        command.Parameters.AddWithValue("to", window.To);
-        return command;
     }
 }

@@ -2,8 +2,6 @@ using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
 using Microsoft.AspNetCore.Mvc;
-using Microsoft.Extensions.Options;
-using Npgsql;
 using Wolverine.Http;
 
 namespace Ledger.Forensics;
@@ -24,8 +22,9 @@ public sealed record Kpis(
     TimeToTerminal TimeToTerminal);
 
 /// <summary>
-/// KPIs are aggregates over the projections (run summaries, anomaly and rejection records):
-/// grouped counts on indexed columns and one percentile pass over terminal runs, in one round trip.
+/// KPIs read from the kept counters (<see cref="KpiCounters"/>): one grouped read of the all-time
+/// rows, whose cost depends on how many statuses, kinds, reasons and histogram buckets there are,
+/// never on how many runs. Time to terminal comes from the histogram (<see cref="KpiHistogram"/>).
 /// </summary>
 public static class GetKpisEndpoint
 {
@@ -34,54 +33,33 @@ public static class GetKpisEndpoint
     [Tags("Forensics")]
     [EndpointSummary("Runs by status, lost rate, ghost transitions prevented, mismatches, rejections, time to terminal (admin or read key)")]
     [ProducesResponseType<Kpis>(200)]
-    public static async Task<IResult> Get(HttpContext context, Access access, ReadDatabase database, StorageNames names,
-        UnauthenticatedRefusals unauthenticated)
+    public static async Task<IResult> Get(HttpContext context, Access access, KpiStore store, UnauthenticatedRefusals unauthenticated)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        var kpis = await Compute(database, names, unauthenticated, context.RequestAborted);
+        var kpis = await Compute(store, unauthenticated, context.RequestAborted);
         return Results.Json(kpis, LedgerJson.Options);
     }
 
     /// <summary>The KPIs now (shared with the console).</summary>
-    public static async Task<Kpis> Compute(ReadDatabase database, StorageNames names, UnauthenticatedRefusals unauthenticated, CancellationToken ct)
+    public static async Task<Kpis> Compute(KpiStore store, UnauthenticatedRefusals unauthenticated, CancellationToken ct)
     {
+        // This node's refusals without credentials, counted in memory, join the stored counters first.
         await unauthenticated.FlushAsync(ct);
-        var runs = names.Table<Run>();
-        var runStatus = names.Json<Run>(r => r.Status);
-        var terminalAt = names.Json<Run>(r => r.TerminalAt);
-        var registeredAt = names.Json<Run>(r => r.RegisteredAt);
-        var reason = names.Json<Rejection>(r => r.Reason);
+        return From(await store.ReadTotalsAsync(ct));
+    }
 
-        await using var batch = database.Source.CreateBatch();
-        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select lower({runStatus}), count(*) from {runs} group by 1"));
-        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select {names.Json<AnomalyRecord>(a => a.Kind)}, count(*) from {names.Table<AnomalyRecord>()} group by 1"));
-        // Kept refusals of authenticated callers, plus the counted ones of callers without credentials (not their samples).
-        batch.BatchCommands.Add(new NpgsqlBatchCommand($"""
-            select reason, sum(n)::bigint from (
-                select {reason} as reason, count(*) as n from {names.Table<Rejection>()}
-                where coalesce(({names.Json<Rejection>(r => r.Unauthenticated)})::boolean, false) = false group by 1
-                union all
-                select reason, sum(count) from {names.Own(UnauthenticatedRefusals.TableName)} group by 1) r
-            group by 1
-            """));
-        batch.BatchCommands.Add(new NpgsqlBatchCommand($"""
-            select count(*), percentile_cont(array[0.5, 0.95, 0.99]) within group (order by seconds)
-            from (select extract(epoch from (({terminalAt})::timestamptz - ({registeredAt})::timestamptz))::float8 as seconds
-                  from {runs} where {terminalAt} is not null) t
-            """));
-        await using var reader = await batch.ExecuteReaderAsync(ct);
+    /// <summary>The KPIs of a set of all-time counters.</summary>
+    public static Kpis From(IReadOnlyDictionary<KpiKey, long> totals)
+    {
+        Dictionary<string, long> Labels(string kpi) => totals.Where(t => t.Key.Kpi == kpi && t.Key.Hour is null && t.Value != 0)
+            .ToDictionary(t => t.Key.Label, t => t.Value);
 
-        var byStatus = await Counts(reader, ct);
-        await reader.NextResultAsync(ct);
-        var anomalies = await Counts(reader, ct);
-        await reader.NextResultAsync(ct);
-        var rejections = await Counts(reader, ct);
-        await reader.NextResultAsync(ct);
-        await reader.ReadAsync(ct);
-        var terminalRuns = reader.GetInt64(0);
-        var percentiles = reader.IsDBNull(1) ? null : reader.GetFieldValue<double[]>(1);
-
+        var byStatus = Labels(Kpi.Runs);
         foreach (var status in RunStatusRules.WireNames) byStatus.TryAdd(status, 0);
+        var anomalies = Labels(Kpi.Anomalies);
+        var rejections = Labels(Kpi.Rejections);
+        var histogram = Labels(Kpi.TimeToTerminal).ToDictionary(b => int.Parse(b.Key, System.Globalization.CultureInfo.InvariantCulture), b => b.Value);
+
         var terminal = byStatus["succeeded"] + byStatus["failed"] + byStatus["lost"] + byStatus["cancelled"];
         long Anomalies(string kind) => anomalies.GetValueOrDefault(kind);
 
@@ -96,16 +74,7 @@ public static class GetKpisEndpoint
             Anomalies(AnomalyKinds.LateEvent),
             anomalies,
             rejections,
-            new TimeToTerminal(terminalRuns, percentiles?[0], percentiles?[1], percentiles?[2]));
-    }
-
-    private static async Task<Dictionary<string, long>> Counts(NpgsqlDataReader reader, CancellationToken ct)
-    {
-        var counts = new Dictionary<string, long>();
-        while (await reader.ReadAsync(ct))
-        {
-            if (!reader.IsDBNull(0)) counts[reader.GetString(0)] = reader.GetInt64(1);
-        }
-        return counts;
+            new TimeToTerminal(histogram.Values.Sum(), KpiHistogram.Percentile(histogram, 0.5), KpiHistogram.Percentile(histogram, 0.95),
+                KpiHistogram.Percentile(histogram, 0.99)));
     }
 }

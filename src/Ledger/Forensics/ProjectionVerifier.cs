@@ -19,10 +19,10 @@ public sealed record VerifyReport(long Events, int Streams, IReadOnlyDictionary<
 /// Replay with proof (invariant 9): rebuilds every projection from the events alone, writes the
 /// result into a scratch schema with the same storage settings, and compares it document by
 /// document (as jsonb) with the live schema. Also checks every published verdict against the
-/// verdicts the fold derives.
+/// verdicts the fold derives, and every kept KPI counter against its recount.
 /// </summary>
 public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase database, IOptions<LedgerOptions> options,
-    StorageNames names, ILogger<ProjectionVerifier> logger)
+    StorageNames names, KpiStore kpis, ILogger<ProjectionVerifier> logger)
 {
     private const int Page = 5_000;
 
@@ -74,6 +74,8 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         differences.AddRange(await CompareBoards(standings.Values, changes, ct));
         // Anomalies of refused requests come from the rejection log, not from events: only run-derived ones are rebuilt.
         differences.AddRange(await Compare(names.Table<AnomalyRecord>(), scratch.Table<AnomalyRecord>(), "anomaly", "where id like '%#%'", ct));
+        // The kept KPI counters against a recount of the rebuilt runs and the stored refusals.
+        differences.AddRange(await kpis.CompareAsync(runs.Values, ct));
 
         var documents = new Dictionary<string, int>
         {

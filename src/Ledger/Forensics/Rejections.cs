@@ -61,6 +61,7 @@ public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOpti
             session.Store(rejection);
             var anomaly = AnomalyRecord.From(rejection);
             session.Store(anomaly);
+            new KpiDelta().Rejection(rejection).Anomaly(anomaly).Queue(session, options.Value.SchemaName);
             await session.SaveChangesAsync(CancellationToken.None);
             metrics?.Anomaly(anomaly.Kind);
         }

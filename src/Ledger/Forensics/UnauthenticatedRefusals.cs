@@ -78,8 +78,7 @@ public sealed class UnauthenticatedRefusals(ReadDatabase database, IDocumentStor
         return samples <= options.Value.Rejections.SamplesPerHour;
     }
 
-    public static DateTimeOffset HourOf(DateTimeOffset at) =>
-        new(at.UtcDateTime.Year, at.UtcDateTime.Month, at.UtcDateTime.Day, at.UtcDateTime.Hour, 0, 0, TimeSpan.Zero);
+    public static DateTimeOffset HourOf(DateTimeOffset at) => KpiRules.HourOf(at);
 
     /// <summary>Adds what was counted since the last flush to the stored counts.</summary>
     public async Task FlushAsync(CancellationToken ct)
@@ -98,13 +97,21 @@ public sealed class UnauthenticatedRefusals(ReadDatabase database, IDocumentStor
 
             try
             {
-                await using var command = database.Source.CreateCommand(
+                await using var connection = await database.Source.OpenConnectionAsync(ct);
+                await using var transaction = await connection.BeginTransactionAsync(ct);
+                await using var command = new NpgsqlCommand(
                     $"insert into {QualifiedTable} (hour, reason, count) select * from unnest(@hours, @reasons, @counts) " +
-                    "on conflict (hour, reason) do update set count = " + $"{QualifiedTable}.count + excluded.count");
+                    "on conflict (hour, reason) do update set count = " + $"{QualifiedTable}.count + excluded.count", connection, transaction);
                 command.Parameters.Add(new NpgsqlParameter("hours", NpgsqlDbType.Array | NpgsqlDbType.TimestampTz) { Value = batch.Select(b => b.Hour).ToArray() });
                 command.Parameters.Add(new NpgsqlParameter("reasons", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = batch.Select(b => b.Reason).ToArray() });
                 command.Parameters.Add(new NpgsqlParameter("counts", NpgsqlDbType.Array | NpgsqlDbType.Bigint) { Value = batch.Select(b => b.Count).ToArray() });
                 await command.ExecuteNonQueryAsync(ct);
+                // The KPI's rejections by reason move in the same transaction.
+                var kpis = new KpiDelta();
+                foreach (var (_, reason, n) in batch) kpis.Add(KpiRules.OfRefusal(reason), n);
+                await using var counters = KpiCounters.Command(connection, transaction, options.Value.SchemaName, kpis.Changes, KpiCounters.PickShard());
+                await counters.ExecuteNonQueryAsync(ct);
+                await transaction.CommitAsync(ct);
             }
             catch (Exception e) when (DatabaseFailures.IsTransient(e) || e is OperationCanceledException)
             {

@@ -31,14 +31,18 @@ public static class StartupFailure
     public const int Other = 1;
 
     private const string HostCategory = "Microsoft.Extensions.Hosting.Internal.Host";
+    private const string WolverineRuntimeCategory = "Wolverine.Runtime.WolverineRuntime";
     private static volatile bool _starting = true;
 
     /// <summary>
-    /// The generic host logs a failed start with its whole stack trace before it rethrows; that
-    /// failure is reported here in plain lines instead. Errors after the start are logged as ever.
+    /// The generic host, and Wolverine's runtime before it (e.g. on a stale generated handler), log
+    /// a failed start with its whole stack trace before they rethrow; that failure is reported here
+    /// in plain lines instead. Errors after the start are logged as ever. (Wolverine's runtime keeps
+    /// the Warning level appsettings.json gives Wolverine.)
     /// </summary>
-    public static void QuietHostStartFailures(this ILoggingBuilder logging) =>
-        logging.AddFilter(HostCategory, level => level >= LogLevel.Information && !(_starting && level >= LogLevel.Error));
+    public static void QuietHostStartFailures(this ILoggingBuilder logging) => logging
+        .AddFilter(HostCategory, level => level >= LogLevel.Information && !(_starting && level >= LogLevel.Error))
+        .AddFilter(WolverineRuntimeCategory, level => level >= LogLevel.Warning && !(_starting && level >= LogLevel.Error));
 
     /// <summary>Where a connection string came from, for the line that says what to check.</summary>
     public static string ConnectionSetting(bool embedded) => embedded
@@ -114,6 +118,10 @@ public static class StartupFailure
                 return Describe(a.InnerExceptions[0], connectionString, embedded);
         }
 
+        if (GeneratedCode.Describe(error) is { } stale)
+        {
+            return (Other, stale, null);
+        }
         if (Find<NpgsqlException>(error) is { } npgsql)
         {
             return Unreachable(npgsql, connectionString, embedded);

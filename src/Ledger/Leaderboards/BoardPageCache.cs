@@ -28,10 +28,10 @@ public sealed class BoardPageCache(IOptions<LeaderboardOptions> options)
     private const int MaxPages = 4096;
     private readonly ConcurrentDictionary<(string Board, int Page, int Size), Entry> _pages = new();
 
-    private sealed record Entry(Task<(List<LeaderboardRow> Rows, long Total)> Read, long Started);
+    private sealed record Entry(Task<byte[]> Read, long Started);
 
-    public Task<(List<LeaderboardRow> Rows, long Total)> Get(string board, int page, int size,
-        Func<Task<(List<LeaderboardRow> Rows, long Total)>> read)
+    /// <summary>The page's answer, as the JSON body it is sent as (serialized once per window too).</summary>
+    public Task<byte[]> Get(string board, int page, int size, Func<Task<byte[]>> read)
     {
         var freshness = options.Value.PageFreshnessMilliseconds;
         if (freshness <= 0) return read();
@@ -51,6 +51,5 @@ public sealed class BoardPageCache(IOptions<LeaderboardOptions> options)
         && Stopwatch.GetElapsedTime(entry.Started).TotalMilliseconds < freshness;
 
     // Not tied to the request that started it: a cancelled reader must not fail the others waiting on the same read.
-    private static Task<(List<LeaderboardRow> Rows, long Total)> Refresh(Func<Task<(List<LeaderboardRow> Rows, long Total)>> read) =>
-        Task.Run(read);
+    private static Task<byte[]> Refresh(Func<Task<byte[]>> read) => Task.Run(read);
 }

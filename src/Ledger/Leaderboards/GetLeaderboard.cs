@@ -1,5 +1,6 @@
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
+using System.Text.Json;
 using Npgsql;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
@@ -34,10 +35,16 @@ public static class GetLeaderboardEndpoint
 
         var board = await boards.Find(id, context.RequestAborted);
         if (board is null) return BoardEndpoints.BoardNotFound(id).ToResult();
-        var (rows, total) = asOf is null
-            ? await pages.Get(board.Id, number, size, () => Read(database, names, board, null, number, size, CancellationToken.None))
-                .WaitAsync(context.RequestAborted)
-            : await Read(database, names, board, asOf, number, size, context.RequestAborted);
+        if (asOf is null)
+        {
+            var body = await pages.Get(board.Id, number, size, async () =>
+            {
+                var (now, count) = await Read(database, names, board, null, number, size, CancellationToken.None);
+                return JsonSerializer.SerializeToUtf8Bytes(new Leaderboard(board.Id, board.Ranking, null, number, size, count, now), LedgerJson.Options);
+            }).WaitAsync(context.RequestAborted);
+            return Results.Bytes(body, "application/json; charset=utf-8");
+        }
+        var (rows, total) = await Read(database, names, board, asOf, number, size, context.RequestAborted);
         return Results.Json(new Leaderboard(id, board.Ranking, asOf, number, size, total, rows), LedgerJson.Options);
     }
 

@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using Ledger.Forensics;
 using Ledger.Runs;
 using Marten;
 using Microsoft.Extensions.Options;
@@ -16,12 +17,12 @@ public sealed class MetricsOptions
 }
 
 /// <summary>
-/// Gauges derived from stored state, not from what this process saw: runs by status (one round trip of
-/// counts over the run documents' status index) and the async projections' lag (Marten's progression
+/// Gauges derived from stored state, not from what this process saw: runs by status (the kept KPI
+/// counters, <see cref="KpiStore"/>) and the async projections' lag (Marten's progression
 /// table). Every node reads the same rows, so they are right after a restart and equal on every node;
 /// read once per <see cref="MetricsOptions.StoredStateCacheSeconds"/> whatever the number of scrapers.
 /// </summary>
-public sealed class StoredStateGauges(IDocumentStore store, IOptions<MetricsOptions> options, ILogger<StoredStateGauges> logger)
+public sealed class StoredStateGauges(IDocumentStore store, KpiStore kpis, IOptions<MetricsOptions> options, ILogger<StoredStateGauges> logger)
 {
     private sealed record Snapshot(long At, IReadOnlyList<Measurement<long>> Runs, IReadOnlyList<Measurement<long>> Lag);
 
@@ -42,15 +43,10 @@ public sealed class StoredStateGauges(IDocumentStore store, IOptions<MetricsOpti
         try
         {
             if (Fresh(_snapshot) || RecentlyFailed()) return;
-            await using var session = store.QuerySession();
-            var batch = session.CreateBatchQuery();
-            var counts = Statuses.Select(s => batch.Query<Run>().Where(r => r.Status == s).Count()).ToList();
-            await batch.Execute(ct);
-            var runs = new List<Measurement<long>>(Statuses.Length);
-            for (var i = 0; i < Statuses.Length; i++)
-            {
-                runs.Add(new Measurement<long>(await counts[i], new KeyValuePair<string, object?>("status", Statuses[i].Wire())));
-            }
+            // Runs by status are the KPI's own kept counters: one definition, the same numbers as GET /api/kpis.
+            var byStatus = GetKpisEndpoint.From(await kpis.ReadTotalsAsync(ct)).RunsByStatus;
+            var runs = Statuses.Select(s => new Measurement<long>(byStatus.GetValueOrDefault(s.Wire()),
+                new KeyValuePair<string, object?>("status", s.Wire()))).ToList();
 
             var progress = await store.Advanced.AllProjectionProgress(token: ct);
             var highWater = progress.FirstOrDefault(p => p.ShardName == "HighWaterMark")?.Sequence ?? 0;

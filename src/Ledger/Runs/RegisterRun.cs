@@ -111,6 +111,7 @@ public static class RegisterRunEndpoint
             labels.Any(kv => sent[kv.Key] != kv.Value) ? sent : null);
 
         session.Events.StartStream<Run>(runId, registered);
+        new KpiDelta().Run(null, Run.Create(registered)).Queue(session, options.Value.SchemaName);
         try
         {
             await session.SaveAsync(context.RequestAborted);

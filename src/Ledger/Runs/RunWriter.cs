@@ -170,6 +170,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                 var at = clock.GetUtcNow();
                 var rows = new List<(string RunId, string Key, long? Count)>();
                 var anomalies = new List<string>();
+                var kpis = new KpiDelta();
                 using (LedgerTracing.Step("ledger.writer.decide"))
                 {
                     foreach (var (runId, pending) in runs)
@@ -182,10 +183,13 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                         }
                         if (decision.Events.Count == 0) continue;
                         stream.AppendMany(decision.Events);
+                        kpis.Run(decision.Before, decision.After);
                         for (var i = decision.Before!.Anomalies.Count; i < decision.After!.Anomalies.Count; i++)
                         {
-                            session.Store(AnomalyRecord.From(decision.After, i));
-                            anomalies.Add(decision.After.Anomalies[i].Kind);
+                            var anomaly = AnomalyRecord.From(decision.After, i);
+                            session.Store(anomaly);
+                            kpis.Anomaly(anomaly);
+                            anomalies.Add(anomaly.Kind);
                         }
                         foreach (var e in decision.Events)
                         {
@@ -193,6 +197,8 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                         }
                     }
                     RecordedKeyStore.Record(session, _schema, rows);
+                    // The KPI counters move in the same transaction: one statement for the group.
+                    kpis.Queue(session, _schema);
                 }
 
                 committing = true;

@@ -121,8 +121,7 @@ public static class ConsoleEndpoints
 
     private static void MapForensics(RouteGroupBuilder console)
     {
-        console.MapGet("/anomalies", async (HttpContext context, IDocumentStore store, ReadDatabase database,
-            StorageNames names, string? kind, int? page) =>
+        console.MapGet("/anomalies", async (HttpContext context, IDocumentStore store, KpiStore kpis, string? kind, int? page) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
             var number = Math.Clamp(page ?? 1, 1, 100_000);
@@ -132,13 +131,8 @@ public static class ConsoleEndpoints
             if (kind is not null) query = query.Where(a => a.Kind == kind);
             var items = await query.OrderByDescending(a => a.At).ThenBy(a => a.Id).Skip((number - 1) * 50).Take(50).ToListAsync(context.RequestAborted);
             var total = await query.CountAsync(context.RequestAborted);
-            var counts = new Dictionary<string, long>();
-            await using (var command = database.Source.CreateCommand(
-                $"select {names.Json<AnomalyRecord>(a => a.Kind)}, count(*) from {names.Table<AnomalyRecord>()} group by 1"))
-            await using (var reader = await command.ExecuteReaderAsync(context.RequestAborted))
-            {
-                while (await reader.ReadAsync(context.RequestAborted)) counts[reader.GetString(0)] = reader.GetInt64(1);
-            }
+            // By kind: the kept counters, the same numbers as GET /api/kpis.
+            var counts = GetKpisEndpoint.From(await kpis.ReadTotalsAsync(context.RequestAborted)).AnomaliesByKind;
             return Page<AnomaliesPage>(new { Session = session, Counts = counts, Items = items.ToList(), Kind = kind, Total = (long)total, Page = number, PageSize = 50 });
         });
 
@@ -159,13 +153,13 @@ public static class ConsoleEndpoints
             return Page<RejectionsPage>(new { Session = session, Items = items.ToList(), Unauthenticated = counts, Reason = reason, RunId = runId, Total = (long)total, Page = number });
         });
 
-        console.MapGet("/kpis", async (HttpContext context, ReadDatabase database, UnauthenticatedRefusals unauthenticated,
-            StorageNames names, TimeProvider clock, string? bucket) =>
+        console.MapGet("/kpis", async (HttpContext context, KpiStore store, UnauthenticatedRefusals unauthenticated,
+            TimeProvider clock, string? bucket) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
             var (window, _) = GetKpiSeriesEndpoint.Window(bucket is "hour" ? "hour" : "day", null, null, clock.GetUtcNow());
-            var kpis = await GetKpisEndpoint.Compute(database, names, unauthenticated, context.RequestAborted);
-            var series = await GetKpiSeriesEndpoint.Compute(database, names, window!, context.RequestAborted);
+            var kpis = await GetKpisEndpoint.Compute(store, unauthenticated, context.RequestAborted);
+            var series = await GetKpiSeriesEndpoint.Compute(store, window!, context.RequestAborted);
             return Page<KpisPage>(new { Session = session, Kpis = kpis, Series = series });
         });
 

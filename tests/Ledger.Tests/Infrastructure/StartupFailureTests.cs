@@ -240,7 +240,7 @@ internal sealed class LedgerProcess : IDisposable
     /// from the test folder, its assembly scanning would also load the test assembly, whose
     /// xunit attributes it cannot resolve.
     /// </summary>
-    private static string ServiceAssembly()
+    internal static string ServiceAssembly()
     {
         var testBin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
         var framework = testBin.Name;               // net10.0

@@ -7,7 +7,7 @@ namespace Ledger.Tests.Leaderboards;
 
 public sealed class BoardPageCacheTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
-    private static readonly (List<LeaderboardRow> Rows, long Total) Page = ([], 0);
+    private static readonly byte[] Page = [1, 2, 3];
 
     private static BoardPageCache Cache(int freshness) => new(Options.Create(new LeaderboardOptions { PageFreshnessMilliseconds = freshness }));
 
@@ -17,7 +17,7 @@ public sealed class BoardPageCacheTests(LedgerHost ledger) : IClassFixture<Ledge
         var cache = Cache(60_000);
         var reads = 0;
         var gate = new TaskCompletionSource();
-        async Task<(List<LeaderboardRow>, long)> Read()
+        async Task<byte[]> Read()
         {
             Interlocked.Increment(ref reads);
             await gate.Task;
@@ -38,7 +38,7 @@ public sealed class BoardPageCacheTests(LedgerHost ledger) : IClassFixture<Ledge
     {
         var cache = Cache(50);
         var reads = 0;
-        Task<(List<LeaderboardRow>, long)> Read() { Interlocked.Increment(ref reads); return Task.FromResult(Page); }
+        Task<byte[]> Read() { Interlocked.Increment(ref reads); return Task.FromResult(Page); }
         await cache.Get("b", 1, 50, Read);
         await Task.Delay(120);
         await cache.Get("b", 1, 50, Read);
