@@ -86,12 +86,13 @@ public sealed class UnauthenticatedRefusals(ReadDatabase database, IDocumentStor
         await _flushing.WaitAsync(ct);
         try
         {
+            // The clock first: nothing is taken out of the pending counts until the flush can go ahead.
+            var current = HourOf(clock.GetUtcNow());
             var batch = new List<(DateTimeOffset Hour, string Reason, long Count)>();
             foreach (var key in _pending.Keys)
             {
                 if (_pending.TryRemove(key, out var n) && n > 0) batch.Add((key.Hour, key.Reason, n));
             }
-            var current = HourOf(clock.GetUtcNow());
             foreach (var key in _sampled.Keys.Where(k => k.Hour < current)) _sampled.TryRemove(key, out _);
             if (batch.Count == 0) return;
 
@@ -150,7 +151,18 @@ public sealed class UnauthenticatedRefusals(ReadDatabase database, IDocumentStor
         using var timer = new PeriodicTimer(TimeSpan.FromSeconds(Math.Max(1, options.Value.Rejections.FlushSeconds)));
         try
         {
-            while (await timer.WaitForNextTickAsync(stoppingToken)) await FlushAsync(stoppingToken);
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                try
+                {
+                    await FlushAsync(stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // An exception out of a background service stops the whole host: a failed flush is logged, and the next tick tries again.
+                    logger.LogError(e, "Storing the unauthenticated refusal counts failed; the next flush tries again");
+                }
+            }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
