@@ -139,6 +139,15 @@ public sealed class BoardHistoryTests(LedgerHost ledger) : IClassFixture<LedgerH
                 await old.Services.GetRequiredService<Marten.IDocumentStore>().WaitForNonStaleProjectionDataAsync(TimeSpan.FromSeconds(30));
             }
 
+            // The previous version stored standings as a projected aggregate, with a numeric mt_version: the same table must do now,
+            // else its start fails ("column mt_version cannot be cast automatically to type uuid").
+            await using (var data = Npgsql.NpgsqlDataSource.Create(connection))
+            await using (var type = data.CreateCommand(
+                             "select data_type from information_schema.columns where table_schema = 'ledger' and table_name = 'mt_doc_standing' and column_name = 'mt_version'"))
+            {
+                Assert.Equal("bigint", (string?)await type.ExecuteScalarAsync());
+            }
+
             // What a database written by the previous version looks like: standings and their position, no board tables' rows.
             await using (var data = Npgsql.NpgsqlDataSource.Create(connection))
             {
