@@ -34,18 +34,17 @@ public sealed class StandingsProjection : IProjection
         var ids = ranked.Select(e => Key((VerdictReached)e.Data)).Distinct(StringComparer.Ordinal).ToArray();
         var standings = (await operations.LoadManyAsync<Standing>(cancellation, ids)).ToDictionary(s => s.Id, StringComparer.Ordinal);
         var changes = new List<StandingChange>();
-        var touched = new HashSet<string>(StringComparer.Ordinal);
         foreach (var e in ranked)
         {
-            var verdict = (VerdictReached)e.Data;
-            touched.Add(Key(verdict));
-            if (Standing.Fold(standings, verdict, e.Sequence) is { } change) changes.Add(change);
+            if (Standing.Fold(standings, (VerdictReached)e.Data, e.Sequence) is { } change) changes.Add(change);
         }
 
-        foreach (var id in touched) operations.Store(standings[id]);
+        // Every id of the page now has its standing (Fold creates the missing ones).
+        var touched = ids.Select(id => standings[id]).ToList();
+        foreach (var standing in touched) operations.Store(standing);
         var schema = operations.DocumentStore.Options.DatabaseSchemaName;
         RecordChanges(operations, schema, changes);
-        RecordCurrent(operations, schema, touched.Select(id => standings[id]).ToList());
+        RecordCurrent(operations, schema, touched);
     }
 
     private static string Key(VerdictReached verdict) => Standing.Key(verdict.Board!, verdict.Participant!);
