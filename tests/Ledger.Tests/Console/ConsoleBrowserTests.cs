@@ -90,15 +90,16 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         await page.GetByLabel("Board").FillAsync(board);
         await page.GetByLabel("Label (key:value)").FillAsync("region:EU");
         await page.GetByRole(AriaRole.Button, new() { Name = "Filter" }).ClickAsync();
-        await page.WaitForURLAsync(new Regex("label=region"));
-        var html = await page.ContentAsync();
-        Assert.Contains(eu, html);
-        Assert.DoesNotContain(us, html);
-        Assert.DoesNotContain(other, html);
+        // The URL changes when the filtered page commits; its content is awaited, not read at once.
+        await Assertions.Expect(page).ToHaveURLAsync(new Regex("label=region"));
+        var main = page.Locator("main");
+        await Assertions.Expect(main).ToContainTextAsync(eu);
+        await Assertions.Expect(main).Not.ToContainTextAsync(us);
+        await Assertions.Expect(main).Not.ToContainTextAsync(other);
 
         // Stuck: claimed, no heartbeat for 5 minutes, not yet lost.
         await page.GotoAsync($"/runs?board={board}&stuckFor=300");
-        html = await page.ContentAsync();
+        var html = await page.ContentAsync();
         Assert.Contains(stuck, html);
         Assert.DoesNotContain(alive, html);
         Assert.DoesNotContain(eu, html);
@@ -154,7 +155,7 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         // Time travel: the state after the step started (version 3) was claimed-and-running, not lost.
         await page.GetByLabel(new Regex("State at version")).FillAsync("3");
         await page.GetByRole(AriaRole.Button, new() { Name = "Show" }).ClickAsync();
-        await page.WaitForURLAsync(new Regex("version=3"));
+        await Assertions.Expect(page).ToHaveURLAsync(new Regex("version=3"));
         await Assertions.Expect(page.GetByRole(AriaRole.Heading, new() { Name = "State at version 3" })).ToBeVisibleAsync();
         await Assertions.Expect(page.Locator("dl.facts")).ToContainTextAsync("running");
         await Assertions.Expect(page.Locator("dl.facts")).Not.ToContainTextAsync("lost");
