@@ -51,6 +51,7 @@ public sealed class LedgerOptionsValidation : Microsoft.Extensions.Options.IVali
         if (options.Projections.LeadershipPollingMilliseconds < 100) failures.Add("Ledger:Projections:LeadershipPollingMilliseconds must be at least 100.");
         if (options.Projections.HealthCheckPollingMilliseconds < 100) failures.Add("Ledger:Projections:HealthCheckPollingMilliseconds must be at least 100.");
         if (options.Projections.StaleSequenceThresholdMilliseconds < 100) failures.Add("Ledger:Projections:StaleSequenceThresholdMilliseconds must be at least 100.");
+        if (options.Projections.IdlePollingMilliseconds < 100) failures.Add("Ledger:Projections:IdlePollingMilliseconds must be at least 100.");
         return failures.Count == 0
             ? Microsoft.Extensions.Options.ValidateOptionsResult.Success
             : Microsoft.Extensions.Options.ValidateOptionsResult.Fail(failures);

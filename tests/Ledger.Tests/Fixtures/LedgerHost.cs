@@ -28,6 +28,17 @@ public sealed class LedgerHost : IAsyncLifetime
 
     private string? _database;
     private string? _serverConnectionString;
+    private readonly IReadOnlyDictionary<string, string> _settings;
+
+    public LedgerHost() : this(new Dictionary<string, string>()) { }
+
+    private LedgerHost(IReadOnlyDictionary<string, string> settings) => _settings = settings;
+
+    /// <summary>
+    /// A host of a test's own (its own database too) whose every instance starts with these
+    /// settings on top of the class's; the test initializes and disposes it.
+    /// </summary>
+    public static LedgerHost With(IReadOnlyDictionary<string, string> settings) => new(settings);
 
     public IAlbaHost Host { get; private set; } = null!;
     public FakeTimeProvider Clock { get; } = new(DateTimeOffset.UtcNow) { AutoAdvanceAmount = TimeSpan.FromMilliseconds(1) };
@@ -96,6 +107,7 @@ public sealed class LedgerHost : IAsyncLifetime
         return AlbaHost.For<Program>(web =>
         {
             foreach (var (key, value) in Settings(connectionString)) web.UseSetting(key, value);
+            foreach (var (key, value) in _settings) web.UseSetting(key, value);
             foreach (var (key, value) in settings ?? new Dictionary<string, string>()) web.UseSetting(key, value);
             web.ConfigureServices(services =>
             {

@@ -1,0 +1,102 @@
+using Ledger.Tests.Fixtures;
+using Microsoft.Extensions.DependencyInjection;
+using static Ledger.Tests.Fixtures.Scenarios;
+
+namespace Ledger.Tests.Leaderboards;
+
+/// <summary>
+/// <c>Ledger:Projections:WakeOnAppend</c>: an append wakes the projections, so a verdict reaches the
+/// board without waiting for the next poll. Each test polls only once a minute once caught up, so
+/// a board that shows the verdict within seconds was woken, and one that does not was not.
+/// Every event comes once the leader has polled and found nothing: it is then waiting, not polling.
+/// (Marten's listener drops a notification that arrives while the leader polls; the next
+/// notification or poll brings it, so only the last append before a quiet spell can wait for the poll.)
+/// </summary>
+public sealed class ProjectionWakeTests
+{
+    private static Dictionary<string, string> Settings(bool wake) => new()
+    {
+        ["Ledger:Projections:WakeOnAppend"] = wake ? "true" : "false",
+        ["Ledger:Projections:IdlePollingMilliseconds"] = "60000",
+    };
+
+    [Fact]
+    public async Task an_appended_verdict_wakes_the_standings_without_waiting_for_the_poll()
+    {
+        var ledger = LedgerHost.With(Settings(wake: true));
+        await ledger.InitializeAsync();
+        try
+        {
+            await Idle(ledger);
+            await using var follower = await ledger.SecondInstance();
+            var (runId, token) = await Start(new Scenarios(ledger, follower));
+            await Verdict(new Scenarios(ledger, follower), runId, token);
+            var deadline = DateTime.UtcNow.AddSeconds(15);
+            while (!await Ranked(ledger, runId))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the verdict did not reach the board within 15 s; polling is a minute apart");
+                await Task.Delay(50);
+            }
+        }
+        finally
+        {
+            await ledger.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task without_the_wake_a_verdict_waits_for_the_next_poll()
+    {
+        var ledger = LedgerHost.With(Settings(wake: false));
+        await ledger.InitializeAsync();
+        try
+        {
+            await Idle(ledger);
+            await using var follower = await ledger.SecondInstance();
+            var (runId, token) = await Start(new Scenarios(ledger, follower));
+            await Verdict(new Scenarios(ledger, follower), runId, token);
+            await Task.Delay(3_000);
+            Assert.False(await Ranked(ledger, runId), "the verdict reached the board without a poll or a wake");
+        }
+        finally
+        {
+            await ledger.DisposeAsync();
+        }
+    }
+
+    // The leader's polling loop has started and found no events: its next poll is a minute away.
+    private static async Task Idle(LedgerHost ledger)
+    {
+        var coordinator = ledger.Host.Services.GetRequiredService<JasperFx.Events.Daemon.IProjectionCoordinator>();
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (coordinator.DaemonForMainDatabase().HighWaterLastPolledAt is null)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the projection daemon did not start within 30 s");
+            await Task.Delay(50);
+        }
+        // The first cycle's poll, started at the heartbeat, is done well within this.
+        await Task.Delay(1_000);
+    }
+
+    // One board per run, named after it.
+    private static string Board(string runId) => "board-" + runId;
+
+    private static async Task<(string RunId, string Token)> Start(Scenarios api)
+    {
+        var runId = NewRunId("wake");
+        var created = await api.Send(HttpMethod.Post, "/api/boards", LedgerHost.AdminKey, new { id = Board(runId), primaryScore = "s", direction = "max" });
+        Assert.Equal(System.Net.HttpStatusCode.Created, created.Status);
+        return await api.Started(new { runId, board = Board(runId), participant = "a" });
+    }
+
+    private static async Task Verdict(Scenarios api, string runId, string token)
+    {
+        var finished = await api.Events(runId, token,
+            new[] { Event("scores.reported", fields: new { scores = new { s = 1.0 } }), Event("run.completed") });
+        Assert.Equal(System.Net.HttpStatusCode.OK, finished.Status);
+    }
+
+    private static async Task<bool> Ranked(LedgerHost ledger, string runId) =>
+        (await new Scenarios(ledger).Send(HttpMethod.Get, $"/api/boards/{Board(runId)}/leaderboard", LedgerHost.ReadKey)).Text
+            .Contains($"\"runId\":\"{runId}\"", StringComparison.Ordinal);
+}
