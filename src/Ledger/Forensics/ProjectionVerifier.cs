@@ -129,8 +129,18 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
 
         var expectedCurrent = standings.ToDictionary(s => $"{s.Board}/{s.Participant}",
             s => Render(s.BestRunId, s.BestScore, s.BestTieBreak, s.BestCompletedAt, s.BestRankKey, s.LastSequence), StringComparer.Ordinal);
+        // A change is in force until the earliest time of a later change of its participant.
+        var supersededAt = new Dictionary<StandingChange, string>();
+        var earliestLater = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
+        foreach (var c in changes.OrderByDescending(c => c.Sequence))
+        {
+            var participant = $"{c.Board}/{c.Participant}";
+            var known = earliestLater.TryGetValue(participant, out var later);
+            supersededAt[c] = known ? Microseconds(later) : "in force";
+            earliestLater[participant] = known && later < c.At ? later : c.At;
+        }
         var expectedChanges = changes.ToDictionary(c => $"{c.Board}/{c.Participant}@{c.Sequence}",
-            c => Render(c.At, c.RunId, c.Score, c.TieBreak, c.CompletedAt, c.RankKey), StringComparer.Ordinal);
+            c => Render(c.At, c.RunId, c.Score, c.TieBreak, c.CompletedAt, c.RankKey, supersededAt[c]), StringComparer.Ordinal);
 
         var liveCurrent = new Dictionary<string, string>(StringComparer.Ordinal);
         var liveChanges = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -148,18 +158,29 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
                 }
             }
             await using (var command = new NpgsqlCommand(
-                             $"select board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key from {names.Own(StandingsProjection.ChangesTable)}", connection))
+                             $"""
+                             select board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key,
+                                 case when superseded_at is null then 'not filled' when superseded_at = 'infinity' then 'in force'
+                                      else to_char(superseded_at at time zone 'UTC', '{MicrosecondsPattern}') end
+                             from {names.Own(StandingsProjection.ChangesTable)}
+                             """, connection))
             await using (var reader = await command.ExecuteReaderAsync(ct))
             {
                 while (await reader.ReadAsync(ct))
                 {
                     liveChanges[$"{reader.GetString(0)}/{reader.GetString(1)}@{reader.GetInt64(2)}"] = Render(reader.GetFieldValue<DateTimeOffset>(3),
-                        Value(reader, 4), Value(reader, 5), Value(reader, 6), reader.IsDBNull(7) ? null : reader.GetFieldValue<DateTimeOffset>(7), Value(reader, 8));
+                        Value(reader, 4), Value(reader, 5), Value(reader, 6), reader.IsDBNull(7) ? null : reader.GetFieldValue<DateTimeOffset>(7), Value(reader, 8),
+                        reader.GetString(9));
                 }
             }
         }
         return Differ("board", expectedCurrent, liveCurrent).Concat(Differ("board-change", expectedChanges, liveChanges)).Take(200).ToList();
     }
+
+    // The same instant, to the microsecond PostgreSQL keeps, in C# and in PostgreSQL's to_char.
+    private const string MicrosecondsPattern = "YYYY-MM-DD\"T\"HH24:MI:SS.US";
+    private static string Microseconds(DateTimeOffset t) =>
+        new DateTime(t.UtcTicks - t.UtcTicks % 10, DateTimeKind.Utc).ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff", System.Globalization.CultureInfo.InvariantCulture);
 
     private static object? Value(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetValue(ordinal);
 

@@ -103,12 +103,11 @@ public sealed record BoardQuery(string Page, string Count, bool PageCounts)
 {
     public static BoardQuery For(StorageNames names, bool asOf)
     {
+        // As of a time: each participant's one change in force then (at <= T < superseded_at).
         var source = asOf
             ? $"""
-              select * from (
-                  select distinct on (participant) participant, run_id, score, tie_break, completed_at, rank_key
-                  from {names.Own(StandingsProjection.ChangesTable)} where board = @board and at <= @at
-                  order by participant desc, sequence desc) latest
+              select participant, run_id, score, tie_break, completed_at, rank_key
+              from {names.Own(StandingsProjection.ChangesTable)} where board = @board and superseded_at > @at and at <= @at
               """
             : $"select participant, run_id, score, tie_break, completed_at, rank_key from {names.Own(StandingsProjection.CurrentTable)} where board = @board";
         var count = asOf ? ", count(*) over ()" : "";

@@ -16,7 +16,12 @@ namespace Ledger.Leaderboards;
 /// <item><c>ledger_standings</c>: each participant's best now, with its rank key: the live board is
 /// one index range scan of it, in key order;</item>
 /// <item><c>ledger_standing_changes</c>: every change of a participant's best, by sequence and
-/// verdict time: the board as of a time is the latest change of each participant at or before it.</item>
+/// verdict time: the board as of a time is the latest change of each participant at or before it.
+/// Each change also carries <c>superseded_at</c>, the earliest time of a later change of the same
+/// participant ('infinity' while none), so that latest change is the one row with
+/// <c>at &lt;= T &lt; superseded_at</c>: the board as of T is a range read, with no pass over the
+/// participant's earlier changes. (The earliest, not the next change's time: verdicts decided on
+/// nodes whose clocks differ need not come in time order.)</item>
 /// </list>
 /// Both are written idempotently (by key and sequence), so a page the daemon applies again changes nothing.
 /// </summary>
@@ -53,8 +58,8 @@ public sealed class StandingsProjection : IProjection
     {
         if (changes.Count == 0) return;
         operations.QueueSqlCommand($"""
-            insert into {schema}.{ChangesTable} (board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key)
-            select board, participant, sequence, at, run_id, score, tie_break, completed_at, decode(rank_key_hex, 'hex')
+            insert into {schema}.{ChangesTable} (board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key, superseded_at)
+            select board, participant, sequence, at, run_id, score, tie_break, completed_at, decode(rank_key_hex, 'hex'), 'infinity'
             from unnest(?::text[], ?::text[], ?::bigint[], ?::timestamptz[], ?::text[], ?::float8[], ?::float8[], ?::timestamptz[], ?::text[])
                 as c(board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key_hex)
             on conflict do nothing
@@ -62,7 +67,32 @@ public sealed class StandingsProjection : IProjection
             changes.Select(c => c.Board).ToArray(), changes.Select(c => c.Participant).ToArray(), changes.Select(c => c.Sequence).ToArray(),
             changes.Select(c => c.At).ToArray(), changes.Select(c => c.RunId).ToArray(), changes.Select(c => c.Score).ToArray(),
             changes.Select(c => c.TieBreak).ToArray(), changes.Select(c => c.CompletedAt).ToArray(), changes.Select(c => Hex(c.RankKey)).ToArray());
+        // The earlier changes of the same participants (this page's included) end at the earliest new change after them.
+        // Only ever lowers superseded_at, so applying the page again changes nothing.
+        operations.QueueSqlCommand($"""
+            update {schema}.{ChangesTable} c set superseded_at = later.at
+            from (select e.board, e.participant, e.sequence, min(n.at) as at
+                  from {schema}.{ChangesTable} e
+                  join unnest(?::text[], ?::text[], ?::bigint[], ?::timestamptz[]) as n(board, participant, sequence, at)
+                    on e.board = n.board and e.participant = n.participant and e.sequence < n.sequence
+                  group by e.board, e.participant, e.sequence) later
+            where c.board = later.board and c.participant = later.participant and c.sequence = later.sequence and c.superseded_at > later.at
+            """,
+            changes.Select(c => c.Board).ToArray(), changes.Select(c => c.Participant).ToArray(), changes.Select(c => c.Sequence).ToArray(),
+            changes.Select(c => c.At).ToArray());
     }
+
+    /// <summary>
+    /// Fills <c>superseded_at</c> for the participants that have a change without it (written by a
+    /// version before the column existed): each change ends at the earliest later change's time.
+    /// Idempotent; a no-op once every change has it.
+    /// </summary>
+    public static string BackfillSupersededSql(string schema) => $"""
+        update {schema}.{ChangesTable} c set superseded_at = coalesce(
+            (select min(d.at) from {schema}.{ChangesTable} d where d.board = c.board and d.participant = c.participant and d.sequence > c.sequence),
+            'infinity')
+        where (c.board, c.participant) in (select board, participant from {schema}.{ChangesTable} where superseded_at is null)
+        """;
 
     private static void RecordCurrent(IDocumentOperations operations, string schema, List<Standing> standings)
     {
@@ -126,6 +156,10 @@ public sealed class StandingsProjection : IProjection
         table.AddColumn("tie_break", "double precision");
         table.AddColumn("completed_at", "timestamp with time zone");
         table.AddColumn("rank_key", "bytea");
+        // Null only on changes written before the column existed, until StandingsUpgrade fills them.
+        table.AddColumn("superseded_at", "timestamp with time zone");
+        // The board as of a time: the changes still in force then.
+        table.Indexes.Add(new IndexDefinition($"{ChangesTable}_in_force") { Columns = ["board", "superseded_at"] });
         return table;
     }
 }

@@ -11,6 +11,8 @@ namespace Ledger.Leaderboards;
 /// position are cleared in one transaction, before the daemon starts, and the daemon refolds every
 /// verdict into documents and tables alike. Runs once per database; a no-op on a new one.
 /// (Upgrade every node: an old node leading the daemon during the upgrade would keep its position.)
+/// Changes written before <c>superseded_at</c> existed get it filled at each start, which boards as
+/// of a time need; a no-op once every change has it.
 /// </summary>
 public sealed class StandingsUpgrade(ILogger<StandingsUpgrade> logger) : IInitialData
 {
@@ -21,7 +23,13 @@ public sealed class StandingsUpgrade(ILogger<StandingsUpgrade> logger) : IInitia
         var needed = await session.QueryAsync<bool>(
             $"select not exists (select 1 from {names.Own(StandingsProjection.CurrentTable)}) and exists (select 1 from {names.Table<Standing>()})",
             cancellation);
-        if (!needed[0]) return;
+        if (!needed[0])
+        {
+            await using var fill = store.LightweightSession();
+            fill.QueueSqlCommand(StandingsProjection.BackfillSupersededSql(store.Options.DatabaseSchemaName));
+            await fill.SaveChangesAsync(cancellation);
+            return;
+        }
 
         session.QueueSqlCommand($"delete from {names.Table<Standing>()}");
         session.QueueSqlCommand($"delete from {names.Own(StandingsProjection.ChangesTable)}");

@@ -3,6 +3,8 @@ using Ledger.Leaderboards;
 using Ledger.Tests.Fixtures;
 using Marten;
 using Marten.Events;
+using JasperFx.Events;
+using Ledger.Runs;
 using Microsoft.Extensions.DependencyInjection;
 using static Ledger.Tests.Fixtures.Scenarios;
 
@@ -91,6 +93,112 @@ public sealed class BoardHistoryTests(LedgerHost ledger) : IClassFixture<LedgerH
         var then = await _api.Send(HttpMethod.Get, $"/api/boards/{board}/leaderboard?pageSize=100&at={Uri.EscapeDataString(checkpoints[^1].ToString("O"))}", LedgerHost.ReadKey);
         Assert.Equal(now.Json!["rows"]!.ToJsonString(), then.Json!["rows"]!.ToJsonString());
         Assert.True((await ledger.Verify()).Passed);
+    }
+
+    [Theory]
+    [InlineData(11)]
+    [InlineData(12)]
+    [InlineData(13)]
+    public async Task verdicts_out_of_time_order_folded_in_random_pages_some_twice_answer_every_time_as_the_latest_change_by_then(int seed)
+    {
+        // Verdicts decided on nodes whose clocks differ: their times do not follow the event order.
+        // The projection is driven directly, in random pages, some applied twice (as the daemon may),
+        // and the board as of each time must be each participant's latest change (by sequence) at or before it.
+        var random = new Random(seed);
+        var board = NewRunId("skew");
+        var ranking = new Ranking("s", Direction.Max, null, Direction.Min);
+        var start = new DateTimeOffset(2026, 11, 30, 12, 0, 0, TimeSpan.Zero);
+        var verdicts = new List<(VerdictReached Verdict, long Sequence)>();
+        var succeeded = new List<string>();
+        for (var i = 1; i <= 120; i++)
+        {
+            var at = start.AddSeconds(i).AddMilliseconds(random.Next(-4_000, 4_000));
+            VerdictReached verdict;
+            if (succeeded.Count > 3 && random.Next(6) == 0)
+            {
+                // A reclassification: a run that had succeeded leaves the board.
+                var runId = succeeded[random.Next(succeeded.Count)];
+                succeeded.Remove(runId);
+                var participant = verdicts.First(v => v.Verdict.RunId == runId).Verdict.Participant!;
+                verdict = new VerdictReached(runId, RunStatus.Failed, "audit", board, participant, ranking, new Dictionary<string, double>(), at, "admin");
+            }
+            else
+            {
+                var runId = $"{board}-r{i}";
+                succeeded.Add(runId);
+                verdict = new VerdictReached(runId, RunStatus.Succeeded, null, board, $"p{random.Next(6)}", ranking,
+                    new Dictionary<string, double> { ["s"] = random.Next(0, 8) }, at, "worker");
+            }
+            verdicts.Add((verdict, 1_000_000L * seed + i));
+        }
+
+        // A database of its own: standings written past the event store are not for the class's verify.
+        var (server, connection, name) = TestDatabase.Create();
+        try
+        {
+            await using var instance = await ledger.InstanceOn(connection);
+            await FoldAndAsk(instance.Services.GetRequiredService<IDocumentStore>(), connection, random, board, start, verdicts);
+            // Changes written before superseded_at existed get it filled at start, to the same values.
+            var names = new Ledger.Infrastructure.StorageNames(instance.Services.GetRequiredService<IDocumentStore>());
+            await using var data = Npgsql.NpgsqlDataSource.Create(connection);
+            await using var before = data.CreateCommand(
+                $"select string_agg(sequence || '=' || superseded_at, ',' order by sequence) from {names.Own(StandingsProjection.ChangesTable)} where board = $1");
+            before.Parameters.AddWithValue(board);
+            var filled = (string?)await before.ExecuteScalarAsync();
+            await using (var wipe = data.CreateCommand($"update {names.Own(StandingsProjection.ChangesTable)} set superseded_at = null where board = $1"))
+            {
+                wipe.Parameters.AddWithValue(board);
+                Assert.True(await wipe.ExecuteNonQueryAsync() > 3);
+            }
+            await using (var restarted = await ledger.InstanceOn(connection)) { }
+            Assert.Equal(filled, (string?)await before.ExecuteScalarAsync());
+        }
+        finally
+        {
+            TestDatabase.Drop(server, name);
+        }
+    }
+
+    private static async Task FoldAndAsk(IDocumentStore store, string connection, Random random, string board, DateTimeOffset start,
+        List<(VerdictReached Verdict, long Sequence)> verdicts)
+    {
+        var projection = new StandingsProjection();
+        var position = 0;
+        while (position < verdicts.Count)
+        {
+            var size = 1 + random.Next(12);
+            var page = verdicts.Skip(position).Take(size).Select(v => (IEvent)new Event<VerdictReached>(v.Verdict) { Sequence = v.Sequence }).ToList();
+            var again = random.Next(3) == 0;
+            for (var applied = again ? 2 : 1; applied > 0; applied--)
+            {
+                await using var session = store.LightweightSession();
+                await projection.ApplyAsync(session, page, CancellationToken.None);
+                await session.SaveChangesAsync();
+            }
+            position += size;
+        }
+
+        // The fold's changes, and for each time the latest of each participant's at or before it.
+        var standings = new Dictionary<string, Standing>(StringComparer.Ordinal);
+        var changes = verdicts.Select(v => Standing.Fold(standings, v.Verdict, v.Sequence)).OfType<StandingChange>().ToList();
+        var times = changes.SelectMany(c => new[] { c.At, c.At.AddTicks(-10) })
+            .Concat(Enumerable.Range(0, 40).Select(_ => start.AddMilliseconds(random.Next(-5_000, 130_000))));
+        var names = new Ledger.Infrastructure.StorageNames(store);
+        var query = BoardQuery.For(names, asOf: true);
+        await using var data = Npgsql.NpgsqlDataSource.Create(connection);
+        foreach (var time in times)
+        {
+            var expected = changes.Where(c => c.At <= time).GroupBy(c => c.Participant).Select(g => g.MaxBy(c => c.Sequence)!)
+                .Where(c => c.RankKey is not null).OrderBy(c => c.RankKey!, RankingRule.Order).Select(c => $"{c.Participant}:{c.RunId}").ToList();
+            await using var command = data.CreateCommand(query.Page);
+            foreach (var parameter in BoardQuery.Parameters(board, time, 1, 500, paging: true)) command.Parameters.Add(parameter);
+            var actual = new List<string>();
+            await using (var reader = await command.ExecuteReaderAsync())
+            {
+                while (await reader.ReadAsync()) actual.Add($"{reader.GetString(0)}:{reader.GetString(1)}");
+            }
+            Assert.True(expected.SequenceEqual(actual), $"as of {time:O}: expected [{string.Join(", ", expected)}], the database answered [{string.Join(", ", actual)}]");
+        }
     }
 
     [Fact]
