@@ -48,6 +48,8 @@ try
         connectionString = GeneratedCode.IsOfflineCommand(args)
             ? GeneratedCode.OfflineConnectionString
             : Database.ResolveConnectionString(builder, log);
+        // describe prints every setting: never the secrets among them.
+        if (DescribedConfiguration.IsDescribeCommand(args)) DescribedConfiguration.HideSecrets(builder.Configuration);
     }
 }
 catch (Exception e) when (e is StartupFailureException or EmbeddedPostgresUnavailableException)

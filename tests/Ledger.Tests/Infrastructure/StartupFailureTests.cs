@@ -38,6 +38,27 @@ public sealed class StartupFailureTests
     }
 
     [Fact]
+    public void describe_prints_the_configuration_but_none_of_its_secrets()
+    {
+        var result = LedgerProcess.Run(new()
+        {
+            ["ASPNETCORE_ENVIRONMENT"] = "Production",
+            ["Ledger__AdminKey"] = "describe-secret-admin",
+            ["Ledger__WorkerKeys__0"] = "describe-secret-worker",
+            ["Ledger__ReadKeys__0"] = "describe-secret-reader",
+            ["ConnectionStrings__Ledger"] = "Host=db.invalid;Username=ledger;Password=describe-secret-password",
+            ["OTHER_SERVICE_TOKEN"] = "describe-secret-token",
+            ["Ledger__SchemaName"] = "described_schema",
+        }, ["describe"]);
+
+        Assert.True(result.ExitCode == 0, $"describe exits 0, not {result.ExitCode}:\n{result.All}");
+        Assert.DoesNotContain("describe-secret", result.All);
+        // Still a description of the configuration: its keys, and the values that are not secrets.
+        Assert.Contains("AdminKey", result.All);
+        Assert.Contains("described_schema", result.All);
+    }
+
+    [Fact]
     public void a_refusal_after_the_private_postgres_started_stops_it_even_without_sbin_on_path()
     {
         using var cluster = new PrivateCluster();
