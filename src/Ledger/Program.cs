@@ -67,6 +67,7 @@ builder.Services.AddMarten(options =>
         options.AddForensics();
         options.Schema.For<DataProtectionKey>();
         ledger.Projections.ApplyTo(options, ledger.SchemaName);
+        if (ledger.Projections.WakeOnVerdict) options.Listeners.Add(new VerdictNotifier());
         options.AddWebhooks();
     })
     .UseLightweightSessions()
@@ -76,6 +77,12 @@ builder.Services.AddMarten(options =>
     // Leader = Marten's HotCold: one instance per database runs the async projections (docs/operations.md, "Running several nodes").
     .AddAsyncDaemon(ProjectionDaemonOptions.MartenMode(ledger.DaemonMode))
     .ApplyAllDatabaseChangesOnStartup();
+if (ledger.Projections.WakeOnVerdict)
+{
+    builder.Services.AddSingleton(services => new VerdictWakeup(connectionString,
+        TimeSpan.FromMilliseconds(ledger.Projections.WakeIntervalMilliseconds), services.GetRequiredService<ILogger<VerdictWakeup>>()));
+    builder.Services.ConfigureMarten((services, options) => options.Projections.Wakeup = services.GetRequiredService<VerdictWakeup>());
+}
 
 builder.Host.UseWolverine(options =>
 {

@@ -52,6 +52,7 @@ public sealed class LedgerOptionsValidation : Microsoft.Extensions.Options.IVali
         if (options.Projections.HealthCheckPollingMilliseconds < 100) failures.Add("Ledger:Projections:HealthCheckPollingMilliseconds must be at least 100.");
         if (options.Projections.StaleSequenceThresholdMilliseconds < 100) failures.Add("Ledger:Projections:StaleSequenceThresholdMilliseconds must be at least 100.");
         if (options.Projections.IdlePollingMilliseconds < 100) failures.Add("Ledger:Projections:IdlePollingMilliseconds must be at least 100.");
+        if (options.Projections.WakeIntervalMilliseconds < 10) failures.Add("Ledger:Projections:WakeIntervalMilliseconds must be at least 10.");
         return failures.Count == 0
             ? Microsoft.Extensions.Options.ValidateOptionsResult.Success
             : Microsoft.Extensions.Options.ValidateOptionsResult.Fail(failures);

@@ -43,16 +43,18 @@ public sealed class ProjectionDaemonOptions
     /// </summary>
     public int StaleSequenceThresholdMilliseconds { get; set; } = 3_000;
     /// <summary>
-    /// Wake the projections when events are appended (Marten's <c>UseListenNotifyForEventAppends</c>:
-    /// each appending transaction sends a PostgreSQL NOTIFY that the leader LISTENs for) instead of
-    /// waiting for the next poll, which is up to 1 s apart once the projections have caught up.
-    /// Polling stays on as the safety net. A new verdict reaches the board this much sooner.
+    /// A new verdict wakes the projection leader (a PostgreSQL NOTIFY in the verdict's transaction,
+    /// which the leader LISTENs for: <see cref="Ledger.Leaderboards.VerdictWakeup"/>) instead of
+    /// waiting for its next poll, which is up to <see cref="IdlePollingMilliseconds"/> away even
+    /// under load. Polling stays on as the safety net.
     /// </summary>
-    public bool WakeOnAppend { get; set; } = true;
+    public bool WakeOnVerdict { get; set; } = true;
+    /// <summary>The least time between two wakes: a burst of verdicts makes one poll per interval, not one each.</summary>
+    public int WakeIntervalMilliseconds { get; set; } = 100;
     /// <summary>
     /// How often the leader looks for new events once the projections have caught up (Marten's
-    /// <c>SlowPollingTime</c>, library default 1 s). With <see cref="WakeOnAppend"/> this is only
-    /// the safety net for a lost notification; while events keep arriving it polls every 250 ms.
+    /// <c>SlowPollingTime</c>, library default 1 s), and also after a poll that found new events
+    /// without a gap. With <see cref="WakeOnVerdict"/> verdicts do not wait for it.
     /// </summary>
     public int IdlePollingMilliseconds { get; set; } = 1_000;
 
@@ -63,7 +65,6 @@ public sealed class ProjectionDaemonOptions
         daemon.HealthCheckPollingTime = TimeSpan.FromMilliseconds(HealthCheckPollingMilliseconds);
         daemon.StaleSequenceThreshold = TimeSpan.FromMilliseconds(StaleSequenceThresholdMilliseconds);
         daemon.SlowPollingTime = TimeSpan.FromMilliseconds(IdlePollingMilliseconds);
-        store.Events.UseListenNotifyForEventAppends = WakeOnAppend;
         // Instances sharing a schema share one election; two ledgers in different schemas of one
         // database do not block each other.
         daemon.DaemonLockId = LockId(schema);

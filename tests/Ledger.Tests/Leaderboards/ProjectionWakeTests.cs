@@ -5,23 +5,21 @@ using static Ledger.Tests.Fixtures.Scenarios;
 namespace Ledger.Tests.Leaderboards;
 
 /// <summary>
-/// <c>Ledger:Projections:WakeOnAppend</c>: an append wakes the projections, so a verdict reaches the
-/// board without waiting for the next poll. Each test polls only once a minute once caught up, so
+/// <c>Ledger:Projections:WakeOnVerdict</c>: a verdict, appended on any node, wakes the projection
+/// leader, so it reaches the board without waiting for the next poll. Each test polls only once a minute once caught up, so
 /// a board that shows the verdict within seconds was woken, and one that does not was not.
 /// Every event comes once the leader has polled and found nothing: it is then waiting, not polling.
-/// (Marten's listener drops a notification that arrives while the leader polls; the next
-/// notification or poll brings it, so only the last append before a quiet spell can wait for the poll.)
 /// </summary>
 public sealed class ProjectionWakeTests
 {
     private static Dictionary<string, string> Settings(bool wake) => new()
     {
-        ["Ledger:Projections:WakeOnAppend"] = wake ? "true" : "false",
+        ["Ledger:Projections:WakeOnVerdict"] = wake ? "true" : "false",
         ["Ledger:Projections:IdlePollingMilliseconds"] = "60000",
     };
 
     [Fact]
-    public async Task an_appended_verdict_wakes_the_standings_without_waiting_for_the_poll()
+    public async Task a_verdict_wakes_the_standings_without_waiting_for_the_poll()
     {
         var ledger = LedgerHost.With(Settings(wake: true));
         await ledger.InitializeAsync();
