@@ -6,9 +6,10 @@ namespace Ledger.Tests.Leaderboards;
 
 /// <summary>
 /// <c>Ledger:Projections:WakeOnVerdict</c>: a verdict, appended on any node, wakes the projection
-/// leader, so it reaches the board without waiting for the next poll. Each test polls only once a minute once caught up, so
-/// a board that shows the verdict within seconds was woken, and one that does not was not.
-/// Every event comes once the leader has polled and found nothing: it is then waiting, not polling.
+/// leader, so it reaches the board without waiting for the next poll. In each test the leader
+/// polls only once a minute once caught up, so a board that shows the verdict within seconds was
+/// woken, and one that does not was not. Every event comes once the leader has polled and found
+/// nothing: it is then waiting, not polling.
 /// </summary>
 public sealed class ProjectionWakeTests
 {
@@ -21,14 +22,9 @@ public sealed class ProjectionWakeTests
     [Fact]
     public async Task a_verdict_wakes_the_standings_without_waiting_for_the_poll()
     {
-        var ledger = LedgerHost.With(Settings(wake: true));
-        await ledger.InitializeAsync();
+        var (ledger, runId) = await VerdictThroughAFollower(wake: true);
         try
         {
-            await Idle(ledger);
-            await using var follower = await ledger.SecondInstance();
-            var (runId, token) = await Start(new Scenarios(ledger, follower));
-            await Verdict(new Scenarios(ledger, follower), runId, token);
             var deadline = DateTime.UtcNow.AddSeconds(15);
             while (!await Ranked(ledger, runId))
             {
@@ -45,20 +41,36 @@ public sealed class ProjectionWakeTests
     [Fact]
     public async Task without_the_wake_a_verdict_waits_for_the_next_poll()
     {
-        var ledger = LedgerHost.With(Settings(wake: false));
-        await ledger.InitializeAsync();
+        var (ledger, runId) = await VerdictThroughAFollower(wake: false);
         try
         {
-            await Idle(ledger);
-            await using var follower = await ledger.SecondInstance();
-            var (runId, token) = await Start(new Scenarios(ledger, follower));
-            await Verdict(new Scenarios(ledger, follower), runId, token);
             await Task.Delay(3_000);
             Assert.False(await Ranked(ledger, runId), "the verdict reached the board without a poll or a wake");
         }
         finally
         {
             await ledger.DisposeAsync();
+        }
+    }
+
+    /// <summary>A host of the test's own (the caller disposes it) whose idle leader gets a verdict from a follower.</summary>
+    private static async Task<(LedgerHost Ledger, string RunId)> VerdictThroughAFollower(bool wake)
+    {
+        var ledger = LedgerHost.With(Settings(wake));
+        await ledger.InitializeAsync();
+        try
+        {
+            await Idle(ledger);
+            await using var follower = await ledger.SecondInstance();
+            var api = new Scenarios(ledger, follower);
+            var (runId, token) = await Start(api);
+            await Verdict(api, runId, token);
+            return (ledger, runId);
+        }
+        catch
+        {
+            await ledger.DisposeAsync();
+            throw;
         }
     }
 
