@@ -67,7 +67,6 @@ builder.Services.AddMarten(options =>
         options.AddForensics();
         options.Schema.For<DataProtectionKey>();
         ledger.Projections.ApplyTo(options, ledger.SchemaName);
-        if (ledger.Projections.WakeOnVerdict) options.Listeners.Add(new VerdictNotifier());
         options.AddWebhooks();
     })
     .UseLightweightSessions()
@@ -81,7 +80,12 @@ if (ledger.Projections.WakeOnVerdict)
 {
     builder.Services.AddSingleton(services => new VerdictWakeup(connectionString,
         TimeSpan.FromMilliseconds(ledger.Projections.WakeIntervalMilliseconds), services.GetRequiredService<ILogger<VerdictWakeup>>()));
-    builder.Services.ConfigureMarten((services, options) => options.Projections.Wakeup = services.GetRequiredService<VerdictWakeup>());
+    builder.Services.ConfigureMarten((services, options) =>
+    {
+        // Verdict transactions notify (any node); the projection leader listens.
+        options.Listeners.Add(new VerdictNotifier());
+        options.Projections.Wakeup = services.GetRequiredService<VerdictWakeup>();
+    });
 }
 
 builder.Host.UseWolverine(options =>

@@ -123,7 +123,7 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
             byte[] key => Convert.ToHexString(key),
             double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
             // PostgreSQL keeps microseconds.
-            DateTimeOffset t => new DateTime(t.UtcTicks - t.UtcTicks % 10, DateTimeKind.Utc).ToString("O"),
+            DateTimeOffset t => ToMicroseconds(t).ToString("O"),
             _ => v.ToString(),
         }));
 
@@ -180,7 +180,8 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
     // The same instant, to the microsecond PostgreSQL keeps, in C# and in PostgreSQL's to_char.
     private const string MicrosecondsPattern = "YYYY-MM-DD\"T\"HH24:MI:SS.US";
     private static string Microseconds(DateTimeOffset t) =>
-        new DateTime(t.UtcTicks - t.UtcTicks % 10, DateTimeKind.Utc).ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff", System.Globalization.CultureInfo.InvariantCulture);
+        ToMicroseconds(t).ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff", System.Globalization.CultureInfo.InvariantCulture);
+    private static DateTime ToMicroseconds(DateTimeOffset t) => new(t.UtcTicks - t.UtcTicks % 10, DateTimeKind.Utc);
 
     private static object? Value(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetValue(ordinal);
 

@@ -25,9 +25,8 @@ public sealed class StandingsUpgrade(ILogger<StandingsUpgrade> logger) : IInitia
             cancellation);
         if (!needed[0])
         {
-            await using var fill = store.LightweightSession();
-            fill.QueueSqlCommand(StandingsProjection.BackfillSupersededSql(store.Options.DatabaseSchemaName));
-            await fill.SaveChangesAsync(cancellation);
+            session.QueueSqlCommand(StandingsProjection.BackfillSupersededSql(store.Options.DatabaseSchemaName));
+            await session.SaveChangesAsync(cancellation);
             return;
         }
 
