@@ -28,7 +28,8 @@ var log = startupLog.CreateLogger("Ledger.Startup");
 builder.Logging.QuietHostStartFailures();
 
 builder.Services.AddOptions<LedgerOptions>().Bind(builder.Configuration.GetSection(LedgerOptions.Section)).ValidateOnStart();
-builder.Services.AddSingleton<IValidateOptions<LedgerOptions>, LedgerOptionsValidation>();
+// Without the environment's checks (key lengths): Check below made them on the raw configuration, which describe then hides.
+builder.Services.AddSingleton<IValidateOptions<LedgerOptions>>(new LedgerOptionsValidation());
 
 string connectionString;
 string? codegenOutput = null;
@@ -43,7 +44,7 @@ try
     else
     {
         // A refused configuration starts nothing, not even the private PostgreSQL.
-        LedgerOptionsValidation.Check(builder.Configuration);
+        LedgerOptionsValidation.Check(builder.Configuration, builder.Environment);
         // describe and help build the host but never start it: no database for them either.
         connectionString = GeneratedCode.IsOfflineCommand(args)
             ? GeneratedCode.OfflineConnectionString

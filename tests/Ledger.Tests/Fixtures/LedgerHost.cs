@@ -171,6 +171,8 @@ public static class TestDatabase
             {
                 DataDirectory = string.IsNullOrWhiteSpace(dir) ? Path.Combine("/var/tmp", "run-ledger", "test-postgres") : dir,
                 Port = int.TryParse(port, out var p) ? p : 54339,
+                // A throwaway cluster, like test.sh's: no password (the service's own cluster has one).
+                TrustLocalConnections = true,
             };
             _embedded = new EmbeddedPostgres(options, _ => { });
             AppDomain.CurrentDomain.ProcessExit += (_, _) => StopServer();
