@@ -6,8 +6,6 @@ using Marten;
 using Microsoft.AspNetCore.Antiforgery;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
-using Microsoft.AspNetCore.DataProtection;
-using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 
@@ -55,10 +53,8 @@ public static class ConsoleSetup
             o.MultipartBodyLengthLimit = 64 * 1024;
         });
 
-        // Cookie and antiforgery keys in PostgreSQL: sessions survive restarts and work on every node.
-        services.AddDataProtection().SetApplicationName("run-ledger");
-        services.AddSingleton<IConfigureOptions<KeyManagementOptions>>(provider =>
-            new ConfigureOptions<KeyManagementOptions>(o => o.XmlRepository = new MartenXmlRepository(provider.GetRequiredService<IDocumentStore>())));
+        // The key ring in PostgreSQL, encrypted at rest when a certificate is configured (KeyRingProtection).
+        services.AddLedgerKeyRing(configuration);
 
         services.AddAntiforgery(o =>
         {

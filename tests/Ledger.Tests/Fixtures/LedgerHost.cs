@@ -79,6 +79,10 @@ public sealed class LedgerHost : IAsyncLifetime
     /// <summary>An instance configured as this host is, on the clock of this host, but on another database (one a test owns).</summary>
     public Task<IAlbaHost> InstanceOn(string connectionString) => StartInstance(connectionString: connectionString);
 
+    /// <summary>An instance on another database (one a test owns), with settings and services of its own on top of the class's.</summary>
+    public Task<IAlbaHost> InstanceOn(string connectionString, IReadOnlyDictionary<string, string> settings, Action<IServiceCollection>? configure = null) =>
+        StartInstance(configure, connectionString, settings);
+
     private Dictionary<string, string> Settings(string? connectionString = null) => new()
     {
         ["ConnectionStrings:Ledger"] = connectionString ?? ConnectionString,
