@@ -96,7 +96,8 @@ public sealed class LedgerOptionsValidation(IHostEnvironment? environment = null
         }
         var result = new LedgerOptionsValidation(environment).Validate(null, options);
         if (result.Failed) throw new StartupFailureException(StartupFailure.Configuration, string.Join(" ", result.Failures ?? []));
-        // A certificate for the key ring that cannot be used is refused here, before anything starts.
+        // A certificate for the key ring, or a proxy address, that cannot be used is refused here, before anything starts.
         Ledger.Web.KeyRingProtection.LoadCertificates(configuration);
+        ForwardedHeadersSetup.Read(configuration);
     }
 }

@@ -98,6 +98,9 @@ public sealed class LedgerHost : IAsyncLifetime
         ["Ledger:Metrics:StoredStateCacheSeconds"] = "0",
         // A board read right after a settled verdict must show it (BoardPageCacheTests covers the cache).
         ["Ledger:Leaderboards:PageFreshnessMilliseconds"] = "0",
+        // Every test request comes from one address (the test server's): classes send thousands of
+        // wrong keys on purpose. The throttle is tested on instances of its own (WrongKeyThrottleTests).
+        ["Ledger:WrongKeys:Limit"] = "0",
         // Webhook retries within seconds rather than an hour (WebhookTests).
         ["Ledger:Webhooks:MaxAttempts"] = "4",
         ["Ledger:Webhooks:RetryWindowSeconds"] = "3",
