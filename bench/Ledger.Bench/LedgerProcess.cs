@@ -9,9 +9,10 @@ namespace Ledger.Bench;
 /// </summary>
 public sealed class LedgerProcess : IAsyncDisposable
 {
-    public const string AdminKey = "bench-admin-key";
-    public const string WorkerKey = "bench-worker-key";
-    public const string ReadKey = "bench-read-key";
+    // At least 16 characters: outside Development the ledger refuses shorter keys.
+    public const string AdminKey = "bench-admin-key-0001";
+    public const string WorkerKey = "bench-worker-key-0001";
+    public const string ReadKey = "bench-read-key-00001";
 
     private readonly Process _process;
     private readonly StreamWriter _log;

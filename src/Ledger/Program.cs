@@ -28,7 +28,8 @@ var log = startupLog.CreateLogger("Ledger.Startup");
 builder.Logging.QuietHostStartFailures();
 
 builder.Services.AddOptions<LedgerOptions>().Bind(builder.Configuration.GetSection(LedgerOptions.Section)).ValidateOnStart();
-builder.Services.AddSingleton<IValidateOptions<LedgerOptions>, LedgerOptionsValidation>();
+// Without the environment's checks (key lengths): Check below made them on the raw configuration, which describe then hides.
+builder.Services.AddSingleton<IValidateOptions<LedgerOptions>>(new LedgerOptionsValidation());
 
 string connectionString;
 string? codegenOutput = null;
@@ -43,7 +44,7 @@ try
     else
     {
         // A refused configuration starts nothing, not even the private PostgreSQL.
-        LedgerOptionsValidation.Check(builder.Configuration);
+        LedgerOptionsValidation.Check(builder.Configuration, builder.Environment);
         // describe and help build the host but never start it: no database for them either.
         connectionString = GeneratedCode.IsOfflineCommand(args)
             ? GeneratedCode.OfflineConnectionString
@@ -121,6 +122,8 @@ builder.Services.AddSingleton<Janitor>();
 builder.Services.AddHostedService<JanitorService>();
 builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));
 builder.Services.AddLedgerConsole(builder.Configuration);
+builder.Services.AddLedgerForwardedHeaders(builder.Configuration);
+builder.Services.AddWrongKeyThrottle(builder.Configuration);
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddLedgerOpenApi();
 builder.Services.AddLedgerTelemetry(builder.Configuration);
@@ -129,8 +132,11 @@ builder.Services.AddWebhooks(builder.Configuration);
 var app = builder.Build();
 app.StopEmbeddedOnShutdown();
 
+app.UseLedgerForwardedHeaders();
 app.UseLedgerErrors();
+app.UseWrongKeyThrottle();
 app.UseConsoleHeaders();
+app.UseDocsPageHeaders();
 app.UseRouting();
 app.UseRateLimiter();
 app.UseInputBoundary();

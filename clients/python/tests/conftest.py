@@ -32,9 +32,9 @@ sys.path.insert(0, str(CLIENT))
 
 from run_ledger import Ledger, RetryPolicy  # noqa: E402
 
-ADMIN_KEY = "py-admin-key"
-WORKER_KEY = "py-worker-key"
-READ_KEY = "py-read-key"
+ADMIN_KEY = "py-admin-key-for-tests"
+WORKER_KEY = "py-worker-key-for-tests"
+READ_KEY = "py-read-key-for-tests"
 # Short enough that a lost run is decided within seconds.
 JANITOR_INTERVAL = 1
 JANITOR_GRACE = 1

@@ -66,6 +66,16 @@ public sealed class Access
         : _readers.Any(r => Matches(r, digest)) ? Role.Reader
         : null;
 
+    /// <summary>What a console session keeps of its key: HMAC-SHA256 of the key's digest under the session's own random salt.</summary>
+    public static byte[] SaltedDigest(byte[] salt, byte[] keyDigest) => HMACSHA256.HashData(salt, keyDigest);
+
+    /// <summary>The role of a key known only by <see cref="SaltedDigest"/>, or null (e.g. once the key is removed from the configuration).</summary>
+    public Role? RoleOfSalted(byte[] salt, byte[] salted) =>
+        _admin is not null && Matches(SaltedDigest(salt, _admin), salted) ? Role.Admin
+        : _workers.Any(w => Matches(SaltedDigest(salt, w), salted)) ? Role.Worker
+        : _readers.Any(r => Matches(SaltedDigest(salt, r), salted)) ? Role.Reader
+        : null;
+
     /// <summary>True when the token is one of the configured keys, whatever its role.</summary>
     public bool IsKey(string token) => RoleOfDigest(Digest(token)) is not null;
 

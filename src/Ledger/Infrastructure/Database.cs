@@ -27,6 +27,12 @@ public static class Database
                       ?? new EmbeddedPostgresOptions();
         var embedded = new EmbeddedPostgres(options, message => log.LogInformation("{Message}", message));
         log.LogInformation("No ConnectionStrings:Ledger configured: starting a private PostgreSQL in {DataDirectory}", options.DataDirectory);
+        if (!builder.Environment.IsDevelopment())
+        {
+            log.LogWarning("The private PostgreSQL is a single-machine convenience: one cluster on this machine's disk, reachable from 127.0.0.1 " +
+                           "with the password in {PasswordFile}, with no replication and no backups. For production, set ConnectionStrings__Ledger " +
+                           "to a PostgreSQL you operate.", options.PasswordFilePath);
+        }
         string connectionString;
         try
         {

@@ -1,4 +1,7 @@
 using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.RegularExpressions;
 using Npgsql;
 
 namespace Ledger.Infrastructure;
@@ -11,18 +14,36 @@ public sealed class EmbeddedPostgresOptions
     public string Database { get; set; } = "ledger";
     /// <summary>Where initdb and pg_ctl are; when unset, PATH and /usr/lib/postgresql/*/bin are searched.</summary>
     public string? BinDirectory { get; set; }
+    /// <summary>
+    /// The file holding the cluster's superuser password (mode 0600, owned by the user the ledger
+    /// runs as); when unset, beside the data directory: <c>&lt;DataDirectory&gt;.password</c>.
+    /// </summary>
+    public string? PasswordFile { get; set; }
+    /// <summary>
+    /// Lets every local user connect as superuser without a password (<c>initdb --auth=trust</c>), as
+    /// clusters made before passwords were required did. Only for a throwaway cluster (the tests');
+    /// refused outside Development. Off: a trust cluster found at start is upgraded to passwords.
+    /// </summary>
+    public bool TrustLocalConnections { get; set; }
+
+    public string PasswordFilePath => Path.GetFullPath(PasswordFile ?? Path.GetFullPath(DataDirectory).TrimEnd('/') + ".password");
 }
 
 /// <summary>
 /// Provisions and runs a private PostgreSQL cluster from the machine's own binaries when no
 /// connection string is configured. Reuses the cluster on the next start; stops it cleanly
 /// (checkpointed, so consistent) when the process that started it stops.
+/// Every connection, TCP on 127.0.0.1 and the Unix socket alike, needs the superuser's password
+/// (scram-sha-256): it is generated at initdb and kept in <see cref="EmbeddedPostgresOptions.PasswordFilePath"/>,
+/// readable only by the ledger's user; a cluster made with trust authentication is upgraded at start.
 /// </summary>
 public sealed class EmbeddedPostgres
 {
+    private const string Superuser = "postgres";
     private readonly EmbeddedPostgresOptions _options;
     private readonly Action<string> _log;
     private string? _binDirectory;
+    private string? _password;
 
     public EmbeddedPostgres(EmbeddedPostgresOptions options, Action<string> log)
     {
@@ -37,7 +58,8 @@ public sealed class EmbeddedPostgres
     {
         Host = "127.0.0.1",
         Port = _options.Port,
-        Username = "postgres",
+        Username = Superuser,
+        Password = _password ?? ReadPassword(),
         Database = database,
         Pooling = true,
     }.ConnectionString;
@@ -52,13 +74,35 @@ public sealed class EmbeddedPostgres
 
         var dir = Path.GetFullPath(_options.DataDirectory);
         Directory.CreateDirectory(dir);
+        var upgrade = false;
         using (AcquireLock(dir))
         {
             if (!File.Exists(Path.Combine(dir, "PG_VERSION")))
             {
                 _log($"Initialising a private PostgreSQL cluster in {dir}");
                 PrepareOwnership(dir);
-                RunTool("initdb", $"-D \"{dir}\" -U postgres --auth=trust -E UTF8 --no-instructions", TimeSpan.FromMinutes(2));
+                if (_options.TrustLocalConnections)
+                {
+                    RunTool("initdb", $"-D \"{dir}\" -U {Superuser} --auth=trust -E UTF8 --no-instructions", TimeSpan.FromMinutes(2));
+                }
+                else
+                {
+                    Initialise(dir, _password = ReadPassword() ?? CreatePassword());
+                }
+            }
+            else if (!_options.TrustLocalConnections)
+            {
+                // A cluster made before passwords were required trusts every local user: it gets a password now.
+                upgrade = HbaTrusts(dir);
+                _password = ReadPassword() ?? (upgrade
+                    ? CreatePassword()
+                    : throw new EmbeddedPostgresUnavailableException(
+                        $"The private PostgreSQL in {dir} requires a password, but its password file {_options.PasswordFilePath} is missing. " +
+                        "Restore that file (Ledger:EmbeddedPostgres:PasswordFile), or move the data directory away to start a new, empty cluster."));
+            }
+            else
+            {
+                _password = ReadPassword();
             }
 
             if (RunTool("pg_ctl", $"status -D \"{dir}\"", TimeSpan.FromSeconds(30), throwOnError: false) == 0)
@@ -82,6 +126,19 @@ public sealed class EmbeddedPostgres
                 }
                 StartedByUs = true;
             }
+
+            if (upgrade)
+            {
+                try
+                {
+                    RequirePassword(dir);
+                }
+                catch
+                {
+                    Stop();
+                    throw;
+                }
+            }
         }
 
         try
@@ -95,6 +152,128 @@ public sealed class EmbeddedPostgres
             throw;
         }
         return ServerConnectionString(_options.Database);
+    }
+
+    /// <summary>initdb with password authentication for local and host connections; the password reaches it in a file only the cluster's owner can read, removed at once.</summary>
+    private void Initialise(string dir, string password)
+    {
+        var pwfile = dir.TrimEnd('/') + ".initdb-password";
+        File.Delete(pwfile);
+        WritePrivate(pwfile, password + "\n");
+        try
+        {
+            if (IsRoot) Run("chown", $"postgres \"{pwfile}\"", TimeSpan.FromSeconds(30));
+            RunTool("initdb",
+                $"-D \"{dir}\" -U {Superuser} --auth-local=scram-sha-256 --auth-host=scram-sha-256 --pwfile=\"{pwfile}\" -E UTF8 --no-instructions",
+                TimeSpan.FromMinutes(2));
+        }
+        finally
+        {
+            File.Delete(pwfile);
+        }
+    }
+
+    /// <summary>True when pg_hba.conf lets some connection in without a password.</summary>
+    private static bool HbaTrusts(string dir) => File.ReadLines(Path.Combine(dir, "pg_hba.conf")).Any(line => TrustMethod.IsMatch(Uncommented(line)));
+
+    private static readonly Regex TrustMethod = new(@"(?<=\s)trust(?=\s|$)", RegexOptions.CultureInvariant);
+
+    private static string Uncommented(string line) => line.IndexOf('#') is var hash and >= 0 ? line[..hash] : line;
+
+    /// <summary>
+    /// Upgrades a trust cluster (running by now): the superuser gets the password (sent as a SCRAM
+    /// verifier, so that not even a statement log could show it), every trust line of pg_hba.conf
+    /// becomes scram-sha-256, and the server reloads it. Each step can be repeated, so a start
+    /// interrupted half-way finishes the upgrade next time.
+    /// </summary>
+    private void RequirePassword(string dir)
+    {
+        var trusting = new NpgsqlConnectionStringBuilder(ServerConnectionString()) { Password = null, Pooling = false }.ConnectionString;
+        using (var conn = new NpgsqlConnection(trusting))
+        {
+            conn.Open();
+            using (var alter = new NpgsqlCommand($"alter role {Superuser} with password '{ScramVerifier(_password!)}'", conn)) alter.ExecuteNonQuery();
+
+            var hba = Path.Combine(dir, "pg_hba.conf");
+            var lines = File.ReadAllLines(hba).Select(line =>
+            {
+                var body = Uncommented(line);
+                return TrustMethod.IsMatch(body) ? TrustMethod.Replace(body, "scram-sha-256") + line[body.Length..] : line;
+            });
+            var rewritten = hba + ".ledger-tmp";
+            File.Delete(rewritten);
+            WritePrivate(rewritten, string.Join("\n", lines) + "\n");
+            if (IsRoot) Run("chown", $"postgres \"{rewritten}\"", TimeSpan.FromSeconds(30));
+            File.Move(rewritten, hba, overwrite: true);
+
+            using var reload = new NpgsqlCommand("select pg_reload_conf()", conn);
+            reload.ExecuteNonQuery();
+        }
+
+        // The reload is asynchronous: wait until a connection without the password is refused.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (true)
+        {
+            try
+            {
+                using var probe = new NpgsqlConnection(trusting);
+                probe.Open();
+            }
+            catch (NpgsqlException)
+            {
+                break;
+            }
+            if (DateTime.UtcNow > deadline) throw new EmbeddedPostgresUnavailableException($"The private PostgreSQL in {dir} still accepts connections without a password after its pg_hba.conf was rewritten.");
+            Thread.Sleep(100);
+        }
+        _log($"Upgraded the private PostgreSQL in {dir} from trust to password authentication (scram-sha-256); the password is kept in {_options.PasswordFilePath}");
+    }
+
+    /// <summary>A SCRAM-SHA-256 verifier of the password, in the form PostgreSQL stores (RFC 5803); ALTER ROLE takes it as it is.</summary>
+    public static string ScramVerifier(string password, byte[]? salt = null, int iterations = 4096)
+    {
+        salt ??= RandomNumberGenerator.GetBytes(16);
+        var salted = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(password), salt, iterations, HashAlgorithmName.SHA256, 32);
+        var clientKey = HMACSHA256.HashData(salted, "Client Key"u8);
+        var serverKey = HMACSHA256.HashData(salted, "Server Key"u8);
+        return $"SCRAM-SHA-256${iterations}:{Convert.ToBase64String(salt)}${Convert.ToBase64String(SHA256.HashData(clientKey))}:{Convert.ToBase64String(serverKey)}";
+    }
+
+    /// <summary>The kept password, or null when there is no password file.</summary>
+    private string? ReadPassword()
+    {
+        var file = _options.PasswordFilePath;
+        if (!File.Exists(file)) return null;
+        // Only the ledger's user may read it, whatever a copy or an umask did to it.
+        if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(file) & ~(UnixFileMode.UserRead | UnixFileMode.UserWrite)) != 0)
+        {
+            File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+        var password = File.ReadAllText(file).Trim();
+        return password.Length == 0 ? throw new EmbeddedPostgresUnavailableException($"The password file {file} of the private PostgreSQL is empty.") : password;
+    }
+
+    /// <summary>A new random password (256 bits), written to the password file before any cluster uses it.</summary>
+    private string CreatePassword()
+    {
+        var password = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+        var file = _options.PasswordFilePath;
+        Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+        var temporary = file + ".tmp";
+        File.Delete(temporary);
+        WritePrivate(temporary, password + "\n");
+        File.Move(temporary, file, overwrite: false);
+        return password;
+    }
+
+    /// <summary>Creates the file readable and writable by its owner only, from the first byte on.</summary>
+    private static void WritePrivate(string path, string content)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using var stream = new FileStream(path, options);
+        stream.Write(Encoding.UTF8.GetBytes(content));
+        stream.Flush(flushToDisk: true);
     }
 
     public void EnsureDatabase(string database)

@@ -41,12 +41,16 @@ public sealed class LedgerOptions
 /// The checks on <see cref="LedgerOptions"/>: run at host start (ValidateOnStart) and, before
 /// anything is started, by <see cref="Check"/>, so that a refused configuration starts nothing.
 /// </summary>
-public sealed class LedgerOptionsValidation : Microsoft.Extensions.Options.IValidateOptions<LedgerOptions>
+public sealed class LedgerOptionsValidation(IHostEnvironment? environment = null) : Microsoft.Extensions.Options.IValidateOptions<LedgerOptions>
 {
+    /// <summary>The shortest key (admin, worker, read, lease-token secret) accepted outside Development.</summary>
+    public const int MinimumKeyLength = 16;
+
     public Microsoft.Extensions.Options.ValidateOptionsResult Validate(string? name, LedgerOptions options)
     {
         var failures = new List<string>();
         if (string.IsNullOrWhiteSpace(options.AdminKey)) failures.Add("Ledger:AdminKey (environment Ledger__AdminKey) must be set.");
+        if (environment is not null && !environment.IsDevelopment()) failures.AddRange(OutsideDevelopment(options));
         if (options.MaxPayloadBytes < 1024) failures.Add("Ledger:MaxPayloadBytes must be at least 1024.");
         if (options.Projections.LeadershipPollingMilliseconds < 100) failures.Add("Ledger:Projections:LeadershipPollingMilliseconds must be at least 100.");
         if (options.Projections.HealthCheckPollingMilliseconds < 100) failures.Add("Ledger:Projections:HealthCheckPollingMilliseconds must be at least 100.");
@@ -58,8 +62,27 @@ public sealed class LedgerOptionsValidation : Microsoft.Extensions.Options.IVali
             : Microsoft.Extensions.Options.ValidateOptionsResult.Fail(failures);
     }
 
+    /// <summary>What Development allows and other environments refuse: short keys (never shown), a trusting private PostgreSQL.</summary>
+    private static IEnumerable<string> OutsideDevelopment(LedgerOptions options)
+    {
+        var keys = new List<(string Setting, string? Value)> { ("Ledger:AdminKey", options.AdminKey), ("Ledger:LeaseTokenSecret", options.LeaseTokenSecret) };
+        keys.AddRange(options.WorkerKeys.Select((k, i) => ($"Ledger:WorkerKeys:{i}", (string?)k)));
+        keys.AddRange(options.ReadKeys.Select((k, i) => ($"Ledger:ReadKeys:{i}", (string?)k)));
+        // An empty entry is no key (docker-compose passes unset keys as empty strings).
+        var tooShort = keys.Where(k => !string.IsNullOrWhiteSpace(k.Value) && k.Value.Length < MinimumKeyLength).Select(k => k.Setting).ToList();
+        if (tooShort.Count > 0)
+        {
+            yield return $"{string.Join(", ", tooShort)} {(tooShort.Count == 1 ? "is" : "are")} shorter than {MinimumKeyLength} characters; " +
+                         $"outside Development every key must have at least {MinimumKeyLength} (e.g. `openssl rand -hex 24`).";
+        }
+        if (options.EmbeddedPostgres.TrustLocalConnections)
+        {
+            yield return "Ledger:EmbeddedPostgres:TrustLocalConnections lets every local user into the database without a password; it is refused outside Development.";
+        }
+    }
+
     /// <summary>Fails with the same messages as the start-up validation, from the configuration alone.</summary>
-    public static void Check(IConfiguration configuration)
+    public static void Check(IConfiguration configuration, IHostEnvironment environment)
     {
         LedgerOptions options;
         try
@@ -71,7 +94,10 @@ public sealed class LedgerOptionsValidation : Microsoft.Extensions.Options.IVali
             // A value that does not convert (e.g. Ledger:Port=abc) names its key in the message.
             throw new StartupFailureException(StartupFailure.Configuration, e.Message.ReplaceLineEndings(" "));
         }
-        var result = new LedgerOptionsValidation().Validate(null, options);
+        var result = new LedgerOptionsValidation(environment).Validate(null, options);
         if (result.Failed) throw new StartupFailureException(StartupFailure.Configuration, string.Join(" ", result.Failures ?? []));
+        // A certificate for the key ring, or a proxy address, that cannot be used is refused here, before anything starts.
+        Ledger.Web.KeyRingProtection.LoadCertificates(configuration);
+        ForwardedHeadersSetup.Read(configuration);
     }
 }

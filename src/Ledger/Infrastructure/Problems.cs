@@ -46,6 +46,7 @@ public static class ProblemCodes
     public const string Contention = "contention";
     public const string DatabaseUnavailable = "database-unavailable";
     public const string Overloaded = "overloaded";
+    public const string TooManyWrongKeys = "too-many-wrong-keys";
     public const string Internal = "internal-error";
 }
 
@@ -129,6 +130,8 @@ public static class ProblemCatalogue
             "The database could not be reached or failed during the commit. When the commit was under way the request may have been recorded: resending the same request (the same eventId) is safe."),
         new(ProblemCodes.Overloaded, 503, true, "The ledger cannot take more writes right now",
             "The queue in front of the run writer is full, or the ledger is shutting down; nothing from this request was recorded. Retry after the Retry-After delay (on another node, if there is one)."),
+        new(ProblemCodes.TooManyWrongKeys, 429, true, "Too many wrong keys from this address",
+            "The client address sent more keys or lease tokens the ledger does not know than `Ledger:WrongKeys:Limit` allows per window; every `/api` request from it is refused until the Retry-After delay has passed. Requests with valid credentials never count."),
         new(ProblemCodes.Internal, 500, true, "The ledger failed unexpectedly",
             "A defect in the ledger, not in the request; it is logged."),
     ];

@@ -6,8 +6,6 @@ using Marten;
 using Microsoft.AspNetCore.Antiforgery;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
-using Microsoft.AspNetCore.DataProtection;
-using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 
@@ -20,6 +18,8 @@ public sealed class ConsoleOptions
     public int SignInAttemptsPerMinute { get; set; } = 10;
     /// <summary>How long a session lasts without use.</summary>
     public int SessionMinutes { get; set; } = 480;
+    /// <summary>How long a session lasts after sign-in, however much it is used.</summary>
+    public int SessionAbsoluteMinutes { get; set; } = 720;
 }
 
 /// <summary>A signed-in console user: the role of the key they signed in with, and the form token for their posts.</summary>
@@ -38,7 +38,6 @@ public static class ConsoleSetup
     public const string AntiforgeryCookie = "ledger-antiforgery";
     public const string AntiforgeryField = "__antiforgery";
     public const string SignInPolicy = "console-sign-in";
-    private const string KeyDigestClaim = "ledger:key-digest";
 
     public static IServiceCollection AddLedgerConsole(this IServiceCollection services, IConfiguration configuration)
     {
@@ -54,16 +53,15 @@ public static class ConsoleSetup
             o.MultipartBodyLengthLimit = 64 * 1024;
         });
 
-        // Cookie and antiforgery keys in PostgreSQL: sessions survive restarts and work on every node.
-        services.AddDataProtection().SetApplicationName("run-ledger");
-        services.AddSingleton<IConfigureOptions<KeyManagementOptions>>(provider =>
-            new ConfigureOptions<KeyManagementOptions>(o => o.XmlRepository = new MartenXmlRepository(provider.GetRequiredService<IDocumentStore>())));
+        // The key ring in PostgreSQL, encrypted at rest when a certificate is configured (KeyRingProtection).
+        services.AddLedgerKeyRing(configuration);
 
         services.AddAntiforgery(o =>
         {
             o.Cookie.Name = AntiforgeryCookie;
             o.Cookie.SameSite = SameSiteMode.Strict;
             o.Cookie.HttpOnly = true;
+            o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
             o.FormFieldName = AntiforgeryField;
             o.HeaderName = null;
         });
@@ -76,19 +74,12 @@ public static class ConsoleSetup
             o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
             o.ExpireTimeSpan = TimeSpan.FromMinutes(Math.Max(1, options.SessionMinutes));
             o.SlidingExpiration = true;
-            o.Events.OnValidatePrincipal = context =>
-            {
-                // A key removed from the configuration ends the sessions opened with it.
-                var access = context.HttpContext.RequestServices.GetRequiredService<Access>();
-                var digest = context.Principal?.FindFirstValue(KeyDigestClaim);
-                var role = digest is null ? null : access.RoleOfDigest(Convert.FromHexString(digest));
-                if (role is not (Role.Admin or Role.Reader) || role.ToString() != context.Principal!.FindFirstValue(ClaimTypes.Role))
-                {
-                    context.RejectPrincipal();
-                }
-                return Task.CompletedTask;
-            };
         });
+        // Sessions are rows in PostgreSQL; the cookie holds only a token naming one (ConsoleSessionStore),
+        // which also ends a session whose key was removed from the configuration.
+        services.ConfigureMarten(o => o.Schema.For<ConsoleSessionRecord>());
+        services.AddSingleton<ConsoleSessionStore>();
+        services.AddOptions<CookieAuthenticationOptions>(Scheme).Configure<ConsoleSessionStore>((o, store) => o.SessionStore = store);
 
         services.AddRateLimiter(o =>
         {
@@ -156,12 +147,13 @@ public static class ConsoleSetup
             // A fresh id per sign-in: antiforgery tokens are bound to this session, not just to the role.
             new Claim(ClaimTypes.NameIdentifier, Guid.NewGuid().ToString("N")),
             new Claim(ClaimTypes.Role, role.Value.ToString()),
-            new Claim(KeyDigestClaim, Convert.ToHexString(digest)),
+            .. ConsoleSessionStore.KeyClaims(digest),
         ], Scheme, ClaimTypes.NameIdentifier, ClaimTypes.Role);
         await context.SignInAsync(Scheme, new ClaimsPrincipal(identity));
         return role;
     }
 
+    /// <summary>Ends the session: its row is deleted, so a copy of the cookie no longer opens it.</summary>
     public static Task SignOut(HttpContext context) => context.SignOutAsync(Scheme);
 
     /// <summary>True when the post carries the antiforgery token of this session.</summary>

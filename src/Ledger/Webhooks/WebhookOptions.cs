@@ -15,6 +15,12 @@ public sealed class WebhookOptions
     public bool PrivateTargetsAllowed(Microsoft.Extensions.Hosting.IHostEnvironment environment) =>
         AllowPrivateTargets ?? environment.IsDevelopment();
 
+    /// <summary>
+    /// An HTTP proxy deliveries go through (e.g. http://proxy:3128). Unset: none, whatever the
+    /// environment's HTTP_PROXY/HTTPS_PROXY say, so that the connect-time check sees the target.
+    /// </summary>
+    public string? Proxy { get; set; }
+
     /// <summary>How many times one delivery is attempted in all (the first try included).</summary>
     public int MaxAttempts { get; set; } = 10;
 

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net.Http.Headers;
-using System.Net.Sockets;
 using System.Text;
 using Marten;
 using Microsoft.Extensions.Options;
@@ -39,15 +38,8 @@ public sealed class WebhookSender : IDisposable
         _options = options.Value;
         _logger = logger;
         var allowPrivate = _options.PrivateTargetsAllowed(environment);
-        _http = new HttpClient(new SocketsHttpHandler
-        {
-            // A redirect could lead anywhere, private addresses included: a 3xx is a failed attempt.
-            AllowAutoRedirect = false,
-            PooledConnectionLifetime = TimeSpan.FromMinutes(2),
-            ConnectTimeout = TimeSpan.FromSeconds(Math.Max(1, _options.TimeoutSeconds)),
-            // Checked again at connect time, against the address really connected to (DNS can change after subscribing).
-            ConnectCallback = allowPrivate ? null : ConnectPublicOnly,
-        })
+        // No redirects, no proxy unless configured, the target checked at connect time (WebhookTargets).
+        _http = new HttpClient(WebhookTargets.Handler(_options, allowPrivate))
         {
             Timeout = Timeout.InfiniteTimeSpan,
         };
@@ -110,24 +102,6 @@ public sealed class WebhookSender : IDisposable
         else if (!delivered)
         {
             throw new WebhookAttemptFailed(delivery.Id, error!);
-        }
-    }
-
-    private static async ValueTask<Stream> ConnectPublicOnly(SocketsHttpConnectionContext context, CancellationToken ct)
-    {
-        var addresses = await System.Net.Dns.GetHostAddressesAsync(context.DnsEndPoint.Host, ct);
-        var target = addresses.FirstOrDefault(WebhookTargets.IsPublic)
-            ?? throw new HttpRequestException($"{context.DnsEndPoint.Host} resolves to no public address (Ledger:Webhooks:AllowPrivateTargets is off)");
-        var socket = new Socket(target.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        try
-        {
-            await socket.ConnectAsync(target, context.DnsEndPoint.Port, ct);
-            return new NetworkStream(socket, ownsSocket: true);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
         }
     }
 

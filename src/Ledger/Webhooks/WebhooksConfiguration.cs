@@ -29,6 +29,8 @@ public static class WebhooksConfiguration
             .Validate(o => o.RetryWindowSeconds >= 1, "Ledger:Webhooks:RetryWindowSeconds must be at least 1.")
             .Validate(o => o.TimeoutSeconds is >= 1 and <= 300, "Ledger:Webhooks:TimeoutSeconds must be 1 to 300.")
             .Validate(o => o.Concurrency is >= 1 and <= 256, "Ledger:Webhooks:Concurrency must be 1 to 256.")
+            .Validate(o => string.IsNullOrWhiteSpace(o.Proxy) || Uri.TryCreate(o.Proxy, UriKind.Absolute, out var p) && p.Scheme is "http" or "https",
+                "Ledger:Webhooks:Proxy must be an absolute http:// or https:// URL.")
             .ValidateOnStart();
         services.AddSingleton<WebhookSecrets>();
         services.AddSingleton<WebhookSender>();

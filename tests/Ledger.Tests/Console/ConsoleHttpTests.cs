@@ -16,6 +16,12 @@ public sealed class ConsoleClient(IAlbaHost host)
 
     public string? Cookie(string name) => _cookies.GetValueOrDefault(name);
 
+    /// <summary>Headers sent with every request (e.g. X-Forwarded-Proto).</summary>
+    public Dictionary<string, string> Headers { get; } = new();
+
+    /// <summary>The Set-Cookie headers of the last answer that set any.</summary>
+    public IReadOnlyList<string> LastSetCookies { get; private set; } = [];
+
     public void Use(ConsoleClient other)
     {
         foreach (var (name, value) in other._cookies) _cookies[name] = value;
@@ -27,9 +33,11 @@ public sealed class ConsoleClient(IAlbaHost host)
         using var request = new HttpRequestMessage(method, url);
         if (_cookies.Count > 0) request.Headers.Add("Cookie", string.Join("; ", _cookies.Select(c => $"{c.Key}={c.Value}")));
         if (form is not null) request.Content = new FormUrlEncodedContent(form);
+        foreach (var (name, value) in Headers) request.Headers.Add(name, value);
         var response = await _http.SendAsync(request);
         if (response.Headers.TryGetValues("Set-Cookie", out var setCookies))
         {
+            LastSetCookies = setCookies.ToList();
             foreach (var header in setCookies)
             {
                 var pair = header.Split(';')[0].Split('=', 2);

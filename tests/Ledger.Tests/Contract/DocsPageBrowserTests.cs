@@ -41,4 +41,45 @@ public sealed class DocsPageBrowserTests(ConsoleHost host) : IClassFixture<Conso
         Assert.Contains(requested, u => new Uri(u).AbsolutePath == "/openapi/v1.json");
         Assert.True(outside.IsEmpty, "the page asked other hosts: " + string.Join(", ", outside.Distinct()));
     }
+
+    [Fact]
+    public async Task the_docs_page_renders_under_its_content_security_policy_and_refuses_to_be_framed()
+    {
+        var page = await host.Page();
+        var violations = new ConcurrentBag<string>();
+        page.Console += (_, message) =>
+        {
+            if (message.Text.Contains("Content Security Policy", StringComparison.OrdinalIgnoreCase) || message.Text.StartsWith("csp-violation")) violations.Add(message.Text);
+        };
+        await page.AddInitScriptAsync(
+            "document.addEventListener('securitypolicyviolation', e => console.error('csp-violation ' + e.violatedDirective + ' ' + e.blockedURI + ' ' + e.sourceFile + ':' + e.lineNumber))");
+
+        var response = await page.GotoAsync("/docs", new() { WaitUntil = WaitUntilState.NetworkIdle });
+        Assert.Equal(200, response!.Status);
+        var headers = await response.AllHeadersAsync();
+        var csp = headers["content-security-policy"];
+        Assert.Contains("default-src 'none'", csp);
+        Assert.Matches(@"script-src 'self' 'sha256-[A-Za-z0-9+/]{43}='", csp);
+        Assert.DoesNotContain("unsafe-eval", csp);
+        Assert.DoesNotMatch("script-src[^;]*unsafe-inline", csp);
+        Assert.Contains("frame-ancestors 'none'", csp);
+        Assert.Equal("DENY", headers["x-frame-options"]);
+        Assert.Equal("nosniff", headers["x-content-type-options"]);
+
+        // It still renders, operations open, and nothing was blocked on the way.
+        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync();
+        await page.GetByText("Register a run", new() { Exact = false }).First.ClickAsync();
+        await page.WaitForLoadStateAsync(LoadState.NetworkIdle);
+        await Assertions.Expect(page.GetByText("Report one worker event or an ordered array of them", new() { Exact = false }).First).ToBeVisibleAsync();
+        // Only the probe of Scalar's bundled Zod, which tries Function('') once and, refused, works without it (its "jitless" mode).
+        var blocked = violations.Where(v => !(v.StartsWith("csp-violation script-src eval ") || v.Contains("'unsafe-eval'"))).Distinct().ToList();
+        Assert.True(blocked.Count == 0, "blocked by the policy: " + string.Join(" | ", blocked));
+
+        // Another page cannot frame it.
+        var framer = await host.Page();
+        await framer.SetContentAsync($"<iframe id=docs src=\"{host.BaseUrl}/docs/\" width=800 height=600></iframe>");
+        var frame = await (await framer.WaitForSelectorAsync("#docs"))!.ContentFrameAsync();
+        await frame!.WaitForLoadStateAsync(LoadState.Load);
+        Assert.StartsWith("chrome-error:", frame.Url);
+    }
 }

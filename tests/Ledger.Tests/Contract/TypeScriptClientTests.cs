@@ -27,9 +27,9 @@ public sealed class TypeScriptClientTests
             var env = new Dictionary<string, string?>
             {
                 ["ASPNETCORE_ENVIRONMENT"] = "Production",
-                ["Ledger__AdminKey"] = "ts-admin-key",
-                ["Ledger__WorkerKeys__0"] = "ts-worker-key",
-                ["Ledger__ReadKeys__0"] = "ts-read-key",
+                ["Ledger__AdminKey"] = "ts-admin-key-for-tests",
+                ["Ledger__WorkerKeys__0"] = "ts-worker-key-for-tests",
+                ["Ledger__ReadKeys__0"] = "ts-read-key-for-tests",
                 ["ConnectionStrings__Ledger"] = database,
                 ["Ledger__Janitor__Enabled"] = "false",
                 ["Ledger__DaemonMode"] = "Disabled",
@@ -41,9 +41,9 @@ public sealed class TypeScriptClientTests
                 new Dictionary<string, string>
                 {
                     ["LEDGER_URL"] = address,
-                    ["LEDGER_ADMIN_KEY"] = "ts-admin-key",
-                    ["LEDGER_WORKER_KEY"] = "ts-worker-key",
-                    ["LEDGER_READ_KEY"] = "ts-read-key",
+                    ["LEDGER_ADMIN_KEY"] = "ts-admin-key-for-tests",
+                    ["LEDGER_WORKER_KEY"] = "ts-worker-key-for-tests",
+                    ["LEDGER_READ_KEY"] = "ts-read-key-for-tests",
                 });
             Assert.True(run.ExitCode == 0, $"the TypeScript client failed:\n{run.Output}");
             Assert.Contains("succeeded", run.Output);

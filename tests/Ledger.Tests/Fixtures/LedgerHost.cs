@@ -79,6 +79,10 @@ public sealed class LedgerHost : IAsyncLifetime
     /// <summary>An instance configured as this host is, on the clock of this host, but on another database (one a test owns).</summary>
     public Task<IAlbaHost> InstanceOn(string connectionString) => StartInstance(connectionString: connectionString);
 
+    /// <summary>An instance on another database (one a test owns), with settings and services of its own on top of the class's.</summary>
+    public Task<IAlbaHost> InstanceOn(string connectionString, IReadOnlyDictionary<string, string> settings, Action<IServiceCollection>? configure = null) =>
+        StartInstance(configure, connectionString, settings);
+
     private Dictionary<string, string> Settings(string? connectionString = null) => new()
     {
         ["ConnectionStrings:Ledger"] = connectionString ?? ConnectionString,
@@ -94,6 +98,9 @@ public sealed class LedgerHost : IAsyncLifetime
         ["Ledger:Metrics:StoredStateCacheSeconds"] = "0",
         // A board read right after a settled verdict must show it (BoardPageCacheTests covers the cache).
         ["Ledger:Leaderboards:PageFreshnessMilliseconds"] = "0",
+        // Every test request comes from one address (the test server's): classes send thousands of
+        // wrong keys on purpose. The throttle is tested on instances of its own (WrongKeyThrottleTests).
+        ["Ledger:WrongKeys:Limit"] = "0",
         // Webhook retries within seconds rather than an hour (WebhookTests).
         ["Ledger:Webhooks:MaxAttempts"] = "4",
         ["Ledger:Webhooks:RetryWindowSeconds"] = "3",
@@ -171,6 +178,8 @@ public static class TestDatabase
             {
                 DataDirectory = string.IsNullOrWhiteSpace(dir) ? Path.Combine("/var/tmp", "run-ledger", "test-postgres") : dir,
                 Port = int.TryParse(port, out var p) ? p : 54339,
+                // A throwaway cluster, like test.sh's: no password (the service's own cluster has one).
+                TrustLocalConnections = true,
             };
             _embedded = new EmbeddedPostgres(options, _ => { });
             AppDomain.CurrentDomain.ProcessExit += (_, _) => StopServer();

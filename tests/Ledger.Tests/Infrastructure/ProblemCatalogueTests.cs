@@ -155,6 +155,16 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
             Assert.Equal(HttpStatusCode.OK, (await full.Queued.WaitAsync(TimeSpan.FromSeconds(60))).Status);
         }
 
+        // Wrong keys from one address beyond Ledger:WrongKeys:Limit (off in the class's host).
+        await using (var throttling = await ledger.SecondInstance(new Dictionary<string, string> { ["Ledger:WrongKeys:Limit"] = "1", ["Ledger:DaemonMode"] = "Disabled" }))
+        {
+            var api = new Scenarios(ledger, throttling);
+            Expect(await api.Send(HttpMethod.Get, "/api/runs", "not-a-key-either"), ProblemCodes.InvalidCredentials);
+            var throttled = await api.Send(HttpMethod.Get, "/api/runs", admin);
+            Expect(throttled, ProblemCodes.TooManyWrongKeys);
+            Assert.NotNull(throttled.RetryAfter);
+        }
+
         Assert.Equal(ProblemCatalogue.All.Select(p => p.Code).Order(), seen.Order());
     }
 

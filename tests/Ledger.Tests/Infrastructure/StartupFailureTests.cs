@@ -38,6 +38,30 @@ public sealed class StartupFailureTests
     }
 
     [Fact]
+    public void outside_development_a_key_shorter_than_16_characters_is_refused_in_plain_words_that_never_show_it()
+    {
+        using var cluster = new PrivateCluster();
+        var result = LedgerProcess.Run(new()
+        {
+            ["ASPNETCORE_ENVIRONMENT"] = "Production",
+            ["Ledger__AdminKey"] = "short-admin-key",          // 15 characters
+            ["Ledger__WorkerKeys__0"] = "",                     // unset, as docker-compose passes it: no key, not a short one
+            ["Ledger__ReadKeys__0"] = "a-read-key-long-enough",
+            ["Ledger__ReadKeys__1"] = "tiny-read",
+            ["Ledger__EmbeddedPostgres__Port"] = cluster.Port.ToString(),
+            ["Ledger__EmbeddedPostgres__DataDirectory"] = cluster.DataDirectory,
+        });
+
+        Assert.Equal(2, result.ExitCode);
+        result.AssertPlainRefusal();
+        Assert.Equal(["crit: Ledger.Startup[0] Cannot start: Ledger:AdminKey, Ledger:ReadKeys:1 are shorter than 16 characters; " +
+                      "outside Development every key must have at least 16 (e.g. `openssl rand -hex 24`)."], result.StderrLines);
+        Assert.DoesNotContain("short-admin-key", result.All);
+        Assert.DoesNotContain("tiny-read", result.All);
+        Assert.False(Directory.Exists(cluster.DataDirectory), result.All);
+    }
+
+    [Fact]
     public void describe_prints_the_configuration_but_none_of_its_secrets()
     {
         var result = LedgerProcess.Run(new()
@@ -77,6 +101,9 @@ public sealed class StartupFailureTests
         Assert.Equal(2, result.ExitCode);
         result.AssertPlainRefusal();
         Assert.Contains($"Starting the private PostgreSQL in {cluster.DataDirectory} on 127.0.0.1:{cluster.Port}", result.Stdout);
+        // Outside Development the operator is told plainly what the private PostgreSQL is (and is not).
+        Assert.Contains("The private PostgreSQL is a single-machine convenience", result.Stdout);
+        Assert.Contains($"{cluster.DataDirectory}.password", result.Stdout);
         Assert.Equal(["crit: Ledger.Startup[0] Cannot start: Ledger:Batches:MissingAfterSeconds must be at least 1."], result.StderrLines);
         Assert.Contains($"Stopping the private PostgreSQL in {cluster.DataDirectory}", result.Stdout);
         Assert.False(PrivateCluster.Listening(cluster.Port), $"something still listens on {cluster.Port}:\n{result.All}");
@@ -426,5 +453,6 @@ internal sealed class PrivateCluster : IDisposable
         }
         try { Directory.Delete(DataDirectory, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         try { File.Delete(DataDirectory + ".lock"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        try { File.Delete(DataDirectory + ".password"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 }

@@ -81,6 +81,7 @@ public sealed class DatabaseOutageTests(LedgerHost ledger) : IClassFixture<Ledge
             {
                 Directory.Delete(directory, recursive: true);
                 File.Delete(directory + ".lock"); // EmbeddedPostgres's start lock beside the directory
+                File.Delete(directory + ".password"); // and its password file
             }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }

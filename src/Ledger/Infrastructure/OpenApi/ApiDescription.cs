@@ -152,6 +152,8 @@ public static class ApiDescription
         if (accepts.Count > 0)
         {
             codes.AddRange([ProblemCodes.MissingCredentials, ProblemCodes.InvalidCredentials]);
+            // Every /api path: an address that sent too many wrong keys waits (WrongKeyThrottle).
+            if (context.Description.RelativePath?.StartsWith("api/", StringComparison.OrdinalIgnoreCase) == true) codes.Add(ProblemCodes.TooManyWrongKeys);
             if (accepts.Contains(Credential.LeaseToken)) codes.Add(ProblemCodes.ForeignLease);
             var keys = accepts.Where(c => c != Credential.LeaseToken).ToList();
             // A key of a role the operation does not take; a lease-token operation refuses keys the same way.
@@ -281,7 +283,7 @@ public static class ApiDescription
                 [ProblemCodesExtension] = new JsonNodeExtension(new JsonArray(types.Select(t => (JsonNode)JsonValue.Create(t.Code)!).ToArray())),
             },
         };
-        if (types.Any(t => t.Status == 503))
+        if (types.Any(t => t.Status is 503 or 429))
         {
             response.Headers = new Dictionary<string, IOpenApiHeader>
             {

@@ -1,0 +1,237 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Xml.Linq;
+using Alba;
+using Ledger.Tests.Fixtures;
+using Ledger.Web;
+using Ledger.Webhooks;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace Ledger.Tests.Console;
+
+/// <summary>
+/// The Data Protection key ring at rest: encrypted with the configured certificate; a ring from
+/// before is replaced at start (webhook secrets protected again, the old keys deleted, their
+/// sessions ended), once; a change of certificate the same way; and outside Development a ring
+/// without a certificate is a warning.
+/// </summary>
+public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>, IDisposable
+{
+    private const string Secret = "subscriber-secret-0123456789";
+    private readonly DirectoryInfo _folder = Directory.CreateTempSubdirectory("ledger-keyring-");
+
+    [Fact]
+    public async Task an_unencrypted_ring_is_replaced_at_start_once_webhook_secrets_survive_and_old_sessions_end()
+    {
+        var first = Certificate("first", "pfx-password-1");
+        var second = Certificate("second", "pfx-password-2");
+        var (server, database, name) = TestDatabase.Create();
+        try
+        {
+            // Before: no certificate. A subscription and a console session, both under an unencrypted key.
+            string subscriptionId;
+            ConsoleClient console;
+            await using (var before = await ledger.InstanceOn(database, new Dictionary<string, string>()))
+            {
+                subscriptionId = await Subscribe(before);
+                console = new ConsoleClient(before);
+                Assert.Equal(HttpStatusCode.Redirect, await console.SignIn(LedgerHost.AdminKey));
+            }
+            var unencrypted = await Keys(database);
+            Assert.NotEmpty(unencrypted);
+            Assert.All(unencrypted, k => Assert.Contains(k.Descendants(), e => e.Name.LocalName == "masterKey"));
+            var protectedBefore = await ProtectedSecret(database, subscriptionId);
+
+            // With a certificate: one new key, encrypted; the old ones gone; the secret protected again and still the same secret.
+            var logs = new CapturedLogs();
+            await using (var after = await ledger.InstanceOn(database, Settings(first), s => s.AddSingleton<ILoggerProvider>(logs)))
+            {
+                var encrypted = await Keys(database);
+                Assert.Single(encrypted);
+                AssertEncryptedWith(encrypted, first.Certificate);
+                Assert.DoesNotContain(encrypted, k => unencrypted.Any(u => u.Attribute("id")!.Value == k.Attribute("id")!.Value));
+                var protectedAfter = await ProtectedSecret(database, subscriptionId);
+                Assert.NotEqual(protectedBefore, protectedAfter);
+                Assert.Equal(Secret, after.Services.GetRequiredService<WebhookSecrets>().Unprotect(protectedAfter));
+                Assert.Contains(logs.Lines, l => l.Level == LogLevel.Warning && l.Text.Contains("now encrypted with the certificate") && l.Text.Contains("1 webhook secrets"));
+
+                // The console session from before ended with its key; a new one works, under the new key.
+                var old = new ConsoleClient(after);
+                old.Use(console);
+                Assert.Equal(HttpStatusCode.Redirect, (await old.Send(HttpMethod.Get, "/runs")).Status);
+                Assert.Equal(HttpStatusCode.Redirect, await new ConsoleClient(after).SignIn(LedgerHost.ReadKey));
+                AssertEncryptedWith(await Keys(database), first.Certificate);
+            }
+
+            // Started again with the same certificate: nothing to do.
+            var keysThen = (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList();
+            var secretThen = await ProtectedSecret(database, subscriptionId);
+            logs = new CapturedLogs();
+            await using (var again = await ledger.InstanceOn(database, Settings(first), s => s.AddSingleton<ILoggerProvider>(logs)))
+            {
+                Assert.Equal(keysThen, (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList());
+                Assert.Equal(secretThen, await ProtectedSecret(database, subscriptionId));
+                Assert.DoesNotContain(logs.Lines, l => l.Text.Contains("now encrypted with the certificate"));
+            }
+
+            // A change of certificate, the old one given as previous: everything moves under the new one.
+            await using (var changed = await ledger.InstanceOn(database, Settings(second, previous: first)))
+            {
+                AssertEncryptedWith(await Keys(database), second.Certificate);
+                Assert.Equal(Secret, changed.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
+            }
+        }
+        finally
+        {
+            NpgsqlConnection.ClearAllPools();
+            TestDatabase.Drop(server, name);
+        }
+    }
+
+    [Fact]
+    public async Task a_secret_that_cannot_be_read_keeps_every_old_key()
+    {
+        var first = Certificate("kept-first", "pw-1");
+        var second = Certificate("kept-second", "pw-2");
+        var (server, database, name) = TestDatabase.Create();
+        try
+        {
+            string subscriptionId;
+            await using (var withFirst = await ledger.InstanceOn(database, Settings(first))) subscriptionId = await Subscribe(withFirst);
+            var keysBefore = (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList();
+
+            // The second certificate without the first as previous: the secret's key cannot be read, so nothing is deleted.
+            var logs = new CapturedLogs();
+            await using (await ledger.InstanceOn(database, Settings(second), s => s.AddSingleton<ILoggerProvider>(logs)))
+            {
+                var after = (await Keys(database)).Select(k => k.Attribute("id")!.Value).ToList();
+                Assert.All(keysBefore, id => Assert.Contains(id, after));
+                Assert.Contains(logs.Lines, l => l.Level == LogLevel.Error && l.Text.Contains(subscriptionId) && l.Text.Contains("PreviousCertificatePath"));
+            }
+            // Given the first as previous, the move completes.
+            await using (var fixedUp = await ledger.InstanceOn(database, Settings(second, previous: first)))
+            {
+                AssertEncryptedWith(await Keys(database), second.Certificate);
+                Assert.Equal(Secret, fixedUp.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
+            }
+        }
+        finally
+        {
+            NpgsqlConnection.ClearAllPools();
+            TestDatabase.Drop(server, name);
+        }
+    }
+
+    [Fact]
+    public async Task outside_development_a_ring_without_a_certificate_is_a_warning()
+    {
+        var logs = new CapturedLogs();
+        await using var production = await ledger.SecondInstance(new Dictionary<string, string>
+        {
+            ["environment"] = "Production",
+            ["Ledger:AdminKey"] = "production-admin-key-0001",
+            ["Ledger:WorkerKeys:0"] = "production-worker-key-01",
+            ["Ledger:ReadKeys:0"] = "production-read-key-0001",
+        }, s => s.AddSingleton<ILoggerProvider>(logs));
+        Assert.Equal("Production", production.Services.GetRequiredService<Microsoft.Extensions.Hosting.IHostEnvironment>().EnvironmentName);
+        Assert.Contains(logs.Lines, l => l.Level == LogLevel.Warning && l.Text.Contains("stored unencrypted") && l.Text.Contains("Ledger:DataProtection:CertificatePath"));
+    }
+
+    [Fact]
+    public void a_certificate_that_cannot_be_used_is_refused_in_plain_words()
+    {
+        var missing = Path.Combine(_folder.FullName, "missing.pfx");
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Ledger:DataProtection:CertificatePath"] = missing, ["Ledger:DataProtection:CertificatePassword"] = "never-shown",
+        }).Build();
+        var error = Assert.Throws<Ledger.Infrastructure.StartupFailureException>(() => KeyRingProtection.LoadCertificates(configuration));
+        Assert.Equal(2, error.ExitCode);
+        Assert.Contains("Ledger:DataProtection:CertificatePath", error.Message);
+        Assert.DoesNotContain("never-shown", error.Message);
+
+        var wrongPassword = Certificate("wrong", "right-password");
+        configuration["Ledger:DataProtection:CertificatePath"] = wrongPassword.Path;
+        configuration["Ledger:DataProtection:CertificatePassword"] = "wrong-password";
+        Assert.Throws<Ledger.Infrastructure.StartupFailureException>(() => KeyRingProtection.LoadCertificates(configuration));
+    }
+
+    private sealed record TestCertificate(string Path, string Password, X509Certificate2 Certificate);
+
+    /// <summary>A self-signed RSA certificate with its key, as a PKCS#12 file of the test's own.</summary>
+    private TestCertificate Certificate(string name, string password)
+    {
+        using var rsa = RSA.Create(2048);
+        var request = new CertificateRequest($"CN=run-ledger-test-{name}", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddYears(1));
+        var path = System.IO.Path.Combine(_folder.FullName, $"{name}.pfx");
+        File.WriteAllBytes(path, certificate.Export(X509ContentType.Pfx, password));
+        return new TestCertificate(path, password, certificate);
+    }
+
+    private static Dictionary<string, string> Settings(TestCertificate certificate, TestCertificate? previous = null)
+    {
+        var settings = new Dictionary<string, string>
+        {
+            ["Ledger:DataProtection:CertificatePath"] = certificate.Path,
+            ["Ledger:DataProtection:CertificatePassword"] = certificate.Password,
+        };
+        if (previous is not null)
+        {
+            settings["Ledger:DataProtection:PreviousCertificatePath"] = previous.Path;
+            settings["Ledger:DataProtection:PreviousCertificatePassword"] = previous.Password;
+        }
+        return settings;
+    }
+
+    private static void AssertEncryptedWith(IReadOnlyList<XElement> keys, X509Certificate2 certificate)
+    {
+        Assert.NotEmpty(keys);
+        foreach (var key in keys)
+        {
+            Assert.True(KeyRingProtection.EncryptedWith(key, certificate), key.ToString());
+            // No key material as it is: the master key element is replaced by the encrypted secret.
+            Assert.DoesNotContain(key.Descendants(), e => e.Name.LocalName == "masterKey");
+        }
+    }
+
+    private static async Task<string> Subscribe(IAlbaHost host)
+    {
+        using var http = host.Server.CreateClient();
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", LedgerHost.AdminKey);
+        var response = await http.PostAsync("/api/subscriptions", System.Net.Http.Json.JsonContent.Create(new
+        {
+            url = "http://127.0.0.1:9/hooks", kinds = new[] { "run.cancelled" }, secret = Secret,
+        }));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+        return System.Text.Json.Nodes.JsonNode.Parse(text)!["subscriptionId"]!.GetValue<string>();
+    }
+
+    /// <summary>The key elements of the ring as stored (revocations and other elements left out).</summary>
+    private static async Task<IReadOnlyList<XElement>> Keys(string database)
+    {
+        await using var connection = new NpgsqlConnection(database);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("select data->>'xml' from ledger.mt_doc_dataprotectionkey", connection);
+        var keys = new List<XElement>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync()) keys.Add(XElement.Parse(reader.GetString(0)));
+        return keys.Where(x => x.Name.LocalName == "key").ToList();
+    }
+
+    private static async Task<string> ProtectedSecret(string database, string subscriptionId)
+    {
+        await using var connection = new NpgsqlConnection(database);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("select data->>'protectedSecret' from ledger.mt_doc_webhooksubscription where id = @id", connection);
+        command.Parameters.AddWithValue("id", subscriptionId);
+        return (string)(await command.ExecuteScalarAsync())!;
+    }
+
+    public void Dispose() => _folder.Delete(recursive: true);
+}
