@@ -114,7 +114,7 @@ builder.Services.AddHostedService(sp => sp.GetRequiredService<RunWriter>());
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();
 builder.Services.AddSingleton<StorageNames>();
-builder.Services.AddForensicsServices();
+builder.Services.AddForensicsServices(builder.Configuration);
 builder.Services.AddLeaderboardServices(builder.Configuration);
 builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
 builder.Services.AddSingleton<Janitor>();

@@ -22,6 +22,11 @@ public sealed class AnomalyRecord
     public DateTimeOffset At { get; set; }
     public required string Detail { get; set; }
     public string? EventId { get; set; }
+    /// <summary>
+    /// For the anomaly of a run whose late events reached their cap: how many were sent beyond it and
+    /// not recorded, added to as they come (so not derived from the events: verify leaves it out).
+    /// </summary>
+    public long? Count { get; set; }
 
     public const string Rejected = "rejected";
     public const string ScoreConflict = "score-conflict";
@@ -40,10 +45,11 @@ public sealed class AnomalyRecord
         };
     }
 
-    public static AnomalyRecord From(Rejection rejection) => new()
+    /// <summary>The anomaly of a kept refusal: <paramref name="kind"/> when it flags one (a late completion refused after the grace), else by its reason.</summary>
+    public static AnomalyRecord From(Rejection rejection, string? kind = null) => new()
     {
         Id = $"rejection:{rejection.Id}",
-        Kind = rejection.Reason == ProblemCodes.ScoreConflict ? ScoreConflict : Rejected,
+        Kind = kind ?? (rejection.Reason == ProblemCodes.ScoreConflict ? ScoreConflict : Rejected),
         RunId = rejection.RunId,
         At = rejection.At,
         Detail = $"{rejection.Method} {rejection.Path} refused with {rejection.HttpStatus} {rejection.Reason}: {rejection.Detail}",
