@@ -31,6 +31,17 @@ public sealed class AnomalyRecord
     public const string Rejected = "rejected";
     public const string ScoreConflict = "score-conflict";
 
+    /// <summary>Adds late events beyond the run's cap to the count of its cap's anomaly record, in the session's transaction.</summary>
+    public static void CountBeyondCap(Marten.IDocumentSession session, Run run, long beyond)
+    {
+        if (run.LateEventsCapAnomaly is not { } index || beyond <= 0) return;
+        var names = new StorageNames(session.DocumentStore);
+        var count = names.JsonKey<AnomalyRecord>(a => a.Count);
+        session.QueueSqlCommand(
+            $"update {names.Table<AnomalyRecord>()} set data = jsonb_set(data, '{{{count}}}', to_jsonb(coalesce((data ->> '{count}')::bigint, 0) + ?)) where id = ?",
+            beyond, $"{run.Id}#{index}");
+    }
+
     public static AnomalyRecord From(Run run, int index)
     {
         var anomaly = run.Anomalies[index];
