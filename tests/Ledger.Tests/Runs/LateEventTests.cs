@@ -5,6 +5,7 @@ using Ledger.Runs;
 using Ledger.Tests.Fixtures;
 using Ledger.Webhooks;
 using Marten;
+using Xunit.Abstractions;
 using Microsoft.Extensions.DependencyInjection;
 using static Ledger.Tests.Fixtures.Scenarios;
 
@@ -15,7 +16,7 @@ namespace Ledger.Tests.Runs;
 /// events only within a grace and up to a cap per run, counts the rest in one anomaly, and after the
 /// grace is answered run-terminal, the refusal kept and a late completion still flagged.
 /// </summary>
-public sealed class LateEventTests : IAsyncLifetime
+public sealed class LateEventTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private const int Cap = 3;
     private static readonly TimeSpan Grace = TimeSpan.FromMinutes(10);
@@ -148,6 +149,8 @@ public sealed class LateEventTests : IAsyncLifetime
         // The first read of the run refolds it once (storing its snapshots); later pages read at most a snapshot interval.
         var every = _ledger.Host.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<HistoryOptions>>().Value.SnapshotEvery;
         var whole = lastPage[0].Version - 1 + lastPage[^1].Version;
+        output.WriteLine($"a page of 3 events at version {lastPage[^1].Version}: the first read of the run refolded {cold.Read} events, " +
+                         $"a later one {warm.Read}; aggregating the stream up to the page's first and last events reads {whole}");
         Assert.True(warm.Read <= every, $"a page read {warm.Read} events; the whole-stream reads would have read {whole}");
         Assert.True(whole > 8 * every, $"the run is too short to show the difference: {whole}");
     }
