@@ -23,12 +23,13 @@ public static class ForensicsConfiguration
             .ValidateOnStart();
         return services.AddSingleton<ProjectionVerifier>()
             .AddSingleton<KpiStore>()
+            // Started first: an earlier version's counts move into its table before the KPIs are ever recounted from it.
+            .AddSingleton<CountedRefusals>()
+            .AddHostedService(sp => sp.GetRequiredService<CountedRefusals>())
             .AddHostedService<KpiBackfill>()
             // Before the first refusal is kept: rows of an earlier redaction revision are scrubbed.
             .AddSingleton<RejectionScrub>()
             .AddHostedService(sp => sp.GetRequiredService<RejectionScrub>())
-            .AddSingleton<CountedRefusals>()
-            .AddHostedService(sp => sp.GetRequiredService<CountedRefusals>())
             .AddSingleton<Pruner>()
             .AddHostedService<PruningService>();
     }
