@@ -115,9 +115,11 @@ builder.Services.AddHostedService(sp => sp.GetRequiredService<RunWriter>());
 builder.Services.AddSingleton(new LedgerDatabase(connectionString));
 builder.Services.AddSingleton<ReadDatabase>();
 builder.Services.AddSingleton<StorageNames>();
-builder.Services.AddForensicsServices();
+builder.Services.AddForensicsServices(builder.Configuration);
 builder.Services.AddLeaderboardServices(builder.Configuration);
 builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
+builder.Services.AddOptions<LateEventPolicy>().Bind(builder.Configuration.GetSection(LateEventPolicy.Section))
+    .Validate(p => p.Grace >= TimeSpan.Zero && p.MaxPerRun >= 0, "Ledger:LateEvents:Grace and MaxPerRun must not be negative.").ValidateOnStart();
 builder.Services.AddSingleton<Janitor>();
 builder.Services.AddHostedService<JanitorService>();
 builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));

@@ -22,9 +22,25 @@ public sealed class AnomalyRecord
     public DateTimeOffset At { get; set; }
     public required string Detail { get; set; }
     public string? EventId { get; set; }
+    /// <summary>
+    /// For the anomaly of a run whose late events reached their cap: how many were sent beyond it and
+    /// not recorded, added to as they come (so not derived from the events: verify leaves it out).
+    /// </summary>
+    public long? Count { get; set; }
 
     public const string Rejected = "rejected";
     public const string ScoreConflict = "score-conflict";
+
+    /// <summary>Adds late events beyond the run's cap to the count of its cap's anomaly record, in the session's transaction.</summary>
+    public static void CountBeyondCap(Marten.IDocumentSession session, Run run, long beyond)
+    {
+        if (run.LateEventsCapAnomaly is not { } index || beyond <= 0) return;
+        var names = new StorageNames(session.DocumentStore);
+        var count = names.JsonKey<AnomalyRecord>(a => a.Count);
+        session.QueueSqlCommand(
+            $"update {names.Table<AnomalyRecord>()} set data = jsonb_set(data, '{{{count}}}', to_jsonb(coalesce((data ->> '{count}')::bigint, 0) + ?)) where id = ?",
+            beyond, $"{run.Id}#{index}");
+    }
 
     public static AnomalyRecord From(Run run, int index)
     {
@@ -40,10 +56,11 @@ public sealed class AnomalyRecord
         };
     }
 
-    public static AnomalyRecord From(Rejection rejection) => new()
+    /// <summary>The anomaly of a kept refusal: <paramref name="kind"/> when it flags one (a late completion refused after the grace), else by its reason.</summary>
+    public static AnomalyRecord From(Rejection rejection, string? kind = null) => new()
     {
         Id = $"rejection:{rejection.Id}",
-        Kind = rejection.Reason == ProblemCodes.ScoreConflict ? ScoreConflict : Rejected,
+        Kind = kind ?? (rejection.Reason == ProblemCodes.ScoreConflict ? ScoreConflict : Rejected),
         RunId = rejection.RunId,
         At = rejection.At,
         Detail = $"{rejection.Method} {rejection.Path} refused with {rejection.HttpStatus} {rejection.Reason}: {rejection.Detail}",

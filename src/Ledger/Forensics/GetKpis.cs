@@ -33,18 +33,18 @@ public static class GetKpisEndpoint
     [Tags("Forensics")]
     [EndpointSummary("Runs by status, lost rate, ghost transitions prevented, mismatches, rejections, time to terminal (admin or read key)")]
     [ProducesResponseType<Kpis>(200)]
-    public static async Task<IResult> Get(HttpContext context, Access access, KpiStore store, UnauthenticatedRefusals unauthenticated)
+    public static async Task<IResult> Get(HttpContext context, Access access, KpiStore store, CountedRefusals counted)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
-        var kpis = await Compute(store, unauthenticated, context.RequestAborted);
+        var kpis = await Compute(store, counted, context.RequestAborted);
         return Results.Json(kpis, LedgerJson.Options);
     }
 
     /// <summary>The KPIs now (shared with the console).</summary>
-    public static async Task<Kpis> Compute(KpiStore store, UnauthenticatedRefusals unauthenticated, CancellationToken ct)
+    public static async Task<Kpis> Compute(KpiStore store, CountedRefusals counted, CancellationToken ct)
     {
-        // This node's refusals without credentials, counted in memory, join the stored counters first.
-        await unauthenticated.FlushAsync(ct);
+        // This node's refusals counted in memory (without credentials, beyond a budget) join the stored counters first.
+        await counted.FlushAsync(ct);
         return From(await store.ReadTotalsAsync(ct));
     }
 

@@ -8,12 +8,14 @@ using Wolverine.Http;
 namespace Ledger.Forensics;
 
 /// <summary>
-/// Refused requests of authenticated callers, each kept whole (<c>items</c>; samples of the
-/// others are among them, marked <c>unauthenticated</c>), and the counts per hour and reason of
-/// requests refused for want of valid credentials (<c>unauthenticated</c>, since <c>since</c>).
+/// Refused requests of authenticated callers, each kept whole up to its caller's budget for the hour
+/// (<c>items</c>, redacted of secrets; samples of the others are among them, marked
+/// <c>unauthenticated</c> or <c>overBudget</c>), the counts per hour and reason of requests refused
+/// for want of valid credentials (<c>unauthenticated</c>, since <c>since</c>), and those per hour,
+/// reason and caller of the refusals beyond a caller's budget (<c>overBudget</c>).
 /// </summary>
 public sealed record RejectionPage(IReadOnlyList<Rejection> Items, int Page, int PageSize, long Total,
-    IReadOnlyList<RefusalCount> Unauthenticated);
+    IReadOnlyList<RefusalCount> Unauthenticated, IReadOnlyList<RefusalCount> OverBudget);
 
 public static class GetRejectionsEndpoint
 {
@@ -23,7 +25,7 @@ public static class GetRejectionsEndpoint
     [EndpointSummary("Refused requests with their reason, newest first, and the hourly counts of those refused for want of credentials (admin or read key)")]
     [ProducesResponseType<RejectionPage>(200)]
     public static async Task<IResult> Get(HttpContext context, Access access, IDocumentStore store,
-        UnauthenticatedRefusals unauthenticated, TimeProvider clock, string? runId, string? reason, string? since,
+        CountedRefusals counted, TimeProvider clock, string? runId, string? reason, string? since,
         int? page, int? pageSize)
     {
         if (access.Require(context, Role.Admin, Role.Reader) is { } denied) return denied.ToResult();
@@ -35,7 +37,9 @@ public static class GetRejectionsEndpoint
         if (!string.IsNullOrEmpty(runId)) query = query.Where(r => r.RunId == runId);
         if (!string.IsNullOrEmpty(reason)) query = query.Where(r => r.Reason == reason);
         var items = await query.OrderByDescending(r => r.At).ToPagedListAsync(number, size, context.RequestAborted);
-        var counts = await unauthenticated.ReadAsync(from ?? clock.GetUtcNow().AddDays(-7), reason, context.RequestAborted);
-        return Results.Json(new RejectionPage(items.ToList(), number, size, items.TotalItemCount, counts), LedgerJson.Options);
+        var countsSince = from ?? clock.GetUtcNow().AddDays(-7);
+        var unauthenticated = await counted.ReadAsync(countsSince, reason, authenticated: false, context.RequestAborted);
+        var overBudget = await counted.ReadAsync(countsSince, reason, authenticated: true, context.RequestAborted);
+        return Results.Json(new RejectionPage(items.ToList(), number, size, items.TotalItemCount, unauthenticated, overBudget), LedgerJson.Options);
     }
 }

@@ -110,8 +110,8 @@ public sealed class KpiDelta
 
     public KpiDelta Anomaly(AnomalyRecord anomaly) => Add(KpiRules.OfAnomaly(anomaly.Kind, anomaly.At));
 
-    /// <summary>A kept rejection; a sample of the unauthenticated refusals is counted where they are counted, not here.</summary>
-    public KpiDelta Rejection(Rejection rejection) => rejection.Unauthenticated ? this : Add(KpiRules.OfRefusal(rejection.Reason));
+    /// <summary>A kept rejection; a sample of the refusals that are counted (without credentials, beyond a budget) is counted where they are counted, not here.</summary>
+    public KpiDelta Rejection(Rejection rejection) => rejection.Unauthenticated || rejection.OverBudget ? this : Add(KpiRules.OfRefusal(rejection.Reason));
 
     /// <summary>Queues the one upsert of these changes into the session's transaction (nothing when there are none).</summary>
     public void Queue(IDocumentSession session, string schema)

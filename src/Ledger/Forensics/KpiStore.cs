@@ -48,8 +48,8 @@ public sealed class KpiStore(ReadDatabase database, StorageNames names, ILogger<
 
     /// <summary>
     /// Every counter as the stored rows give it: the run summaries (status, registration and
-    /// terminal times), the anomaly records, the kept rejections and the counted unauthenticated
-    /// refusals. It reads every run summary: the cost the kept counters spare each KPI read.
+    /// terminal times), the anomaly records, the kept rejections, the counted refusals (without
+    /// credentials, beyond a budget) and what pruning took out of the stored rows (<see cref="PrunedCounts"/>). It reads every run summary: the cost the kept counters spare each KPI read.
     /// With <paramref name="rebuilt"/> (verify's fold of the events), the runs and their anomalies
     /// are taken from those instead of the stored summaries and records; refusals are not events,
     /// so they always come from the stored rows.
@@ -96,10 +96,13 @@ public sealed class KpiStore(ReadDatabase database, StorageNames names, ILogger<
                 new NpgsqlBatchCommand($"select {kind}, date_trunc('hour', ({at})::timestamptz, 'UTC'), count(*) from {names.Table<AnomalyRecord>()} {anomalies} group by 1, 2"),
                 new NpgsqlBatchCommand($"""
                     select {reason}, count(*) from {names.Table<Rejection>()}
-                    where coalesce(({names.Json<Rejection>(r => r.Unauthenticated)})::boolean, false) = false group by 1
+                    where coalesce(({names.Json<Rejection>(r => r.Unauthenticated)})::boolean, false) = false
+                      and coalesce(({names.Json<Rejection>(r => r.OverBudget)})::boolean, false) = false group by 1
                     union all
-                    select reason, sum(count)::bigint from {names.Own(UnauthenticatedRefusals.TableName)} group by 1
+                    select reason, sum(count)::bigint from {names.Own(CountedRefusals.TableName)} group by 1
                     """),
+                // What pruning took out of the stored rows, as the counters it counted for.
+                new NpgsqlBatchCommand($"select case when hour = '-infinity'::timestamptz then null else hour end, kpi, label, value from {names.Own(PrunedCounts.TableName)}"),
             },
         };
         await using (var reader = await batch.ExecuteReaderAsync(ct))
@@ -110,6 +113,11 @@ public sealed class KpiStore(ReadDatabase database, StorageNames names, ILogger<
             }
             await reader.NextResultAsync(ct);
             while (await reader.ReadAsync(ct)) recount.Add(KpiRules.OfRefusal(reader.GetString(0)), reader.GetInt64(1));
+            await reader.NextResultAsync(ct);
+            while (await reader.ReadAsync(ct))
+            {
+                recount.Add(new KpiKey(reader.GetString(1), reader.GetString(2), reader.IsDBNull(0) ? null : reader.GetFieldValue<DateTimeOffset>(0)), reader.GetInt64(3));
+            }
         }
         return (new Dictionary<KpiKey, long>(recount.Changes), runs);
     }

@@ -1,11 +1,13 @@
-using System.Text;
 using Ledger.Infrastructure;
 using Marten;
 using Microsoft.Extensions.Options;
 
 namespace Ledger.Forensics;
 
-/// <summary>A refused request, kept with its reason so that a refusal is never silent (invariant 10).</summary>
+/// <summary>
+/// A refused request, kept with its reason so that a refusal is never silent (invariant 10); its
+/// payload and detail redacted of every secret (<see cref="Forensics.Redaction"/>).
+/// </summary>
 public sealed class Rejection
 {
     public Guid Id { get; set; }
@@ -21,22 +23,43 @@ public sealed class Rejection
     public bool PayloadTruncated { get; set; }
     /// <summary>A sample of the refusals of requests without valid credentials, which are counted rather than kept (see GET /api/rejections).</summary>
     public bool Unauthenticated { get; set; }
+    /// <summary>A sample, without payload, of the refusals of a caller beyond its budget for the hour, which are counted rather than kept.</summary>
+    public bool OverBudget { get; set; }
+    /// <summary>Who was refused: the start of the SHA-256 digest of its key or lease token (<see cref="CountedRefusals.CallerOf"/>), or <c>console</c>.</summary>
+    public string? Caller { get; set; }
+    /// <summary>The revision of the redaction rules this row was written or scrubbed under (<see cref="Forensics.Redaction.Version"/>; 0: before them).</summary>
+    public int Redaction { get; set; }
 }
 
 public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOptions<LedgerOptions> options,
-    ILogger<RejectionLog> logger, Ledger.Operations.LedgerMetrics? metrics = null)
+    CountedRefusals counted, ILogger<RejectionLog> logger, Ledger.Operations.LedgerMetrics? metrics = null)
 {
     /// <summary>
     /// Keeps the refusal, logs it, and returns the response for it. A refusal for want of valid
-    /// credentials (401) is not kept here: it is counted, and only sampled, so that nobody can fill the database.
+    /// credentials (401) is not kept here: it is counted, and only sampled, so that nobody can fill the
+    /// database; nor is one of a caller beyond its budget for the hour (<see cref="CountedRefusals.Admit"/>).
+    /// What is kept and logged is redacted of every secret (<see cref="Redaction"/>).
+    /// <paramref name="anomalyKind"/>: what the refusal flags (e.g. <c>late-completion</c>) instead of <c>rejected</c>.
     /// </summary>
-    public async Task<IResult> Refuse(HttpContext context, Problem problem, ReadOnlyMemory<byte> payload = default, string? worker = null)
+    public async Task<IResult> Refuse(HttpContext context, Problem problem, ReadOnlyMemory<byte> payload = default, string? worker = null,
+        string? anomalyKind = null)
     {
-        // Counted and sampled by UnauthenticatedRefusals as the answer leaves, like every other 401.
+        // Counted and sampled by CountedRefusals as the answer leaves, like every other 401.
         if (problem.Status == 401) return problem.ToResult();
 
-        var cap = options.Value.RejectionPayloadBytes;
-        var kept = payload.Length > cap ? payload[..cap] : payload;
+        var caller = CountedRefusals.CallerOf(context);
+        var keeping = counted.Admit(caller, problem.Code);
+        if (keeping == Keeping.Counted)
+        {
+            logger.LogDebug("Refused {Method} {Path}: {Reason} ({HttpStatus}), counted: caller {Caller} is beyond its budget for the hour",
+                context.Request.Method, context.Request.Path.Value, problem.Code, problem.Status, caller);
+            return problem.ToResult();
+        }
+
+        var credential = Access.BearerToken(context);
+        var body = keeping == Keeping.Whole && payload.Length > 0
+            ? Redaction.Payload(context.Request.Method, context.Request.Path, payload.Span, options.Value.RejectionPayloadBytes, credential)
+            : null;
         var rejection = new Rejection
         {
             Id = Guid.CreateVersion7(),
@@ -45,25 +68,35 @@ public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOpti
             Worker = worker,
             Reason = problem.Code,
             HttpStatus = problem.Status,
-            Detail = problem.Detail,
+            Detail = Redaction.Text(problem.Detail, [.. body?.Secrets ?? [], .. credential is null ? Array.Empty<string>() : [credential]]).Text,
             Method = context.Request.Method,
             Path = context.Request.Path,
-            Payload = kept.Length == 0 ? null : Encoding.UTF8.GetString(kept.Span),
-            PayloadTruncated = payload.Length > cap,
+            Payload = body is { Text.Length: > 0 } ? body.Text : null,
+            PayloadTruncated = body?.Truncated ?? false,
+            OverBudget = keeping == Keeping.Sample,
+            Caller = caller,
+            Redaction = Redaction.Version,
         };
 
-        logger.LogInformation("Refused {Method} {Path}: {Reason} ({HttpStatus}) for run {RunId}: {Detail}",
-            rejection.Method, rejection.Path, rejection.Reason, rejection.HttpStatus, rejection.RunId, rejection.Detail);
+        logger.LogInformation("Refused {Method} {Path}: {Reason} ({HttpStatus}) for run {RunId}: {Detail}{Sampled}",
+            rejection.Method, rejection.Path, rejection.Reason, rejection.HttpStatus, rejection.RunId, rejection.Detail,
+            rejection.OverBudget ? " (beyond the caller's budget for the hour: counted, sampled without payload)" : "");
 
         try
         {
             await using var session = store.LightweightSession();
             session.Store(rejection);
-            var anomaly = AnomalyRecord.From(rejection);
-            session.Store(anomaly);
-            new KpiDelta().Rejection(rejection).Anomaly(anomaly).Queue(session, options.Value.SchemaName);
+            var kpis = new KpiDelta().Rejection(rejection);
+            // A sample beyond the budget flags only what is more than a refusal (a late completion), so that it is never lost.
+            var anomaly = !rejection.OverBudget || anomalyKind is not null ? AnomalyRecord.From(rejection, anomalyKind) : null;
+            if (anomaly is not null)
+            {
+                session.Store(anomaly);
+                kpis.Anomaly(anomaly);
+            }
+            kpis.Queue(session, options.Value.SchemaName);
             await session.SaveChangesAsync(CancellationToken.None);
-            metrics?.Anomaly(anomaly.Kind);
+            if (anomaly is not null) metrics?.Anomaly(anomaly.Kind);
         }
         catch (Exception e) when (problem.Code is ProblemCodes.DatabaseUnavailable || DatabaseFailures.IsTransient(e))
         {

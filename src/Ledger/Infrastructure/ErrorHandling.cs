@@ -23,7 +23,7 @@ public static class ErrorHandling
             }
             if (context.Items[typeof(Problem)] is Problem { Status: 401 } unauthenticated)
             {
-                await context.RequestServices.GetRequiredService<Ledger.Forensics.UnauthenticatedRefusals>()
+                await context.RequestServices.GetRequiredService<Ledger.Forensics.CountedRefusals>()
                     .Observe(context, unauthenticated);
             }
         }

@@ -33,7 +33,7 @@ public sealed class LedgerOptions
 
     public EmbeddedPostgresOptions EmbeddedPostgres { get; set; } = new();
 
-    /// <summary>How refusals of requests without valid credentials are counted and sampled.</summary>
+    /// <summary>What the rejection log keeps (a budget per caller and hour), counts and samples, and for how long.</summary>
     public Ledger.Forensics.RejectionOptions Rejections { get; set; } = new();
 }
 
@@ -52,6 +52,8 @@ public sealed class LedgerOptionsValidation(IHostEnvironment? environment = null
         if (string.IsNullOrWhiteSpace(options.AdminKey)) failures.Add("Ledger:AdminKey (environment Ledger__AdminKey) must be set.");
         if (environment is not null && !environment.IsDevelopment()) failures.AddRange(OutsideDevelopment(options));
         if (options.MaxPayloadBytes < 1024) failures.Add("Ledger:MaxPayloadBytes must be at least 1024.");
+        if (options.Rejections.BudgetPerKeyHour < 0) failures.Add("Ledger:Rejections:BudgetPerKeyHour must be 0 or more.");
+        if (options.Rejections.SamplesPerHour < 0) failures.Add("Ledger:Rejections:SamplesPerHour must be 0 or more.");
         if (options.Projections.LeadershipPollingMilliseconds < 100) failures.Add("Ledger:Projections:LeadershipPollingMilliseconds must be at least 100.");
         if (options.Projections.HealthCheckPollingMilliseconds < 100) failures.Add("Ledger:Projections:HealthCheckPollingMilliseconds must be at least 100.");
         if (options.Projections.StaleSequenceThresholdMilliseconds < 100) failures.Add("Ledger:Projections:StaleSequenceThresholdMilliseconds must be at least 100.");

@@ -28,6 +28,7 @@ public static class ProblemCodes
     public const string BoardNotFound = "board-not-found";
     public const string BatchNotFound = "batch-not-found";
     public const string SubscriptionNotFound = "subscription-not-found";
+    public const string SubscriptionLimit = "subscription-limit";
     public const string RunExists = "run-exists";
     public const string BoardExists = "board-exists";
     public const string BatchExists = "batch-exists";
@@ -94,6 +95,8 @@ public static class ProblemCatalogue
             "No batch with this id is defined."),
         new(ProblemCodes.SubscriptionNotFound, 404, false, "No such webhook subscription",
             "No webhook subscription with this id exists (it may have been deleted)."),
+        new(ProblemCodes.SubscriptionLimit, 409, false, "The ledger holds as many webhook subscriptions as it may",
+            "`Ledger:Webhooks:MaxSubscriptions` subscriptions exist; delete one first (or raise the setting)."),
         new(ProblemCodes.RunExists, 409, false, "The run exists with another definition",
             "A registration reused a run id with a different definition (the same definition again is answered as the first time)."),
         new(ProblemCodes.BoardExists, 409, false, "The board exists with another ranking",

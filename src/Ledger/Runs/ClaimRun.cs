@@ -14,8 +14,8 @@ public sealed record ClaimRun
     public string? Worker { get; init; }
 
     /// <summary>
-    /// The caller's idempotency key for this claim: sent again by the same worker while the lease
-    /// it got is live, the claim is answered with that same lease instead of 409 lease-held.
+    /// The caller's idempotency key for this claim: sent again by the same worker with the same key
+    /// while the lease it got is live, the claim is answered with that same lease instead of 409 lease-held.
     /// </summary>
     public string? ClaimId { get; init; }
 
@@ -53,7 +53,11 @@ public static class ClaimRunEndpoint
         if (admission.Refusal is not null) return admission.Refusal;
         var request = admission.Request!;
 
-        var decision = await writer.Submit(new ClaimCommand(id, request.Worker, request.ClaimId, Leases.NewToken(), Leases.NewNonce(), derivation));
+        var decision = await writer.Submit(new ClaimCommand(id, request.Worker, request.ClaimId, Leases.NewToken(), Leases.NewNonce(), derivation)
+        {
+            // The gate let only a configured key through: the claimId binds to it.
+            KeyHash = derivation.ClaimKeyDigest(id, Access.BearerToken(context)!),
+        });
         return decision.Answer switch
         {
             Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), admission.Raw, request.Worker),

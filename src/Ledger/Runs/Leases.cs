@@ -113,13 +113,25 @@ public sealed class LeaseTokens(IDocumentStore store)
 public sealed class LeaseTokenDerivation
 {
     private static readonly byte[] Purpose = "run-ledger lease tokens v1"u8.ToArray();
+    private static readonly byte[] ClaimKeyPurpose = "run-ledger claim key digests v1"u8.ToArray();
     private readonly byte[] _key;
+    private readonly byte[] _claimKey;
 
     public LeaseTokenDerivation(IOptions<LedgerOptions> options)
     {
         var secret = options.Value.LeaseTokenSecret is { Length: > 0 } configured ? configured : options.Value.AdminKey ?? "";
         _key = HKDF.DeriveKey(HashAlgorithmName.SHA256, Encoding.UTF8.GetBytes(secret), 32, salt: [], info: Purpose);
+        _claimKey = HKDF.DeriveKey(HashAlgorithmName.SHA256, Encoding.UTF8.GetBytes(secret), 32, salt: [], info: ClaimKeyPurpose);
     }
+
+    /// <summary>
+    /// The digest a claim with a claimId keeps of the key it was made with, so that only that key can
+    /// retry it: HMAC-SHA256 over (run id, key), keyed by a secret of its own derived as the tokens' is.
+    /// Keyed and bound to the run, it tells whoever reads the history or the database nothing about the
+    /// key (an unkeyed digest of a key could be tested against guesses, and would be the same in every run).
+    /// </summary>
+    public string ClaimKeyDigest(string runId, string key) =>
+        Convert.ToHexStringLower(HMACSHA256.HashData(_claimKey, Encoding.UTF8.GetBytes($"{runId}\n{key}")));
 
     /// <summary>The token for this claim. Run ids and claim ids hold no control characters, so the separator is unambiguous.</summary>
     public string Derive(string runId, string claimId, string nonce) =>

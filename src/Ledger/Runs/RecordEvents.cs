@@ -138,7 +138,7 @@ public static class RecordEventsEndpoint
     [ProducesResponseType<EventsRecorded>(200)]
     public static async Task<IResult> Post(string id, HttpContext context, RejectionLog rejections,
         IValidator<WorkerEventRequest> validator, RunWriter writer, LeaseTokens leases, RequestGate gate,
-        IOptions<LedgerOptions> options)
+        IOptions<LedgerOptions> options, IOptions<LateEventPolicy> lateEvents)
     {
         using var validating = Ledger.Operations.LedgerTracing.Step("ledger.events.validate", id);
         // Who is asking comes first: nothing of the body is read or judged for an unknown token.
@@ -155,11 +155,13 @@ public static class RecordEventsEndpoint
 
         // Stamped with the time of the decision by the decider.
         var events = requests!.Select(r => r.ToEvent(default)).ToList();
-        var decision = await writer.Submit(new RecordEventsCommand(id, tokenHash!, events));
+        var decision = await writer.Submit(new RecordEventsCommand(id, tokenHash!, events) { Late = lateEvents.Value });
         return decision.Answer switch
         {
             EventsRecorded recorded => Results.Json(recorded, LedgerJson.Options),
-            // Late events were recorded; the refusal tells the worker to stop. Not a rejection: nothing was refused.
+            // A late completion that could not be recorded (past the grace or the cap): kept, flagged as what it is.
+            Refusal { Flag: { } flag } flagged => await rejections.Refuse(context, flagged.ToProblem(id), body.Raw, decision.After?.Worker, flag),
+            // Late events were recorded (or counted beyond the cap); the refusal tells the worker to stop. Not a rejection: nothing was refused.
             Refusal { Code: ProblemCodes.RunTerminal, Results: not null } late => late.ToProblem(id).ToResult(),
             Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), body.Raw, decision.After?.Worker),
             _ => throw new InvalidOperationException("unexpected events outcome"),

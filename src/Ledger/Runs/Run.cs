@@ -116,6 +116,9 @@ public sealed class Run
     public string? ClaimIdHash { get; set; }
     /// <summary>The nonce the current lease's token was derived from, when the claim carried a claimId.</summary>
     public string? TokenNonce { get; set; }
+    /// <summary>The keyed digest of the key the current lease was claimed with, when the claim carried a claimId: only that key may retry it.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? ClaimKeyHash { get; set; }
     public int Claims { get; set; }
 
     public DateTimeOffset RegisteredAt { get; set; }
@@ -143,6 +146,16 @@ public sealed class Run
     public long LogLines { get; set; }
 
     public List<RunAnomaly> Anomalies { get; set; } = [];
+    /// <summary>Once late events were capped: the index in <see cref="Anomalies"/> of the one anomaly that counts those beyond the cap.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? LateEventsCapAnomaly { get; set; }
+
+    /// <summary>
+    /// How many late events (after the verdict) were recorded, which the cap of <see cref="LateEventPolicy.MaxPerRun"/>
+    /// is on: each added one anomaly naming its eventId (the cap's own anomaly names none).
+    /// </summary>
+    [JsonIgnore]
+    public int LateEvents => Anomalies.Count(a => a.Kind is AnomalyKinds.LateEvent or AnomalyKinds.LateCompletion && a.EventId is not null);
     /// <summary>Other systems' views of the run, in the order recorded; they never change <see cref="Status"/>.</summary>
     public List<RunObservation> Observations { get; set; } = [];
     /// <summary>Every terminal verdict in order; more than one only through operator reclassification.</summary>
@@ -198,10 +211,20 @@ public sealed class Run
         LeaseExpiresAt = e.LeaseExpiresAt;
         ClaimIdHash = e.ClaimIdHash;
         TokenNonce = e.TokenNonce;
+        ClaimKeyHash = e.ClaimKeyHash;
         ClaimedAt ??= e.ClaimedAt;
         LastHeartbeatAt = e.ClaimedAt;
         Claims++;
         if (Status == RunStatus.Registered) Status = RunStatus.Claimed;
+    }
+
+    /// <summary>Late events reached their cap: one anomaly stands for every one sent after it (its record counts them).</summary>
+    public void Apply(LateEventsCapped e)
+    {
+        if (!Status.IsTerminal() || LateEventsCapAnomaly is not null) return;
+        Anomalies.Add(new RunAnomaly(AnomalyKinds.LateEvent, e.At,
+            $"The run took {LateEvents} late events, its cap of {e.Cap}; those sent after them are not recorded, only counted in this anomaly."));
+        LateEventsCapAnomaly = Anomalies.Count - 1;
     }
 
     public void Apply(RunCancelled e)
@@ -290,6 +313,7 @@ public sealed class Run
             case RunClaimed x: Apply(x); break;
             case RunCancelled x: Apply(x); break;
             case LeaseExpired x: Apply(x); break;
+            case LateEventsCapped x: Apply(x); break;
             case RunReclassified x: Apply(x); break;
             case VerdictReached x: Apply(x); break;
             case StatusObserved x: Apply(x); break;
@@ -305,6 +329,7 @@ public sealed class Run
             : r.To == RunStatus.Succeeded && !CanSucceed() ? EventEffect.NotApplied(ProblemCodes.IncompleteResults)
             : EventEffect.Applied,
         VerdictReached => EventEffect.Applied,
+        LateEventsCapped => Status.IsTerminal() && LateEventsCapAnomaly is null ? EventEffect.Applied : EventEffect.NotApplied("late-events-not-capped"),
         StatusObserved observed => Evaluate(observed),
         _ => Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied,
     };

@@ -15,12 +15,42 @@ public sealed record RecordEventsCommand(string RunId, string TokenHash, IReadOn
 {
     /// <summary>Which of these events' ids and chunk ids the run already holds; filled in by the writer.</summary>
     public RecordedKeys Recorded { get; init; } = RecordedKeys.None;
+
+    /// <summary>How long after the verdict, and how many, late events a terminal run still records (configuration, filled in by the edge).</summary>
+    public LateEventPolicy Late { get; init; } = LateEventPolicy.Default;
+}
+
+/// <summary>
+/// Late events (sent with the run's last lease token after its verdict) are recorded and flagged for
+/// <see cref="Grace"/> after the verdict, at most <see cref="MaxPerRun"/> of them per run; those beyond
+/// the cap are counted in one anomaly, and after the grace the token is answered <c>409 run-terminal</c>
+/// (<c>Ledger:LateEvents:*</c>).
+/// </summary>
+public sealed class LateEventPolicy
+{
+    public const string Section = "Ledger:LateEvents";
+
+    public static readonly LateEventPolicy Default = new();
+
+    /// <summary>
+    /// From the verdict (its latest time, a reclassification included). An hour: far longer than a
+    /// worker's retries of its last requests take (the clients' retry windows are minutes) and than a
+    /// lease, short enough that a token that leaked with the worker's logs is dead within the hour.
+    /// </summary>
+    public TimeSpan Grace { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Late events recorded per run (each one event and one anomaly, and a delivery per anomaly subscriber).</summary>
+    public int MaxPerRun { get; set; } = 100;
 }
 
 /// <param name="FreshToken">A random token to hand out when the claim carries no claimId.</param>
 /// <param name="FreshNonce">A random nonce to derive the token from when it carries one.</param>
 public sealed record ClaimCommand(string RunId, string? Worker, string? ClaimId, string FreshToken, string FreshNonce,
-    LeaseTokenDerivation Derivation) : RunCommand(RunId);
+    LeaseTokenDerivation Derivation) : RunCommand(RunId)
+{
+    /// <summary>The keyed digest of the key the claim came with (<see cref="LeaseTokenDerivation.ClaimKeyDigest"/>): a claimId binds to it.</summary>
+    public string? KeyHash { get; init; }
+}
 
 public sealed record CancelCommand(string RunId, string? Reason) : RunCommand(RunId);
 
@@ -42,6 +72,8 @@ public sealed record Refusal(string Code, string? Title, string Detail, RunStatu
     public string? EventId { get; init; }
     /// <summary>What became of each event when some were recorded anyway (late events on a terminal run).</summary>
     public IReadOnlyList<EventResult>? Results { get; init; }
+    /// <summary>The anomaly the refusal stands for, kept with it instead of <c>rejected</c>: a late completion that could not be recorded.</summary>
+    public string? Flag { get; init; }
 }
 
 /// <summary>
@@ -52,6 +84,9 @@ public sealed record Refusal(string Code, string? Title, string Detail, RunStatu
 public sealed record Decision(IReadOnlyList<object> Events, object Answer, Run? After)
 {
     public Refusal? Refusal => Answer as Refusal;
+
+    /// <summary>Late events of the command beyond the run's cap, not recorded: added to the count of the cap's anomaly.</summary>
+    public long LateEventsBeyondCap { get; init; }
 
     public static Decision Refuse(Refusal refusal, Run? run) => new([], refusal, run);
 }

@@ -28,8 +28,15 @@ public static class RunDecider
         if (!Leases.Holds(run, command.TokenHash)) return Decision.Refuse(LeaseLost(run), run);
 
         var wasTerminal = run.Status.IsTerminal();
-        // A terminal run takes late events (recorded and flagged); a live one needs a live lease.
+        // A terminal run takes late events (recorded and flagged) within the grace; a live one needs a live lease.
         if (!wasTerminal && run.LeaseExpiresAt is { } expires && expires <= now) return Decision.Refuse(LeaseExpired(run), run);
+        var late = command.Late;
+        if (wasTerminal && run.TerminalAt is { } verdictAt && now >= verdictAt + late.Grace)
+        {
+            // The token is dead: nothing is recorded, but a completion of a lost run is still flagged (kept with the refusal).
+            var ghost = run.Status == RunStatus.Lost && command.Events.Any(e => e is RunCompleted && !command.Recorded.EventIds.Contains(e.EventId));
+            return Decision.Refuse(GraceOver(run, late.Grace) with { Flag = ghost ? AnomalyKinds.LateCompletion : null }, run);
+        }
 
         var after = run.Clone();
         var recorded = command.Recorded;
@@ -37,6 +44,8 @@ public static class RunDecider
         var chunksHere = new Dictionary<string, long>(StringComparer.Ordinal);
         var results = new List<EventResult>(command.Events.Count);
         var toAppend = new List<object>(command.Events.Count + 1);
+        long beyondCap = 0;
+        var completionBeyondCap = false;
         foreach (var sent in command.Events)
         {
             var e = sent with { RecordedAt = now };
@@ -47,6 +56,17 @@ public static class RunDecider
                     command.Events.Count > 1 ? $"{effect.Detail} No event of this request was recorded." : effect.Detail!,
                     run.Status) { EventId = e.EventId }, run);
             }
+            if (effect is { Kind: EventResultKind.RecordedNotApplied, Reason: AnomalyKinds.LateEvent or AnomalyKinds.LateCompletion }
+                && after.LateEvents >= late.MaxPerRun)
+            {
+                // Beyond the cap: not recorded, counted (a repeat within the request is a duplicate, counted once).
+                beyondCap++;
+                completionBeyondCap |= effect.Reason == AnomalyKinds.LateCompletion;
+                idsHere.Add(e.EventId);
+                results.Add(new EventResult(e.EventId, EventResultKind.Refused, LateEventsCappedReason,
+                    $"The run already recorded {late.MaxPerRun} late events, its cap; this one is counted, not recorded."));
+                continue;
+            }
             results.Add(new EventResult(e.EventId, effect.Kind, effect.Reason, effect.Detail));
             if (effect.Kind == EventResultKind.Duplicate) continue;
             idsHere.Add(e.EventId);
@@ -55,13 +75,24 @@ public static class RunDecider
             after.Fold(e);
         }
 
+        if (beyondCap > 0 && after.LateEventsCapAnomaly is null)
+        {
+            // The first time the cap is passed: the one anomaly that counts every late event beyond it.
+            var capped = new LateEventsCapped(late.MaxPerRun, now);
+            toAppend.Add(capped);
+            after.Fold(capped);
+        }
+
         PublishVerdict(run, after, toAppend);
         // A pure retry of what was already recorded is answered as it was: idempotent.
-        object answer = wasTerminal && toAppend.Count > 0
-            ? Terminal(run) with { Results = results }
+        object answer = wasTerminal && (toAppend.Count > 0 || beyondCap > 0)
+            ? Terminal(run) with { Results = results, Flag = completionBeyondCap && run.Status == RunStatus.Lost ? AnomalyKinds.LateCompletion : null }
             : new EventsRecorded(run.Id, after.Status, results);
-        return new Decision(toAppend, answer, after);
+        return new Decision(toAppend, answer, after) { LateEventsBeyondCap = beyondCap };
     }
+
+    /// <summary>The reason a late event beyond the run's cap gets in its result.</summary>
+    public const string LateEventsCappedReason = "late-events-capped";
 
     /// <summary>
     /// What recording one event would do: a repeated eventId or chunk id is a duplicate (or, for a
@@ -107,19 +138,22 @@ public static class RunDecider
             token = command.FreshToken;
         }
         var claimed = new RunClaimed(command.Worker, Access.DigestHex(token), now, now.AddSeconds(run.LeaseSeconds),
-            claimIdHash, claimIdHash is null ? null : command.FreshNonce);
+            claimIdHash, claimIdHash is null ? null : command.FreshNonce, claimIdHash is null ? null : command.KeyHash);
         return Appending(run, [claimed], after => LeaseGranted.For(after, token, claimed.LeaseExpiresAt));
     }
 
     /// <summary>
     /// The live lease's token when this command is the claim that got it: the same claimId (compared
-    /// as digests, in constant time) from the same worker. Null otherwise, and also when the token
-    /// can no longer be derived (the server secret changed since): then the claim is refused as held.
+    /// as digests, in constant time) from the same worker with the same key. Null otherwise, and also
+    /// when the token can no longer be derived (the server secret changed since): then the claim is
+    /// refused as held. A claim recorded before claims were bound to their key is not bound.
     /// </summary>
     private static string? SameClaim(Run run, ClaimCommand command)
     {
         if (command.ClaimId is not { } claimId || run.ClaimIdHash is not { } held || run.TokenNonce is not { } nonce) return null;
         if (!string.Equals(run.Worker, command.Worker, StringComparison.Ordinal)) return null;
+        if (run.ClaimKeyHash is { } boundTo
+            && (command.KeyHash is null || !Access.Matches(Convert.FromHexString(boundTo), Convert.FromHexString(command.KeyHash)))) return null;
         if (!Access.Matches(Convert.FromHexString(held), Access.Digest(claimId))) return null;
         var token = command.Derivation.Derive(run.Id, claimId, nonce);
         return Leases.Holds(run, Access.DigestHex(token)) ? token : null;
@@ -217,6 +251,13 @@ public static class RunDecider
     public static Refusal Terminal(Run run) =>
         new(ProblemCodes.RunTerminal, "The run is already finished",
             $"The run is {run.Status.Wire()}{(run.Reason is null ? "" : $" ({run.Reason})")}; nothing can change it. Stop sending events for it.",
+            run.Status);
+
+    /// <summary>The last lease token of a terminal run, past the grace in which it still records late events.</summary>
+    public static Refusal GraceOver(Run run, TimeSpan grace) =>
+        new(ProblemCodes.RunTerminal, "The run is already finished",
+            $"The run is {run.Status.Wire()}{(run.Reason is null ? "" : $" ({run.Reason})")} since {run.TerminalAt:O}; its lease token records no late events " +
+            $"more than {grace} after the verdict. Stop sending events for it.",
             run.Status);
 
     /// <summary>A token issued for this run that is no longer its lease: the run was claimed again.</summary>

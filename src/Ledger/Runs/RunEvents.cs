@@ -25,7 +25,10 @@ public sealed record RunRegistered(
 /// <c>claimId</c> keeps that id's digest (<see cref="ClaimIdHash"/>) and the random
 /// <see cref="TokenNonce"/> its token was derived from (see <see cref="LeaseTokenDerivation"/>), so
 /// that a retry of the same claim can be answered with the same token; both are null for claims
-/// without one and in streams written before claim ids existed.
+/// without one and in streams written before claim ids existed. Such a claim also keeps
+/// <see cref="ClaimKeyHash"/>, a keyed digest of the key it was made with
+/// (<see cref="LeaseTokenDerivation.ClaimKeyDigest"/>), so that only that key can retry it; null in
+/// streams written before claims were bound to their key (their retries are not bound).
 /// </summary>
 public sealed record RunClaimed(
     string? Worker,
@@ -33,7 +36,8 @@ public sealed record RunClaimed(
     DateTimeOffset ClaimedAt,
     DateTimeOffset LeaseExpiresAt,
     string? ClaimIdHash = null,
-    string? TokenNonce = null);
+    string? TokenNonce = null,
+    string? ClaimKeyHash = null);
 
 public sealed record RunCancelled(string? Reason, DateTimeOffset CancelledAt);
 
@@ -52,6 +56,12 @@ public sealed record VerdictReached(
     IReadOnlyDictionary<string, double> Scores,
     DateTimeOffset At,
     string DecidedBy);
+
+/// <summary>
+/// A terminal run took as many late events as it may (<see cref="LateEventPolicy.MaxPerRun"/>): those
+/// sent after it are not recorded but counted, in the one anomaly this event raises.
+/// </summary>
+public sealed record LateEventsCapped(int Cap, DateTimeOffset At);
 
 /// <summary>The janitor found the lease expired (past its grace) without a heartbeat.</summary>
 public sealed record LeaseExpired(DateTimeOffset LeaseExpiresAt, DateTimeOffset DetectedAt);
@@ -174,6 +184,7 @@ public static class EventNames
         RunClaimed => "run.claimed",
         RunCancelled => "run.cancelled",
         LeaseExpired => "lease.expired",
+        LateEventsCapped => "late-events.capped",
         RunReclassified => "run.reclassified",
         VerdictReached => "verdict.reached",
         StatusObserved => "status.observed",

@@ -65,7 +65,11 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     private sealed record Pending(RunCommand Command, TaskCompletionSource<Decision> Done, ActivityContext Caller);
 
     /// <summary>What was decided for one run in a group: valid while the run is still at <see cref="Version"/>.</summary>
-    private sealed record RunDecisions(long Version, Run? Before, Run? After, List<object> Events, List<(Pending Pending, Decision? Decision, Exception? Failure)> Outcomes);
+    private sealed record RunDecisions(long Version, Run? Before, Run? After, List<object> Events, List<(Pending Pending, Decision? Decision, Exception? Failure)> Outcomes)
+    {
+        /// <summary>Late events beyond the run's cap, not appended: added to the count of the cap's anomaly.</summary>
+        public long LateEventsBeyondCap => Outcomes.Sum(o => o.Decision?.LateEventsBeyondCap ?? 0);
+    }
 
     private readonly Channel<Pending>[] _queues = Enumerable.Range(0, Math.Max(1, options.Value.Writers))
         .Select(_ => Channel.CreateBounded<Pending>(new BoundedChannelOptions(
@@ -181,12 +185,23 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                         {
                             decided[runId] = decision = DecideRun(stream.Aggregate, version, pending, recorded, at);
                         }
-                        if (decision.Events.Count == 0) continue;
+                        var beyondCap = decision.LateEventsBeyondCap;
+                        if (decision.Events.Count == 0)
+                        {
+                            if (beyondCap > 0) AnomalyRecord.CountBeyondCap(session, decision.After!, beyondCap);
+                            continue;
+                        }
                         stream.AppendMany(decision.Events);
                         kpis.Run(decision.Before, decision.After);
+                        if (beyondCap > 0 && decision.After!.LateEventsCapAnomaly < decision.Before!.Anomalies.Count)
+                        {
+                            AnomalyRecord.CountBeyondCap(session, decision.After, beyondCap);
+                        }
                         for (var i = decision.Before!.Anomalies.Count; i < decision.After!.Anomalies.Count; i++)
                         {
                             var anomaly = AnomalyRecord.From(decision.After, i);
+                            // The cap's anomaly, new in this group, starts with the count of what went beyond it here.
+                            if (i == decision.After.LateEventsCapAnomaly) anomaly.Count = beyondCap;
                             session.Store(anomaly);
                             kpis.Anomaly(anomaly);
                             anomalies.Add(anomaly.Kind);

@@ -27,7 +27,7 @@ public static class RunsConfiguration
             typeof(RunRegistered), typeof(RunClaimed), typeof(RunCancelled), typeof(RunStarted), typeof(StepStarted),
             typeof(StepCompleted), typeof(HeartbeatReceived), typeof(LogWritten), typeof(ScoresReported),
             typeof(OutputRecorded), typeof(ItemsCommitted), typeof(RunCompleted), typeof(RunFailed),
-            typeof(LeaseExpired), typeof(RunReclassified), typeof(VerdictReached), typeof(StatusObserved),
+            typeof(LeaseExpired), typeof(RunReclassified), typeof(VerdictReached), typeof(StatusObserved), typeof(LateEventsCapped),
         ]);
         return options;
     }

@@ -136,7 +136,7 @@ public static class ConsoleEndpoints
             return Page<AnomaliesPage>(new { Session = session, Counts = counts, Items = items.ToList(), Kind = kind, Total = (long)total, Page = number, PageSize = 50 });
         });
 
-        console.MapGet("/rejections", async (HttpContext context, IDocumentStore store, UnauthenticatedRefusals unauthenticated,
+        console.MapGet("/rejections", async (HttpContext context, IDocumentStore store, CountedRefusals counted,
             TimeProvider clock, string? reason, string? runId, int? page) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
@@ -149,16 +149,17 @@ public static class ConsoleEndpoints
             if (runId is not null) query = query.Where(r => r.RunId == runId);
             var items = await query.OrderByDescending(r => r.At).Skip((number - 1) * 50).Take(50).ToListAsync(context.RequestAborted);
             var total = await query.CountAsync(context.RequestAborted);
-            var counts = await unauthenticated.ReadAsync(clock.GetUtcNow().AddDays(-7), reason, context.RequestAborted);
-            return Page<RejectionsPage>(new { Session = session, Items = items.ToList(), Unauthenticated = counts, Reason = reason, RunId = runId, Total = (long)total, Page = number });
+            var counts = await counted.ReadAsync(clock.GetUtcNow().AddDays(-7), reason, authenticated: false, context.RequestAborted);
+            var overBudget = await counted.ReadAsync(clock.GetUtcNow().AddDays(-7), reason, authenticated: true, context.RequestAborted);
+            return Page<RejectionsPage>(new { Session = session, Items = items.ToList(), Unauthenticated = counts, OverBudget = overBudget, Reason = reason, RunId = runId, Total = (long)total, Page = number });
         });
 
-        console.MapGet("/kpis", async (HttpContext context, KpiStore store, UnauthenticatedRefusals unauthenticated,
+        console.MapGet("/kpis", async (HttpContext context, KpiStore store, CountedRefusals counted,
             TimeProvider clock, string? bucket) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
             var (window, _) = GetKpiSeriesEndpoint.Window(bucket is "hour" ? "hour" : "day", null, null, clock.GetUtcNow());
-            var kpis = await GetKpisEndpoint.Compute(store, unauthenticated, context.RequestAborted);
+            var kpis = await GetKpisEndpoint.Compute(store, counted, context.RequestAborted);
             var series = await GetKpiSeriesEndpoint.Compute(store, window!, context.RequestAborted);
             return Page<KpisPage>(new { Session = session, Kpis = kpis, Series = series });
         });

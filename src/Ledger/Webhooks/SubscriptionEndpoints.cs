@@ -55,7 +55,7 @@ public sealed record SubscriptionView(string SubscriptionId, string Url, IReadOn
     public static SubscriptionView From(WebhookSubscription s) => new(s.Id, s.Url, s.Kinds, s.AnomalyKinds, s.CreatedAt);
 }
 
-public sealed record SubscriptionList(IReadOnlyList<SubscriptionView> Items);
+public sealed record SubscriptionList(IReadOnlyList<SubscriptionView> Items, int Page, int PageSize, long Total);
 
 public sealed record DeliveryView(
     string DeliveryId,
@@ -77,6 +77,7 @@ public static class SubscriptionEndpoints
     [WolverinePost("/api/subscriptions", Name = "CreateSubscription")]
     [JsonBody(typeof(CreateSubscription))]
     [Accepts(Credential.AdminKey)]
+    [Refuses(ProblemCodes.SubscriptionLimit)]
     [Tags("Webhooks")]
     [EndpointSummary("Subscribe a URL to signed deliveries of verdicts and anomalies (admin key)")]
     [ProducesResponseType<SubscriptionCreated>(201)]
@@ -86,6 +87,15 @@ public static class SubscriptionEndpoints
         var admission = await gate.Admit<CreateSubscription>(context, validator, [Role.Admin]);
         if (admission.Refusal is not null) return admission.Refusal;
         var request = admission.Request!;
+
+        await using (var query = store.QuerySession())
+        {
+            if (await query.Query<WebhookSubscription>().CountAsync(context.RequestAborted) >= options.Value.MaxSubscriptions)
+            {
+                return await rejections.Refuse(context, Problem.Of(ProblemCodes.SubscriptionLimit,
+                    detail: $"The ledger already holds {options.Value.MaxSubscriptions} webhook subscriptions (Ledger:Webhooks:MaxSubscriptions); delete one first."), admission.Raw);
+            }
+        }
 
         var uri = new Uri(request.Url!);
         var allowPrivate = options.Value.PrivateTargetsAllowed(environment);
@@ -115,14 +125,16 @@ public static class SubscriptionEndpoints
     [WolverineGet("/api/subscriptions", Name = "ListSubscriptions")]
     [Accepts(Credential.AdminKey)]
     [Tags("Webhooks")]
-    [EndpointSummary("The webhook subscriptions, oldest first, without their secrets (admin key)")]
+    [EndpointSummary("The webhook subscriptions, oldest first, paged, without their secrets (admin key)")]
     [ProducesResponseType<SubscriptionList>(200)]
-    public static async Task<IResult> List(HttpContext context, Access access, IDocumentStore store)
+    public static async Task<IResult> List(HttpContext context, Access access, IDocumentStore store, int? page, int? pageSize)
     {
         if (access.Require(context, Role.Admin) is { } denied) return denied.ToResult();
+        var (number, size) = Paging.Normalize(page, pageSize);
         await using var session = store.QuerySession();
-        var all = await session.Query<WebhookSubscription>().OrderBy(s => s.CreatedAt).ThenBy(s => s.Id).ToListAsync(context.RequestAborted);
-        return Results.Json(new SubscriptionList(all.Select(SubscriptionView.From).ToList()), LedgerJson.Options);
+        var items = await session.Query<WebhookSubscription>().OrderBy(s => s.CreatedAt).ThenBy(s => s.Id)
+            .ToPagedListAsync(number, size, context.RequestAborted);
+        return Results.Json(new SubscriptionList(items.Select(SubscriptionView.From).ToList(), number, size, items.TotalItemCount), LedgerJson.Options);
     }
 
     [WolverineDelete("/api/subscriptions/{id}", Name = "DeleteSubscription")]

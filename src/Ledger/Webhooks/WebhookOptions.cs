@@ -36,6 +36,12 @@ public sealed class WebhookOptions
     /// <summary>How many deliveries are attempted at once on one node; a slow subscriber holds one slot at a time.</summary>
     public int Concurrency { get; set; } = 8;
 
+    /// <summary>The most subscriptions the ledger holds; one more is refused (<c>409 subscription-limit</c>).</summary>
+    public int MaxSubscriptions { get; set; } = 100;
+
+    /// <summary>How long a finished delivery (delivered, failed, dropped) stays in the delivery log; a pending one is never pruned. Zero keeps them all.</summary>
+    public TimeSpan KeepDeliveriesFor { get; set; } = TimeSpan.FromDays(30);
+
     /// <summary>The waits between attempts: MaxAttempts - 1 of them, doubling, summing to the window.</summary>
     public TimeSpan[] RetryDelays()
     {

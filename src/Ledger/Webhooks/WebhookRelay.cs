@@ -28,12 +28,21 @@ public sealed class WebhookRelay : BatchSubscription
         DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never,
     };
 
+    private Func<RunHistoryReader>? _reader;
+    private RunHistoryReader? _read;
+
     // Every event type: anomalies are derived by the fold of any event of a run, not only by verdicts.
     // From the start of the store, not "from present": a floor re-applied at a restart would skip
     // what was committed while no node ran the daemon. Subscriptions skip what precedes them (FromSequence).
     public WebhookRelay() : base(Name)
     {
     }
+
+    /// <summary>Where the relay reads runs from: the history's reader, resolved at the first page (it reads through the store the relay is part of).</summary>
+    public void ReadRunsWith(Func<RunHistoryReader> reader) => _reader = reader;
+
+    private RunHistoryReader History => _read ??= _reader?.Invoke()
+        ?? throw new InvalidOperationException("The webhook relay was not given the history's reader (WebhooksConfiguration.AddWebhookRelay).");
 
     public override async Task ProcessEventsAsync(EventRange page, ISubscriptionController controller, IDocumentOperations operations,
         IMessageBus bus, CancellationToken cancellationToken)
@@ -57,14 +66,14 @@ public sealed class WebhookRelay : BatchSubscription
         {
             // The anomalies a page's events raised: those the fold has after the page's last event
             // of a run and did not have before its first (the writer stored the same ones, as AnomalyRecords).
+            using var span = Ledger.Operations.LedgerTracing.Step("ledger.webhooks.anomalies");
+            long read = 0;
             foreach (var stream in page.Events.GroupBy(e => e.StreamKey!))
             {
-                var first = stream.Min(e => e.Version);
-                var last = stream.Max(e => e.Version);
                 var firstSequence = stream.Min(e => e.Sequence);
                 if (!subscriptions.Any(s => s.FromSequence < firstSequence && s.Kinds.Contains(WebhookKinds.AnomalyFlagged))) continue;
-                var before = first > 1 ? await operations.Events.AggregateStreamAsync<Run>(stream.Key, version: first - 1, token: cancellationToken) : null;
-                var after = await operations.Events.AggregateStreamAsync<Run>(stream.Key, version: last, token: cancellationToken);
+                var (before, after, folded) = await AroundAsync(stream.Key, stream.OrderBy(e => e.Version).ToList(), cancellationToken);
+                read += folded;
                 if (after is null) continue;
                 for (var i = before?.Anomalies.Count ?? 0; i < after.Anomalies.Count; i++)
                 {
@@ -76,6 +85,7 @@ public sealed class WebhookRelay : BatchSubscription
                     }
                 }
             }
+            span?.SetTag("ledger.events.read", read);
         }
         if (candidates.Count == 0) return;
 
@@ -101,6 +111,49 @@ public sealed class WebhookRelay : BatchSubscription
             await bus.PublishAsync(new DeliverWebhook(payload.DeliveryId, subscription.Id, body));
         }
     }
+
+    /// <summary>
+    /// The run before the first of the page's events of it and after the last, and how many events were
+    /// read from storage to get them: the state before comes from the history's refold, which starts
+    /// at the nearest snapshot (at most <see cref="HistoryOptions.SnapshotEvery"/> events back, stored by
+    /// such reads as they pass), and the state after is that one with the page's own events folded on.
+    /// The stream is never read whole: a run of 100,000 events costs a page what a run of 300 does.
+    /// </summary>
+    internal async Task<(Run? Before, Run? After, long Read)> AroundAsync(string runId, IReadOnlyList<IEvent> events, CancellationToken ct)
+    {
+        var first = events[0].Version;
+        var last = events[^1].Version;
+        await using var reading = await History.OpenAsync(runId, last, null, ct);
+        var contiguous = events.Select((e, i) => e.Version == first + i).All(x => x);
+        if (!contiguous)
+        {
+            // Not every event of the range is in the page (it never happens with one writer per stream): read both states.
+            var whole = await History.StateAsync(reading, last, null, ct);
+            await using var earlier = await History.OpenAsync(runId, first - 1, null, ct);
+            var then = first > 1 ? await History.StateAsync(earlier, first - 1, null, ct) : new RunHistoryReader.Folded(null, null);
+            return (then.Run, whole.Run, Folded(reading, last) + Folded(earlier, first - 1));
+        }
+        RunReplay.Fold fold;
+        long read = 0;
+        if (first > 1)
+        {
+            var before = await History.StateAsync(reading, first - 1, null, ct);
+            if (before.Run is null) return (null, null, 0);
+            read = Folded(reading, first - 1);
+            fold = new RunReplay.Fold(new RunSnapshot(before.Last!.Value.Version, before.Last.Value.Sequence, before.Last.Value.RecordedAt, before.Run));
+        }
+        else
+        {
+            fold = new RunReplay.Fold();
+        }
+        var beforeState = fold.Run?.Clone();
+        foreach (var e in events) fold.Apply(new StoredEvent(e.Version, e.Sequence, e.Timestamp, e.Data), explain: false);
+        return (beforeState, fold.Run, read);
+    }
+
+    /// <summary>How many events a refold up to <paramref name="version"/> reads: those after the nearest snapshot.</summary>
+    private static long Folded(RunHistoryReader.Reading reading, long version) =>
+        version - (reading.Snapshots.Nearest is { } s && s.Version <= version ? s.Version : 0);
 
     /// <summary>The run notices an event carries, each with a source id unique to it (the event's sequence and the kind).</summary>
     private static IEnumerable<(string Source, WebhookPayload Payload)> RunNotices(IEvent e)

@@ -13,14 +13,23 @@ public static class WebhooksConfiguration
     public static StoreOptions AddWebhooks(this StoreOptions options)
     {
         options.Schema.For<WebhookSubscription>();
-        options.Schema.For<WebhookDelivery>();
+        // By creation time: pruning takes the oldest finished deliveries first.
+        options.Schema.For<WebhookDelivery>().Index(d => d.CreatedAt);
         return options;
     }
 
-    /// <summary>The relay: a Marten event subscription whose messages go out through Wolverine's outbox in the same transaction.</summary>
+    /// <summary>
+    /// The relay: a Marten event subscription whose messages go out through Wolverine's outbox in the same
+    /// transaction. It reads runs through the history's reader (bounded refolds), which reads through the
+    /// store: resolved when the first page comes, once the store exists.
+    /// </summary>
     public static MartenServiceCollectionExtensions.MartenConfigurationExpression AddWebhookRelay(
-        this MartenServiceCollectionExtensions.MartenConfigurationExpression marten) =>
-        marten.SubscribeToEvents(new WebhookRelay());
+        this MartenServiceCollectionExtensions.MartenConfigurationExpression marten)
+    {
+        var relay = new WebhookRelay();
+        marten.Services.ConfigureMarten((services, _) => relay.ReadRunsWith(() => services.GetRequiredService<Ledger.Runs.RunHistoryReader>()));
+        return marten.SubscribeToEvents(relay);
+    }
 
     public static IServiceCollection AddWebhooks(this IServiceCollection services, IConfiguration configuration)
     {
@@ -31,6 +40,7 @@ public static class WebhooksConfiguration
             .Validate(o => o.Concurrency is >= 1 and <= 256, "Ledger:Webhooks:Concurrency must be 1 to 256.")
             .Validate(o => string.IsNullOrWhiteSpace(o.Proxy) || Uri.TryCreate(o.Proxy, UriKind.Absolute, out var p) && p.Scheme is "http" or "https",
                 "Ledger:Webhooks:Proxy must be an absolute http:// or https:// URL.")
+            .Validate(o => o.MaxSubscriptions is >= 1 and <= 100_000, "Ledger:Webhooks:MaxSubscriptions must be 1 to 100000.")
             .ValidateOnStart();
         services.AddSingleton<WebhookSecrets>();
         services.AddSingleton<WebhookSender>();

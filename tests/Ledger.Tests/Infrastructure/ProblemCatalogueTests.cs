@@ -117,6 +117,22 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
         await _api.DefineBatch(new { id = batch, runIds = new[] { "r1" } });
         Expect(await _api.Send(HttpMethod.Post, "/api/batches", admin, new { id = batch, runIds = new[] { "r2" } }), ProblemCodes.BatchExists);
 
+        // A ledger that holds as many subscriptions as it may refuses one more.
+        await using (var capped = await ledger.SecondInstance(new Dictionary<string, string>
+                     {
+                         ["Ledger:Webhooks:MaxSubscriptions"] = "1",
+                         ["Ledger:Webhooks:AllowPrivateTargets"] = "true",
+                     }))
+        {
+            var api = new Scenarios(ledger, capped);
+            var subscription = new { url = "http://127.0.0.1:9/hook", kinds = new[] { "run.lost" }, secret = "a-secret-of-sixteen-or-more" };
+            var first = await api.Send(HttpMethod.Post, "/api/subscriptions", admin, subscription);
+            Assert.Equal(HttpStatusCode.Created, first.Status);
+            Expect(await api.Send(HttpMethod.Post, "/api/subscriptions", admin, subscription), ProblemCodes.SubscriptionLimit);
+            Assert.Equal(HttpStatusCode.NoContent,
+                (await api.Send(HttpMethod.Delete, $"/api/subscriptions/{first.Json!["subscriptionId"]!.GetValue<string>()}", admin)).Status);
+        }
+
         // The faults no request can cause, injected into a real host on the same database.
         await using (var faulty = await FaultyHost())
         {

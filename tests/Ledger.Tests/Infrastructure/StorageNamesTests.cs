@@ -26,7 +26,7 @@ public sealed class StorageNamesTests(LedgerHost ledger) : IClassFixture<LedgerH
         [
             Names.Events, Names.Streams, Names.Table<Run>(), Names.Table<Standing>(), Names.Table<AnomalyRecord>(),
             Names.Table<Rejection>(), Names.Table<LeaseHolder>(), Names.Own(RecordedKeyStore.TableName), Names.Own(RunSnapshotStore.TableName),
-            Names.Own(UnauthenticatedRefusals.TableName), Names.Own(KpiCounters.TableName), Names.Own(StandingsProjection.CurrentTable),
+            Names.Own(CountedRefusals.TableName), Names.Own(KpiCounters.TableName), Names.Own(StandingsProjection.CurrentTable),
             Names.Own(StandingsProjection.ChangesTable),
         ];
         foreach (var table in tables)

@@ -114,8 +114,8 @@ public sealed class OrderOfChecksTests(LedgerHost ledger) : IClassFixture<Ledger
     {
         // A fresh hour of the test's own clock, so that the counts of this hour are this test's alone.
         var now = ledger.Clock.GetUtcNow();
-        ledger.Clock.Advance(UnauthenticatedRefusals.HourOf(now).AddHours(1).AddMinutes(1) - now);
-        var hour = UnauthenticatedRefusals.HourOf(ledger.Clock.GetUtcNow());
+        ledger.Clock.Advance(CountedRefusals.HourOf(now).AddHours(1).AddMinutes(1) - now);
+        var hour = CountedRefusals.HourOf(ledger.Clock.GetUtcNow());
         var (runId, _) = await _api.Started();
         var kpisBefore = (await _api.Send(HttpMethod.Get, "/api/kpis", LedgerHost.ReadKey)).Json!["rejectionsByReason"]!;
         var store = ledger.Host.Services.GetRequiredService<IDocumentStore>();

@@ -150,6 +150,29 @@ public sealed class RetrySafetyTests(LedgerHost ledger) : IClassFixture<LedgerHo
     }
 
     [Fact]
+    public async Task the_same_claim_id_from_another_key_is_refused_lease_held_and_gets_no_token()
+    {
+        var runId = await _api.Register(new { runId = NewRunId("retry"), leaseSeconds = 60 });
+        var first = await Claim(runId, new { worker = "w1", claimId = "bound-to-the-worker-key" });
+        Assert.Equal(HttpStatusCode.OK, first.Status);
+
+        // The admin key may claim too, but not take over the worker key's claim by presenting its claimId.
+        var byAdmin = await _api.Send(HttpMethod.Post, $"/api/runs/{runId}/claim", LedgerHost.AdminKey, new { worker = "w1", claimId = "bound-to-the-worker-key" });
+        var byWorker = await Claim(runId, new { worker = "w1", claimId = "bound-to-the-worker-key" });
+
+        Assert.Equal(HttpStatusCode.Conflict, byAdmin.Status);
+        Assert.Equal("lease-held", byAdmin.ProblemCode);
+        Assert.DoesNotContain(first.Json!["leaseToken"]!.GetValue<string>(), byAdmin.Text);
+        Assert.Equal(HttpStatusCode.OK, byWorker.Status);
+        Assert.Equal(first.Json!["leaseToken"]!.GetValue<string>(), byWorker.Json!["leaseToken"]!.GetValue<string>());
+        // The key is bound by a keyed digest: neither the key nor its plain digest is in the history.
+        var history = (await _api.Send(HttpMethod.Get, $"/api/runs/{runId}/events", LedgerHost.ReadKey)).Text;
+        Assert.DoesNotContain(LedgerHost.WorkerKey, history);
+        Assert.DoesNotContain(Access.DigestHex(LedgerHost.WorkerKey), history);
+        Assert.Contains("claimKeyHash", history);
+    }
+
+    [Fact]
     public async Task a_claim_without_claim_id_is_never_answered_again()
     {
         var runId = await _api.Register(new { runId = NewRunId("retry"), leaseSeconds = 60 });

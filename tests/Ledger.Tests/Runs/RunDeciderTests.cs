@@ -215,17 +215,17 @@ public sealed class RunDeciderTests
     }
 
     [Fact]
-    public void a_completion_after_lost_is_recorded_as_a_late_completion_whenever_it_comes_and_the_run_stays_lost()
+    public void a_completion_after_lost_within_the_grace_is_recorded_as_a_late_completion_and_the_run_stays_lost()
     {
         // Seed 001: the lease ran out, the janitor marked the run lost, and the worker that should have
-        // died sends its completion an hour later, with its expired token.
+        // died sends its completion later, with its expired token (within the hour's grace: recorded).
         var stream = Stream(Claimed());
         stream.Decide(Events(Started()), Now);
         stream.Decide(new ExpireLeaseCommand(RunId, TimeSpan.Zero), LeaseEnds);
         Assert.Equal(RunStatus.Lost, stream.State!.Status);
         var completion = Completed();
 
-        var decision = stream.Decide(Events(completion), LeaseEnds.AddHours(1));
+        var decision = stream.Decide(Events(completion), LeaseEnds + LateEventPolicy.Default.Grace - TimeSpan.FromSeconds(1));
 
         Assert.Equal(ProblemCodes.RunTerminal, decision.Refusal?.Code);
         Assert.Equal(AnomalyKinds.LateCompletion, Assert.Single(decision.Refusal!.Results!).Reason);
@@ -233,6 +233,123 @@ public sealed class RunDeciderTests
         Assert.Equal(RunStatus.Lost, decision.After!.Status);
         Assert.False(decision.After.CompletionReported);
         Assert.Equal(AnomalyKinds.LateCompletion, decision.After.Anomalies[^1].Kind);
+    }
+
+    // ---- late events: the grace after the verdict and the cap per run -----------------------------
+
+    [Fact]
+    public void late_events_are_recorded_until_the_grace_after_the_verdict_and_refused_run_terminal_from_then_on()
+    {
+        var stream = Stream(Claimed());
+        stream.Decide(Events(Failed("oom")), Now);
+        var grace = TimeSpan.FromMinutes(10);
+        var within = stream.Decide(Events(Log("just in time")) with { Late = Policy(grace) }, Now + grace - TimeSpan.FromTicks(1));
+
+        var after = stream.Decide(Events(Log("too late")) with { Late = Policy(grace) }, Now + grace);
+
+        Assert.Single(within.Events);
+        Assert.Equal(ProblemCodes.RunTerminal, within.Refusal?.Code);
+        Assert.NotNull(within.Refusal!.Results);
+        Assert.Empty(after.Events);
+        Assert.Equal(ProblemCodes.RunTerminal, after.Refusal?.Code);
+        // Nothing recorded: a refusal without results, which the edge keeps in the rejection log.
+        Assert.Null(after.Refusal!.Results);
+        Assert.Null(after.Refusal.Flag);
+        Assert.Contains("since", after.Refusal.Detail);
+        Assert.Equal(RunStatus.Failed, after.Refusal.RunStatus);
+    }
+
+    [Fact]
+    public void the_grace_runs_from_the_latest_verdict_a_reclassification_included()
+    {
+        var stream = Stream(Claimed());
+        stream.Decide(Events(Failed("oom")), Now);
+        var grace = TimeSpan.FromMinutes(10);
+        stream.Decide(Reclassify(RunStatus.Lost), Now.AddMinutes(8));
+
+        var decision = stream.Decide(Events(Log("x")) with { Late = Policy(grace) }, Now.AddMinutes(15));
+
+        Assert.Single(decision.Events);
+    }
+
+    [Fact]
+    public void a_completion_of_a_lost_run_after_the_grace_is_refused_but_flagged_late_completion()
+    {
+        var stream = Stream(Claimed());
+        stream.Decide(new ExpireLeaseCommand(RunId, TimeSpan.Zero), LeaseEnds);
+        var recorded = Completed();
+        stream.Decide(Events(recorded), LeaseEnds.AddMinutes(1));
+        var later = LeaseEnds.AddHours(2);
+
+        var ghost = stream.Decide(Events(Completed()), later);
+        var retryOfTheRecordedOne = stream.Decide(Events(recorded), later);
+        var notACompletion = stream.Decide(Events(Log("x")), later);
+
+        Assert.Empty(ghost.Events);
+        Assert.Equal((ProblemCodes.RunTerminal, AnomalyKinds.LateCompletion), (ghost.Refusal?.Code, ghost.Refusal?.Flag));
+        Assert.Null(ghost.Refusal!.Results);
+        Assert.Equal(RunStatus.Lost, ghost.After!.Status);
+        // A late completion already recorded (and flagged) is not flagged again; other events flag nothing.
+        Assert.Equal((ProblemCodes.RunTerminal, (string?)null), (retryOfTheRecordedOne.Refusal?.Code, retryOfTheRecordedOne.Refusal?.Flag));
+        Assert.Null(notACompletion.Refusal!.Flag);
+        // Of a run that is not lost, a completion is an ordinary late event: no ghost.
+        var failed = Stream(Claimed());
+        failed.Decide(Events(Failed("oom")), Now);
+        Assert.Null(failed.Decide(Events(Completed()), Now.AddHours(2)).Refusal!.Flag);
+    }
+
+    [Fact]
+    public void beyond_the_cap_late_events_are_counted_not_recorded_and_one_anomaly_stands_for_them()
+    {
+        var stream = Stream(Claimed());
+        stream.Decide(Events(Failed("oom")), Now);
+        var cap = Policy(TimeSpan.FromHours(1), maxPerRun: 2);
+        var (first, second, third) = (Log("1"), Log("2"), Log("3"));
+
+        var filling = stream.Decide(Events(first, second, third) with { Late = cap }, Now.AddSeconds(1));
+
+        Assert.Equal([first.EventId, second.EventId], filling.Events.OfType<WorkerEvent>().Select(e => e.EventId));
+        var capped = Assert.IsType<LateEventsCapped>(filling.Events[^1]);
+        Assert.Equal((2, Now.AddSeconds(1)), (capped.Cap, capped.At));
+        Assert.Equal(1, filling.LateEventsBeyondCap);
+        Assert.Equal(
+            [EventResultKind.RecordedNotApplied, EventResultKind.RecordedNotApplied, EventResultKind.Refused],
+            filling.Refusal!.Results!.Select(r => r.Result));
+        Assert.Equal(RunDecider.LateEventsCappedReason, filling.Refusal.Results![2].Reason);
+        Assert.Equal(2, filling.After!.LateEvents);
+        Assert.Equal(3, filling.After.Anomalies.Count);
+        var anomaly = filling.After.Anomalies[filling.After.LateEventsCapAnomaly!.Value];
+        Assert.Equal((AnomalyKinds.LateEvent, (string?)null), (anomaly.Kind, anomaly.EventId));
+
+        // Later ones: nothing appended, no new anomaly, only counted (a repeat within the request once).
+        var (fourth, fifth) = (Log("4"), Log("5"));
+        var beyond = stream.Decide(Events(fourth, fifth, fifth) with { Late = cap }, Now.AddSeconds(2));
+
+        Assert.Empty(beyond.Events);
+        Assert.Equal(2, beyond.LateEventsBeyondCap);
+        Assert.Equal(ProblemCodes.RunTerminal, beyond.Refusal?.Code);
+        Assert.Equal([EventResultKind.Refused, EventResultKind.Refused, EventResultKind.Duplicate], beyond.Refusal!.Results!.Select(r => r.Result));
+        Assert.Null(beyond.Refusal.Flag);
+        Assert.Equal(3, beyond.After!.Anomalies.Count);
+        // What was recorded before the cap is still a duplicate, not counted.
+        var retry = stream.Decide(Events(first) with { Late = cap }, Now.AddSeconds(3));
+        Assert.Equal(0, retry.LateEventsBeyondCap);
+        Assert.IsType<EventsRecorded>(retry.Answer);
+    }
+
+    [Fact]
+    public void a_late_completion_of_a_lost_run_beyond_the_cap_is_counted_and_still_flagged()
+    {
+        var stream = Stream(Claimed());
+        stream.Decide(new ExpireLeaseCommand(RunId, TimeSpan.Zero), LeaseEnds);
+
+        var decision = stream.Decide(Events(Completed()) with { Late = Policy(TimeSpan.FromHours(1), maxPerRun: 0) }, LeaseEnds.AddMinutes(1));
+
+        Assert.Equal([typeof(LateEventsCapped)], decision.Events.Select(e => e.GetType()));
+        Assert.Equal(1, decision.LateEventsBeyondCap);
+        Assert.Equal(AnomalyKinds.LateCompletion, decision.Refusal?.Flag);
+        Assert.Equal(RunStatus.Lost, decision.After!.Status);
+        Assert.False(decision.After.CompletionReported);
     }
 
     [Fact]
@@ -445,6 +562,34 @@ public sealed class RunDeciderTests
             Assert.Contains("worker-1", decision.Refusal!.Detail);
             Assert.Empty(decision.Events);
         }
+    }
+
+    [Fact]
+    public void the_same_claim_id_with_another_key_is_refused_lease_held_and_a_claim_without_a_key_binding_is_answered_as_before()
+    {
+        var stream = Stream(Registered());
+        var workerKey = DeciderKit.Derivation.ClaimKeyDigest(RunId, "the-worker-key");
+        var adminKey = DeciderKit.Derivation.ClaimKeyDigest(RunId, "the-admin-key");
+        var first = stream.Decide(Claim(worker: "worker-1", claimId: "claim-1") with { KeyHash = workerKey }, Now);
+        Assert.Equal(workerKey, Assert.IsType<RunClaimed>(Assert.Single(first.Events)).ClaimKeyHash);
+
+        var sameKey = stream.Decide(Claim(worker: "worker-1", claimId: "claim-1") with { KeyHash = workerKey }, Now.AddSeconds(1));
+        var otherKey = stream.Decide(Claim(worker: "worker-1", claimId: "claim-1") with { KeyHash = adminKey }, Now.AddSeconds(1));
+        var noKey = stream.Decide(Claim(worker: "worker-1", claimId: "claim-1"), Now.AddSeconds(1));
+
+        Assert.Equal(Assert.IsType<LeaseGranted>(first.Answer).LeaseToken, Assert.IsType<LeaseGranted>(sameKey.Answer).LeaseToken);
+        Assert.Equal(ProblemCodes.LeaseHeld, otherKey.Refusal?.Code);
+        Assert.Equal(ProblemCodes.LeaseHeld, noKey.Refusal?.Code);
+        Assert.Empty(otherKey.Events);
+
+        // A claim recorded before claims were bound to their key carries none: its retries are not bound.
+        var older = Registered();
+        var token = DeciderKit.Derivation.Derive(RunId, "claim-1", "nonce-1");
+        older.Fold(new RunClaimed("worker-1", Access.DigestHex(token), Now, Now.AddSeconds(LeaseSeconds), Access.DigestHex("claim-1"), "nonce-1"));
+        var retried = RunDecider.Decide(older, Claim(worker: "worker-1", claimId: "claim-1") with { KeyHash = adminKey }, Now.AddSeconds(1));
+        Assert.Equal(token, Assert.IsType<LeaseGranted>(retried.Answer).LeaseToken);
+        // A claim without a claimId keeps no key digest: there is nothing to retry.
+        Assert.Null(Assert.IsType<RunClaimed>(Assert.Single(Stream(Registered()).Decide(Claim() with { KeyHash = workerKey }, Now).Events)).ClaimKeyHash);
     }
 
     [Fact]
@@ -787,6 +932,8 @@ public sealed class RunDeciderTests
         yield return ("events refused", live, Events(Scores(("accuracy", 0.6))), Now);
         yield return ("events over-count", live, Events(Items("c9", 7)), Now);
         yield return ("events late", terminal, Events(Completed()), Now);
+        yield return ("events late beyond the cap", terminal, Events(Completed(), Log("x")) with { Late = Policy(TimeSpan.FromHours(1), maxPerRun: 1) }, Now);
+        yield return ("events late after the grace", terminal, Events(Completed()), Now.AddDays(1));
         yield return ("events lease lost", live, new RecordEventsCommand(RunId, DeciderKit.OtherTokenHash, [Log("x")]), Now);
         yield return ("events lease expired", live, Events(Log("x")), LeaseEnds);
         yield return ("events no run", null, Events(Log("x")), Now);
@@ -833,6 +980,8 @@ public sealed class RunDeciderTests
         new(RunId, worker, claimId, freshToken, freshNonce, DeciderKit.Derivation);
 
     private static ReclassifyCommand Reclassify(RunStatus to) => new(RunId, to, "review", ["evidence"], "ops");
+
+    private static LateEventPolicy Policy(TimeSpan grace, int maxPerRun = 100) => new() { Grace = grace, MaxPerRun = maxPerRun };
 
     private (string EventId, DateTimeOffset OccurredAt) Next(string? eventId)
     {

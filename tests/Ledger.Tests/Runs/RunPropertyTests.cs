@@ -370,6 +370,118 @@ public sealed class RunPropertyTests
     }
 
     /// <summary>
+    /// A terminal run's late events, under any grace and cap: whatever the order, the repeats (the same
+    /// eventId again, alone or within a request) and the times, a late event is recorded exactly when it
+    /// is new, comes before the grace after the verdict ends, and the run has recorded fewer than the cap;
+    /// a new one within the grace beyond the cap is counted (each once per request) and the first such
+    /// appends the one anomaly that stands for them; after the grace nothing is recorded, the token is
+    /// answered run-terminal without results, and a new completion of a lost run is still flagged. The
+    /// verdict never moves.
+    /// </summary>
+    [Fact]
+    public void late_events_are_recorded_only_within_the_grace_and_up_to_the_cap()
+    {
+        var seen = new HashSet<string>();
+        var gen =
+            from cap in Gen.Int[0, 4]
+            from grace in Gen.Int[1, 40]
+            from lost in Gen.Bool
+            from requests in Gen.Select(Gen.Int[0, 50], Gen.Int[0, 7].Array[1, 5], Gen.Int[0, 3]).Array[1, 12]
+            select (cap, grace, lost, requests);
+        gen.Sample(t =>
+        {
+            var (cap, grace, lost, requests) = t;
+            var policy = new LateEventPolicy { Grace = TimeSpan.FromSeconds(grace), MaxPerRun = cap };
+            var stream = new DecidedStream(Simulation.NewRun(new Definition([], [], null)));
+            if (lost) stream.Decide(new ExpireLeaseCommand(RunId, TimeSpan.Zero), ClaimedAt.AddSeconds(LeaseSeconds));
+            else stream.Decide(new RecordEventsCommand(RunId, DeciderKit.TokenHash, [Failed("f")]) { Late = policy }, ClaimedAt.AddSeconds(1));
+            var verdict = (stream.State!.Status, stream.State.Reason, stream.State.TerminalAt);
+            var verdictAt = stream.State.TerminalAt!.Value;
+
+            // The model: which eventIds are recorded, how many late ones, how many were counted beyond the cap.
+            var recorded = new HashSet<string>(stream.Keys.EventIds, StringComparer.Ordinal);
+            var late = 0;
+            long beyond = 0;
+            // Times in any order: a request may come before one sent earlier.
+            foreach (var (seconds, picks, kind) in requests)
+            {
+                var at = verdictAt.AddSeconds(seconds);
+                // Eight eventIds in all: requests repeat each other's and their own.
+                var events = picks.Select(p => (WorkerEvent)(kind == 0 && p % 2 == 0
+                    ? new RunCompleted { EventId = $"late-{p}", OccurredAt = at, RecordedAt = default }
+                    : new LogWritten { EventId = $"late-{p}", OccurredAt = at, RecordedAt = default, Lines = ["x"] })).ToList();
+                var decision = stream.Decide(new RecordEventsCommand(RunId, DeciderKit.TokenHash, events) { Late = policy }, at);
+                var where = $"request at +{seconds}s of [{string.Join(", ", events.Select(Describe))}] (grace {grace}s, cap {cap})";
+
+                Assert.True(verdict == (stream.State!.Status, stream.State.Reason, stream.State.TerminalAt), $"{where} moved the verdict");
+                if (at >= verdictAt + policy.Grace)
+                {
+                    Assert.True(decision.Events.Count == 0, $"{where} appended {decision.Events.Count} after the grace");
+                    Assert.Equal(ProblemCodes.RunTerminal, decision.Refusal?.Code);
+                    Assert.Null(decision.Refusal!.Results);
+                    var ghost = lost && events.Any(e => e is RunCompleted && !recorded.Contains(e.EventId));
+                    Assert.True((decision.Refusal.Flag == AnomalyKinds.LateCompletion) == ghost, $"{where}: flag {decision.Refusal.Flag ?? "none"}, ghost {ghost}");
+                    lock (seen) seen.Add(ghost ? "after the grace, flagged" : "after the grace");
+                    continue;
+                }
+
+                var expected = new List<string>();
+                var counted = 0;
+                var countedHere = new HashSet<string>(StringComparer.Ordinal);
+                var completionBeyond = false;
+                foreach (var e in events)
+                {
+                    if (recorded.Contains(e.EventId) || countedHere.Contains(e.EventId)) continue;
+                    if (late < cap)
+                    {
+                        recorded.Add(e.EventId);
+                        expected.Add(e.EventId);
+                        late++;
+                    }
+                    else
+                    {
+                        countedHere.Add(e.EventId);
+                        counted++;
+                        completionBeyond |= e is RunCompleted;
+                    }
+                }
+                var capsBefore = beyond > 0;
+                beyond += counted;
+                Assert.Equal(expected, decision.Events.OfType<WorkerEvent>().Select(e => e.EventId));
+                Assert.True(counted == decision.LateEventsBeyondCap, $"{where}: counted {decision.LateEventsBeyondCap} beyond the cap, the model {counted}");
+                Assert.True(decision.Events.OfType<LateEventsCapped>().Any() == (counted > 0 && !capsBefore), $"{where}: the cap's anomaly appended wrongly");
+                if (decision.Events.Count > 0 || counted > 0)
+                {
+                    Assert.Equal(ProblemCodes.RunTerminal, decision.Refusal?.Code);
+                    Assert.True((decision.Refusal!.Flag == AnomalyKinds.LateCompletion) == (lost && completionBeyond), $"{where}: flag {decision.Refusal.Flag ?? "none"}");
+                }
+                else
+                {
+                    Assert.IsType<EventsRecorded>(decision.Answer);
+                }
+                lock (seen)
+                {
+                    if (expected.Count > 0) seen.Add("recorded");
+                    if (counted > 0) seen.Add(lost && completionBeyond ? "beyond the cap, flagged" : "beyond the cap");
+                    if (expected.Count + counted < events.Count) seen.Add("duplicate");
+                }
+            }
+
+            var run = stream.State!;
+            Assert.Equal(late, run.LateEvents);
+            Assert.True(run.LateEvents <= cap, $"{run.LateEvents} late events recorded, cap {cap}");
+            Assert.Equal(beyond > 0, run.LateEventsCapAnomaly is not null);
+            Assert.Equal(late + (beyond > 0 ? 1 : 0), run.Anomalies.Count);
+        }, iter: 1000, print: t => $"cap {t.cap}, grace {t.grace}s, {(t.lost ? "lost" : "failed")}, requests {string.Join("; ", t.requests.Select(r => $"+{r.Item1}s [{string.Join(",", r.Item2)}] kind {r.Item3}"))}");
+
+        string[] required = ["recorded", "beyond the cap", "beyond the cap, flagged", "after the grace", "after the grace, flagged", "duplicate"];
+        Assert.Empty(required.Except(seen));
+    }
+
+    private static RunFailed Failed(string errorClass) =>
+        new() { EventId = "the-failure", OccurredAt = T0, RecordedAt = default, ErrorClass = errorClass };
+
+    /// <summary>
     /// The evolve half holds the invariants on its own: any stream, folded without deciding (events
     /// in any order, duplicates and retries, events the decider would have refused, late events, the
     /// janitor's expiries, cancels, other claims and operator reclassifications), folds to states

@@ -14,15 +14,15 @@ namespace Internal.Generated.WolverineHandlers
     public sealed class GET_api_kpis : Wolverine.Http.HttpHandler
     {
         private readonly Wolverine.Http.WolverineHttpOptions _wolverineHttpOptions;
+        private readonly Ledger.Forensics.CountedRefusals _countedRefusals;
         private readonly Ledger.Forensics.KpiStore _kpiStore;
-        private readonly Ledger.Forensics.UnauthenticatedRefusals _unauthenticatedRefusals;
         private readonly Ledger.Infrastructure.Access _access;
 
-        public GET_api_kpis(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, Ledger.Forensics.KpiStore kpiStore, Ledger.Forensics.UnauthenticatedRefusals unauthenticatedRefusals, Ledger.Infrastructure.Access access) : base(wolverineHttpOptions)
+        public GET_api_kpis(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, Ledger.Forensics.CountedRefusals countedRefusals, Ledger.Forensics.KpiStore kpiStore, Ledger.Infrastructure.Access access) : base(wolverineHttpOptions)
         {
             _wolverineHttpOptions = wolverineHttpOptions;
+            _countedRefusals = countedRefusals;
             _kpiStore = kpiStore;
-            _unauthenticatedRefusals = unauthenticatedRefusals;
             _access = access;
         }
 
@@ -31,7 +31,7 @@ namespace Internal.Generated.WolverineHandlers
             Wolverine.Http.HttpHandler.RequestActivity(httpContext)?.SetTag("handler.type", "Ledger.Forensics.GetKpisEndpoint").SetTag("http.route", "/api/kpis").SetTag("http.request.method", "GET");
             
             // The actual HTTP request handler execution
-            var result = await Ledger.Forensics.GetKpisEndpoint.Get(httpContext, _access, _kpiStore, _unauthenticatedRefusals).ConfigureAwait(false);
+            var result = await Ledger.Forensics.GetKpisEndpoint.Get(httpContext, _access, _kpiStore, _countedRefusals).ConfigureAwait(false);
 
             await result.ExecuteAsync(httpContext).ConfigureAwait(false);
         }

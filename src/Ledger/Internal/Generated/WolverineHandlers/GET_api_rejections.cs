@@ -15,15 +15,15 @@ namespace Internal.Generated.WolverineHandlers
     public sealed class GET_api_rejections : Wolverine.Http.HttpHandler
     {
         private readonly Wolverine.Http.WolverineHttpOptions _wolverineHttpOptions;
-        private readonly Ledger.Forensics.UnauthenticatedRefusals _unauthenticatedRefusals;
+        private readonly Ledger.Forensics.CountedRefusals _countedRefusals;
         private readonly Ledger.Infrastructure.Access _access;
         private readonly Marten.IDocumentStore _documentStore;
         private readonly System.TimeProvider _timeProvider;
 
-        public GET_api_rejections(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, Ledger.Forensics.UnauthenticatedRefusals unauthenticatedRefusals, Ledger.Infrastructure.Access access, Marten.IDocumentStore documentStore, System.TimeProvider timeProvider) : base(wolverineHttpOptions)
+        public GET_api_rejections(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, Ledger.Forensics.CountedRefusals countedRefusals, Ledger.Infrastructure.Access access, Marten.IDocumentStore documentStore, System.TimeProvider timeProvider) : base(wolverineHttpOptions)
         {
             _wolverineHttpOptions = wolverineHttpOptions;
-            _unauthenticatedRefusals = unauthenticatedRefusals;
+            _countedRefusals = countedRefusals;
             _access = access;
             _documentStore = documentStore;
             _timeProvider = timeProvider;
@@ -53,7 +53,7 @@ namespace Internal.Generated.WolverineHandlers
 
             
             // The actual HTTP request handler execution
-            var result = await Ledger.Forensics.GetRejectionsEndpoint.Get(httpContext, _access, _documentStore, _unauthenticatedRefusals, _timeProvider, runId, reason, since, page, pageSize).ConfigureAwait(false);
+            var result = await Ledger.Forensics.GetRejectionsEndpoint.Get(httpContext, _access, _documentStore, _countedRefusals, _timeProvider, runId, reason, since, page, pageSize).ConfigureAwait(false);
 
             await result.ExecuteAsync(httpContext).ConfigureAwait(false);
         }

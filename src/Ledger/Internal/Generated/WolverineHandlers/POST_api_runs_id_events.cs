@@ -23,8 +23,9 @@ namespace Internal.Generated.WolverineHandlers
         private readonly Ledger.Runs.LeaseTokens _leaseTokens;
         private readonly Ledger.Runs.RunWriter _runWriter;
         private readonly Microsoft.Extensions.Options.IOptions<Ledger.Infrastructure.LedgerOptions> _optionsOfLedgerOptions;
+        private readonly Microsoft.Extensions.Options.IOptions<Ledger.Runs.LateEventPolicy> _optionsOfLateEventPolicy;
 
-        public POST_api_runs_id_events(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, FluentValidation.IValidator<Ledger.Runs.WorkerEventRequest> validatorOfWorkerEventRequest, Ledger.Forensics.RejectionLog rejectionLog, Ledger.Infrastructure.RequestGate requestGate, Ledger.Runs.LeaseTokens leaseTokens, Ledger.Runs.RunWriter runWriter, Microsoft.Extensions.Options.IOptions<Ledger.Infrastructure.LedgerOptions> optionsOfLedgerOptions) : base(wolverineHttpOptions)
+        public POST_api_runs_id_events(Wolverine.Http.WolverineHttpOptions wolverineHttpOptions, FluentValidation.IValidator<Ledger.Runs.WorkerEventRequest> validatorOfWorkerEventRequest, Ledger.Forensics.RejectionLog rejectionLog, Ledger.Infrastructure.RequestGate requestGate, Ledger.Runs.LeaseTokens leaseTokens, Ledger.Runs.RunWriter runWriter, Microsoft.Extensions.Options.IOptions<Ledger.Infrastructure.LedgerOptions> optionsOfLedgerOptions, Microsoft.Extensions.Options.IOptions<Ledger.Runs.LateEventPolicy> optionsOfLateEventPolicy) : base(wolverineHttpOptions)
         {
             _wolverineHttpOptions = wolverineHttpOptions;
             _validatorOfWorkerEventRequest = validatorOfWorkerEventRequest;
@@ -33,6 +34,7 @@ namespace Internal.Generated.WolverineHandlers
             _leaseTokens = leaseTokens;
             _runWriter = runWriter;
             _optionsOfLedgerOptions = optionsOfLedgerOptions;
+            _optionsOfLateEventPolicy = optionsOfLateEventPolicy;
         }
 
         public override async System.Threading.Tasks.Task Handle(Microsoft.AspNetCore.Http.HttpContext httpContext)
@@ -47,7 +49,7 @@ namespace Internal.Generated.WolverineHandlers
 
             
             // The actual HTTP request handler execution
-            var result = await Ledger.Runs.RecordEventsEndpoint.Post(id, httpContext, _rejectionLog, _validatorOfWorkerEventRequest, _runWriter, _leaseTokens, _requestGate, _optionsOfLedgerOptions).ConfigureAwait(false);
+            var result = await Ledger.Runs.RecordEventsEndpoint.Post(id, httpContext, _rejectionLog, _validatorOfWorkerEventRequest, _runWriter, _leaseTokens, _requestGate, _optionsOfLedgerOptions, _optionsOfLateEventPolicy).ConfigureAwait(false);
 
             await result.ExecuteAsync(httpContext).ConfigureAwait(false);
         }

@@ -1,0 +1,241 @@
+using System.Diagnostics;
+using JasperFx.Events.Daemon;
+using Ledger.Infrastructure;
+using Ledger.Webhooks;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using NpgsqlTypes;
+using Weasel.Postgresql;
+using Weasel.Postgresql.Tables;
+
+namespace Ledger.Forensics;
+
+/// <summary>Bound from <c>Ledger:Pruning</c>: how often this node's pruning step runs, when it leads.</summary>
+public sealed class PruningOptions
+{
+    public const string Section = "Ledger:Pruning";
+
+    public bool Enabled { get; set; } = true;
+    /// <summary>Time between two prunes.</summary>
+    public TimeSpan Interval { get; set; } = TimeSpan.FromMinutes(10);
+    /// <summary>Rows removed per statement (each its own short transaction); a prune goes on until nothing is left.</summary>
+    public int BatchSize { get; set; } = 1_000;
+}
+
+/// <summary>
+/// What may be pruned at a time: the one rule, pure. A kept refusal (and its anomaly record) older than
+/// <c>Ledger:Rejections:KeepFor</c>; a delivery older than <c>Ledger:Webhooks:KeepDeliveriesFor</c>,
+/// unless it is still pending, which is never pruned. A period of zero or less keeps everything.
+/// </summary>
+public sealed record PrunePolicy(TimeSpan KeepRejectionsFor, TimeSpan KeepDeliveriesFor)
+{
+    /// <summary>The rows older than these times may go (null: none).</summary>
+    public (DateTimeOffset? RejectionsBefore, DateTimeOffset? DeliveriesBefore) At(DateTimeOffset now) =>
+        (KeepRejectionsFor > TimeSpan.Zero ? now - KeepRejectionsFor : null, KeepDeliveriesFor > TimeSpan.Zero ? now - KeepDeliveriesFor : null);
+
+    public bool Prunable(Rejection rejection, DateTimeOffset now) => At(now).RejectionsBefore is { } before && rejection.At < before;
+
+    public bool Prunable(WebhookDelivery delivery, DateTimeOffset now) =>
+        delivery.State != WebhookDelivery.Pending && At(now).DeliveriesBefore is { } before && delivery.CreatedAt < before;
+}
+
+/// <summary>What one prune removed.</summary>
+public sealed record PruneResult(long Rejections, long Anomalies, long Deliveries, TimeSpan Took)
+{
+    public static readonly PruneResult Nothing = new(0, 0, 0, TimeSpan.Zero);
+}
+
+/// <summary>
+/// The counters the pruned rows counted for (<see cref="KpiKey"/>, all-time ones at hour <c>-infinity</c>):
+/// the KPIs keep counting what was pruned, and the recount (<see cref="KpiStore"/>) adds these to what is
+/// still stored, so that refusals by reason and anomalies by kind still add up after a prune.
+/// </summary>
+public static class PrunedCounts
+{
+    public const string TableName = "ledger_pruned_counts";
+
+    public static Table Table(string schema)
+    {
+        var table = new Table(new PostgresqlObjectName(schema, TableName, Weasel.Postgresql.SchemaUtils.IdentifierUsage.General));
+        table.AddColumn("hour", "timestamptz").AsPrimaryKey();
+        table.AddColumn("kpi", "text").AsPrimaryKey();
+        table.AddColumn("label", "text").AsPrimaryKey();
+        table.AddColumn("value", "bigint").NotNull();
+        return table;
+    }
+}
+
+/// <summary>
+/// The pruning step: <see cref="PruneAsync"/> removes what <see cref="PrunePolicy"/> says may go at a
+/// time, in batches, each batch one transaction that also adds what the removed rows counted for to
+/// <see cref="PrunedCounts"/>. Safe to run on several nodes at once (a row is counted by the statement
+/// that deleted it), but <see cref="PruningService"/> runs it only on the node that leads the async daemon.
+/// </summary>
+public sealed class Pruner(ReadDatabase database, StorageNames names, IOptions<LedgerOptions> ledger,
+    IOptions<WebhookOptions> webhooks, IOptions<PruningOptions> options, ILogger<Pruner> logger)
+{
+    public PrunePolicy Policy => new(ledger.Value.Rejections.KeepFor, webhooks.Value.KeepDeliveriesFor);
+
+    public async Task<PruneResult> PruneAsync(DateTimeOffset now, CancellationToken ct)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var (rejectionsBefore, deliveriesBefore) = Policy.At(now);
+        long rejections = 0, anomalies = 0, deliveries = 0;
+        var batch = Math.Max(1, options.Value.BatchSize);
+        if (rejectionsBefore is { } r)
+        {
+            while (true)
+            {
+                var (gone, flagged) = await PruneRejectionsAsync(r, batch, ct);
+                rejections += gone;
+                anomalies += flagged;
+                if (gone < batch) break;
+            }
+        }
+        if (deliveriesBefore is { } d)
+        {
+            while (true)
+            {
+                var gone = await PruneDeliveriesAsync(d, batch, ct);
+                deliveries += gone;
+                if (gone < batch) break;
+            }
+        }
+        var result = new PruneResult(rejections, anomalies, deliveries, Stopwatch.GetElapsedTime(started));
+        if (rejections + deliveries > 0)
+        {
+            logger.LogInformation("Pruned {Rejections} refusals (with {Anomalies} anomaly records) kept before {RejectionsBefore:O} and {Deliveries} finished deliveries made before {DeliveriesBefore:O} in {Seconds:0.0} s",
+                rejections, anomalies, rejectionsBefore, deliveries, deliveriesBefore, result.Took.TotalSeconds);
+        }
+        return result;
+    }
+
+    /// <summary>One batch of the oldest refusals and their anomaly records; what they counted for moves to <see cref="PrunedCounts"/>.</summary>
+    private async Task<(long Rejections, long Anomalies)> PruneRejectionsAsync(DateTimeOffset before, int batch, CancellationToken ct)
+    {
+        var rejectionsTable = names.Table<Rejection>();
+        var anomaliesTable = names.Table<AnomalyRecord>();
+        var at = $"{names.Function("mt_immutable_timestamptz")}({names.Json<Rejection>(x => x.At)})";
+        // Samples of refusals that are counted (without credentials, beyond a budget) are not counted as kept rejections.
+        var counted = $"coalesce(({names.Json<Rejection>(x => x.Unauthenticated, "r")})::boolean, false) or coalesce(({names.Json<Rejection>(x => x.OverBudget, "r")})::boolean, false)";
+        var sql = $"""
+            with doomed as (select id from {rejectionsTable} where {at} < @before order by {at} limit @batch),
+            gone as (delete from {rejectionsTable} r using doomed where r.id = doomed.id
+                     returning r.id, {names.Json<Rejection>(x => x.Reason, "r")} as reason, {counted} as counted),
+            flagged as (delete from {anomaliesTable} a using gone where a.id = 'rejection:' || gone.id::text
+                        returning {names.Json<AnomalyRecord>(x => x.Kind, "a")} as kind, {names.Function("mt_immutable_timestamptz")}({names.Json<AnomalyRecord>(x => x.At, "a")}) as at)
+            select 'rejection', reason, null::timestamptz, count(*) filter (where not counted), count(*) from gone group by reason
+            union all
+            select 'anomaly', kind, at, 1, 1 from flagged
+            """;
+        await using var connection = await database.Source.OpenConnectionAsync(ct);
+        await using var transaction = await connection.BeginTransactionAsync(ct);
+        var pruned = new KpiDelta();
+        long rejections = 0, anomalies = 0;
+        await using (var command = new NpgsqlCommand(sql, connection, transaction))
+        {
+            command.Parameters.AddWithValue("before", before);
+            command.Parameters.AddWithValue("batch", batch);
+            await using var reader = await command.ExecuteReaderAsync(ct);
+            while (await reader.ReadAsync(ct))
+            {
+                if (reader.GetString(0) == "rejection")
+                {
+                    pruned.Add(KpiRules.OfRefusal(reader.GetString(1)), reader.GetInt64(3));
+                    rejections += reader.GetInt64(4);
+                }
+                else
+                {
+                    pruned.Add(KpiRules.OfAnomaly(reader.GetString(1), reader.GetFieldValue<DateTimeOffset>(2)));
+                    anomalies++;
+                }
+            }
+        }
+        if (!pruned.IsEmpty)
+        {
+            var (hours, kpis, labels, values) = KpiCounters.Arrays(pruned.Changes);
+            await using var add = new NpgsqlCommand($"""
+                insert into {names.Own(PrunedCounts.TableName)} as p (hour, kpi, label, value)
+                select coalesce(h, '-infinity'::timestamptz), k, l, v from unnest(@hours, @kpis, @labels, @values) as t(h, k, l, v)
+                on conflict (hour, kpi, label) do update set value = p.value + excluded.value
+                """, connection, transaction);
+            add.Parameters.Add(new NpgsqlParameter("hours", NpgsqlDbType.Array | NpgsqlDbType.TimestampTz) { Value = hours });
+            add.Parameters.Add(new NpgsqlParameter("kpis", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = kpis });
+            add.Parameters.Add(new NpgsqlParameter("labels", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = labels });
+            add.Parameters.Add(new NpgsqlParameter("values", NpgsqlDbType.Array | NpgsqlDbType.Bigint) { Value = values });
+            await add.ExecuteNonQueryAsync(ct);
+        }
+        await transaction.CommitAsync(ct);
+        return (rejections, anomalies);
+    }
+
+    /// <summary>One batch of the oldest finished deliveries (never a pending one).</summary>
+    private async Task<long> PruneDeliveriesAsync(DateTimeOffset before, int batch, CancellationToken ct)
+    {
+        var table = names.Table<WebhookDelivery>();
+        var createdAt = $"{names.Function("mt_immutable_timestamptz")}({names.Json<WebhookDelivery>(x => x.CreatedAt)})";
+        await using var command = database.Source.CreateCommand($"""
+            with doomed as (select id from {table} where {createdAt} < @before and {names.Json<WebhookDelivery>(x => x.State)} <> @pending
+                            order by {createdAt} limit @batch)
+            delete from {table} d using doomed where d.id = doomed.id
+            """);
+        command.Parameters.AddWithValue("before", before);
+        command.Parameters.AddWithValue("pending", WebhookDelivery.Pending);
+        command.Parameters.AddWithValue("batch", batch);
+        return await command.ExecuteNonQueryAsync(ct);
+    }
+}
+
+/// <summary>
+/// Runs the pruning step every <see cref="PruningOptions.Interval"/>, on one node at a time: the one whose
+/// async daemon is running (Marten's leader election in <c>Leader</c> mode; always in <c>Solo</c>, never in
+/// <c>Disabled</c>), so that the election the projections already use decides, with no lock of its own.
+/// </summary>
+public sealed class PruningService(Pruner pruner, IEnumerable<IProjectionCoordinator> coordinators, TimeProvider clock,
+    IOptions<PruningOptions> options, ILogger<PruningService> logger) : BackgroundService
+{
+    // None when the daemon is disabled on this node (Ledger:DaemonMode=Disabled): it never leads.
+    private readonly IProjectionCoordinator? _coordinator = coordinators.FirstOrDefault();
+
+    /// <summary>True while this node runs the async daemon, so leads the pruning.</summary>
+    public bool Leads()
+    {
+        try
+        {
+            return _coordinator?.DaemonForMainDatabase().IsRunning ?? false;
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException)
+        {
+            return false;
+        }
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (!options.Value.Enabled)
+        {
+            logger.LogInformation("Pruning is disabled (Ledger:Pruning:Enabled=false): this node prunes neither refusals nor deliveries");
+            return;
+        }
+        var interval = options.Value.Interval > TimeSpan.Zero ? options.Value.Interval : TimeSpan.FromMinutes(10);
+        using var timer = new PeriodicTimer(interval, clock);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                if (!Leads()) continue;
+                try
+                {
+                    await pruner.PruneAsync(clock.GetUtcNow(), stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    logger.LogError(e, "Pruning failed; the next interval tries again");
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+}
