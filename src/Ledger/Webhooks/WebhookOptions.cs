@@ -30,6 +30,16 @@ public sealed class WebhookOptions
     /// <summary>How many deliveries are attempted at once on one node; a slow subscriber holds one slot at a time.</summary>
     public int Concurrency { get; set; } = 8;
 
+    /// <summary>
+    /// A failing subscription (one of its deliveries used every attempt) is paused when this many of
+    /// its deliveries have used every attempt since it started failing; its deliveries are then held
+    /// until it is resumed.
+    /// </summary>
+    public int PauseAfterFailedDeliveries { get; set; } = 3;
+
+    /// <summary>The wait after attempt <paramref name="attempt"/> (1-based) of a round of attempts; null after the last.</summary>
+    public TimeSpan? DelayAfter(int attempt) => RetryDelays() is var delays && attempt >= 1 && attempt <= delays.Length ? delays[attempt - 1] : null;
+
     /// <summary>The waits between attempts: MaxAttempts - 1 of them, doubling, summing to the window.</summary>
     public TimeSpan[] RetryDelays()
     {
