@@ -233,7 +233,7 @@ public static class ConsoleEndpoints
         return series with { From = kept.Count > 0 ? kept[0].Start : series.From, Buckets = kept };
     }
 
-    private static int MinimumBuckets(string unit) => unit == "hour" ? 12 : 7;
+    private static int MinimumBuckets(string unit) => unit == "hour" ? 6 : 7;
 
     private static bool HasData(KpiBucket b) => b.Registered + b.Succeeded + b.Failed + b.Lost + b.Cancelled + b.Anomalies > 0;
 

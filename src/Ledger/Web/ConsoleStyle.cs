@@ -62,6 +62,7 @@ public static class ConsoleStyle
         svg.chart .axis { stroke: #8c959f; }
         .c-registered { fill: #0b57d0; } .c-succeeded { fill: #2da44e; } .c-failed { fill: #cf222e; } .c-lost { fill: #9a6700; }
         .c-cancelled { fill: #8c959f; } .c-anomalies { fill: #8250df; }
+        .legend { margin: .3rem 0 0; }
         .legend .k { display: inline-block; padding: 0 .4rem; border-radius: 3px; color: #fff; font-size: .8rem; }
         .k-succeeded { background: #2da44e; } .k-failed { background: #cf222e; } .k-lost { background: #9a6700; } .k-cancelled { background: #6e7781; }
         @media (max-width: 640px) {
