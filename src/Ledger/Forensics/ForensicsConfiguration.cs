@@ -1,3 +1,4 @@
+using Ledger.Infrastructure;
 using Marten;
 
 namespace Ledger.Forensics;
@@ -18,5 +19,7 @@ public static class ForensicsConfiguration
             .AddSingleton<KpiStore>()
             .AddHostedService<KpiBackfill>()
             .AddSingleton<UnauthenticatedRefusals>()
-            .AddHostedService(sp => sp.GetRequiredService<UnauthenticatedRefusals>());
+            .AddHostedService(sp => sp.GetRequiredService<UnauthenticatedRefusals>())
+            // The progress of verify, export and rebuild (LongWork).
+            .AddOptions<ProgressOptions>().BindConfiguration(ProgressOptions.Section).Services;
 }
