@@ -69,8 +69,8 @@ public static partial class Show
     {
         < 1 => "less than a second",
         < 120 => $"{seconds} s",
-        < 7200 => $"{seconds / 60} min {seconds % 60} s",
-        < 172_800 => $"{seconds / 3600} h {seconds % 3600 / 60} min",
+        < 7200 => seconds % 60 == 0 ? $"{seconds / 60} min" : $"{seconds / 60} min {seconds % 60} s",
+        < 172_800 => seconds % 3600 / 60 == 0 ? $"{seconds / 3600} h" : $"{seconds / 3600} h {seconds % 3600 / 60} min",
         _ => $"{seconds / 86_400} days {seconds % 86_400 / 3600} h",
     };
 
