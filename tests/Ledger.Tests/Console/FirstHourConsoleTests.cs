@@ -62,20 +62,21 @@ public sealed class FirstHourConsoleTests(ConsoleHost host) : IClassFixture<Cons
 {
     private static string NewRunId(string prefix) => $"{prefix}-{Guid.NewGuid():N}"[..(prefix.Length + 13)];
 
-    /// <summary>Runs as the README's walk-through and a fan-out make them: long ids, a board, a batch, labels, anomalies.</summary>
+    /// <summary>Runs as the README's walk-through, the Python client (run-&lt;32 hex digits&gt;) and a fan-out make them: long ids, a board, a batch, labels, anomalies.</summary>
     private async Task<string> Workload(string tag)
     {
         var board = await host.Board($"demo-board-{tag}");
         var batch = $"job-{tag}";
         var (status, json) = await host.Send(HttpMethod.Post, "/api/batches", LedgerHost.AdminKey,
-            new { id = batch, title = "Evaluation fan-out", matrix = new { labels = new { model = new[] { "mistral-7b", "llama3.2-1b" }, region = new[] { "US", "eu-west" } } } });
+            new { id = batch, title = "Evaluation fan-out", matrix = new { labels = new { model = new[] { "mistral-7b-instruct-v0.2", "llama3.2-1b-instruct" }, region = new[] { "US", "eu-west" } } } });
         Assert.True(status == 201, $"batch answered {status}: {json}");
-        foreach (var (model, region) in new[] { ("mistral-7b", "US"), ("llama3.2-1b", "eu-west"), ("mistral-7b", "eu-west") })
+        var ids = new[] { $"demo-run-{DateTimeOffset.UtcNow.ToUnixTimeSeconds()}-{Random.Shared.Next(10000, 99999)}", $"run-{Guid.NewGuid():N}", $"run-{Guid.NewGuid():N}" };
+        foreach (var (id, (model, region)) in ids.Zip(new[] { ("mistral-7b-instruct-v0.2", "US"), ("llama3.2-1b-instruct", "eu-west"), ("mistral-7b-instruct-v0.2", "eu-west") }))
         {
             var runId = await host.Register(new
             {
-                runId = $"demo-run-{DateTimeOffset.UtcNow.ToUnixTimeSeconds()}-{Random.Shared.Next(10000, 99999)}-{tag}",
-                board, participant = $"team-{model}", batch, labels = new { model, region }, requiredScores = new[] { "accuracy" }, leaseSeconds = 600,
+                runId = id, board, participant = $"team-{model}", batch, labels = new { model, region, dataset = "squad-v2-validation" },
+                requiredScores = new[] { "accuracy" }, leaseSeconds = 600,
             });
             var token = await host.Claim(runId, worker: "host-17.eval.example.internal");
             // Completed before its results: running, with an anomaly; then the score arrives.
