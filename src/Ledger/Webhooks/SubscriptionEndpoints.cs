@@ -119,7 +119,7 @@ public static class SubscriptionEndpoints
     [WolverineGet("/api/subscriptions", Name = "ListSubscriptions")]
     [Accepts(Credential.AdminKey)]
     [Tags("Webhooks")]
-    [EndpointSummary("The webhook subscriptions, oldest first, without their secrets (admin key)")]
+    [EndpointSummary("The webhook subscriptions, oldest first, each with its state (active, failing, paused), without their secrets (admin key)")]
     [ProducesResponseType<SubscriptionList>(200)]
     public static async Task<IResult> List(HttpContext context, Access access, IDocumentStore store)
     {
