@@ -72,6 +72,9 @@ need chromium chromium             # browser suite (Playwright .NET drives Debia
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pytest" 2>/dev/null || apt_install python3 python3-pytest
 # The contract tests lint the API description and type-check a generated TypeScript client (tools/contract).
 need npm nodejs npm
+# The README's examples (ReadmeExampleTests) run as written: curl, and a virtual environment for the Python client.
+need curl curl
+python3 -c "import venv, ensurepip" 2>/dev/null || apt_install python3-venv
 
 start_postgres() {
   local bin

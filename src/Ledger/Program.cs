@@ -137,7 +137,8 @@ app.UseInputBoundary();
 app.MapOpenApi("/openapi/{documentName}.json");
 // The interactive page over the description; its scripts are embedded, and it asks no outside host (no fonts, no telemetry).
 // Nothing that needs Scalar's services or means nothing for a self-hosted ledger is offered:
-// no AI agent ("Ask AI"), no MCP, no developer toolbar ("Share", "Deploy", "Generate SDK").
+// no AI agent ("Ask AI"), no MCP, no developer toolbar ("Share", "Deploy", "Generate SDK"), no
+// "Open API Client" link to client.scalar.com (each operation's own "Test Request" stays, on this page).
 app.MapScalarApiReference("/docs", o => o
     .WithTitle("Run Ledger API")
     .WithOpenApiRoutePattern("/openapi/{documentName}.json")
@@ -146,6 +147,7 @@ app.MapScalarApiReference("/docs", o => o
     .DisableAgent()
     .DisableMcp()
     .HideDeveloperTools()
+    .HideClientButton()
     .WithDotNetFlag(false));
 app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write })
     .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));

@@ -34,7 +34,8 @@ public sealed class DocsPageBrowserTests(ConsoleHost host) : IClassFixture<Conso
 
         var response = await page.GotoAsync("/docs", new() { WaitUntil = WaitUntilState.NetworkIdle });
         Assert.Equal(200, response!.Status);
-        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync();
+        // Scalar renders the description in the browser: on a loaded machine that takes more than Playwright's default 5 s.
+        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
         await Assertions.Expect(page.GetByText("Report one worker event or an ordered array of them", new() { Exact = false }).First).ToBeVisibleAsync();
         await ConsoleHost.Screenshot(page, "docs");
 
@@ -55,13 +56,14 @@ public sealed class DocsPageBrowserTests(ConsoleHost host) : IClassFixture<Conso
         var local = new UriBuilder(host.BaseUrl) { Host = "localhost" }.Uri;
         var response = await page.GotoAsync(new Uri(local, "/docs").ToString(), new() { WaitUntil = WaitUntilState.NetworkIdle });
         Assert.Equal(200, response!.Status);
-        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync();
+        // Scalar renders the description in the browser: on a loaded machine that takes more than Playwright's default 5 s.
+        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
         // Whatever appears late (a toolbar, a floating button) has had its time.
         await page.WaitForTimeoutAsync(1500);
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ConsoleHost.ScreenshotDirectory, "docs-localhost.png") });
 
         var offered = new List<string>();
-        foreach (var text in new[] { "Ask AI", "Deploy", "Generate SDK", "Share", "MCP", "Agent", "Open in" })
+        foreach (var text in new[] { "Ask AI", "Deploy", "Generate SDK", "Share", "MCP", "Agent", "Open in", "API Client" })
         {
             var shown = page.GetByText(text, new() { Exact = false });
             for (var i = 0; i < await shown.CountAsync(); i++)
@@ -75,5 +77,7 @@ public sealed class DocsPageBrowserTests(ConsoleHost host) : IClassFixture<Conso
             }
         }
         Assert.True(offered.Count == 0, "the page offers: " + string.Join("; ", offered.Distinct()));
+        // Nor does any link lead to Scalar's hosted client.
+        Assert.Equal(0, await page.Locator("a[href*='client.scalar.com']").CountAsync());
     }
 }
