@@ -11,6 +11,8 @@
 #   LEDGER_TEST_CONNECTION  an existing PostgreSQL server (Npgsql connection string); when set,
 #                           no cluster is started and nothing is installed for PostgreSQL
 #   LEDGER_TEST_PG_PORT     port of the throwaway cluster (default: the first free port from 54460)
+#   LEDGER_TEST_RESULTS     a directory to keep the .NET suite's TRX files in (by default they are
+#                           read for the counts and removed with the rest of the run's scratch files)
 #   Any further arguments are passed to `dotnet test` (e.g. --filter "FullyQualifiedName~Batch").
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -70,6 +72,9 @@ need chromium chromium             # browser suite (Playwright .NET drives Debia
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import pytest" 2>/dev/null || apt_install python3 python3-pytest
 # The contract tests lint the API description and type-check a generated TypeScript client (tools/contract).
 need npm nodejs npm
+# The README's examples (ReadmeExampleTests) run as written: curl, and a virtual environment for the Python client.
+need curl curl
+python3 -c "import venv, ensurepip" 2>/dev/null || apt_install python3-venv
 
 start_postgres() {
   local bin
@@ -118,8 +123,10 @@ fi
 dotnet_suite() {
   local name=$1 target=$2; shift 2
   local results="$WORK/trx-$name"
-  dotnet test "$target" --logger trx --results-directory "$results" "$@"
-  local status=$? passed=0 failed=0 trx counters
+  # dotnet test names each TRX file it writes; these are scratch files, removed at the end, so their
+  # paths are not printed (LEDGER_TEST_RESULTS keeps them, and then says where).
+  dotnet test "$target" --logger trx --results-directory "$results" "$@" | grep --line-buffered -v '^Results File: '
+  local status=${PIPESTATUS[0]} passed=0 failed=0 trx counters
   for trx in "$results"/*.trx; do
     [ -e "$trx" ] || continue
     counters=$(grep -o '<Counters [^>]*>' "$trx" | head -1)
@@ -127,6 +134,9 @@ dotnet_suite() {
     failed=$((failed + $(attr failed "$counters") + $(attr error "$counters") + $(attr timeout "$counters") + $(attr aborted "$counters")))
   done
   if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+  if [ -n "${LEDGER_TEST_RESULTS:-}" ] && compgen -G "$results/*.trx" >/dev/null; then
+    mkdir -p "$LEDGER_TEST_RESULTS" && cp "$results"/*.trx "$LEDGER_TEST_RESULTS"/ && log "TRX files of suite $name kept in $LEDGER_TEST_RESULTS"
+  fi
   record "$name" "$passed" "$failed"
 }
 
@@ -134,8 +144,9 @@ dotnet_suite() {
 pytest_suite() {
   local name=$1 dir=$2; shift 2
   local xml="$WORK/pytest-$name.xml"
-  /usr/bin/python3 -m pytest "$dir" -q -p no:cacheprovider --junitxml="$xml" "$@"
-  local status=$? tests=0 failures=0 errors=0 skipped=0 suite
+  # The JUnit XML is a scratch file too: its path is not printed.
+  /usr/bin/python3 -m pytest "$dir" -q -p no:cacheprovider --junitxml="$xml" "$@" | grep --line-buffered -v 'generated xml file: '
+  local status=${PIPESTATUS[0]} tests=0 failures=0 errors=0 skipped=0 suite
   if [ -s "$xml" ]; then
     suite=$(grep -o '<testsuite [^>]*>' "$xml" | head -1)
     tests=$(attr tests "$suite"); failures=$(attr failures "$suite")

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -95,7 +96,8 @@ class Replay:
             for note in side.notes:
                 out.append(f"     note: {note}")
             for run_id in side.run_ids:
-                out.append(f"     open: {base}/api/runs/{run_id}  ({base}/api/runs/{run_id}/events)")
+                # The console's page of the run (sign in with a read key): the API's answer needs a bearer key, which a browser does not send.
+                out.append(f"     open: {base}/runs/{urllib.parse.quote(run_id, safe='')}")
         out.append(f"  verdict as expected: {'yes' if self.verdict_ok else 'NO: ' + '; '.join(self.problems)}")
         return out
 

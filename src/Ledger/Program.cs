@@ -144,11 +144,19 @@ app.UseRateLimiter();
 app.UseInputBoundary();
 app.MapOpenApi("/openapi/{documentName}.json");
 // The interactive page over the description; its scripts are embedded, and it asks no outside host (no fonts, no telemetry).
+// Nothing that needs Scalar's services or means nothing for a self-hosted ledger is offered:
+// no AI agent ("Ask AI"), no MCP, no developer toolbar ("Share", "Deploy", "Generate SDK"), no
+// "Open API Client" link to client.scalar.com (each operation's own "Test Request" stays, on this page).
 app.MapScalarApiReference("/docs", o => o
     .WithTitle("Run Ledger API")
     .WithOpenApiRoutePattern("/openapi/{documentName}.json")
     .DisableDefaultFonts()
-    .DisableTelemetry());
+    .DisableTelemetry()
+    .DisableAgent()
+    .DisableMcp()
+    .HideDeveloperTools()
+    .HideClientButton()
+    .WithDotNetFlag(false));
 app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = HealthResponse.Write })
     .WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
 app.MapGet("/health/live", () => Results.Ok(new { status = "alive" })).ExcludeFromDescription();
@@ -158,7 +166,9 @@ try
     if (codegenOutput is null) GeneratedCode.AssertEndpointsRegistered(typeof(Program).Assembly);
     // Statically loaded endpoints are built here, before the host starts: a setting their services
     // read, or a stale generated adapter, fails now and is reported as a failed start.
-    app.MapWolverineEndpoints();
+    // A non-integer page, pageSize, limit, version or after is refused (422) before any endpoint
+    // (InputBoundary); binding strictly as well makes Wolverine's start-up warning about lenient binding moot.
+    app.MapWolverineEndpoints(http => http.RejectUnparseableQueryValues = true);
 }
 catch (Exception e) when (!JasperFx.CommandLine.JasperFxEnvironment.AutoStartHost)
 {

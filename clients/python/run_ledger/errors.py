@@ -48,6 +48,10 @@ class Refused(LedgerError):
         detail = problem.get("detail") if isinstance(problem.get("detail"), str) else None
         title = problem.get("title") if isinstance(problem.get("title"), str) else None
         text = f"{status} {code or 'refused'}: {detail or title or 'the ledger refused the request'}"
+        # What to fix, not only that something is wrong: each field with its messages and allowed values.
+        fields = _fields(problem)
+        if fields:
+            text += " " + fields
         return cls(
             text,
             type=problem.get("type") if isinstance(problem.get("type"), str) else None,
@@ -57,6 +61,20 @@ class Refused(LedgerError):
             run_status=problem.get("runStatus") if isinstance(problem.get("runStatus"), str) else None,
             problem=problem,
         )
+
+
+def _fields(problem: Mapping[str, Any]) -> str:
+    """``errors`` (field -> messages) and ``allowed`` as one line: ``[errorClass: 'x' is not one; allowed: timeout, ...]``."""
+    errors = problem.get("errors")
+    parts: list[str] = []
+    if isinstance(errors, dict):
+        for field, messages in errors.items():
+            said = messages if isinstance(messages, list) else [messages]
+            parts.append(f"{field}: {' '.join(str(m) for m in said)}")
+    allowed = problem.get("allowed")
+    if isinstance(allowed, list) and allowed:
+        parts.append("allowed: " + ", ".join(str(a) for a in allowed))
+    return "[" + "; ".join(parts) + "]" if parts else ""
 
 
 class RunTerminated(Refused):

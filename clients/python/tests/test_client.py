@@ -122,6 +122,7 @@ def test_a_refused_payload_raises_at_once_without_a_retry(target: Target, admin:
         assert invalid.value.type == "urn:run-ledger:problem:invalid-payload"
         assert invalid.value.run_status == "claimed"
         assert "errorClass" in invalid.value.errors
+        assert "errorClass: " in str(invalid.value), "the message names the field to fix"
         assert not isinstance(invalid.value, RunTerminated)
 
         run.report_scores({"accuracy": 0.7})

@@ -62,3 +62,19 @@ def test_seed_003_a_checkpoint_above_the_committed_data_never_succeeds(replays: 
     assert r.verdict_ok, r.problems
     assert status(r.naive).startswith("failed (reason: incomplete-results)")
     assert status(r.client).startswith("failed (reason: infrastructure)")
+
+
+def test_the_runs_to_open_are_the_consoles_pages(replays: dict[str, Any], target: Target) -> None:
+    """A link a person clicks in a terminal: the console's /runs/{id}, not the API's (401 JSON in a browser)."""
+    import urllib.request
+
+    lines = [line.strip() for r in replays.values() for line in r.lines(target.url) if line.strip().startswith("open:")]
+    assert lines, "no run to open"
+    for line in lines:
+        url = line.removeprefix("open:").strip()
+        assert url.startswith(f"{target.url}/runs/"), line
+        assert "/api/" not in url, line
+    # Without a session the console answers with its sign-in page: HTML, not problem details.
+    with urllib.request.urlopen(lines[0].removeprefix("open:").strip()) as page:
+        assert page.headers.get_content_type() == "text/html"
+        assert 'name="key"' in page.read().decode()

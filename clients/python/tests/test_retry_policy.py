@@ -72,6 +72,21 @@ def test_retryable_false_is_raised_at_once(scripted: tuple[str, Script]) -> None
     assert (refused.value.status, refused.value.code, refused.value.run_status) == (422, "invalid-payload", "running")
 
 
+def test_a_refusal_says_what_to_fix_field_by_field(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    script.answers = [(422, {"type": "urn:run-ledger:problem:invalid-payload", "code": "invalid-payload", "retryable": False,
+                             "detail": "Fix the listed fields; resending the same payload will be refused again.",
+                             "errors": {"errorClass": ["'oops' is not an error class."], "leaseSeconds": ["Must be 1 to 86400.", "An integer."]},
+                             "allowed": ["timeout", "validation"]}, {})]
+    with pytest.raises(Refused) as refused:
+        Ledger(url, "k").register()
+    said = str(refused.value)
+    assert said.startswith("422 invalid-payload: Fix the listed fields")
+    assert "errorClass: 'oops' is not an error class." in said
+    assert "leaseSeconds: Must be 1 to 86400. An integer." in said
+    assert "allowed: timeout, validation" in said
+
+
 def test_retries_are_bounded_by_attempts(scripted: tuple[str, Script]) -> None:
     url, script = scripted
     script.answers = [(503, {"code": "database-unavailable", "retryable": True}, {})] * 10

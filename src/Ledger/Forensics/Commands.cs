@@ -4,6 +4,7 @@ using JasperFx.Events;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Marten;
+using Microsoft.Extensions.Options;
 
 namespace Ledger.Forensics;
 
@@ -15,7 +16,8 @@ public sealed class VerifyCommand : JasperFxAsyncCommand<VerifyInput>
     public override async Task<bool> Execute(VerifyInput input)
     {
         using var host = input.BuildHost();
-        var report = await host.Services.GetRequiredService<ProjectionVerifier>().VerifyAsync(CancellationToken.None);
+        var report = await LongWork.RunAsync("verify", host.Services.GetRequiredService<IOptions<ProgressOptions>>().Value,
+            progress => host.Services.GetRequiredService<ProjectionVerifier>().VerifyAsync(CancellationToken.None, progress));
         Console.WriteLine($"verify: {report.Events} events in {report.Streams} run streams; rebuilt " +
                           string.Join(", ", report.Documents.Select(d => $"{d.Value} {d.Key}")));
         foreach (var difference in report.Differences) Console.WriteLine($"DIFFERENCE {difference}");
@@ -105,7 +107,8 @@ public sealed class ExportCommand : JasperFxAsyncCommand<ExportInput>
         {
             count = input.RunFlag is { } runId
                 ? await EventExport.WriteRunAsync(store, runId, output, CancellationToken.None)
-                : await EventExport.WriteSinceAsync(store, since, output, CancellationToken.None);
+                : await LongWork.RunAsync("export", host.Services.GetRequiredService<IOptions<ProgressOptions>>().Value,
+                    progress => EventExport.WriteSinceAsync(store, since, output, CancellationToken.None, progress));
         }
         Console.Error.WriteLine(path is null ? $"export: {count} events" : $"export: {count} events written to {path}");
         return true;
@@ -129,9 +132,12 @@ public static class EventExport
         return events.Count;
     }
 
-    public static async Task<long> WriteSinceAsync(IDocumentStore store, DateTimeOffset since, Stream output, CancellationToken ct)
+    public static async Task<long> WriteSinceAsync(IDocumentStore store, DateTimeOffset since, Stream output, CancellationToken ct,
+        ProgressReport? progress = null)
     {
         await using var session = store.QuerySession();
+        var writing = progress?.Stage($"events recorded since {since.UtcDateTime:yyyy-MM-dd HH:mm:ss}Z",
+            await session.Events.QueryAllRawEvents().Where(e => e.Timestamp >= since).CountAsync(ct));
         long count = 0, last = 0;
         while (true)
         {
@@ -139,10 +145,15 @@ public static class EventExport
             // The database's recording timestamp is indexed with the sequence; the ledger's own recordedAt is in each line.
             var page = await session.Events.QueryAllRawEvents()
                 .Where(e => e.Sequence > from && e.Timestamp >= since).OrderBy(e => e.Sequence).Take(5_000).ToListAsync(ct);
-            if (page.Count == 0) return count;
+            if (page.Count == 0)
+            {
+                writing?.Complete();
+                return count;
+            }
             foreach (var e in page) await WriteLine(output, e, ct);
             count += page.Count;
             last = page[^1].Sequence;
+            writing?.Report(count);
         }
     }
 

@@ -1,3 +1,4 @@
+using Ledger.Infrastructure;
 using Marten;
 
 namespace Ledger.Forensics;
@@ -31,6 +32,8 @@ public static class ForensicsConfiguration
             .AddSingleton<RejectionScrub>()
             .AddHostedService(sp => sp.GetRequiredService<RejectionScrub>())
             .AddSingleton<Pruner>()
-            .AddHostedService<PruningService>();
+            .AddHostedService<PruningService>()
+            // The progress of verify, export and rebuild (LongWork).
+            .AddOptions<ProgressOptions>().BindConfiguration(ProgressOptions.Section).Services;
     }
 }

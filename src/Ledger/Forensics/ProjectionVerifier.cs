@@ -26,7 +26,7 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
 {
     private const int Page = 5_000;
 
-    public async Task<VerifyReport> VerifyAsync(CancellationToken ct)
+    public async Task<VerifyReport> VerifyAsync(CancellationToken ct, ProgressReport? progress = null)
     {
         var runs = new Dictionary<string, Run>(StringComparer.Ordinal);
         var published = new Dictionary<string, List<RunStatus>>(StringComparer.Ordinal);
@@ -39,6 +39,8 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
 
         await using (var session = store.QuerySession())
         {
+            var folding = progress?.Stage("fold every event",
+                await session.Events.QueryAllRawEvents().Where(e => e.MaybeArchived()).CountAsync(ct));
             while (true)
             {
                 var from = last;
@@ -49,7 +51,9 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
                 foreach (var e in page) Fold(e, runs, published, leases, standings, changes);
                 events += page.Count;
                 last = page[^1].Sequence;
+                folding?.Report(events);
             }
+            folding?.Complete();
         }
 
         foreach (var (runId, run) in runs)
@@ -64,7 +68,11 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
 
         var anomalies = runs.Values.SelectMany(r => Enumerable.Range(0, r.Anomalies.Count).Select(i => AnomalyRecord.From(r, i))).ToList();
         using var scratchStore = ScratchStore($"{options.Value.SchemaName}_verify");
+        var writing = progress?.Stage("write the rebuild", runs.Count + leases.Count + standings.Count + anomalies.Count, "documents");
         await WriteScratch(scratchStore, runs.Values, leases, standings.Values, anomalies, ct);
+        writing?.Report(runs.Count + leases.Count + standings.Count + anomalies.Count);
+        writing?.Complete();
+        var comparing = progress?.Stage("compare with the live projections", 6, "tables");
 
         // Live and scratch tables by the same mapping, each from its own store.
         var scratch = new StorageNames(scratchStore);
@@ -78,6 +86,8 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
             ignoredKey: names.JsonKey<AnomalyRecord>(a => a.Count)));
         // The kept KPI counters against a recount of the rebuilt runs and the stored refusals.
         differences.AddRange(await kpis.CompareAsync(runs.Values, ct));
+        comparing?.Report(6);
+        comparing?.Complete();
 
         var documents = new Dictionary<string, int>
         {

@@ -52,7 +52,13 @@ public static class Database
     {
         if (app.Services.GetService<EmbeddedPostgres>() is { } embedded)
         {
-            app.Lifetime.ApplicationStopped.Register(embedded.Stop);
+            app.Lifetime.ApplicationStopped.Register(() =>
+            {
+                // Our own connections go first: stopping PostgreSQL under an open one logs a 57P01 stack trace.
+                app.Services.GetService<Ledger.Leaderboards.VerdictWakeup>()?.Stop();
+                Npgsql.NpgsqlConnection.ClearAllPools();
+                embedded.Stop();
+            });
         }
     }
 }

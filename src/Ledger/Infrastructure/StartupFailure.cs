@@ -75,16 +75,23 @@ public static class StartupFailure
             {
                 _starting = false;
             }
-            if (aspNetFlags)
-            {
-                // JasperFx would run the host itself here and answer 0 whatever happened; it is already started.
-                await app.WaitForShutdownAsync();
-                return 0;
-            }
+            // JasperFx would run the host itself here and answer 0 whatever happened; it is already
+            // started. (Going through JasperFx also printed its command discovery on every start.)
+            await app.WaitForShutdownAsync();
+            return 0;
         }
         _starting = false;
+        QuietCommandDiscovery();
         return await app.RunJasperFxCommands(args);
     }
+
+    /// <summary>
+    /// JasperFx prints "Searching '&lt;assembly&gt;' for commands" for each of six assemblies before
+    /// every command (verify, export, help), until it has applied its service extensions once; a
+    /// WebApplication takes none (its host is built already), so applying the empty set marks them
+    /// applied and the command's own output comes first.
+    /// </summary>
+    private static void QuietCommandDiscovery() => new CommandFactory().ApplyExtensions(new ServiceCollection());
 
     /// <summary>Logs the failure in plain lines, stops the private PostgreSQL if this process started it, and returns the exit code.</summary>
     public static int Report(Exception error, ILogger log, EmbeddedPostgres? embedded, string? connectionString)

@@ -63,7 +63,7 @@ public sealed class VerdictWakeup(string connectionString, TimeSpan minimumInter
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 await connection.DisposeAsync();
-                logger.LogWarning(e, "Cannot LISTEN for new verdicts; the projections find them by polling until the database answers again");
+                logger.LogWarning("Cannot LISTEN for new verdicts ({Reason}); the projections find them by polling until the database answers again", e.Message);
                 return false;
             }
             _connection = connection;
@@ -89,7 +89,9 @@ public sealed class VerdictWakeup(string connectionString, TimeSpan minimumInter
         }
         catch (Exception e) when (!_lifetime.IsCancellationRequested)
         {
-            logger.LogWarning(e, "The LISTEN connection for new verdicts was lost; it is opened again on the next poll");
+            // A database restart or a dropped connection is expected now and then: one line, no stack trace.
+            logger.LogWarning("The LISTEN connection for new verdicts was lost ({Reason}); it is opened again on the next poll",
+                e is PostgresException p ? $"{p.SqlState}: {p.MessageText}" : e.Message);
             _connection = null;
             Signal();
             await connection.DisposeAsync();
@@ -110,12 +112,23 @@ public sealed class VerdictWakeup(string connectionString, TimeSpan minimumInter
         }
     }
 
-    public void Dispose()
+    /// <summary>
+    /// Closes the LISTEN connection for good. Called at shutdown before the private PostgreSQL is
+    /// stopped, so that stopping it terminates no connection of ours (no 57P01 in the log).
+    /// </summary>
+    public void Stop()
     {
+        if (_lifetime.IsCancellationRequested) return;
         _lifetime.Cancel();
         // The connection is in use while it waits for notifications: it is closed once that wait ends.
         try { _receiving.Wait(TimeSpan.FromSeconds(2)); } catch (AggregateException) { }
         try { _connection?.Dispose(); } catch (NpgsqlException) { } catch (InvalidOperationException) { }
+        _connection = null;
+    }
+
+    public void Dispose()
+    {
+        Stop();
         _lifetime.Dispose();
     }
 }

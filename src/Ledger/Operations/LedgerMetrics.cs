@@ -41,6 +41,8 @@ public sealed class LedgerMetrics
             description: "Commands waiting for the run writer in this process.");
         meter.CreateObservableGauge("ledger_runs", stored.RunsByStatus, unit: "{run}",
             description: "Runs by status, counted over the stored run documents (the same on every node: aggregate with max).");
+        meter.CreateObservableGauge("ledger_webhook_subscriptions", stored.SubscriptionsByState, unit: "{subscription}",
+            description: "Webhook subscriptions by state (active, failing, paused), from the stored subscriptions (the same on every node).");
         meter.CreateObservableGauge("ledger_projection_lag", stored.ProjectionLag, unit: "{event}",
             description: "Events the async projections have yet to process: the event store's high water mark minus each projection's progression.");
     }

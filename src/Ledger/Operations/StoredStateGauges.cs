@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using Ledger.Forensics;
 using Ledger.Runs;
+using Ledger.Webhooks;
 using Marten;
 using Microsoft.Extensions.Options;
 
@@ -19,12 +20,13 @@ public sealed class MetricsOptions
 /// <summary>
 /// Gauges derived from stored state, not from what this process saw: runs by status (the kept KPI
 /// counters, <see cref="KpiStore"/>) and the async projections' lag (Marten's progression
-/// table). Every node reads the same rows, so they are right after a restart and equal on every node;
+/// table) and webhook subscriptions by state. Every node reads the same rows, so they are right after a restart and equal on every node;
 /// read once per <see cref="MetricsOptions.StoredStateCacheSeconds"/> whatever the number of scrapers.
 /// </summary>
 public sealed class StoredStateGauges(IDocumentStore store, KpiStore kpis, IOptions<MetricsOptions> options, ILogger<StoredStateGauges> logger)
 {
-    private sealed record Snapshot(long At, IReadOnlyList<Measurement<long>> Runs, IReadOnlyList<Measurement<long>> Lag);
+    private sealed record Snapshot(long At, IReadOnlyList<Measurement<long>> Runs, IReadOnlyList<Measurement<long>> Lag,
+        IReadOnlyList<Measurement<long>> Subscriptions);
 
     private static readonly RunStatus[] Statuses = Enum.GetValues<RunStatus>();
     private readonly SemaphoreSlim _reading = new(1, 1);
@@ -58,7 +60,12 @@ public sealed class StoredStateGauges(IDocumentStore store, KpiStore kpis, IOpti
             }
             var lag = done.Select(p => new Measurement<long>(Math.Max(0, highWater - p.Value), new KeyValuePair<string, object?>("projection", p.Key)))
                 .ToList();
-            _snapshot = new Snapshot(System.Diagnostics.Stopwatch.GetTimestamp(), runs, lag);
+            // Webhook subscribers by state; a handful of rows (their number is capped).
+            await using var session = store.QuerySession();
+            var states = await session.Query<WebhookSubscription>().Select(w => w.State).ToListAsync(ct);
+            var subscriptions = SubscriptionStates.All.Select(state => new Measurement<long>(states.Count(x => x == state),
+                new KeyValuePair<string, object?>("state", state))).ToList();
+            _snapshot = new Snapshot(System.Diagnostics.Stopwatch.GetTimestamp(), runs, lag, subscriptions);
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
@@ -75,6 +82,8 @@ public sealed class StoredStateGauges(IDocumentStore store, KpiStore kpis, IOpti
     public IEnumerable<Measurement<long>> RunsByStatus() => Current()?.Runs ?? [];
 
     public IEnumerable<Measurement<long>> ProjectionLag() => Current()?.Lag ?? [];
+
+    public IEnumerable<Measurement<long>> SubscriptionsByState() => Current()?.Subscriptions ?? [];
 
     /// <summary>
     /// For a reader that did not refresh first (an OTLP export): read now, within a few seconds, or

@@ -158,10 +158,23 @@ public static class ConsoleEndpoints
             TimeProvider clock, string? bucket) =>
         {
             if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
-            var (window, _) = GetKpiSeriesEndpoint.Window(bucket is "hour" ? "hour" : "day", null, null, clock.GetUtcNow());
             var kpis = await GetKpisEndpoint.Compute(store, counted, context.RequestAborted);
-            var series = await GetKpiSeriesEndpoint.Compute(store, window!, context.RequestAborted);
-            return Page<KpisPage>(new { Session = session, Kpis = kpis, Series = series });
+            var series = await ChartSeries(store, bucket is "hour" or "day" ? bucket : null, clock.GetUtcNow(), context.RequestAborted);
+            return Page<KpisPage>(new { Session = session, Kpis = kpis, Series = series, Bucket = bucket is "hour" or "day" ? bucket : "auto" });
+        });
+
+        console.MapGet("/boards", async (HttpContext context, IDocumentStore store, int? page) =>
+        {
+            if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
+            var boards = await Ledger.Leaderboards.ListBoardsEndpoint.PageAsync(store, Math.Clamp(page ?? 1, 1, 100_000), Paging.DefaultPageSize, context.RequestAborted);
+            return Page<BoardsPage>(new { Session = session, Boards = boards });
+        });
+
+        console.MapGet("/batches", async (HttpContext context, IDocumentStore store, int? page) =>
+        {
+            if (await ConsoleSetup.SessionOf(context) is not { } session) return ToSignIn();
+            var batches = await Ledger.Batches.ListBatchesEndpoint.PageAsync(store, Math.Clamp(page ?? 1, 1, 100_000), Paging.DefaultPageSize, context.RequestAborted);
+            return Page<BatchesPage>(new { Session = session, Batches = batches });
         });
 
         console.MapGet("/batches/{id}", async (string id, HttpContext context, IDocumentStore store, LabelVocabulary vocabulary,
@@ -195,6 +208,35 @@ public static class ConsoleEndpoints
             return Page<BoardPage>(new { Session = session, Board = new Ledger.Leaderboards.Leaderboard(id, board.Ranking, null, number, 100, total, rows) });
         });
     }
+
+    /// <summary>
+    /// The KPI charts' series, ranging over the data: from the first hour or day with any count
+    /// (at least <see cref="MinimumBuckets"/> of them) to now, within the API's default window
+    /// (30 days, 48 hours). Without a bucket asked for, hours while all the data is from the last
+    /// two days, days otherwise.
+    /// </summary>
+    private static async Task<KpiSeries> ChartSeries(KpiStore store, string? bucket, DateTimeOffset now, CancellationToken ct)
+    {
+        var (days, _) = GetKpiSeriesEndpoint.Window("day", null, null, now);
+        var byDay = await GetKpiSeriesEndpoint.Compute(store, days!, ct);
+        var firstDay = byDay.Buckets.FirstOrDefault(HasData)?.Start;
+        var unit = bucket ?? (firstDay is { } d && now - d < TimeSpan.FromDays(2) ? "hour" : "day");
+        var series = byDay;
+        if (unit == "hour")
+        {
+            var (hours, _) = GetKpiSeriesEndpoint.Window("hour", null, null, now);
+            series = await GetKpiSeriesEndpoint.Compute(store, hours!, ct);
+        }
+        var first = series.Buckets.ToList().FindIndex(HasData);
+        var minimum = MinimumBuckets(unit);
+        var skip = first < 0 ? Math.Max(0, series.Buckets.Count - minimum) : Math.Min(first, Math.Max(0, series.Buckets.Count - minimum));
+        var kept = series.Buckets.Skip(skip).ToList();
+        return series with { From = kept.Count > 0 ? kept[0].Start : series.From, Buckets = kept };
+    }
+
+    private static int MinimumBuckets(string unit) => unit == "hour" ? 6 : 7;
+
+    private static bool HasData(KpiBucket b) => b.Registered + b.Succeeded + b.Failed + b.Lost + b.Cancelled + b.Anomalies > 0;
 
     private static string? Known(string? code) => code switch
     {

@@ -48,16 +48,31 @@ public static class ConsoleStyle
         .notice { background: #e3f5e8; padding: .5rem .75rem; border-radius: 4px; }
         .pager { display: flex; gap: 1rem; margin: .75rem 0; }
         .count, .asof { color: var(--muted); }
-        svg.chart { width: 100%; max-width: 720px; height: auto; background: var(--band); border-radius: 4px; }
+        .empty { color: var(--muted); background: var(--band); padding: .6rem .8rem; border-radius: 6px; }
+        .empty p { margin: .3rem 0; } .empty ol { margin: .3rem 0; padding-left: 1.4rem; }
+        code { font-size: .85rem; background: #eef1f4; padding: 0 .25rem; border-radius: 3px; overflow-wrap: anywhere; }
+        table.runs td { overflow-wrap: anywhere; }
+        table.runs td:first-child a { white-space: normal; }
+        table.runs td[data-label=Status], table.runs td[data-label=Registered] { white-space: nowrap; }
+        .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 22rem), 1fr)); gap: 1rem; margin: .75rem 0; }
+        .charts figure { margin: 0; }
+        .charts figcaption { font-weight: 600; margin-bottom: .3rem; }
+        svg.chart { display: block; width: 100%; max-width: 480px; height: auto; background: var(--band); border-radius: 4px; }
         svg.chart text { font-size: 11px; fill: var(--muted); }
         svg.chart .axis { stroke: #8c959f; }
         .c-registered { fill: #0b57d0; } .c-succeeded { fill: #2da44e; } .c-failed { fill: #cf222e; } .c-lost { fill: #9a6700; }
         .c-cancelled { fill: #8c959f; } .c-anomalies { fill: #8250df; }
+        .legend { margin: .3rem 0 0; }
         .legend .k { display: inline-block; padding: 0 .4rem; border-radius: 3px; color: #fff; font-size: .8rem; }
         .k-succeeded { background: #2da44e; } .k-failed { background: #cf222e; } .k-lost { background: #9a6700; } .k-cancelled { background: #6e7781; }
         @media (max-width: 640px) {
           main { padding: .6rem; } dl.facts { grid-template-columns: 1fr; } dl.facts dd { margin-bottom: .4rem; }
           .sign-out { margin-left: 0; }
+          table.runs thead { display: none; }
+          table.runs tr { display: block; border-bottom: 1px solid var(--line); padding: .35rem 0; }
+          table.runs td { display: grid; grid-template-columns: 8rem 1fr; gap: .5rem; border: 0; padding: .1rem .25rem; }
+          table.runs td::before { content: attr(data-label); font-weight: 600; color: var(--muted); font-size: .85rem; }
+          table.runs td:empty { display: none; }
         }
         """;
 }

@@ -49,10 +49,14 @@ public sealed record CreateSubscription
 
 public sealed record SubscriptionCreated(string SubscriptionId);
 
-/// <summary>A subscription as listed: never its secret.</summary>
-public sealed record SubscriptionView(string SubscriptionId, string Url, IReadOnlyList<string> Kinds, IReadOnlyList<string>? AnomalyKinds, DateTimeOffset CreatedAt)
+/// <summary>
+/// A subscription as listed: never its secret. <c>state</c>: active, failing or paused (<see cref="SubscriptionStates"/>);
+/// <c>failedDeliveries</c>: deliveries that used every attempt since it was last active.
+/// </summary>
+public sealed record SubscriptionView(string SubscriptionId, string Url, IReadOnlyList<string> Kinds, IReadOnlyList<string>? AnomalyKinds, DateTimeOffset CreatedAt,
+    string State, DateTimeOffset? StateSince, int FailedDeliveries)
 {
-    public static SubscriptionView From(WebhookSubscription s) => new(s.Id, s.Url, s.Kinds, s.AnomalyKinds, s.CreatedAt);
+    public static SubscriptionView From(WebhookSubscription s) => new(s.Id, s.Url, s.Kinds, s.AnomalyKinds, s.CreatedAt, s.State, s.StateSince, s.FailedDeliveries);
 }
 
 public sealed record SubscriptionList(IReadOnlyList<SubscriptionView> Items, int Page, int PageSize, long Total);
@@ -125,7 +129,7 @@ public static class SubscriptionEndpoints
     [WolverineGet("/api/subscriptions", Name = "ListSubscriptions")]
     [Accepts(Credential.AdminKey)]
     [Tags("Webhooks")]
-    [EndpointSummary("The webhook subscriptions, oldest first, paged, without their secrets (admin key)")]
+    [EndpointSummary("The webhook subscriptions, oldest first, paged, each with its state (active, failing, paused), without their secrets (admin key)")]
     [ProducesResponseType<SubscriptionList>(200)]
     public static async Task<IResult> List(HttpContext context, Access access, IDocumentStore store, int? page, int? pageSize)
     {
@@ -149,6 +153,13 @@ public static class SubscriptionEndpoints
         await using var session = store.LightweightSession();
         if (await session.LoadAsync<WebhookSubscription>(id, context.RequestAborted) is null) return NotFound(id).ToResult();
         session.Delete<WebhookSubscription>(id);
+        // Held deliveries (a paused subscription) will never be sent now: dropped, as pending ones are at their next attempt.
+        foreach (var held in await session.Query<WebhookDelivery>().Where(d => d.SubscriptionId == id && d.State == WebhookDelivery.Held).ToListAsync(context.RequestAborted))
+        {
+            held.State = WebhookDelivery.Dropped;
+            held.HeldBody = null;
+            session.Store(held);
+        }
         await session.SaveChangesAsync(context.RequestAborted);
         return Results.NoContent();
     }

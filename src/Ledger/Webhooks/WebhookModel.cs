@@ -28,9 +28,30 @@ public sealed class WebhookSubscription
     public DateTimeOffset CreatedAt { get; set; }
     /// <summary>The last event sequence committed when the subscription was made: it is told of what happens after.</summary>
     public long FromSequence { get; set; }
+    /// <summary><see cref="SubscriptionStates"/>: active, failing (a delivery used every attempt), paused (deliveries held).</summary>
+    public string State { get; set; } = SubscriptionStates.Active;
+    /// <summary>When the subscription entered its state; null while it has always been active.</summary>
+    public DateTimeOffset? StateSince { get; set; }
+    /// <summary>Deliveries that used every attempt since it was last active (0 while active).</summary>
+    public int FailedDeliveries { get; set; }
 
     public bool Wants(string kind, string? anomalyKind) =>
         Kinds.Contains(kind) && (kind != WebhookKinds.AnomalyFlagged || AnomalyKinds is not { Count: > 0 } || AnomalyKinds.Contains(anomalyKind!));
+}
+
+/// <summary>
+/// A subscriber's health. A delivery that used every attempt (its whole retry window) makes the
+/// subscription failing; after <see cref="WebhookOptions.PauseAfterFailedDeliveries"/> of them while
+/// failing it is paused: nothing is sent to it, and what comes due is held until
+/// <c>POST /api/subscriptions/{id}/resume</c>. A delivered attempt makes a failing subscription active again.
+/// </summary>
+public static class SubscriptionStates
+{
+    public const string Active = "active";
+    public const string Failing = "failing";
+    public const string Paused = "paused";
+
+    public static readonly IReadOnlyList<string> All = [Active, Failing, Paused];
 }
 
 public sealed record WebhookAttempt(int Number, DateTimeOffset At, int? StatusCode, string? Error, long DurationMs);
@@ -50,13 +71,20 @@ public sealed class WebhookDelivery
     public string? AnomalyKind { get; set; }
     public DateTimeOffset OccurredAt { get; set; }
     public DateTimeOffset CreatedAt { get; set; }
-    /// <summary>pending, delivered, failed (every attempt used), dropped (the subscription was deleted).</summary>
+    /// <summary>pending, delivered, failed (every attempt used), held (its subscription is paused), dropped (the subscription was deleted).</summary>
     public string State { get; set; } = Pending;
     public List<WebhookAttempt> Attempts { get; set; } = [];
+    /// <summary>When it was delivered or gave up.</summary>
+    public DateTimeOffset? FinishedAt { get; set; }
+    /// <summary>The attempts made before its subscription was last resumed: a resumed delivery gets a whole retry window again.</summary>
+    public int AttemptsBeforeResume { get; set; }
+    /// <summary>The exact body, kept while the delivery is held, so that it is sent unchanged on resume.</summary>
+    public string? HeldBody { get; set; }
 
     public const string Pending = "pending";
     public const string Delivered = "delivered";
     public const string Failed = "failed";
+    public const string Held = "held";
     public const string Dropped = "dropped";
 
     /// <summary>Deterministic: the same subscription and source give the same id on every node and every replay.</summary>

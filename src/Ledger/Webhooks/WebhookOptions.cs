@@ -42,6 +42,16 @@ public sealed class WebhookOptions
     /// <summary>How long a finished delivery (delivered, failed, dropped) stays in the delivery log; a pending one is never pruned. Zero keeps them all.</summary>
     public TimeSpan KeepDeliveriesFor { get; set; } = TimeSpan.FromDays(30);
 
+    /// <summary>
+    /// A failing subscription (one of its deliveries used every attempt) is paused when this many of
+    /// its deliveries have used every attempt since it started failing; its deliveries are then held
+    /// until it is resumed.
+    /// </summary>
+    public int PauseAfterFailedDeliveries { get; set; } = 3;
+
+    /// <summary>The wait after attempt <paramref name="attempt"/> (1-based) of a round of attempts; null after the last.</summary>
+    public TimeSpan? DelayAfter(int attempt) => RetryDelays() is var delays && attempt >= 1 && attempt <= delays.Length ? delays[attempt - 1] : null;
+
     /// <summary>The waits between attempts: MaxAttempts - 1 of them, doubling, summing to the window.</summary>
     public TimeSpan[] RetryDelays()
     {

@@ -7,20 +7,19 @@ using Wolverine;
 
 namespace Ledger.Webhooks;
 
-/// <summary>An attempt that did not get a 2xx in time: Wolverine schedules the next one (durably) by the retry policy.</summary>
-public sealed class WebhookAttemptFailed(string deliveryId, string why) : Exception($"Delivery {deliveryId} failed: {why}");
-
 /// <summary>Wolverine's handler of the durable local queue "webhooks": one attempt per message.</summary>
 public static class DeliverWebhookHandler
 {
-    public static Task Handle(DeliverWebhook message, Envelope envelope, WebhookSender sender, CancellationToken cancellationToken) =>
-        sender.AttemptAsync(message, cancellationToken);
+    public static Task Handle(DeliverWebhook message, WebhookSender sender, IMessageContext context, CancellationToken cancellationToken) =>
+        sender.AttemptAsync(message, context, cancellationToken);
 }
 
 /// <summary>
 /// Makes one attempt of one delivery and records it in the delivery log. Each attempt has its
 /// own timeout, and attempts run on a bounded number of slots, so a subscriber that never answers
-/// holds one slot for at most the timeout and delays nobody else.
+/// holds one slot for at most the timeout and delays nobody else. A failed attempt is an expected
+/// condition, not an error: it is logged as one line and the next attempt is scheduled (durably,
+/// in Wolverine's inbox) after the wait the retry window gives it.
 /// </summary>
 public sealed class WebhookSender : IDisposable
 {
@@ -46,7 +45,7 @@ public sealed class WebhookSender : IDisposable
         _http.DefaultRequestHeaders.UserAgent.ParseAdd("run-ledger-webhooks/1");
     }
 
-    public async Task AttemptAsync(DeliverWebhook message, CancellationToken cancellationToken)
+    public async Task AttemptAsync(DeliverWebhook message, IMessageBus bus, CancellationToken cancellationToken)
     {
         await using var session = _store.LightweightSession();
         var delivery = await session.LoadAsync<WebhookDelivery>(message.DeliveryId, cancellationToken);
@@ -57,6 +56,11 @@ public sealed class WebhookSender : IDisposable
             delivery.State = WebhookDelivery.Dropped;
             session.Store(delivery);
             await session.SaveChangesAsync(cancellationToken);
+            return;
+        }
+        if (subscription.State == SubscriptionStates.Paused)
+        {
+            await HoldAsync(delivery, message, bus, cancellationToken);
             return;
         }
 
@@ -84,26 +88,104 @@ public sealed class WebhookSender : IDisposable
         }
         catch (HttpRequestException e)
         {
-            error = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
+            error = e.InnerException is { } inner && !e.Message.Contains(inner.Message, StringComparison.Ordinal) ? $"{e.Message} ({inner.Message})" : e.Message;
         }
 
         var delivered = error is null;
+        var finished = DateTimeOffset.UtcNow;
+        // The attempts of this round: a delivery resumed after a pause gets a whole retry window again.
+        var round = number - delivery.AttemptsBeforeResume;
         delivery.Attempts.Add(new WebhookAttempt(number, at, status, error, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds));
-        delivery.State = delivered ? WebhookDelivery.Delivered : number >= _options.MaxAttempts ? WebhookDelivery.Failed : WebhookDelivery.Pending;
+        delivery.State = delivered ? WebhookDelivery.Delivered : round >= _options.MaxAttempts ? WebhookDelivery.Failed : WebhookDelivery.Pending;
+        if (delivery.State != WebhookDelivery.Pending) delivery.FinishedAt = finished;
         session.Store(delivery);
         // Recorded even when the host is stopping: the attempt was made.
         await session.SaveChangesAsync(CancellationToken.None);
 
-        if (delivery.State == WebhookDelivery.Failed)
+        if (delivered)
         {
-            _logger.LogWarning("Webhook delivery {DeliveryId} to subscription {SubscriptionId} gave up after {Attempts} attempts: {Error}",
-                delivery.Id, subscription.Id, number, error);
+            if (subscription.State == SubscriptionStates.Failing) await RecoveredAsync(subscription.Id, finished);
         }
-        else if (!delivered)
+        else if (delivery.State == WebhookDelivery.Failed)
         {
-            throw new WebhookAttemptFailed(delivery.Id, error!);
+            var (state, failed, pausedNow) = await GaveUpAsync(subscription.Id, finished);
+            var consequence = state switch
+            {
+                SubscriptionStates.Failing => $"subscription {subscription.Id} is failing ({failed} of {_options.PauseAfterFailedDeliveries} failed deliveries pause it)",
+                _ when pausedNow => $"subscription {subscription.Id} is now paused after {_options.PauseAfterFailedDeliveries} failed deliveries: " +
+                                    $"its deliveries are held until POST /api/subscriptions/{subscription.Id}/resume",
+                _ => $"subscription {subscription.Id} is {state}",
+            };
+            _logger.LogWarning("Webhook delivery {DeliveryId} to subscription {SubscriptionId}: attempt {Attempt} of {MaxAttempts} failed ({Error}); no further try, {Consequence}",
+                delivery.Id, subscription.Id, round, _options.MaxAttempts, error, consequence);
+        }
+        else
+        {
+            var wait = _options.DelayAfter(round) ?? TimeSpan.FromSeconds(1);
+            await bus.ScheduleAsync(message, wait);
+            _logger.LogWarning(
+                "Webhook delivery {DeliveryId} to subscription {SubscriptionId}: attempt {Attempt} of {MaxAttempts} failed ({Error}); next try in {Wait} at {NextAt}",
+                delivery.Id, subscription.Id, round, _options.MaxAttempts, error, Waits.Describe(wait), (finished + wait).UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'"));
         }
     }
+
+    /// <summary>Keeps a delivery of a paused subscription, body and all, for <c>resume</c>; sends it at once if the subscription was resumed meanwhile.</summary>
+    private async Task HoldAsync(WebhookDelivery delivery, DeliverWebhook message, IMessageBus bus, CancellationToken ct)
+    {
+        await using (var session = _store.LightweightSession())
+        {
+            delivery.State = WebhookDelivery.Held;
+            delivery.HeldBody = message.Body;
+            session.Store(delivery);
+            await session.SaveChangesAsync(CancellationToken.None);
+        }
+        _logger.LogDebug("Webhook delivery {DeliveryId} held: subscription {SubscriptionId} is paused", delivery.Id, message.SubscriptionId);
+
+        // Resumed between our read and our write: the resume did not see this delivery as held.
+        await using var check = _store.QuerySession();
+        if (await check.LoadAsync<WebhookSubscription>(message.SubscriptionId, ct) is { State: not SubscriptionStates.Paused })
+        {
+            await SubscriptionHealth.ReleaseHeldAsync(_store, bus, message.SubscriptionId, ct);
+        }
+    }
+
+    /// <summary>A delivery used every attempt: the subscription is failing, or paused once enough of them did.</summary>
+    private async Task<(string State, int Failed, bool PausedNow)> GaveUpAsync(string subscriptionId, DateTimeOffset at)
+    {
+        var pausedNow = false;
+        var updated = await SubscriptionHealth.UpdateAsync(_store, subscriptionId, s =>
+        {
+            pausedNow = false;
+            if (s.State == SubscriptionStates.Paused) return false;
+            // Counted under optimistic concurrency: deliveries giving up at once on several slots or nodes each count.
+            s.FailedDeliveries++;
+            if (s.State == SubscriptionStates.Active)
+            {
+                s.State = SubscriptionStates.Failing;
+                s.StateSince = at;
+            }
+            if (s.FailedDeliveries >= _options.PauseAfterFailedDeliveries)
+            {
+                s.State = SubscriptionStates.Paused;
+                s.StateSince = at;
+                pausedNow = true;
+            }
+            return true;
+        });
+        return (updated?.State ?? SubscriptionStates.Failing, updated?.FailedDeliveries ?? 1, pausedNow);
+    }
+
+    /// <summary>A delivered attempt makes a failing subscription active again.</summary>
+    private Task RecoveredAsync(string subscriptionId, DateTimeOffset at) =>
+        SubscriptionHealth.UpdateAsync(_store, subscriptionId, s =>
+        {
+            if (s.State != SubscriptionStates.Failing) return false;
+            s.State = SubscriptionStates.Active;
+            s.StateSince = at;
+            s.FailedDeliveries = 0;
+            _logger.LogInformation("Subscription {SubscriptionId} is active again: a delivery succeeded", subscriptionId);
+            return true;
+        });
 
     public void Dispose() => _http.Dispose();
 }

@@ -1,6 +1,5 @@
 using Marten;
 using Wolverine;
-using Wolverine.ErrorHandling;
 using Wolverine.Marten;
 
 namespace Ledger.Webhooks;
@@ -12,7 +11,8 @@ public static class WebhooksConfiguration
     /// <summary>Documents of the webhooks: subscriptions and the delivery log.</summary>
     public static StoreOptions AddWebhooks(this StoreOptions options)
     {
-        options.Schema.For<WebhookSubscription>();
+        // Its state changes on several nodes at once (deliveries, resume): each change is a fresh read, checked at write.
+        options.Schema.For<WebhookSubscription>().UseOptimisticConcurrency(true);
         // By creation time: pruning takes the oldest finished deliveries first.
         options.Schema.For<WebhookDelivery>().Index(d => d.CreatedAt);
         return options;
@@ -41,6 +41,7 @@ public static class WebhooksConfiguration
             .Validate(o => string.IsNullOrWhiteSpace(o.Proxy) || Uri.TryCreate(o.Proxy, UriKind.Absolute, out var p) && p.Scheme is "http" or "https",
                 "Ledger:Webhooks:Proxy must be an absolute http:// or https:// URL.")
             .Validate(o => o.MaxSubscriptions is >= 1 and <= 100_000, "Ledger:Webhooks:MaxSubscriptions must be 1 to 100000.")
+            .Validate(o => o.PauseAfterFailedDeliveries is >= 1 and <= 10_000, "Ledger:Webhooks:PauseAfterFailedDeliveries must be 1 to 10000.")
             .ValidateOnStart();
         services.AddSingleton<WebhookSecrets>();
         services.AddSingleton<WebhookSender>();
@@ -55,8 +56,8 @@ public static class WebhooksConfiguration
     {
         var webhooks = configuration.GetSection(WebhookOptions.Section).Get<WebhookOptions>() ?? new WebhookOptions();
         options.PublishMessage<DeliverWebhook>().ToLocalQueue(Queue);
+        // A failed attempt is not an exception: the sender logs it in one line and schedules the next one itself (WebhookSender).
         options.LocalQueue(Queue).UseDurableInbox().MaximumParallelMessages(Math.Max(1, webhooks.Concurrency));
-        if (webhooks.RetryDelays() is { Length: > 0 } delays) options.OnException<WebhookAttemptFailed>().ScheduleRetry(delays);
         return options;
     }
 }

@@ -151,6 +151,7 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         // The step completion without its step id (422, never appended) is in the rejection log.
         await Assertions.Expect(refusals).ToContainTextAsync("invalid-payload");
         await ConsoleHost.Screenshot(page, "run-seed-001");
+        await ConsoleHost.ReadmeScreenshot(page);
 
         // Time travel: the state after the step started (version 3) was claimed-and-running, not lost.
         await page.GetByLabel(new Regex("State at version")).FillAsync("3");

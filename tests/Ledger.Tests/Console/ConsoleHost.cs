@@ -114,6 +114,16 @@ public sealed class ConsoleHost : IAsyncLifetime
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ScreenshotDirectory, name + ".png"), FullPage = true });
     }
 
+    /// <summary>
+    /// The README's picture of the console (docs/console.png), taken from a real page: written only
+    /// when <c>LEDGER_UPDATE_SCREENSHOTS=1</c>, as the API description is with LEDGER_UPDATE_OPENAPI.
+    /// </summary>
+    public static async Task ReadmeScreenshot(IPage page)
+    {
+        if (Environment.GetEnvironmentVariable("LEDGER_UPDATE_SCREENSHOTS") != "1") return;
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(RepositoryRoot(), "docs", "console.png"), FullPage = true });
+    }
+
     // ---- data made through the API ----
 
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);

@@ -34,7 +34,8 @@ public sealed class DocsPageBrowserTests(ConsoleHost host) : IClassFixture<Conso
 
         var response = await page.GotoAsync("/docs", new() { WaitUntil = WaitUntilState.NetworkIdle });
         Assert.Equal(200, response!.Status);
-        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync();
+        // Scalar renders the description in the browser: on a loaded machine that takes more than Playwright's default 5 s.
+        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
         await Assertions.Expect(page.GetByText("Report one worker event or an ordered array of them", new() { Exact = false }).First).ToBeVisibleAsync();
         await ConsoleHost.Screenshot(page, "docs");
 
@@ -81,5 +82,43 @@ public sealed class DocsPageBrowserTests(ConsoleHost host) : IClassFixture<Conso
         var frame = await (await framer.WaitForSelectorAsync("#docs"))!.ContentFrameAsync();
         await frame!.WaitForLoadStateAsync(LoadState.Load);
         Assert.StartsWith("chrome-error:", frame.Url);
+    }
+
+    /// <summary>
+    /// Scalar offers an AI agent, MCP, a developer toolbar (share, deploy, SDK generation) and
+    /// .NET hints, some only on localhost: each needs Scalar's services or means nothing for a
+    /// self-hosted ledger. Read at http://localhost, as a developer opens it, once the page has rendered.
+    /// (The "Powered by Scalar" link stays: it asks nothing of anyone until it is followed.)
+    /// </summary>
+    [Fact]
+    public async Task the_docs_page_offers_nothing_that_needs_scalars_services()
+    {
+        var page = await host.Page(width: 1280, height: 900);
+        var local = new UriBuilder(host.BaseUrl) { Host = "localhost" }.Uri;
+        var response = await page.GotoAsync(new Uri(local, "/docs").ToString(), new() { WaitUntil = WaitUntilState.NetworkIdle });
+        Assert.Equal(200, response!.Status);
+        // Scalar renders the description in the browser: on a loaded machine that takes more than Playwright's default 5 s.
+        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
+        // Whatever appears late (a toolbar, a floating button) has had its time.
+        await page.WaitForTimeoutAsync(1500);
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ConsoleHost.ScreenshotDirectory, "docs-localhost.png") });
+
+        var offered = new List<string>();
+        foreach (var text in new[] { "Ask AI", "Deploy", "Generate SDK", "Share", "MCP", "Agent", "Open in", "API Client" })
+        {
+            var shown = page.GetByText(text, new() { Exact = false });
+            for (var i = 0; i < await shown.CountAsync(); i++)
+            {
+                if (await shown.Nth(i).IsVisibleAsync()) offered.Add($"{text}: {(await shown.Nth(i).InnerTextAsync()).Trim()}");
+            }
+            var named = page.GetByRole(AriaRole.Button, new() { NameRegex = new System.Text.RegularExpressions.Regex(System.Text.RegularExpressions.Regex.Escape(text), System.Text.RegularExpressions.RegexOptions.IgnoreCase) });
+            for (var i = 0; i < await named.CountAsync(); i++)
+            {
+                if (await named.Nth(i).IsVisibleAsync()) offered.Add($"button {text}");
+            }
+        }
+        Assert.True(offered.Count == 0, "the page offers: " + string.Join("; ", offered.Distinct()));
+        // Nor does any link lead to Scalar's hosted client.
+        Assert.Equal(0, await page.Locator("a[href*='client.scalar.com']").CountAsync());
     }
 }

@@ -29,16 +29,21 @@ public sealed class LedgerHost : IAsyncLifetime
     private string? _database;
     private string? _serverConnectionString;
     private readonly IReadOnlyDictionary<string, string> _settings;
+    private readonly Action<IServiceCollection>? _services;
 
     public LedgerHost() : this(new Dictionary<string, string>()) { }
 
-    private LedgerHost(IReadOnlyDictionary<string, string> settings) => _settings = settings;
+    private LedgerHost(IReadOnlyDictionary<string, string> settings, Action<IServiceCollection>? services = null)
+    {
+        _settings = settings;
+        _services = services;
+    }
 
     /// <summary>
     /// A host of a test's own (its own database too) whose every instance starts with these
     /// settings on top of the class's; the test initializes and disposes it.
     /// </summary>
-    public static LedgerHost With(IReadOnlyDictionary<string, string> settings) => new(settings);
+    public static LedgerHost With(IReadOnlyDictionary<string, string> settings, Action<IServiceCollection>? services = null) => new(settings, services);
 
     public IAlbaHost Host { get; private set; } = null!;
     public FakeTimeProvider Clock { get; } = new(DateTimeOffset.UtcNow) { AutoAdvanceAmount = TimeSpan.FromMilliseconds(1) };
@@ -120,6 +125,7 @@ public sealed class LedgerHost : IAsyncLifetime
             {
                 services.RemoveAll<TimeProvider>();
                 services.AddSingleton<TimeProvider>(Clock);
+                _services?.Invoke(services);
                 configure?.Invoke(services);
             });
         });

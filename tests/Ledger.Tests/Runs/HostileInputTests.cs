@@ -301,7 +301,7 @@ public sealed class HostileInputTests(LedgerHost ledger) : IClassFixture<LedgerH
 
     [Theory]
     [InlineData("DELETE", "/api/runs", "GET, POST")]
-    [InlineData("PUT", "/api/boards", "POST")]
+    [InlineData("PUT", "/api/boards", "GET, POST")]
     [InlineData("POST", "/health", "GET, HEAD")]
     [InlineData("PATCH", "/api/runs/some-run", "GET")]
     public async Task a_known_path_with_another_method_is_a_405_naming_the_allowed_ones(string method, string url, string allowed)

@@ -24,7 +24,7 @@ namespace Internal.Generated.WolverineHandlers
             Wolverine.Runtime.WolverineTracing.MessageActivity(context.Envelope)?.SetTag("handler.type", "Ledger.Webhooks.DeliverWebhookHandler");
             
             // The actual message execution
-            await Ledger.Webhooks.DeliverWebhookHandler.Handle(deliverWebhook, context.Envelope, _webhookSender, cancellation).ConfigureAwait(false);
+            await Ledger.Webhooks.DeliverWebhookHandler.Handle(deliverWebhook, _webhookSender, context, cancellation).ConfigureAwait(false);
         }
     }
 

@@ -41,6 +41,11 @@ namespace Internal.Generated.WolverineHandlers
             {
                 version = version_parsed;
             }
+            else if (!string.IsNullOrEmpty(version_rawValue))
+            {
+                await WriteQueryValueParsingProblem(httpContext, "version", version_rawValue, "long").ConfigureAwait(false);
+                return;
+            }
 
             var at = httpContext.Request.Query["at"];
             

@@ -9,7 +9,7 @@ namespace Internal.Generated.WolverineHandlers
     {
         public override System.Type[] EndpointTypes()
         {
-            return new System.Type[] { typeof(Ledger.Batches.DefineBatchEndpoint), typeof(Ledger.Batches.GetBatchEndpoint), typeof(Ledger.Forensics.GetAnomaliesEndpoint), typeof(Ledger.Forensics.GetKpiSeriesEndpoint), typeof(Ledger.Forensics.GetKpisEndpoint), typeof(Ledger.Forensics.GetRejectionsEndpoint), typeof(Ledger.Leaderboards.BoardEndpoints), typeof(Ledger.Leaderboards.GetLeaderboardEndpoint), typeof(Ledger.Runs.CancelRunEndpoint), typeof(Ledger.Runs.ClaimRunEndpoint), typeof(Ledger.Runs.GetRunEndpoint), typeof(Ledger.Runs.GetRunHistoryEndpoint), typeof(Ledger.Runs.GetRunStateEndpoint), typeof(Ledger.Runs.ListRunsEndpoint), typeof(Ledger.Runs.ReclassifyRunEndpoint), typeof(Ledger.Runs.RecordEventsEndpoint), typeof(Ledger.Runs.RecordObservationEndpoint), typeof(Ledger.Runs.RegisterRunEndpoint), typeof(Ledger.Webhooks.SubscriptionEndpoints) };
+            return new System.Type[] { typeof(Ledger.Batches.DefineBatchEndpoint), typeof(Ledger.Batches.GetBatchEndpoint), typeof(Ledger.Batches.ListBatchesEndpoint), typeof(Ledger.Forensics.GetAnomaliesEndpoint), typeof(Ledger.Forensics.GetKpiSeriesEndpoint), typeof(Ledger.Forensics.GetKpisEndpoint), typeof(Ledger.Forensics.GetRejectionsEndpoint), typeof(Ledger.Leaderboards.BoardEndpoints), typeof(Ledger.Leaderboards.GetLeaderboardEndpoint), typeof(Ledger.Leaderboards.ListBoardsEndpoint), typeof(Ledger.Runs.CancelRunEndpoint), typeof(Ledger.Runs.ClaimRunEndpoint), typeof(Ledger.Runs.GetRunEndpoint), typeof(Ledger.Runs.GetRunHistoryEndpoint), typeof(Ledger.Runs.GetRunStateEndpoint), typeof(Ledger.Runs.ListRunsEndpoint), typeof(Ledger.Runs.ReclassifyRunEndpoint), typeof(Ledger.Runs.RecordEventsEndpoint), typeof(Ledger.Runs.RecordObservationEndpoint), typeof(Ledger.Runs.RegisterRunEndpoint), typeof(Ledger.Webhooks.ResumeSubscriptionEndpoint), typeof(Ledger.Webhooks.SubscriptionEndpoints) };
         }
     }
 
@@ -25,7 +25,9 @@ namespace Internal.Generated.WolverineHandlers
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GeneratedHttpEndpointRegistry))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.DELETE_api_subscriptions_id))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_anomalies))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_batches))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_batches_id))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_boards))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_boards_id))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_boards_id_leaderboard))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_kpis))]
@@ -46,14 +48,17 @@ namespace Internal.Generated.WolverineHandlers
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_runs_id_observations))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_runs_id_reclassify))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_subscriptions))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_subscriptions_id_resume))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Batches.DefineBatchEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Batches.GetBatchEndpoint))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Batches.ListBatchesEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Forensics.GetAnomaliesEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Forensics.GetKpiSeriesEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Forensics.GetKpisEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Forensics.GetRejectionsEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Leaderboards.BoardEndpoints))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Leaderboards.GetLeaderboardEndpoint))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Leaderboards.ListBoardsEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.CancelRunEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.ClaimRunEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.GetRunEndpoint))]
@@ -64,6 +69,7 @@ namespace Internal.Generated.WolverineHandlers
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.RecordEventsEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.RecordObservationEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.RegisterRunEndpoint))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Webhooks.ResumeSubscriptionEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Webhooks.SubscriptionEndpoints))]
         public static void Pin()
         {
