@@ -25,7 +25,7 @@ public sealed class PruningOptions
 /// <summary>
 /// What may be pruned at a time: the one rule, pure. A kept refusal (and its anomaly record) older than
 /// <c>Ledger:Rejections:KeepFor</c>; a delivery older than <c>Ledger:Webhooks:KeepDeliveriesFor</c>,
-/// unless it is still pending, which is never pruned. A period of zero or less keeps everything.
+/// unless it may still be sent (pending, or held by a paused subscription), which is never pruned. A period of zero or less keeps everything.
 /// </summary>
 public sealed record PrunePolicy(TimeSpan KeepRejectionsFor, TimeSpan KeepDeliveriesFor)
 {
@@ -36,7 +36,7 @@ public sealed record PrunePolicy(TimeSpan KeepRejectionsFor, TimeSpan KeepDelive
     public bool Prunable(Rejection rejection, DateTimeOffset now) => At(now).RejectionsBefore is { } before && rejection.At < before;
 
     public bool Prunable(WebhookDelivery delivery, DateTimeOffset now) =>
-        delivery.State != WebhookDelivery.Pending && At(now).DeliveriesBefore is { } before && delivery.CreatedAt < before;
+        !WebhookDelivery.Unfinished.Contains(delivery.State) && At(now).DeliveriesBefore is { } before && delivery.CreatedAt < before;
 }
 
 /// <summary>What one prune removed.</summary>
@@ -169,18 +169,18 @@ public sealed class Pruner(ReadDatabase database, StorageNames names, IOptions<L
         return (rejections, anomalies);
     }
 
-    /// <summary>One batch of the oldest finished deliveries (never a pending one).</summary>
+    /// <summary>One batch of the oldest finished deliveries (never a pending or held one).</summary>
     private async Task<long> PruneDeliveriesAsync(DateTimeOffset before, int batch, CancellationToken ct)
     {
         var table = names.Table<WebhookDelivery>();
         var createdAt = $"{names.Function("mt_immutable_timestamptz")}({names.Json<WebhookDelivery>(x => x.CreatedAt)})";
         await using var command = database.Source.CreateCommand($"""
-            with doomed as (select id from {table} where {createdAt} < @before and {names.Json<WebhookDelivery>(x => x.State)} <> @pending
+            with doomed as (select id from {table} where {createdAt} < @before and {names.Json<WebhookDelivery>(x => x.State)} <> all(@unfinished)
                             order by {createdAt} limit @batch)
             delete from {table} d using doomed where d.id = doomed.id
             """);
         command.Parameters.AddWithValue("before", before);
-        command.Parameters.AddWithValue("pending", WebhookDelivery.Pending);
+        command.Parameters.AddWithValue("unfinished", WebhookDelivery.Unfinished.ToArray());
         command.Parameters.AddWithValue("batch", batch);
         return await command.ExecuteNonQueryAsync(ct);
     }

@@ -87,6 +87,9 @@ public sealed class WebhookDelivery
     public const string Held = "held";
     public const string Dropped = "dropped";
 
+    /// <summary>States of a delivery that may still be sent (pending, or held while its subscription is paused): never pruned.</summary>
+    public static readonly IReadOnlyList<string> Unfinished = [Pending, Held];
+
     /// <summary>Deterministic: the same subscription and source give the same id on every node and every replay.</summary>
     public static string IdFor(string subscriptionId, string source)
     {

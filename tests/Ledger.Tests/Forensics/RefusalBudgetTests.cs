@@ -156,7 +156,9 @@ public sealed class RefusalBudgetTests
         {
             Assert.True(policy.Prunable(Delivery(state, TimeSpan.FromDays(8)), now));
         }
+        // A delivery that may still be sent never goes: pending, or held while its subscription is paused.
         Assert.False(policy.Prunable(Delivery(WebhookDelivery.Pending, TimeSpan.FromDays(365)), now));
+        Assert.False(policy.Prunable(Delivery(WebhookDelivery.Held, TimeSpan.FromDays(365)), now));
         // A period of zero keeps everything.
         var keepAll = new PrunePolicy(TimeSpan.Zero, TimeSpan.Zero);
         Assert.False(keepAll.Prunable(Refusal(TimeSpan.FromDays(3650)), now));
@@ -176,7 +178,7 @@ public sealed class RefusalBudgetTests
         var old = ledger.Clock.GetUtcNow();
         await using (var session = store.LightweightSession())
         {
-            foreach (var state in new[] { WebhookDelivery.Pending, WebhookDelivery.Delivered, WebhookDelivery.Failed, WebhookDelivery.Dropped })
+            foreach (var state in new[] { WebhookDelivery.Pending, WebhookDelivery.Held, WebhookDelivery.Delivered, WebhookDelivery.Failed, WebhookDelivery.Dropped })
             {
                 session.Store(new WebhookDelivery { Id = $"dlv_old_{state}", SubscriptionId = "sub_x", Kind = "run.lost", State = state, CreatedAt = old });
             }
@@ -202,7 +204,7 @@ public sealed class RefusalBudgetTests
         Assert.True(result.Anomalies >= 2, $"{result}");
         await using (var session = store.QuerySession())
         {
-            Assert.Equal(["dlv_old_pending", "dlv_young"], (await session.Query<WebhookDelivery>().Select(d => d.Id).ToListAsync()).Order());
+            Assert.Equal(["dlv_old_held", "dlv_old_pending", "dlv_young"], (await session.Query<WebhookDelivery>().Select(d => d.Id).ToListAsync()).Order());
             var left = await session.Query<Rejection>().ToListAsync();
             Assert.Equal(["young"], left.Select(r => r.Payload!).Select(p => JsonNode.Parse(p)!["runId"]!.GetValue<string>()));
             Assert.Empty(await session.Query<AnomalyRecord>().Where(a => a.Id.StartsWith("rejection:") && a.At < old.AddDays(1)).ToListAsync());
