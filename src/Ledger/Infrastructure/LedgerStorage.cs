@@ -18,6 +18,8 @@ public static class LedgerStorage
         options.Events.StreamIdentity = StreamIdentity.AsString;
         // One statement per batch instead of one per event; the ledger's own RecordedAt carries time.
         options.Events.AppendMode = EventAppendMode.Quick;
+        // A read that meets a statement another node's schema change invalidated runs again (ConnectionSettings).
+        options.ExtendPolly(polly => polly.RetryStaleStatements());
         return options;
     }
 }

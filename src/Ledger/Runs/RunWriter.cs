@@ -208,6 +208,12 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                 Answer(decided.Values);
                 return;
             }
+            catch (Exception e) when (ConnectionSettings.IsStalePreparedStatement(e) && attempt < attempts)
+            {
+                // Another node's schema change invalidated a prepared statement; nothing was committed, and
+                // Npgsql prepares it afresh on the next attempt.
+                logger.LogInformation("A group of {Count} commands met a prepared statement invalidated by a schema change (attempt {Attempt}); running it again", group.Count, attempt);
+            }
             catch (Exception e) when (DatabaseFailures.IsConcurrency(e) && attempt < attempts)
             {
                 // Another node moved some of these runs: read them again under row locks, and decide
