@@ -21,6 +21,7 @@ public static class RunsConfiguration
             .Index(r => r.TerminalAt);
         options.Schema.For<LeaseHolder>();
         options.Storage.ExtendedSchemaObjects.Add(RecordedKeyStore.Table(options.DatabaseSchemaName));
+        options.Storage.ExtendedSchemaObjects.Add(RunLocks.Function(options.DatabaseSchemaName));
         options.Storage.ExtendedSchemaObjects.Add(RunSnapshotStore.Table(options.DatabaseSchemaName));
 
         options.Events.AddEventTypes([
