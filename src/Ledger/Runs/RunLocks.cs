@@ -9,9 +9,10 @@ namespace Ledger.Runs;
 
 /// <summary>
 /// The guard of a group whose runs the writer already holds: one statement, the first of the
-/// group's transaction, that locks the runs' stream rows in run-id order (the order every writer
-/// takes them in, so nodes queue rather than deadlock) and fails the transaction with
-/// <c>serialization_failure</c> when any of them is not at the version the writer decided on.
+/// group's transaction, that locks the runs' stream rows one primary-key probe at a time, in
+/// run-id order (ordinal, the order every writer takes them in, so nodes queue rather than
+/// deadlock), and fails the transaction with <c>serialization_failure</c> when any of them is not
+/// at the version the writer decided on.
 /// It runs before Marten's appends, so a refused group never drew numbers from the event
 /// sequence: no gap is left for the async daemon to wait on.
 /// </summary>
@@ -26,15 +27,15 @@ public static class RunLocks
          LANGUAGE plpgsql
         AS $function$
         declare
-            moved character varying;
+            i integer;
+            stored bigint;
         begin
-            perform 1 from {schema}.mt_streams where id = any(ids) order by id for update;
-            select e.id into moved from unnest(ids, versions) as e(id, version)
-                left join {schema}.mt_streams s on s.id = e.id
-                where s.version is distinct from e.version limit 1;
-            if moved is not null then
-                raise exception 'run % changed since this node decided on it', moved using errcode = 'serialization_failure';
-            end if;
+            for i in 1 .. coalesce(array_length(ids, 1), 0) loop
+                select version into stored from {schema}.mt_streams where id = ids[i] for update;
+                if stored is distinct from versions[i] then
+                    raise exception 'run % changed since this node decided on it', ids[i] using errcode = 'serialization_failure';
+                end if;
+            end loop;
         end;
         $function$;
         """);
