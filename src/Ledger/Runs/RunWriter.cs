@@ -135,6 +135,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     {
         // Before the first command: runs written before the recorded-keys table get their keys.
         await RecordedKeyStore.MigrateAsync(store, _schema, logger, cancellationToken);
+        await RunStorage.LeaveRoomForUpdatesAsync(store, logger, cancellationToken);
         await base.StartAsync(cancellationToken);
     }
 
@@ -205,12 +206,10 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
             {
                 await using var session = store.LightweightSession();
                 var toRead = runs.Where(r => !held.ContainsKey(r.RunId)).ToList();
-                Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)> streams;
-                using (LedgerTracing.Step("ledger.writer.read"))
+                var streams = new Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)>(StringComparer.Ordinal);
+                if (toRead.Count > 0 || lookUpKeys)
                 {
-                    streams = toRead.Count > 0 || lookUpKeys
-                        ? await Read(session, toRead, lookUpKeys ? runs : toRead, exclusive)
-                        : new(StringComparer.Ordinal);
+                    using (LedgerTracing.Step("ledger.writer.read")) streams = await Read(session, toRead, lookUpKeys ? runs : toRead, exclusive);
                 }
 
                 var at = clock.GetUtcNow();
