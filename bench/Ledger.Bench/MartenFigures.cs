@@ -53,8 +53,8 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
     public DocumentStore Store(string key) => _stores[key];
 
     /// <summary>Plain appends of <paramref name="perSave"/> events per session to the worker's current run stream.</summary>
-    public Task<Sample> AppendAsync(string mode, int perSave, string tag) =>
-        Load.Run(options.Workers, options.MartenDuration, async (worker, recorder, deadline) =>
+    public Task<Sample> AppendAsync(string mode, int perSave, string tag, TimeSpan duration) =>
+        Load.Run(options.Workers, duration, async (worker, recorder, deadline) =>
         {
             var store = _stores[$"append-{mode}"];
             for (var n = 0; DateTime.UtcNow < deadline; n++)

@@ -38,6 +38,13 @@ public static class ConnectionSettings
         static string Normalize(string key) => key.Replace(" ", "", StringComparison.Ordinal).ToLowerInvariant();
     }
 
+    /// <summary>The connection string as it can be shown (logs, reports): without its password.</summary>
+    public static string WithoutPassword(string connectionString)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString) { Password = null };
+        return builder.ConnectionString;
+    }
+
     /// <summary>
     /// A prepared statement the server no longer accepts as it was prepared: another node changed
     /// a table it reads (0A000 "cached plan must not change result type", raised while the server
