@@ -20,6 +20,7 @@ public static class WarmUp
         var (jitSeconds, methods) = await JitAsync(client);
         var (startSeconds, startMethods) = (jitSeconds, methods);
         var round = 0;
+        var quiet = 0;
         while (true)
         {
             ct.ThrowIfCancellationRequested();
@@ -31,8 +32,9 @@ public static class WarmUp
             var share = (nowSeconds - jitSeconds) / pair.Elapsed.TotalSeconds;
             var compiled = nowMethods - methods;
             (jitSeconds, methods) = (nowSeconds, nowMethods);
-            // Settled: the compiler used under 2 % of one core over the last pair of slices.
-            var settled = share < 0.02;
+            // Settled: the compiler used under 2 % of one core over the last two pairs of slices.
+            quiet = share < 0.02 ? quiet + 1 : 0;
+            var settled = quiet >= 2;
             if (settled || clock.Elapsed >= limit)
             {
                 var note = $"Before the figures, the service ran {clock.Elapsed.TotalSeconds:0} s of single-event and batch load (8 workers) " +
@@ -84,7 +86,7 @@ public static class DaemonCatchUp
             while (true)
             {
                 await using var progress = db.CreateCommand(
-                    $"select count(*), coalesce(min(last_seq_id), 0) from {schema}.mt_event_progression where name <> 'HighWaterMark'");
+                    $"select count(*), coalesce(min(last_seq_id), 0) from {schema}.mt_event_progression where name not like 'HighWater%'");
                 await using var reader = await progress.ExecuteReaderAsync();
                 await reader.ReadAsync();
                 var (shards, slowest) = (reader.GetInt64(0), reader.GetInt64(1));

@@ -91,8 +91,8 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     /// </summary>
     private sealed record Held(Run State, long Version, RecordedKeys Recent);
 
-    /// <summary>Keys kept per held run, at most.</summary>
-    private const int RecentKeys = 256;
+    /// <summary>Keys kept per held run, at most (a resend is usually of the latest request; older ones meet the keys' table).</summary>
+    private const int RecentKeys = 64;
 
     private readonly RunCache[] _caches = Enumerable.Range(0, Math.Max(1, options.Value.Writers))
         .Select(_ => new RunCache(options.Value.CachedRuns, TimeSpan.FromSeconds(Math.Max(1, options.Value.CachedRunSeconds))))
@@ -273,6 +273,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                     if (run.After is not { } after) continue;
                     var recent = seen[runId].With(run.Events);
                     if (recent.EventIds.Count + recent.Chunks.Count > RecentKeys) recent = RecordedKeys.None.With(run.Events);
+                    if (recent.EventIds.Count + recent.Chunks.Count > RecentKeys) recent = RecordedKeys.None;
                     cache.Put(runId, new Held(after, run.Version + run.Events.Count, recent));
                 }
                 Answer(decided.Values);

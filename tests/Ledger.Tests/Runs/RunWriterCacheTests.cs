@@ -120,7 +120,7 @@ public sealed class RunWriterCacheTests(LedgerHost ledger) : IClassFixture<Ledge
     public async Task a_resend_of_an_event_older_than_the_keys_the_writer_keeps_is_still_a_duplicate()
     {
         var (runId, token) = await _api.Started(new { runId = NewRunId("old-key") });
-        // More events than the writer keeps keys of (256): the first ones are only in the keys' table.
+        // More events than the writer keeps keys of (64): the first ones are only in the keys' table.
         for (var batch = 0; batch < 3; batch++)
         {
             var events = Enumerable.Range(0, 100).Select(i => Event("log", $"e-{batch}-{i}", fields: new { lines = new[] { "x" } })).ToArray();
