@@ -53,8 +53,8 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
     public DocumentStore Store(string key) => _stores[key];
 
     /// <summary>Plain appends of <paramref name="perSave"/> events per session to the worker's current run stream.</summary>
-    public Task<Sample> AppendAsync(string mode, int perSave, string tag) =>
-        Load.Run(options.Workers, options.MartenDuration, async (worker, recorder, deadline) =>
+    public Task<Sample> AppendAsync(string mode, int perSave, string tag, TimeSpan duration) =>
+        Load.Run(options.Workers, duration, async (worker, recorder, deadline) =>
         {
             var store = _stores[$"append-{mode}"];
             for (var n = 0; DateTime.UtcNow < deadline; n++)
@@ -140,8 +140,11 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
         return writer;
     }
 
-    /// <summary>The SQL of one decision on a fresh run's first event(s), as the writer issues it for a group of one.</summary>
-    public async Task<List<string>> CaptureOneDecisionAsync(string mode, int perSave, string runId)
+    /// <summary>
+    /// The SQL of the writer's first decision on a run (it reads the run) and of the next one (the
+    /// writer kept the run's state and version from its commit: no read).
+    /// </summary>
+    public async Task<(List<string> First, List<string> Next)> CaptureDecisionsAsync(string mode, int perSave, string runId)
     {
         var store = _stores[$"decide-{mode}"];
         var script = Script(runId, perSave);
@@ -152,16 +155,21 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
             start.Events.StartStream<Run>(script.RunId, MartenStores.Registered(script, now), MartenStores.Claimed(token, now));
             await start.SaveChangesAsync();
         }
-        var capture = new SqlCapture();
         var writer = await Writer(mode);
-        var events = script.Events.Take(perSave).Select(e => MartenStores.ToEvent(e, default)).ToList();
-        using (SqlCapture.Capturing(capture))
+        var captured = new List<List<string>>();
+        foreach (var chunk in script.Events.Chunk(perSave).Take(2))
         {
-            await writer.Submit(new RecordEventsCommand(runId, Ledger.Infrastructure.Access.DigestHex(token), events));
+            var capture = new SqlCapture();
+            var events = chunk.Select(e => MartenStores.ToEvent(e, default)).ToList();
+            using (SqlCapture.Capturing(capture))
+            {
+                await writer.Submit(new RecordEventsCommand(runId, Ledger.Infrastructure.Access.DigestHex(token), events));
+            }
+            var lines = capture.RoundTrips.Select(sql => $"group: {sql}").ToList();
+            lines.Add("group: COMMIT (the transaction's own round trip)");
+            captured.Add(lines);
         }
-        var lines = capture.RoundTrips.Select(sql => $"group: {sql}").ToList();
-        lines.Add("group: COMMIT (the transaction's own round trip)");
-        return lines;
+        return (captured[0], captured[1]);
     }
 
     private RunScript Script(string runId, int perSave) => perSave == 1

@@ -101,16 +101,24 @@ public static class BenchProgram
     private static async Task RunAsync(BenchOptions o, Results results, string repo, string dll, string connectionString,
         string database, CancellationToken ct)
     {
-        await using var db = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(connectionString)
+        // The anchors (raw Npgsql, bare Marten) connect as the ledger does by default: its statement
+        // preparation merged in (ConnectionSettings), with a pool of at least one connection per worker.
+        var anchorConnection = new NpgsqlConnectionStringBuilder(ConnectionSettings.WithStatementCaching(connectionString))
         {
             MaxPoolSize = Math.Max(20, o.Workers * 2),
-        }.ConnectionString);
+        }.ConnectionString;
+        await using var db = NpgsqlDataSource.Create(anchorConnection);
         var version = await Sql.ScalarAsync<string>(db, "show server_version");
         results.Machine = Machine.Read(version, repo);
-        results.Durability = $"synchronous_commit={await Sql.ScalarAsync<string>(db, "show synchronous_commit")}, " +
+        var synchronousCommit = await Sql.ScalarAsync<string>(db, "show synchronous_commit");
+        results.DurabilityHolds = synchronousCommit == "on";
+        results.Durability = $"synchronous_commit={synchronousCommit}, " +
                              $"fsync={await Sql.ScalarAsync<string>(db, "show fsync")}, " +
                              $"wal_sync_method={await Sql.ScalarAsync<string>(db, "show wal_sync_method")}, " +
                              $"shared_buffers={await Sql.ScalarAsync<string>(db, "show shared_buffers")} (PostgreSQL defaults, fresh database {database})";
+        // The ledger is given the bench's plain connection string and merges its own defaults in, as it ships.
+        results.Connections = (Ledger: ConnectionSettings.WithoutPassword(ConnectionSettings.WithStatementCaching(connectionString)),
+            Anchors: ConnectionSettings.WithoutPassword(anchorConnection));
         Log(results.Machine.Line);
 
         // The service's own store configuration, in-process: seeds the runs for the reads, then rebuilds.
@@ -142,6 +150,29 @@ public static class BenchProgram
             await baseline.MultiRowAsync("warm-base-multi", 2, TimeSpan.FromMilliseconds(100));
             await baseline.CopyAsync("warm-base-copy", 2, TimeSpan.FromMilliseconds(100));
             Log($"warm-up done in {warm.Elapsed.TotalSeconds:0.0} s (every warm-up run ended succeeded)");
+            if (o.Measures(Figure.Ingestion) || o.Measures(Figure.LongRun) || o.Measures(Figure.Nodes))
+            {
+                // Then load until the runtime has compiled what the load runs at its final tier: the
+                // figures are the service's steady state (its start-up is the startup figure's).
+                var settle = await WarmUp.UntilCompiledAsync(client, o, Log, ct);
+                results.Notes.Add(settle);
+            }
+
+            // The bare Marten anchors, in-process, measured with the ingestion; the Marten figures below reuse them.
+            await using var marten = o.Measures(Figure.Ingestion) || o.Measures(Figure.Marten) ? new MartenFigures(o, anchorConnection) : null;
+            if (marten is not null)
+            {
+                await marten.PrepareAsync();
+                await marten.AppendAsync("quick", 1, "warm-anchor-1", TimeSpan.FromMilliseconds(300));
+                await marten.AppendAsync("quick", o.BatchSize, "warm-anchor-100", TimeSpan.FromMilliseconds(300));
+            }
+            // Every table the figures write is logged (no UNLOGGED shortcut on either side).
+            await using (var unlogged = db.CreateCommand(
+                             "select n.nspname || '.' || c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relpersistence = 'u' order by 1"))
+            await using (var reader = await unlogged.ExecuteReaderAsync(ct))
+            {
+                while (await reader.ReadAsync(ct)) results.UnloggedTables.Add(reader.GetString(0));
+            }
 
             // Ingestion, interleaved with its baselines so that noise on the shared machine hits both alike.
             var w = o.Workers;
@@ -162,8 +193,12 @@ public static class BenchProgram
                 ledger.Phase("idle");
                 await Measure(results, db, "base.copy", $"Baseline: binary COPY of {o.BatchSize}",
                     () => baseline.CopyAsync($"bc-r{rep}", w, o.BaselineDuration));
-                Log($"ingestion rep {rep}/{o.Repetitions}: ledger single {Last(results, "ledger.single")}, row/tx {Last(results, "base.single")}, " +
-                    $"ledger batch {Last(results, "ledger.batch")}, multi-row {Last(results, "base.multi")}, copy {Last(results, "base.copy")}");
+                await Measure(results, db, "anchor.quick1", "Anchor: bare Marten Quick append, 1 event per tx (in-process)",
+                    () => marten!.AppendAsync("quick", 1, $"q1-r{rep}", o.BaselineDuration));
+                await Measure(results, db, "anchor.quick100", $"Anchor: bare Marten Quick append, {o.BatchSize} events per tx (in-process)",
+                    () => marten!.AppendAsync("quick", o.BatchSize, $"q100-r{rep}", o.BaselineDuration));
+                Log($"ingestion rep {rep}/{o.Repetitions}: ledger single {Last(results, "ledger.single")}, Marten quick 1/tx {Last(results, "anchor.quick1")}, row/tx {Last(results, "base.single")}, " +
+                    $"ledger batch {Last(results, "ledger.batch")}, Marten quick {o.BatchSize}/tx {Last(results, "anchor.quick100")}, multi-row {Last(results, "base.multi")}, copy {Last(results, "base.copy")}");
             }
 
             // Single events on runs that already hold many events, interleaved with the same on fresh runs.
@@ -173,21 +208,24 @@ public static class BenchProgram
             if (o.Measures(Figure.Nodes)) await MeasureNodesAsync(o, results, db, ledger, dll, connectionString, database, ct);
 
             // Marten append modes and the service's write path, in-process, on schemas of their own.
-            if (o.Measures(Figure.Marten))
-            await using (var marten = new MartenFigures(o, connectionString))
+            if (o.Measures(Figure.Marten) && marten is not null)
             {
                 var prep = Stopwatch.StartNew();
-                await marten.PrepareAsync();
                 foreach (var mode in new[] { "rich", "quick" })
                 {
-                    await marten.AppendAsync(mode, 1, $"warm-a1-{mode}").ConfigureAwait(false);
+                    await marten.AppendAsync(mode, 1, $"warm-a1-{mode}", o.MartenDuration).ConfigureAwait(false);
                     await marten.DecideAsync(mode, 1, $"warm-d1-{mode}", 2, TimeSpan.FromMilliseconds(200), null);
                 }
                 Log($"Marten stores ready and warm in {prep.Elapsed.TotalSeconds:0.0} s");
                 foreach (var mode in new[] { "rich", "quick" })
                 {
-                    results.DecisionSql[$"1 event, {mode}"] = await marten.CaptureOneDecisionAsync(mode, 1, $"sql-{mode}-1");
-                    results.DecisionSql[$"{o.BatchSize} events, {mode}"] = await marten.CaptureOneDecisionAsync(mode, o.BatchSize, $"sql-{mode}-100");
+                    foreach (var size in new[] { 1, o.BatchSize })
+                    {
+                        var (first, next) = await marten.CaptureDecisionsAsync(mode, size, $"sql-{mode}-{size}");
+                        var events = size == 1 ? "1 event" : $"{size} events";
+                        results.DecisionSql[$"{events}, {mode}, the writer's first decision on the run (it reads the run)"] = first;
+                        results.DecisionSql[$"{events}, {mode}, its next decision on the run (state and version kept from its commit)"] = next;
+                    }
                 }
 
                 for (var rep = 1; rep <= o.Repetitions; rep++)
@@ -197,9 +235,9 @@ public static class BenchProgram
                     {
                         var title = mode == "rich" ? "Rich" : "Quick";
                         await Measure(results, db, $"marten.append1.{mode}", $"Marten {title} append, 1 event per tx",
-                            () => marten.AppendAsync(mode, 1, $"a1-{mode}-r{rep}"));
+                            () => marten.AppendAsync(mode, 1, $"a1-{mode}-r{rep}", o.MartenDuration));
                         await Measure(results, db, $"marten.append100.{mode}", $"Marten {title} append, {o.BatchSize} events per tx",
-                            () => marten.AppendAsync(mode, o.BatchSize, $"a100-{mode}-r{rep}"));
+                            () => marten.AppendAsync(mode, o.BatchSize, $"a100-{mode}-r{rep}", o.MartenDuration));
                         await Measure(results, db, $"marten.decide1.{mode}", $"Service write path in-process, {title}, 1 event per tx",
                             () => marten.DecideAsync(mode, 1, $"d1-{mode}-r{rep}", w, o.MartenDuration, mode == "rich" ? results.DecidePhases : null));
                         await Measure(results, db, $"marten.decide100.{mode}", $"Service write path in-process, {title}, {o.BatchSize} events per tx",
@@ -653,6 +691,9 @@ public static class BenchProgram
         var before = db is null ? default : await WriteCounters.ReadAsync(db);
         var cpuBefore = _probe?.Read();
         var sample = await run();
+        // The window closes once the service's async work (projections, the webhook relay) has caught up with
+        // the events the figure wrote: their cost is part of what those events cost.
+        if (db is not null) results.AddCatchUp(key, await DaemonCatchUp.WaitAsync(db, "ledger", TimeSpan.FromSeconds(30)));
         if (_probe is not null && cpuBefore is { } cb) results.AddCpu(key, _probe.Read() - cb);
         if (db is not null) results.AddWrites(key, await WriteCounters.ReadAsync(db) - before);
         results.Get(key, title).Samples.Add(sample);

@@ -20,7 +20,9 @@ public sealed class KpiStore(ReadDatabase database, StorageNames names, ILogger<
     private string Table => names.Own(KpiCounters.TableName);
 
     /// <summary>The all-time counters.</summary>
-    public async Task<Dictionary<KpiKey, long>> ReadTotalsAsync(CancellationToken ct)
+    public Task<Dictionary<KpiKey, long>> ReadTotalsAsync(CancellationToken ct) => ConnectionSettings.RetryStale(() => ReadTotalsOnceAsync(ct));
+
+    private async Task<Dictionary<KpiKey, long>> ReadTotalsOnceAsync(CancellationToken ct)
     {
         await using var command = database.Source.CreateCommand(
             $"select kpi, label, sum(value)::bigint from {Table} where hour = '-infinity'::timestamptz and kpi <> '{KpiCounters.EstablishedMarker}' group by 1, 2");
@@ -31,7 +33,10 @@ public sealed class KpiStore(ReadDatabase database, StorageNames names, ILogger<
     }
 
     /// <summary>The hourly counters of the hours in [from, to).</summary>
-    public async Task<Dictionary<KpiKey, long>> ReadHoursAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken ct)
+    public Task<Dictionary<KpiKey, long>> ReadHoursAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken ct) =>
+        ConnectionSettings.RetryStale(() => ReadHoursOnceAsync(from, to, ct));
+
+    private async Task<Dictionary<KpiKey, long>> ReadHoursOnceAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken ct)
     {
         await using var command = database.Source.CreateCommand(
             $"select hour, kpi, label, sum(value)::bigint from {Table} where hour >= $1 and hour < $2 group by 1, 2, 3");

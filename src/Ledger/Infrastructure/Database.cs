@@ -9,7 +9,8 @@ public static class Database
     /// none is configured; either way one the ledger can connect to. Throws
     /// <see cref="StartupFailureException"/> (a plain message naming the setting, host and port)
     /// or <see cref="EmbeddedPostgresUnavailableException"/> when neither is possible, having
-    /// stopped the private PostgreSQL if it started it.
+    /// stopped the private PostgreSQL if it started it. Either way with automatic statement
+    /// preparation merged in (<see cref="ConnectionSettings"/>), unless the operator set it.
     /// </summary>
     public static string ResolveConnectionString(WebApplicationBuilder builder, ILogger log)
     {
@@ -20,7 +21,7 @@ public static class Database
             log.LogInformation("Using the PostgreSQL database from ConnectionStrings:Ledger ({Host}:{Port}, database {Database})",
                 target.Host, target.Port, target.Database);
             StartupFailure.EnsureReachable(configured, embedded: false);
-            return configured;
+            return ConnectionSettings.WithStatementCaching(configured);
         }
 
         var options = builder.Configuration.GetSection(LedgerOptions.Section).Get<LedgerOptions>()?.EmbeddedPostgres
@@ -45,7 +46,7 @@ public static class Database
             throw new StartupFailureException(code, message, check);
         }
         builder.Services.AddSingleton(embedded);
-        return connectionString;
+        return ConnectionSettings.WithStatementCaching(connectionString);
     }
 
     public static void StopEmbeddedOnShutdown(this WebApplication app)

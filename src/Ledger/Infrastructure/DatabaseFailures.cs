@@ -16,6 +16,8 @@ public static class DatabaseFailures
                                  || p.SqlState.StartsWith("57P", StringComparison.Ordinal) // shutdown
                                  || p.SqlState.StartsWith("08", StringComparison.Ordinal) => true, // connection
         SocketException or TimeoutException => true,
+        // Another node's schema change invalidated a prepared statement: running it again succeeds.
+        PostgresException when ConnectionSettings.IsStalePreparedStatement(e) => true,
         _ when e.InnerException is not null => IsTransient(e.InnerException),
         _ => false,
     };

@@ -18,6 +18,10 @@ public static class LedgerStorage
         options.Events.StreamIdentity = StreamIdentity.AsString;
         // One statement per batch instead of one per event; the ledger's own RecordedAt carries time.
         options.Events.AppendMode = EventAppendMode.Quick;
+        // A statement another node's schema change invalidated is run again (ConnectionSettings): a read, or a
+        // commit, whose transaction failed at that statement, before its COMMIT, so nothing of it was recorded.
+        options.ExtendPolly(polly => polly.RetryStaleStatements());
+        options.ExtendWritePolly(polly => polly.RetryStaleStatements());
         return options;
     }
 }

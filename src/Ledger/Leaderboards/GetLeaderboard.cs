@@ -57,7 +57,11 @@ public static class GetLeaderboardEndpoint
     /// latest change of best at or before that time (the projection's change history), ranked by the
     /// same stored rank key. Both answered in the database, in one round trip with the count.
     /// </summary>
-    public static async Task<(List<LeaderboardRow> Rows, long Total)> Read(ReadDatabase database, StorageNames names, Board board,
+    public static Task<(List<LeaderboardRow> Rows, long Total)> Read(ReadDatabase database, StorageNames names, Board board,
+        DateTimeOffset? asOf, int page, int size, CancellationToken ct) =>
+        ConnectionSettings.RetryStale(() => ReadOnce(database, names, board, asOf, page, size, ct));
+
+    private static async Task<(List<LeaderboardRow> Rows, long Total)> ReadOnce(ReadDatabase database, StorageNames names, Board board,
         DateTimeOffset? asOf, int page, int size, CancellationToken ct)
     {
         var sql = BoardQuery.For(names, asOf is not null);

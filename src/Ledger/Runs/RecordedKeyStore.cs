@@ -4,6 +4,7 @@ using Marten;
 using Marten.Internal;
 using Weasel.Storage;
 using Marten.Linq.QueryHandlers;
+using Npgsql;
 using Weasel.Postgresql;
 using Weasel.Postgresql.Tables;
 
@@ -98,15 +99,38 @@ public static class RecordedKeyStore
         public Task<int> StreamJson(Stream stream, DbDataReader reader, CancellationToken token) => throw new NotSupportedException();
     }
 
-    /// <summary>Queues the rows of the appended events into the session's transaction.</summary>
+    /// <summary>
+    /// Queues the rows of the appended events into the session's transaction, ahead of the appends
+    /// (after <see cref="RunLocks"/>, so under the runs' row locks, in a fixed order: two nodes never
+    /// wait on each other's keys in a cycle). A plain insert: a key already recorded fails the
+    /// transaction before any event is appended (<see cref="IsKnownKey"/>), which is how the writer
+    /// learns that a command decided without looking its keys up was a resend after all.
+    /// </summary>
     public static void Record(IDocumentSession session, string schema, IReadOnlyList<(string RunId, string Key, long? Count)> rows)
     {
         if (rows.Count == 0) return;
-        // Written after the streams, in a fixed order: two nodes never wait on each other's keys in a cycle.
         var sorted = rows.OrderBy(r => r.RunId, StringComparer.Ordinal).ThenBy(r => r.Key, StringComparer.Ordinal).ToList();
-        session.QueueSqlCommand(
-            $"insert into {schema}.{TableName} (run_id, key, count) select r, k, nullif(c, -1) from unnest(?::varchar[], ?::varchar[], ?::bigint[]) as t(r, k, c) on conflict do nothing",
-            sorted.Select(r => r.RunId).ToArray(), sorted.Select(r => r.Key).ToArray(), sorted.Select(r => r.Count ?? -1).ToArray());
+        session.QueueOperation(new EventOrderedCommand(
+            $"insert into {schema}.{TableName} (run_id, key, count) select r, k, nullif(c, -1) from unnest(?::varchar[], ?::varchar[], ?::bigint[]) as t(r, k, c)",
+            sorted.Select(r => r.RunId).ToArray(), sorted.Select(r => r.Key).ToArray(), sorted.Select(r => r.Count ?? -1).ToArray()));
+    }
+
+    /// <summary>The transaction failed on a key that was already recorded.</summary>
+    public static bool IsKnownKey(Exception e) => e switch
+    {
+        PostgresException { SqlState: PostgresErrorCodes.UniqueViolation, TableName: TableName } => true,
+        _ when e.InnerException is not null => IsKnownKey(e.InnerException),
+        _ => false,
+    };
+
+    /// <summary>
+    /// Queues the deletion of every key a run recorded into the session's transaction: for a run
+    /// whose events are removed (retention), in the same transaction as its events.
+    /// </summary>
+    public static void DeleteKeysOf(IDocumentOperations session, string schema, params string[] runIds)
+    {
+        if (runIds.Length == 0) return;
+        session.QueueSqlCommand($"delete from {schema}.{TableName} where run_id = any(?::varchar[])", new object[] { runIds });
     }
 
     /// <summary>

@@ -37,6 +37,13 @@ public sealed class WriterOptions
     /// (or deadlocking). False reads optimistically and locks only runs found contended.
     /// </summary>
     public bool LockRuns { get; set; } = true;
+    /// <summary>
+    /// Runs whose decided state and version each writer keeps after a commit, so that the next
+    /// command on one of them is decided without reading it (0: every group reads its runs).
+    /// </summary>
+    public int CachedRuns { get; set; } = 1_000;
+    /// <summary>How long a kept run may go unwritten by this writer before it is read again.</summary>
+    public int CachedRunSeconds { get; set; } = 300;
 }
 
 /// <summary>
@@ -44,19 +51,24 @@ public sealed class WriterOptions
 /// are decided and appended in one transaction (one round of statements, one fsync), and every
 /// caller is answered only after that commit. Per group:
 /// <list type="number">
-/// <item>one round trip reads each run's state (Marten's FetchForWriting, in a batch, under a row
-/// lock taken in run-id order) and, after it, which of the commands' eventIds and chunk ids the
-/// runs already recorded;</item>
+/// <item>a run this writer wrote recently is decided on the state and version it kept after that
+/// commit (<see cref="WriterOptions.CachedRuns"/>), without a read; any other run is read in one
+/// round trip (Marten's FetchForWriting, in a batch, under a row lock taken in run-id order),
+/// with which of the commands' eventIds and chunk ids it already recorded;</item>
 /// <item>each command is decided by <see cref="RunDecider"/>, in arrival order per run, on the
 /// state the previous one left; a refusal, a duplicate or a failure of one command touches no other;</item>
-/// <item>the events go through Marten, beside the new anomaly records and the recorded keys, and
-/// the transaction commits; only then is each caller answered.</item>
+/// <item>the transaction locks every run of the group in run-id order and checks that each is at
+/// the version it was decided on (<see cref="RunLocks"/>), inserts the recorded keys (a key already
+/// there fails it: that event was a duplicate after all), then the events go through Marten,
+/// beside the new anomaly records, and it commits; only then is each caller answered.</item>
 /// </list>
 /// Nodes writing the same run queue on its row lock; locks are always taken in the same order, so
-/// they cannot deadlock. Should a run still move under a group (optimistic reads, see
-/// <see cref="WriterOptions.LockRuns"/>), the group is read again and only the runs whose version
-/// moved are decided again. A database failure answers every caller of the group with a
-/// retryable 503; an acknowledged event is always committed.
+/// they cannot deadlock. Should a run have moved under a group (another node wrote a kept run, or
+/// optimistic reads, see <see cref="WriterOptions.LockRuns"/>), nothing is appended: the group is
+/// read again and only the runs whose version moved are decided again; a key found already
+/// recorded has the group read with its keys and decided again. Both checks come before any
+/// append, so a refused transaction leaves no gap in the event sequence. A database failure
+/// answers every caller of the group with a retryable 503; an acknowledged event is always committed.
 /// </summary>
 public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions<WriterOptions> options,
     IOptions<LedgerOptions> ledger, ILogger<RunWriter> logger, LedgerMetrics? metrics = null) : BackgroundService
@@ -64,12 +76,31 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     /// <summary>A queued command, with the request's trace context (a group serves many requests: its span links to each).</summary>
     private sealed record Pending(RunCommand Command, TaskCompletionSource<Decision> Done, ActivityContext Caller);
 
-    /// <summary>What was decided for one run in a group: valid while the run is still at <see cref="Version"/>.</summary>
-    private sealed record RunDecisions(long Version, Run? Before, Run? After, List<object> Events, List<(Pending Pending, Decision? Decision, Exception? Failure)> Outcomes)
+    /// <summary>
+    /// What was decided for one run in a group: valid while the run is still at <see cref="Version"/>
+    /// and, when <see cref="KeysKnown"/> is false (decided on a kept state, keys not looked up), only
+    /// as long as no key of it turns out to be recorded already.
+    /// </summary>
+    private sealed record RunDecisions(long Version, Run? Before, Run? After, List<object> Events,
+        List<(Pending Pending, Decision? Decision, Exception? Failure)> Outcomes, bool KeysKnown)
     {
         /// <summary>Late events beyond the run's cap, not appended: added to the count of the cap's anomaly.</summary>
         public long LateEventsBeyondCap => Outcomes.Sum(o => o.Decision?.LateEventsBeyondCap ?? 0);
     }
+
+    /// <summary>
+    /// A run's state as this writer's last commit on it left it, its stream version then, and the
+    /// keys this writer last saw recorded on it (what it appended, what it looked up): a resend of a
+    /// recent event is a duplicate without a round trip; an older one is caught by the keys' table.
+    /// </summary>
+    private sealed record Held(Run State, long Version, RecordedKeys Recent);
+
+    /// <summary>Keys kept per held run, at most (a resend is usually of the latest request; older ones meet the keys' table).</summary>
+    private const int RecentKeys = 64;
+
+    private readonly RunCache[] _caches = Enumerable.Range(0, Math.Max(1, options.Value.Writers))
+        .Select(_ => new RunCache(options.Value.CachedRuns, TimeSpan.FromSeconds(Math.Max(1, options.Value.CachedRunSeconds))))
+        .ToArray();
 
     private readonly Channel<Pending>[] _queues = Enumerable.Range(0, Math.Max(1, options.Value.Writers))
         .Select(_ => Channel.CreateBounded<Pending>(new BoundedChannelOptions(
@@ -108,6 +139,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     {
         // Before the first command: runs written before the recorded-keys table get their keys.
         await RecordedKeyStore.MigrateAsync(store, _schema, logger, cancellationToken);
+        await RunStorage.LeaveRoomForUpdatesAsync(store, logger, cancellationToken);
         await base.StartAsync(cancellationToken);
     }
 
@@ -119,9 +151,9 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     }
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        Task.WhenAll(_queues.Select(queue => Task.Run(() => Drain(queue.Reader), CancellationToken.None)));
+        Task.WhenAll(_queues.Select((queue, i) => Task.Run(() => Drain(queue.Reader, _caches[i]), CancellationToken.None)));
 
-    private async Task Drain(ChannelReader<Pending> reader)
+    private async Task Drain(ChannelReader<Pending> reader, RunCache cache)
     {
         var max = Math.Max(1, options.Value.MaxGroupSize);
         var wait = TimeSpan.FromMilliseconds(Math.Max(0, options.Value.MaxWaitMilliseconds));
@@ -146,11 +178,11 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                     // the wait is over: commit what there is
                 }
             }
-            await Commit(group);
+            await Commit(group, cache);
         }
     }
 
-    private async Task Commit(List<Pending> group)
+    private async Task Commit(List<Pending> group, RunCache cache)
     {
         var runs = group.GroupBy(p => p.Command.RunId, StringComparer.Ordinal)
             .OrderBy(g => g.Key, StringComparer.Ordinal)
@@ -160,7 +192,16 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
         var now = Stopwatch.GetTimestamp();
         var exclusive = options.Value.LockRuns || runs.Any(r => _contended.TryGetValue(r.RunId, out var until) && until > now);
         var attempts = Math.Max(1, options.Value.ConflictAttempts);
-        using var span = LedgerTracing.Group(group.Select(p => p.Command.RunId).Distinct(StringComparer.Ordinal).Count(), group.Select(p => p.Caller));
+        // The kept states of the group's runs are taken out: whatever happens to this group, a kept
+        // state is only put back by a commit that is known to have succeeded.
+        var held = new Dictionary<string, Held>(StringComparer.Ordinal);
+        foreach (var (runId, _) in runs)
+        {
+            if (cache.TryTake<Held>(runId, out var kept) && !(_contended.TryGetValue(runId, out var until) && until > now)) held[runId] = kept;
+        }
+        var lookUpKeys = false;
+        var seen = new Dictionary<string, RecordedKeys>(StringComparer.Ordinal);
+        using var span = LedgerTracing.Group(runs.Count, group.Select(p => p.Caller));
 
         for (var attempt = 1; ; attempt++)
         {
@@ -168,8 +209,12 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
             try
             {
                 await using var session = store.LightweightSession();
-                Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)> streams;
-                using (LedgerTracing.Step("ledger.writer.read")) streams = await Read(session, runs, exclusive);
+                var toRead = runs.Where(r => !held.ContainsKey(r.RunId)).ToList();
+                var streams = new Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)>(StringComparer.Ordinal);
+                if (toRead.Count > 0 || lookUpKeys)
+                {
+                    using (LedgerTracing.Step("ledger.writer.read")) streams = await Read(session, toRead, lookUpKeys ? runs : toRead, exclusive);
+                }
 
                 var at = clock.GetUtcNow();
                 var rows = new List<(string RunId, string Key, long? Count)>();
@@ -177,13 +222,23 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                 var kpis = new KpiDelta();
                 using (LedgerTracing.Step("ledger.writer.decide"))
                 {
+                    var versions = new List<(string RunId, long Version)>(runs.Count);
+                    seen.Clear();
                     foreach (var (runId, pending) in runs)
                     {
-                        var (stream, recorded) = streams[runId];
-                        var version = stream.StartingVersion ?? 0;
-                        if (!decided.TryGetValue(runId, out var decision) || decision.Version != version)
+                        var read = streams.TryGetValue(runId, out var found);
+                        var kept = held.GetValueOrDefault(runId);
+                        var state = kept?.State ?? found.Stream?.Aggregate;
+                        var version = kept?.Version ?? found.Stream?.StartingVersion ?? 0;
+                        var keysKnown = read;
+                        var recorded = read ? found.Recorded : kept?.Recent ?? RecordedKeys.None;
+                        seen[runId] = recorded;
+                        versions.Add((runId, version));
+                        // A decision stands while its run is at the same version, unless it was made without the run's
+                        // keys and one of them turned out to be recorded.
+                        if (!decided.TryGetValue(runId, out var decision) || decision.Version != version || (lookUpKeys && !decision.KeysKnown))
                         {
-                            decided[runId] = decision = DecideRun(stream.Aggregate, version, pending, recorded, at);
+                            decided[runId] = decision = DecideRun(state, version, pending, recorded, at, keysKnown);
                         }
                         var beyondCap = decision.LateEventsBeyondCap;
                         if (decision.Events.Count == 0)
@@ -191,7 +246,16 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                             if (beyondCap > 0) AnomalyRecord.CountBeyondCap(session, decision.After!, beyondCap);
                             continue;
                         }
-                        stream.AppendMany(decision.Events);
+                        if (kept is not null)
+                        {
+                            // Marten's inline projection folds the events onto this copy instead of loading the run.
+                            Hold(session, runId, kept.State.Clone());
+                            session.Events.Append(runId, version + decision.Events.Count, decision.Events);
+                        }
+                        else
+                        {
+                            found.Stream!.AppendMany(decision.Events);
+                        }
                         kpis.Run(decision.Before, decision.After);
                         if (beyondCap > 0 && decision.After!.LateEventsCapAnomaly < decision.Before!.Anomalies.Count)
                         {
@@ -206,11 +270,10 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                             kpis.Anomaly(anomaly);
                             anomalies.Add(anomaly.Kind);
                         }
-                        foreach (var e in decision.Events)
-                        {
-                            foreach (var (key, count) in RecordedKeyStore.KeysOf(e)) rows.Add((runId, key, count));
-                        }
+                        foreach (var (key, count) in KeysToRecord(decision)) rows.Add((runId, key, count));
                     }
+                    // First in the transaction: every run still at the version it was decided on, then the keys; the appends after.
+                    RunLocks.Queue(session, _schema, versions.Where(v => decided[v.RunId].Before is not null).ToList());
                     RecordedKeyStore.Record(session, _schema, rows);
                     // The KPI counters move in the same transaction: one statement for the group.
                     kpis.Queue(session, _schema);
@@ -220,8 +283,29 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                 var started = Stopwatch.GetTimestamp();
                 using (LedgerTracing.Step("ledger.writer.commit")) await session.SaveChangesAsync();
                 metrics?.Committed(group.Count, Stopwatch.GetElapsedTime(started), anomalies);
+                foreach (var (runId, run) in decided)
+                {
+                    if (run.After is not { } after) continue;
+                    var recent = seen[runId].With(run.Events);
+                    if (recent.EventIds.Count + recent.Chunks.Count > RecentKeys) recent = RecordedKeys.None.With(run.Events);
+                    if (recent.EventIds.Count + recent.Chunks.Count > RecentKeys) recent = RecordedKeys.None;
+                    cache.Put(runId, new Held(after, run.Version + run.Events.Count, recent));
+                }
                 Answer(decided.Values);
                 return;
+            }
+            catch (Exception e) when (ConnectionSettings.IsStalePreparedStatement(e) && attempt < attempts)
+            {
+                // Another node's schema change invalidated a prepared statement; nothing was committed, and
+                // Npgsql prepares it afresh on the next attempt.
+                logger.LogInformation("A group of {Count} commands met a prepared statement invalidated by a schema change (attempt {Attempt}); running it again", group.Count, attempt);
+            }
+            catch (Exception e) when (RecordedKeyStore.IsKnownKey(e) && attempt < attempts)
+            {
+                // An eventId or chunk id of a run decided on its kept state was recorded already (a resend):
+                // nothing was appended; decide again knowing the run's keys.
+                lookUpKeys = true;
+                logger.LogDebug("A group of {Count} commands carried keys already recorded (attempt {Attempt}); deciding again with them", group.Count, attempt);
             }
             catch (Exception e) when (DatabaseFailures.IsConcurrency(e) && attempt < attempts)
             {
@@ -230,11 +314,12 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                 var until = Stopwatch.GetTimestamp() + ContendedFor;
                 foreach (var (runId, _) in runs) _contended[runId] = until;
                 if (_contended.Count > 10_000) _contended.Clear();
+                held.Clear();
                 exclusive = true;
                 logger.LogDebug("Runs of a group of {Count} changed elsewhere while deciding (attempt {Attempt}); deciding again", group.Count, attempt);
                 await Task.Delay(Random.Shared.Next(1, 2 << Math.Min(attempt, 5)));
             }
-            catch (Exception e) when (DatabaseFailures.IsConcurrency(e))
+            catch (Exception e) when (DatabaseFailures.IsConcurrency(e) || RecordedKeyStore.IsKnownKey(e))
             {
                 logger.LogWarning("A group of {Count} commands stayed contended for {Attempts} attempts", group.Count, attempts);
                 Fail(group, new ProblemException(Problem.Of(ProblemCodes.Contention, "The run is being changed by other requests",
@@ -257,18 +342,49 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
     }
 
     /// <summary>
-    /// One round trip: each run's stream (its state and version), then the keys the commands carry,
-    /// read after the versions so that a key committed elsewhere is either seen or moves the version.
+    /// The keys the appended events record: every eventId, and the chunk id of each chunk committed
+    /// while the run was live. A chunk sent to a finished run is recorded as late whatever its id
+    /// (a finished run never checks chunk ids again), so its id is not kept: it may repeat one.
+    /// </summary>
+    private static IEnumerable<(string Key, long? Count)> KeysToRecord(RunDecisions decision)
+    {
+        var before = decision.Before!;
+        // Only a group that finishes the run needs the status at each event.
+        var probe = !before.Status.IsTerminal() && decision.After!.Status.IsTerminal() ? before.Clone() : null;
+        foreach (var e in decision.Events)
+        {
+            var finished = before.Status.IsTerminal() || probe?.Status.IsTerminal() == true;
+            foreach (var (key, count) in RecordedKeyStore.KeysOf(e))
+            {
+                if (!finished || count is null) yield return (key, count);
+            }
+            probe?.Fold(e);
+        }
+    }
+
+    /// <summary>Puts a run's state in the session's identity map, where Marten's inline projection looks before loading it.</summary>
+    private static void Hold(IDocumentSession session, string runId, Run state)
+    {
+        session.UseIdentityMapFor<Run>();
+        var items = ((Marten.Internal.Sessions.QuerySession)session).ItemMap;
+        if (!items.TryGetValue(typeof(Run), out var map)) items[typeof(Run)] = map = new Dictionary<string, Run>();
+        ((Dictionary<string, Run>)map)[runId] = state;
+    }
+
+    /// <summary>
+    /// One round trip: the streams of <paramref name="runs"/> (state and version), then the keys the
+    /// commands of <paramref name="keysOf"/> carry, read after the versions so that a key committed
+    /// elsewhere is either seen or moves the version.
     /// </summary>
     private async Task<Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)>> Read(
-        IDocumentSession session, List<(string RunId, List<Pending> Pending)> runs, bool exclusive)
+        IDocumentSession session, List<(string RunId, List<Pending> Pending)> runs, List<(string RunId, List<Pending> Pending)> keysOf, bool exclusive)
     {
         var batch = session.CreateBatchQuery();
         var fetches = runs.Select(r => exclusive
             ? batch.Events.FetchForExclusiveWriting<Run>(r.RunId)
             : batch.Events.FetchForWriting<Run>(r.RunId)).ToList();
 
-        var lookups = runs.SelectMany(r => r.Pending.Select(p => p.Command).OfType<RecordEventsCommand>()
+        var lookups = keysOf.SelectMany(r => r.Pending.Select(p => p.Command).OfType<RecordEventsCommand>()
             .SelectMany(RecordedKeyStore.KeysToLookUp).Distinct(StringComparer.Ordinal).Select(key => (r.RunId, Key: key))).ToList();
         var keys = lookups.Count == 0
             ? Task.FromResult<IReadOnlyDictionary<string, List<(string Key, long? Count)>>>(new Dictionary<string, List<(string, long?)>>())
@@ -282,11 +398,16 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
             var runId = runs[i].RunId;
             result[runId] = (await fetches[i], found.TryGetValue(runId, out var rows) ? RecordedKeyStore.ToRecorded(rows) : RecordedKeys.None);
         }
+        // Runs kept by this writer whose keys were looked up: no stream read, the keys only.
+        foreach (var (runId, _) in keysOf)
+        {
+            if (!result.ContainsKey(runId)) result[runId] = (null!, found.TryGetValue(runId, out var rows) ? RecordedKeyStore.ToRecorded(rows) : RecordedKeys.None);
+        }
         return result;
     }
 
     /// <summary>Decides a run's commands in arrival order, each on the state the previous one left.</summary>
-    private static RunDecisions DecideRun(Run? state, long version, List<Pending> pending, RecordedKeys recorded, DateTimeOffset now)
+    private static RunDecisions DecideRun(Run? state, long version, List<Pending> pending, RecordedKeys recorded, DateTimeOffset now, bool keysKnown)
     {
         var events = new List<object>();
         var outcomes = new List<(Pending, Decision?, Exception?)>(pending.Count);
@@ -311,7 +432,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                 outcomes.Add((p, null, e));
             }
         }
-        return new RunDecisions(version, state, current, events, outcomes);
+        return new RunDecisions(version, state, current, events, outcomes, keysKnown);
     }
 
     private void Answer(IEnumerable<RunDecisions> decided)
@@ -336,3 +457,42 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
         foreach (var pending in group) pending.Done.TrySetException(e);
     }
 }
+
+/// <summary>
+/// The runs one writer wrote last, as its commits left them: at most <c>capacity</c>, the least
+/// recently written dropped first, none older than <c>maxAge</c>. Used by that writer's loop only.
+/// An entry is taken out while a group uses it and put back only after that group's commit, so a
+/// failed or doubtful commit leaves the run to be read again.
+/// </summary>
+internal sealed class RunCache(int capacity, TimeSpan maxAge)
+{
+    private readonly Dictionary<string, LinkedListNode<(string RunId, object Value, long At)>> _entries = new(StringComparer.Ordinal);
+    private readonly LinkedList<(string RunId, object Value, long At)> _recent = new();
+    private readonly long _maxAge = (long)(maxAge.TotalSeconds * Stopwatch.Frequency);
+
+    public int Count => _entries.Count;
+
+    public bool TryTake<T>(string runId, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out T? value) where T : class
+    {
+        value = null;
+        if (!_entries.Remove(runId, out var node)) return false;
+        _recent.Remove(node);
+        if (Stopwatch.GetTimestamp() - node.Value.At > _maxAge) return false;
+        value = (T)node.Value.Value;
+        return true;
+    }
+
+    public void Put(string runId, object value)
+    {
+        if (capacity <= 0) return;
+        if (_entries.Remove(runId, out var old)) _recent.Remove(old);
+        _entries[runId] = _recent.AddFirst((runId, value, Stopwatch.GetTimestamp()));
+        while (_entries.Count > capacity)
+        {
+            var last = _recent.Last!;
+            _recent.RemoveLast();
+            _entries.Remove(last.Value.RunId);
+        }
+    }
+}
+

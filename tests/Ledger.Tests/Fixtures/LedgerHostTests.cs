@@ -12,8 +12,8 @@ public sealed class LedgerHostTests(LedgerHost ledger) : IClassFixture<LedgerHos
     [Fact]
     public void the_service_uses_the_database_of_its_own_host()
     {
-        // LedgerDatabase is built from the connection string Program.cs resolved before Build().
-        Assert.Equal(ledger.ConnectionString, ledger.Host.Services.GetRequiredService<LedgerDatabase>().ConnectionString);
+        // LedgerDatabase is built from the connection string Program.cs resolved before Build() (its statement preparation merged in).
+        Assert.Equal(ConnectionSettings.WithStatementCaching(ledger.ConnectionString), ledger.Host.Services.GetRequiredService<LedgerDatabase>().ConnectionString);
         Assert.Null(ledger.Host.Services.GetService<EmbeddedPostgres>());
     }
 
@@ -21,7 +21,7 @@ public sealed class LedgerHostTests(LedgerHost ledger) : IClassFixture<LedgerHos
     public async Task a_second_instance_shares_the_database_and_the_clock()
     {
         await using var second = await ledger.SecondInstance();
-        Assert.Equal(ledger.ConnectionString, second.Services.GetRequiredService<LedgerDatabase>().ConnectionString);
+        Assert.Equal(ConnectionSettings.WithStatementCaching(ledger.ConnectionString), second.Services.GetRequiredService<LedgerDatabase>().ConnectionString);
         Assert.Same(ledger.Clock, second.Services.GetRequiredService<TimeProvider>());
     }
 }
