@@ -9,6 +9,7 @@ using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Leaderboards;
 using Ledger.Operations;
+using Ledger.Retention;
 using Ledger.Runs;
 using Ledger.Web;
 using Ledger.Webhooks;
@@ -44,6 +45,7 @@ try
     {
         // A refused configuration starts nothing, not even the private PostgreSQL.
         LedgerOptionsValidation.Check(builder.Configuration);
+        RetentionOptions.Check(builder.Configuration);
         // describe and help build the host but never start it: no database for them either.
         connectionString = GeneratedCode.IsOfflineCommand(args)
             ? GeneratedCode.OfflineConnectionString
@@ -65,6 +67,7 @@ builder.Services.AddMarten(options =>
         options.AddLeaderboards();
         options.AddBatches();
         options.AddForensics();
+        options.AddRetention();
         options.Schema.For<DataProtectionKey>();
         ledger.Projections.ApplyTo(options, ledger.SchemaName);
         options.AddWebhooks();
@@ -125,6 +128,7 @@ builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddLedgerOpenApi();
 builder.Services.AddLedgerTelemetry(builder.Configuration);
 builder.Services.AddWebhooks(builder.Configuration);
+builder.Services.AddRetentionServices(builder.Configuration);
 
 var app = builder.Build();
 app.StopEmbeddedOnShutdown();

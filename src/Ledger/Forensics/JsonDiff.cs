@@ -12,6 +12,14 @@ public static class JsonDiff
         return differences.Count == 0 ? "(same content, different encoding)" : string.Join("; ", differences);
     }
 
+    /// <summary>True when the two documents hold the same members and values, whatever the order of the members.</summary>
+    public static bool Same(string a, string b)
+    {
+        var differences = new List<string>();
+        Walk("", JsonNode.Parse(a), JsonNode.Parse(b), differences, 1);
+        return differences.Count == 0;
+    }
+
     private static void Walk(string path, JsonNode? live, JsonNode? rebuilt, List<string> differences, int max)
     {
         if (differences.Count >= max) return;

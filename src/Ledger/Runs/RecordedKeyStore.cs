@@ -110,6 +110,14 @@ public static class RecordedKeyStore
     }
 
     /// <summary>
+    /// Queues the removal of every key a run recorded into the session's transaction: its events
+    /// have left PostgreSQL for an archive (a resend that late is refused as run-terminal anyway).
+    /// The one place a run's keys are deleted; a restore records them again with <see cref="Record"/>.
+    /// </summary>
+    public static void DeleteForRun(IDocumentSession session, string schema, string runId) =>
+        session.QueueSqlCommand($"delete from {schema}.{TableName} where run_id = ?", runId);
+
+    /// <summary>
     /// Derives the keys of every worker event already in the store, once per database: runs written
     /// before this table kept their eventIds and chunk ids in the run's own document, and must keep
     /// refusing to record them twice. Idempotent and safe on several nodes at once.

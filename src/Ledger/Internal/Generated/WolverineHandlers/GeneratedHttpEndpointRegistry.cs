@@ -9,7 +9,7 @@ namespace Internal.Generated.WolverineHandlers
     {
         public override System.Type[] EndpointTypes()
         {
-            return new System.Type[] { typeof(Ledger.Batches.DefineBatchEndpoint), typeof(Ledger.Batches.GetBatchEndpoint), typeof(Ledger.Forensics.GetAnomaliesEndpoint), typeof(Ledger.Forensics.GetKpiSeriesEndpoint), typeof(Ledger.Forensics.GetKpisEndpoint), typeof(Ledger.Forensics.GetRejectionsEndpoint), typeof(Ledger.Leaderboards.BoardEndpoints), typeof(Ledger.Leaderboards.GetLeaderboardEndpoint), typeof(Ledger.Runs.CancelRunEndpoint), typeof(Ledger.Runs.ClaimRunEndpoint), typeof(Ledger.Runs.GetRunEndpoint), typeof(Ledger.Runs.GetRunHistoryEndpoint), typeof(Ledger.Runs.GetRunStateEndpoint), typeof(Ledger.Runs.ListRunsEndpoint), typeof(Ledger.Runs.ReclassifyRunEndpoint), typeof(Ledger.Runs.RecordEventsEndpoint), typeof(Ledger.Runs.RecordObservationEndpoint), typeof(Ledger.Runs.RegisterRunEndpoint), typeof(Ledger.Webhooks.SubscriptionEndpoints) };
+            return new System.Type[] { typeof(Ledger.Batches.DefineBatchEndpoint), typeof(Ledger.Batches.GetBatchEndpoint), typeof(Ledger.Forensics.GetAnomaliesEndpoint), typeof(Ledger.Forensics.GetKpiSeriesEndpoint), typeof(Ledger.Forensics.GetKpisEndpoint), typeof(Ledger.Forensics.GetRejectionsEndpoint), typeof(Ledger.Leaderboards.BoardEndpoints), typeof(Ledger.Leaderboards.GetLeaderboardEndpoint), typeof(Ledger.Retention.RetentionEndpoints), typeof(Ledger.Runs.CancelRunEndpoint), typeof(Ledger.Runs.ClaimRunEndpoint), typeof(Ledger.Runs.GetRunEndpoint), typeof(Ledger.Runs.GetRunHistoryEndpoint), typeof(Ledger.Runs.GetRunStateEndpoint), typeof(Ledger.Runs.ListRunsEndpoint), typeof(Ledger.Runs.ReclassifyRunEndpoint), typeof(Ledger.Runs.RecordEventsEndpoint), typeof(Ledger.Runs.RecordObservationEndpoint), typeof(Ledger.Runs.RegisterRunEndpoint), typeof(Ledger.Webhooks.SubscriptionEndpoints) };
         }
     }
 
@@ -31,6 +31,7 @@ namespace Internal.Generated.WolverineHandlers
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_kpis))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_kpis_series))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_rejections))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_retention))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_runs))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_runs_id))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.GET_api_runs_id_events))]
@@ -45,6 +46,7 @@ namespace Internal.Generated.WolverineHandlers
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_runs_id_events))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_runs_id_observations))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_runs_id_reclassify))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_runs_id_restore))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Internal.Generated.WolverineHandlers.POST_api_subscriptions))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Batches.DefineBatchEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Batches.GetBatchEndpoint))]
@@ -54,6 +56,7 @@ namespace Internal.Generated.WolverineHandlers
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Forensics.GetRejectionsEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Leaderboards.BoardEndpoints))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Leaderboards.GetLeaderboardEndpoint))]
+        [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Retention.RetentionEndpoints))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.CancelRunEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.ClaimRunEndpoint))]
         [global::System.Diagnostics.CodeAnalysis.DynamicDependency(global::System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.All, typeof(global::Ledger.Runs.GetRunEndpoint))]

@@ -1,0 +1,71 @@
+using Ledger.Forensics;
+using Ledger.Infrastructure;
+using Ledger.Infrastructure.OpenApi;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using Wolverine.Http;
+
+namespace Ledger.Retention;
+
+/// <summary>The policy as configured (times as ISO 8601 durations' TimeSpan text, e.g. <c>30.00:00:00</c>).</summary>
+public sealed record RetentionPolicyView(bool Enabled, string? ArchiveAfter, string? Directory, string SweepInterval, int BatchSize,
+    string LateEventsGrace, bool Sweeper, int Parallelism, int ChunkEvents, long MinFreeBytes);
+
+/// <summary>What the archives hold now, and the room left where they are written.</summary>
+public sealed record ArchiveTotals(long Runs, long Events, long Bytes, long? FreeBytes);
+
+/// <summary>The policy, what the next sweep would do (per step), what the archives hold, and the last sweeps, newest first (a running one shows its progress).</summary>
+public sealed record RetentionView(RetentionPolicyView Policy, IReadOnlyList<RetentionStepReport> NextSweep, ArchiveTotals Archive,
+    IReadOnlyList<RetentionSweepReport> Sweeps);
+
+public static class RetentionEndpoints
+{
+    [WolverineGet("/api/retention", Name = "GetRetention")]
+    [Accepts(Credential.AdminKey)]
+    [Tags("Retention")]
+    [EndpointSummary("The retention policy, what the next sweep would archive (runs, events, bytes), the archives' totals and the last sweeps (admin key)")]
+    [ProducesResponseType<RetentionView>(200)]
+    public static async Task<IResult> Get(HttpContext context, Access access, RetentionSweeper sweeper, IOptions<RetentionOptions> options,
+        IConfiguration configuration, ArchiveFiles files, Marten.IDocumentStore store, StorageNames names, TimeProvider clock)
+    {
+        if (access.Require(context, Role.Admin) is { } denied) return denied.ToResult();
+        var ct = context.RequestAborted;
+        var policy = options.Value;
+        var now = clock.GetUtcNow();
+        var next = new List<RetentionStepReport>();
+        foreach (var step in sweeper.Steps) next.Add(await step.PreviewAsync(now, ct));
+
+        await using var session = store.QuerySession();
+        var totals = await session.RowsAsync(
+            $"select count(*), coalesce(sum(events), 0)::bigint, coalesce(sum(bytes), 0)::bigint from {names.Own(ArchivedRunStore.TableName)} where archived_version > 0",
+            r => (r.GetInt64(0), r.GetInt64(1), r.GetInt64(2)), ct);
+        var (runs, events, bytes) = totals[0];
+        var view = new RetentionView(
+            new RetentionPolicyView(policy.Enabled, policy.ArchiveAfter?.ToString(), files.Root, policy.SweepInterval.ToString(), policy.BatchSize,
+                RetentionOptions.LateEventsGrace(configuration).ToString(), policy.Sweeper, policy.Parallelism, policy.ChunkEvents, policy.MinFreeBytes),
+            next,
+            new ArchiveTotals(runs, events, bytes, files.FreeBytes()),
+            await sweeper.RecentAsync(10, ct));
+        return Results.Json(view, RetentionSweeper.ReportJson);
+    }
+
+    [WolverinePost("/api/runs/{id}/restore", Name = "RestoreRun")]
+    [Accepts(Credential.AdminKey)]
+    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.RunNotArchived, ProblemCodes.ArchiveCorrupt, Contended = true)]
+    [Tags("Retention")]
+    [EndpointSummary("Put an archived run's events back into PostgreSQL, all or nothing, after checking its archive (admin key)")]
+    [EndpointDescription("Every event comes back with its sequence, version and timestamps; none is processed again (no webhook is sent twice, no standing changes). The run then stays in PostgreSQL for a whole window before it can be archived again. A damaged archive is refused with archive-corrupt and nothing changes.")]
+    [ProducesResponseType<RestoredRun>(200)]
+    public static async Task<IResult> Restore(string id, HttpContext context, Access access, RunRestorer restorer, RejectionLog rejections)
+    {
+        if (access.Require(context, Role.Admin) is { } denied) return denied.ToResult();
+        try
+        {
+            return Results.Json(await restorer.RestoreAsync(id, context.RequestAborted), LedgerJson.Options);
+        }
+        catch (ProblemException e) when (e.Problem.Status < 500)
+        {
+            return await rejections.Refuse(context, e.Problem);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+using JasperFx;
+using JasperFx.Events.Daemon;
+using Ledger.Infrastructure;
+using Ledger.Leaderboards;
+using Marten;
+using Microsoft.Extensions.Options;
+
+namespace Ledger.Retention;
+
+/// <summary>
+/// Sweeps every <c>SweepInterval</c> on the one node that runs the async projections. The
+/// leadership is the async daemon's own (Marten's HotCold election, <c>Ledger:DaemonMode=Leader</c>):
+/// a node sweeps only while its daemon runs the standings projection, so no lock of the ledger's
+/// own is involved. Should leadership move in the middle of a sweep, two sweeps may overlap for a
+/// moment; each run's archive is committed under the run's row lock after checking it was not
+/// archived meanwhile, so every run is archived once.
+/// </summary>
+public sealed class RetentionService(RetentionSweeper sweeper, IOptions<RetentionOptions> options, IServiceProvider services, TimeProvider clock,
+    ILogger<RetentionService> logger) : BackgroundService
+{
+    private static readonly string LeaderShard = StandingsProjection.Name + ":All";
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var policy = options.Value;
+        if (!policy.Enabled)
+        {
+            logger.LogInformation("Retention is off (Ledger:Retention:ArchiveAfter is not set): every event stays in PostgreSQL");
+            return;
+        }
+        if (!policy.Sweeper)
+        {
+            logger.LogInformation("Retention sweeps are off on this node (Ledger:Retention:Sweeper=false); archives are still read and restored here");
+            return;
+        }
+        logger.LogInformation("Retention: runs are archived {Window} after their verdict into {Directory}, swept every {Interval} by the node that runs the projections",
+            policy.ArchiveAfter, services.GetRequiredService<ArchiveFiles>().Root, policy.SweepInterval);
+
+        using var timer = new PeriodicTimer(policy.SweepInterval, clock);
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            try
+            {
+                if (!Leads()) continue;
+                await sweeper.SweepAsync(stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (DatabaseFailures.IsTransient(e))
+            {
+                logger.LogWarning("Retention sweep skipped: the database is unavailable ({Message}); trying again in {Interval}", e.Message, policy.SweepInterval);
+            }
+            catch (Exception e)
+            {
+                logger.LogError(e, "Retention sweep failed; trying again in {Interval}", policy.SweepInterval);
+            }
+        }
+    }
+
+    /// <summary>True while this node's async daemon runs the projections (it holds the daemon's leadership).</summary>
+    private bool Leads()
+    {
+        if (services.GetService<IProjectionCoordinator>() is not { } coordinator) return false;
+        try
+        {
+            return coordinator.DaemonForMainDatabase().StatusFor(LeaderShard) == AgentStatus.Running;
+        }
+        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
+        {
+            return false;
+        }
+    }
+}

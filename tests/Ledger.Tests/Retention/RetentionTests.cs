@@ -1,0 +1,121 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using Ledger.Retention;
+using Ledger.Tests.Fixtures;
+using Ledger.Tests.Operations;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using static Ledger.Tests.Fixtures.Scenarios;
+
+namespace Ledger.Tests.Retention;
+
+/// <summary>
+/// Retention with proof (issue 25): finished runs leave PostgreSQL as archives that are read back
+/// and checked first, and the run stays everywhere it was; its history is read from the archive.
+/// </summary>
+public sealed class RetentionTests(RetentionHost host) : IClassFixture<RetentionHost>
+{
+    private readonly LedgerHost _ledger = host.Ledger;
+    private readonly Scenarios _api = new(host.Ledger);
+
+    private async Task<string> Board()
+    {
+        var board = NewRunId("board");
+        var created = await _api.Send(HttpMethod.Post, "/api/boards", LedgerHost.AdminKey, new { id = board, primaryScore = "s", direction = "max" });
+        Assert.Equal(HttpStatusCode.Created, created.Status);
+        return board;
+    }
+
+    private async Task<JsonNode> Get(string url, string key = LedgerHost.ReadKey)
+    {
+        var answer = await _api.Send(HttpMethod.Get, url, key);
+        Assert.True(answer.Status == HttpStatusCode.OK, $"{url} answered {answer.Code}: {answer.Text}");
+        return answer.Json!;
+    }
+
+    [Fact]
+    public async Task an_archived_run_is_answered_everywhere_as_before_and_its_history_comes_from_the_archive()
+    {
+        var board = await Board();
+        var batch = NewRunId("batch");
+        var first = await _api.Finished(board, "ada", 3, batch: batch);
+        _ledger.Clock.Advance(TimeSpan.FromMinutes(1));
+        var between = _api.Now;
+        _ledger.Clock.Advance(TimeSpan.FromMinutes(1));
+        var second = await _api.Finished(board, "ada", 7, batch: batch, logs: 25);
+        var third = await _api.Finished(board, "bob", 5);
+        await _ledger.Settled();
+
+        // Everything a reader sees, before.
+        var runs = new[] { first.RunId, second.RunId, third.RunId };
+        var before = new Dictionary<string, string>();
+        async Task Snapshot(Dictionary<string, string> into)
+        {
+            foreach (var id in runs)
+            {
+                into[$"run {id}"] = (await Get($"/api/runs/{id}")).ToJsonString();
+                into[$"history {id}"] = (await _api.History(id)).Events.ToJsonString();
+                var version = (await Get($"/api/runs/{id}"))["version"]!.GetValue<long>();
+                for (var v = 1; v <= version; v++) into[$"state {id}@{v}"] = (await Get($"/api/runs/{id}/state?version={v}"))["state"]!.ToJsonString();
+                var then = await _api.Send(HttpMethod.Get, $"/api/runs/{id}/state?at={Uri.EscapeDataString(between.ToString("O"))}", LedgerHost.ReadKey);
+                into[$"state {id}@between"] = $"{then.Code} {then.Json?["state"]?.ToJsonString() ?? then.ProblemCode}";
+                into[$"export {id}"] = await _ledger.Export(id);
+            }
+            into["list"] = (await Get($"/api/runs?board={board}&pageSize=100")).ToJsonString();
+            into["kpis"] = (await Get("/api/kpis")).ToJsonString();
+            var view = (await Get($"/api/batches/{batch}")).AsObject();
+            view.Remove("asOf");
+            into["batch"] = view.ToJsonString();
+            into["board now"] = (await Get($"/api/boards/{board}/leaderboard")).ToJsonString();
+            into["board then"] = (await Get($"/api/boards/{board}/leaderboard?at={Uri.EscapeDataString(between.ToString("O"))}")).ToJsonString();
+        }
+        await _api.DefineBatch(new { id = batch, runIds = new[] { first.RunId, second.RunId } });
+        await Snapshot(before);
+        var rows = await _ledger.Rows(second.RunId);
+
+        // Within the window nothing moves.
+        var early = await _ledger.RetentionSweep();
+        Assert.Equal(0, early.Archiving().Count("runs"));
+
+        _ledger.Clock.Advance(RetentionHost.Window + TimeSpan.FromMinutes(5));
+        var sweep = await _ledger.RetentionSweep();
+        Assert.Equal("completed", sweep.Status);
+        Assert.True(sweep.Archiving().Count("runs") >= 3, string.Join(", ", sweep.Archiving().Counts.Select(c => $"{c.Key} {c.Value}")));
+
+        // PostgreSQL keeps one event of each (its marker, in place of its verdict) and none of its keys.
+        foreach (var id in runs)
+        {
+            Assert.Equal(1, await _ledger.Scalar("select count(*) from ledger.mt_events where stream_id = @id", ("id", id)));
+            Assert.Equal(0, await _ledger.Scalar("select count(*) from ledger.ledger_recorded_keys where run_id = @id", ("id", id)));
+            Assert.Equal(0, await _ledger.Scalar("select count(*) from ledger.ledger_run_snapshots where run_id = @id", ("id", id)));
+        }
+        var verdictSequence = long.Parse(rows.Single(r => r.Split('|')[3] == "verdict_reached").Split('|')[0]);
+        Assert.Equal(verdictSequence, await _ledger.Scalar("select seq_id from ledger.mt_events where stream_id = @id", ("id", second.RunId)));
+        Assert.NotEmpty(RetentionKit.Files(host.Directory));
+
+        var after = new Dictionary<string, string>();
+        await Snapshot(after);
+        foreach (var (key, value) in before) Assert.True(value == after[key], $"{key} changed:\nbefore {value}\nafter  {after[key]}");
+        Assert.True((await _api.History(second.RunId)).Archived);
+        Assert.True((await Get($"/api/runs/{second.RunId}/state?version=3"))["archived"]!.GetValue<bool>());
+
+        var report = await _ledger.Verify();
+        Assert.True(report.Passed, string.Join("\n", report.Differences));
+
+        // Marten's own fold starts from the marker, a compacted snapshot.
+        await using (var session = _ledger.Host.Services.GetRequiredService<IDocumentStore>().QuerySession())
+        {
+            var folded = await session.Events.AggregateStreamAsync<Ledger.Runs.Run>(second.RunId);
+            var stored = await session.LoadAsync<Ledger.Runs.Run>(second.RunId);
+            Assert.Equal(System.Text.Json.JsonSerializer.Serialize(stored), System.Text.Json.JsonSerializer.Serialize(folded));
+        }
+
+        // The API says what retention holds.
+        var retention = await Get("/api/retention", LedgerHost.AdminKey);
+        Assert.True(retention["archive"]!["runs"]!.GetValue<long>() >= 3);
+        Assert.Equal("completed", retention["sweeps"]![0]!["status"]!.GetValue<string>());
+        Assert.Equal(403, (await _api.Send(HttpMethod.Get, "/api/retention", LedgerHost.ReadKey)).Code);
+        var scrape = await Scrape.Of(_ledger.Host);
+        Assert.True(scrape.Value("ledger_retention_archived_runs_total") >= 3);
+    }
+}
