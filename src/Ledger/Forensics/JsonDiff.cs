@@ -31,6 +31,16 @@ public static class JsonDiff
             }
             return;
         }
+        if (live is JsonArray la && rebuilt is JsonArray ra && la.Count == ra.Count)
+        {
+            for (var i = 0; i < la.Count; i++) Walk($"{(path.Length == 0 ? "$" : path)}[{i}]", la[i], ra[i], differences, max);
+            return;
+        }
+        if (live is JsonArray lc && rebuilt is JsonArray rc)
+        {
+            differences.Add($"{(path.Length == 0 ? "$" : path)} live has {lc.Count} items, rebuilt {rc.Count}: live={Short(live)} rebuilt={Short(rebuilt)}");
+            return;
+        }
         if (!JsonNode.DeepEquals(live, rebuilt))
         {
             differences.Add($"{(path.Length == 0 ? "$" : path)} live={Short(live)} rebuilt={Short(rebuilt)}");

@@ -110,7 +110,7 @@ public sealed class ArchiveRunsStep(RunArchiver archiver, IOptions<RetentionOpti
                             break;
                         default:
                             report.Fail(outcome.Reason ?? "internal");
-                            report.LastError = $"run {candidate.RunId}: {outcome.Reason}";
+                            report.LastError = outcome.Message ?? $"run {candidate.RunId}: {outcome.Reason}";
                             break;
                     }
                 }

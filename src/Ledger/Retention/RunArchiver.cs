@@ -11,7 +11,7 @@ namespace Ledger.Retention;
 
 /// <summary>What became of one run in a sweep.</summary>
 public sealed record ArchiveOutcome(string RunId, ArchiveOutcome.Kind Result, string? Reason = null, long Events = 0, long Bytes = 0,
-    bool Reused = false, TimeSpan? Lag = null)
+    bool Reused = false, TimeSpan? Lag = null, string? Message = null)
 {
     public enum Kind { Archived, Skipped, Failed }
 }
@@ -162,7 +162,7 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
     {
         logger.LogWarning("Run {RunId} was not archived ({Reason}): {Message} Its events stay in PostgreSQL; the next sweep tries again", runId, reason, message);
         metrics?.RetentionFailed(reason);
-        return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Failed, reason);
+        return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Failed, reason, Message: message);
     }
 
     private sealed class ArchiveRefusedException(string reason, string message) : Exception(message)
@@ -196,8 +196,11 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         RunReplay.Fold Start()
         {
             if (from == 0) return new RunReplay.Fold();
+            var snapshot = previousMarker?.Snapshot
+                           ?? throw new ArchiveRefusedException("marker-missing", $"The marker of archived run {runId} is not in the event store.");
+            // A copy each time: a fold goes on changing the state it starts from.
             return new RunReplay.Fold(new RunSnapshot(from, previous!.LastSequence, new DateTimeOffset(previous.RecordedThrough, TimeSpan.Zero),
-                previousMarker?.Snapshot ?? throw new ArchiveRefusedException("marker-missing", $"The marker of archived run {runId} is not in the event store.")));
+                RunSnapshotStore.Deserialize(RunSnapshotStore.Serialize(snapshot))));
         }
         if (from == 0)
         {
@@ -245,11 +248,13 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
             return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "changed");
         }
         var folded = store.Options.Serializer().ToJson(check.Run);
-        var same = await session.RowsAsync($"select data = ?::jsonb from {_runs} where id = ?", r => r.GetBoolean(0), ct, folded, runId);
-        if (same.Count != 1 || !same[0])
+        var same = await session.RowsAsync($"select data = ?::jsonb, data::text from {_runs} where id = ?", r => (Same: r.GetBoolean(0), Stored: r.GetString(1)),
+            ct, folded, runId);
+        if (same.Count != 1 || !same[0].Same)
         {
             throw new ArchiveRefusedException("fold-mismatch",
-                $"The refold of run {runId}'s events is not its stored summary; `verify` names the difference. Nothing is archived until they agree.");
+                $"The refold of run {runId}'s events is not its stored summary ({(same.Count == 1 ? Ledger.Forensics.JsonDiff.Describe(same[0].Stored, folded) : "no summary")}). " +
+                "Nothing is archived until they agree; `verify` reports it too.");
         }
 
         // The marker takes the place of the run's last verdict (or, for a run without one, of its last event).

@@ -118,4 +118,101 @@ public sealed class RetentionTests(RetentionHost host) : IClassFixture<Retention
         var scrape = await Scrape.Of(_ledger.Host);
         Assert.True(scrape.Value("ledger_retention_archived_runs_total") >= 3);
     }
+
+    [Fact]
+    public async Task a_late_event_goes_into_a_further_bundle_and_a_restore_puts_every_event_back_as_it_was_sending_no_webhook_twice()
+    {
+        await using var receiver = await Ledger.Tests.Webhooks.WebhookReceiver.Start();
+        var subscribed = await _api.Send(HttpMethod.Post, "/api/subscriptions", LedgerHost.AdminKey,
+            new { url = receiver.Url, kinds = new[] { "run.succeeded", "run.failed", "run.reclassified", "anomaly.flagged" }, secret = receiver.Secret });
+        Assert.Equal(HttpStatusCode.Created, subscribed.Status);
+        var subscription = subscribed.Json!["subscriptionId"]!.GetValue<string>();
+        try
+        {
+            var board = await Board();
+            var (runId, token) = await _api.Finished(board, "cleo", 9, logs: 30);
+            await _ledger.Settled();
+            var original = await _ledger.Rows(runId);
+            var boardBefore = (await Get($"/api/boards/{board}/leaderboard")).ToJsonString();
+
+            _ledger.Clock.Advance(RetentionHost.Window + TimeSpan.FromMinutes(1));
+            await _ledger.RetentionSweep();
+            Assert.Equal(1, await _ledger.Scalar("select count(*) from ledger.mt_events where stream_id = @id", ("id", runId)));
+
+            // A late event is recorded after the marker, as any late event is, and flagged once.
+            var late = await _api.Events(runId, token, Event("log", fields: new { lines = new[] { "too late" } }));
+            Assert.Equal("run-terminal", late.ProblemCode);
+            Assert.Equal("recorded-not-applied", late.Json!["results"]![0]!["result"]!.GetValue<string>());
+            await _ledger.Settled();
+            var history = await _api.History(runId);
+            Assert.Equal(original.Count + 1, history.Events.Count);
+            Assert.Equal("late-event", history.Events[^1]!["reason"]!.GetValue<string>());
+            Assert.True(history.Archived);
+            await receiver.WaitFor(r => r.Count(x => x.Body.Contains(runId) && x.Body.Contains("late-event")) == 1, TimeSpan.FromSeconds(60), "the late event's anomaly");
+
+            // The next sweep archives it into a further bundle; so does a reclassification, whose verdict the marker moves to.
+            _ledger.Clock.Advance(TimeSpan.FromMinutes(1));
+            var further = (await _ledger.RetentionSweep()).Archiving();
+            Assert.True(1 == await _ledger.Scalar("select count(*) from ledger.mt_events where stream_id = @id", ("id", runId)),
+                $"{string.Join(", ", further.Counts.Concat(further.Failures).Select(c => $"{c.Key} {c.Value}"))} {further.LastError}");
+            var reclassified = await _api.Send(HttpMethod.Post, $"/api/runs/{runId}/reclassify", LedgerHost.AdminKey,
+                new { status = "failed", reason = "judged wrong", evidence = new[] { "audit" } });
+            Assert.Equal(HttpStatusCode.OK, reclassified.Status);
+            await _ledger.Settled();
+            _ledger.Clock.Advance(RetentionHost.Window + TimeSpan.FromMinutes(1));
+            await _ledger.RetentionSweep();
+            Assert.Equal(2, await _ledger.Scalar("select count(*) from ledger.mt_events where stream_id = @id", ("id", runId)));
+            var bundles = await _ledger.Scalar("select json_array_length(bundles) from ledger.ledger_archived_runs where run_id = @id", ("id", runId));
+            Assert.Equal(3, bundles);
+            var everything = await _api.History(runId);
+            Assert.Equal(original.Count + 3, everything.Events.Count);
+            Assert.Equal(Enumerable.Range(1, original.Count + 3).Select(v => (long)v), everything.Events.Select(e => e!["version"]!.GetValue<long>()));
+            var verified = await _ledger.Verify();
+            Assert.True(verified.Passed, string.Join("\n", verified.Differences));
+            await _ledger.Settled();
+            var boardArchived = (await Get($"/api/boards/{board}/leaderboard")).ToJsonString();
+            // Its success, the late event's anomaly, its reclassification and its new verdict: one delivery each.
+            await receiver.WaitFor(r => r.Count(x => x.Body.Contains(runId)) >= 4, TimeSpan.FromSeconds(60), "four deliveries");
+            var deliveries = receiver.All.Count(r => r.Body.Contains(runId));
+            Assert.Equal(4, deliveries);
+
+            // Restore: every event back with its sequence, version, id, type, timestamp and data; its keys too.
+            var restored = await _api.Send(HttpMethod.Post, $"/api/runs/{runId}/restore", LedgerHost.AdminKey);
+            Assert.True(restored.Status == HttpStatusCode.OK, restored.Text);
+            Assert.Equal(original.Count + 3, restored.Json!["events"]!.GetValue<long>());
+            var back = await _ledger.Rows(runId);
+            Assert.Equal(original, back.Take(original.Count));
+            Assert.Equal(original.Count + 3, back.Count);
+            Assert.True(await _ledger.Scalar("select count(*) from ledger.ledger_recorded_keys where run_id = @id", ("id", runId)) >= 30);
+            Assert.Null((await _api.History(runId)).Archived);
+            Assert.Equal(everything.Events.ToJsonString(), (await _api.History(runId)).Events.ToJsonString());
+            // Its keys are back: a resend of its first log is a duplicate again, not a late event.
+            var firstLog = everything.Events.First(e => e!["type"]!.GetValue<string>() == "log")!["eventId"]!.GetValue<string>();
+            var replayed = await _api.Events(runId, token, Event("log", eventId: firstLog, fields: new { lines = new[] { "line 0" } }));
+            Assert.True(replayed.Code == 200, replayed.Text);
+            Assert.Equal("duplicate", replayed.Json!["results"]![0]!["result"]!.GetValue<string>());
+
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            await _ledger.Settled();
+            Assert.Equal(deliveries, receiver.All.Count(r => r.Body.Contains(runId)));
+            Assert.Equal(boardArchived, (await Get($"/api/boards/{board}/leaderboard")).ToJsonString());
+            Assert.NotEqual(boardBefore, boardArchived);
+            var afterRestore = await _ledger.Verify();
+            Assert.True(afterRestore.Passed, string.Join("\n", afterRestore.Differences));
+
+            // A restored run stays in PostgreSQL for a whole window.
+            Assert.Equal(409, (await _api.Send(HttpMethod.Post, $"/api/runs/{runId}/restore", LedgerHost.AdminKey)).Code);
+            _ledger.Clock.Advance(RetentionHost.Window - TimeSpan.FromMinutes(5));
+            await _ledger.RetentionSweep();
+            Assert.True(await _ledger.Scalar("select count(*) from ledger.mt_events where stream_id = @id", ("id", runId)) > 30);
+            _ledger.Clock.Advance(TimeSpan.FromMinutes(10));
+            await _ledger.Settled();
+            await _ledger.RetentionSweep();
+            Assert.Equal(2, await _ledger.Scalar("select count(*) from ledger.mt_events where stream_id = @id", ("id", runId)));
+        }
+        finally
+        {
+            await _api.Send(HttpMethod.Delete, $"/api/subscriptions/{subscription}", LedgerHost.AdminKey);
+        }
+    }
 }
