@@ -215,4 +215,62 @@ public sealed class RetentionTests(RetentionHost host) : IClassFixture<Retention
             await _api.Send(HttpMethod.Delete, $"/api/subscriptions/{subscription}", LedgerHost.AdminKey);
         }
     }
+
+    [Fact]
+    public async Task rebuilding_the_standings_from_the_event_store_after_archiving_gives_the_same_boards_now_and_as_of_any_time()
+    {
+        var board = await Board();
+        var times = new List<DateTimeOffset>();
+        var scores = new (string Participant, double Score)[] { ("p1", 5), ("p2", 6), ("p1", 8), ("p1", 3), ("p2", 9), ("p3", 1) };
+        var finished = new List<string>();
+        foreach (var (participant, score) in scores)
+        {
+            finished.Add((await _api.Finished(board, participant, score, logs: 1)).RunId);
+            _ledger.Clock.Advance(TimeSpan.FromSeconds(30));
+            times.Add(_api.Now);
+        }
+        // One best reclassified away: its participant falls back to the next, a change the boards as of a time show.
+        Assert.Equal(HttpStatusCode.OK, (await _api.Send(HttpMethod.Post, $"/api/runs/{finished[2]}/reclassify", LedgerHost.AdminKey,
+            new { status = "failed", reason = "recount", evidence = new[] { "e" } })).Status);
+        _ledger.Clock.Advance(TimeSpan.FromSeconds(30));
+        times.Add(_api.Now);
+        await _ledger.Settled();
+
+        _ledger.Clock.Advance(RetentionHost.Window + TimeSpan.FromMinutes(1));
+        await _ledger.RetentionSweep();
+        foreach (var id in finished) Assert.True(await _ledger.Scalar("select count(*) from ledger.ledger_archived_runs where run_id = @id and archived_version > 0", ("id", id)) == 1);
+        var fresh = (await _api.Finished(board, "p1", 10, logs: 1)).RunId;
+        times.Add(_api.Now);
+        await _ledger.Settled();
+
+        async Task<List<string>> Boards(Scenarios api)
+        {
+            var answers = new List<string> { (await api.Send(HttpMethod.Get, $"/api/boards/{board}/leaderboard", LedgerHost.ReadKey)).Text };
+            foreach (var t in times)
+            {
+                answers.Add((await api.Send(HttpMethod.Get, $"/api/boards/{board}/leaderboard?at={Uri.EscapeDataString(t.ToString("O"))}", LedgerHost.ReadKey)).Text);
+            }
+            return answers;
+        }
+        var before = await Boards(_api);
+        Assert.Contains(fresh, before[0]);
+
+        // Everything the standings projection wrote, gone; then the daemon refolds it from the event store.
+        await using (var connection = new Npgsql.NpgsqlConnection(_ledger.ConnectionString))
+        {
+            await connection.OpenAsync();
+            await using var clear = new Npgsql.NpgsqlCommand(
+                "delete from ledger.ledger_standings; delete from ledger.ledger_standing_changes; delete from ledger.mt_doc_standing", connection);
+            await clear.ExecuteNonQueryAsync();
+        }
+        var daemon = _ledger.Host.Services.GetRequiredService<JasperFx.Events.Daemon.IProjectionCoordinator>().DaemonForMainDatabase();
+        await daemon.RebuildProjectionAsync(Ledger.Leaderboards.StandingsProjection.Name, CancellationToken.None);
+        await _ledger.Settled();
+
+        await using var reader = await _ledger.SecondInstance();
+        var after = await Boards(new Scenarios(_ledger, reader));
+        for (var i = 0; i < before.Count; i++) Assert.True(before[i] == after[i], $"board {(i == 0 ? "now" : $"at {times[i - 1]:O}")}:\nbefore {before[i]}\nafter  {after[i]}");
+        var report = await _ledger.Verify();
+        Assert.True(report.Passed, string.Join("\n", report.Differences));
+    }
 }
