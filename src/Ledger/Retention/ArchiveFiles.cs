@@ -61,6 +61,13 @@ public sealed class ArchiveFiles(string? directory, long minFreeBytes)
         try
         {
             CreateFolder(folder);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException && !(e is IOException io && IsNoSpace(io)))
+        {
+            throw new ArchiveWriteException("directory-unwritable", $"The archive directory {Root} cannot be written: {e.Message}", e);
+        }
+        try
+        {
             EnsureRoom(folder);
             var temp = Path.Combine(folder, FileName(runId) + TempMarker + Guid.NewGuid().ToString("N")[..12]);
             try
@@ -112,7 +119,7 @@ public sealed class ArchiveFiles(string? directory, long minFreeBytes)
     }
 
     /// <summary>Removes temporary files a crash left in a run's folder (older than an hour: another node may be writing one now).</summary>
-    public void SweepTemporaries(string runId, DateTimeOffset now)
+    public void SweepTemporaries(string runId)
     {
         if (Root is null) return;
         var folder = Path.GetDirectoryName(FullPath(RelativePath(runId, 1, new string('0', 16))))!;
@@ -121,7 +128,8 @@ public sealed class ArchiveFiles(string? directory, long minFreeBytes)
         {
             foreach (var file in Directory.EnumerateFiles(folder, "*" + TempMarker + "*"))
             {
-                if (File.GetLastWriteTimeUtc(file) < now.UtcDateTime.AddHours(-1)) TryDelete(file);
+                // The file system's clock, not the ledger's: both sides of the comparison are file times.
+                if (File.GetLastWriteTimeUtc(file) < DateTime.UtcNow.AddHours(-1)) TryDelete(file);
             }
         }
         catch (IOException)

@@ -142,9 +142,11 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         {
             return Failed(runId, e.Reason, e.Message);
         }
-        catch (Exception e) when (DatabaseFailures.IsConcurrency(e))
+        catch (Exception e) when (DatabaseFailures.IsConcurrency(e) || e is RunChangedException)
         {
-            return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "changed");
+            await using var session = store.QuerySession();
+            var row = await ArchivedRunStore.LoadAsync(session, names.Schema, runId, ct);
+            return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, row is { Archived: true } && row.ArchivedVersion >= candidate.Version ? "archived-elsewhere" : "changed");
         }
         catch (Exception e) when (DatabaseFailures.IsTransient(e))
         {
@@ -154,7 +156,7 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         {
             logger.LogError(e, "Archiving run {RunId} failed unexpectedly; its events stay in PostgreSQL", runId);
             metrics?.RetentionFailed("internal");
-            return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Failed, "internal");
+            return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Failed, "internal", Message: $"run {runId}: {e.GetType().Name}: {e.Message}");
         }
     }
 
@@ -169,6 +171,9 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
     {
         public string Reason { get; } = reason;
     }
+
+    /// <summary>The run's events are not what they were when it was picked (another node archived or restored it).</summary>
+    private sealed class RunChangedException() : Exception("The run changed while it was being archived.");
 
     private async Task<ArchiveOutcome> ArchiveOneAsync(ArchiveCandidate candidate, DateTimeOffset now, CancellationToken ct)
     {
@@ -316,7 +321,7 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
     private async Task<Written> WriteBundleAsync(string runId, int number, long from, long through, string chainStart, RunReplay.Fold fold,
         CancellationToken ct)
     {
-        archives.Files.SweepTemporaries(runId, clock.GetUtcNow());
+        archives.Files.SweepTemporaries(runId);
         string? manifestSha = null, contentSha = null;
         var (relative, fresh) = await archives.Files.WriteAsync(runId, number, async output =>
         {
@@ -333,15 +338,14 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
                         ct, runId, version, Math.Min(through, version + ReadPage - 1));
                     foreach (var (e, binary) in page)
                     {
+                        // Another node archived the run meanwhile: its events are gone but for the marker.
+                        if (e.Version != from + 1 + writer.Count || e.Type == _markerType) throw new RunChangedException();
                         if (binary) throw new ArchiveRefusedException("unsupported-event", $"Run {runId} holds a binary event (version {e.Version}); only JSON events are archived.");
                         writer.Add(e, archives.ToStored(runId, e).Data);
                     }
                 }
             }
-            if (writer.Count != through - from)
-            {
-                throw new ArchiveRefusedException("events-missing", $"Run {runId} has {writer.Count} events in versions {from + 1}..{through} in PostgreSQL, not {through - from}.");
-            }
+            if (writer.Count != through - from) throw new RunChangedException();
             var (manifest, sha) = writer.Complete();
             manifestSha = sha;
             contentSha = manifest.ContentSha256;

@@ -87,7 +87,8 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
         long firstVersion, string chainStart, Action<ArchivedEvent>? each)
     {
         if (files.Root is null) throw new ArchiveUnreadableException(runId, label, "cannot be read: Ledger:Retention:Directory is not set on this node");
-        using var reader = ArchiveFormat.Reader.Open(files.FullPath(path), runId, label, expectedManifestSha256);
+        // The manifest's digest is compared last: a changed event is then named by the chain, whatever else was changed with it.
+        using var reader = ArchiveFormat.Reader.Open(files.FullPath(path), runId, label, null);
         var manifest = reader.Manifest;
         if (manifest.FirstVersion != firstVersion || manifest.ChainStart != chainStart)
         {
@@ -104,9 +105,14 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
         for (var i = 0; i < manifest.Chunks.Count; i++)
         {
             var chunk = manifest.Chunks[i];
-            if (chunk.FirstVersion != expected || chunk.Prev != prev)
+            if (chunk.FirstVersion != expected)
             {
                 throw new ArchiveUnreadableException(runId, label, $"has a broken index at version {expected}", expected);
+            }
+            if (chunk.Prev != prev)
+            {
+                // The chunk before ended with another line than the chain says: its last event was changed.
+                throw new ArchiveUnreadableException(runId, label, $"was changed: the hash chain breaks at version {expected - 1}", expected - 1);
             }
             var read = reader.ReadChunk(i);
             foreach (var line in read.Events)
@@ -132,6 +138,10 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
         if (digest != manifest.ContentSha256 || (expectedContentSha256 is not null && digest != expectedContentSha256))
         {
             throw new ArchiveUnreadableException(runId, label, "was changed: the SHA-256 of its content is not the one recorded when it was archived");
+        }
+        if (expectedManifestSha256 is not null && reader.ManifestSha256 != expectedManifestSha256)
+        {
+            throw new ArchiveUnreadableException(runId, label, "was changed: its manifest is not the one recorded when it was archived");
         }
         return new Checked(manifest, reader.ManifestSha256, reader.Length);
     }

@@ -92,13 +92,16 @@ public static class RetentionKit
         return rows;
     }
 
-    public static async Task<long> Scalar(this LedgerHost ledger, string sql, params (string Name, object Value)[] parameters)
+    public static async Task<long> Scalar(this LedgerHost ledger, string sql, params (string Name, object Value)[] parameters) =>
+        Convert.ToInt64(await ledger.Scalar<object>(sql, parameters));
+
+    public static async Task<T> Scalar<T>(this LedgerHost ledger, string sql, params (string Name, object Value)[] parameters)
     {
         await using var connection = new NpgsqlConnection(ledger.ConnectionString);
         await connection.OpenAsync();
         await using var command = new NpgsqlCommand(sql, connection);
         foreach (var (name, value) in parameters) command.Parameters.AddWithValue(name, value);
-        return Convert.ToInt64(await command.ExecuteScalarAsync());
+        return (T)(await command.ExecuteScalarAsync())!;
     }
 
     /// <summary>Every page of a run's history, as the API answers it (without the paging members).</summary>
