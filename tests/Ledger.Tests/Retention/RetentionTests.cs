@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Configuration;
 using System.Net;
 using System.Text.Json.Nodes;
 using Ledger.Retention;
@@ -272,5 +273,88 @@ public sealed class RetentionTests(RetentionHost host) : IClassFixture<Retention
         for (var i = 0; i < before.Count; i++) Assert.True(before[i] == after[i], $"board {(i == 0 ? "now" : $"at {times[i - 1]:O}")}:\nbefore {before[i]}\nafter  {after[i]}");
         var report = await _ledger.Verify();
         Assert.True(report.Passed, string.Join("\n", report.Differences));
+    }
+
+    [Fact]
+    public async Task a_run_waits_for_its_batch_and_for_the_projections_to_pass_it()
+    {
+        var board = await Board();
+        // A defined batch that still expects a run: its finished run waits, until the batch is older than the window.
+        var batch = NewRunId("batch");
+        var waiting = await _api.Finished(board, "hal", 1, batch: batch);
+        var pending = await _api.Register(new { runId = NewRunId("pending"), batch });
+        // A batch never defined: its run waits while another run registered with it is not finished.
+        var loose = NewRunId("loose");
+        var looseRun = await _api.Finished(board, "ivy", 2, batch: loose);
+        var (open, _) = await _api.Started(new { runId = NewRunId("open"), batch = loose, leaseSeconds = 86_400 });
+        await _ledger.Settled();
+        _ledger.Clock.Advance(TimeSpan.FromMinutes(30));
+        await _api.DefineBatch(new { id = batch, runIds = new[] { waiting.RunId, pending } });
+
+        _ledger.Clock.Advance(RetentionHost.Window - TimeSpan.FromMinutes(29));
+        var first = (await _ledger.RetentionSweep()).Archiving();
+        Assert.True(first.Count("waiting-for-batch") >= 2);
+        Assert.True((await _api.History(waiting.RunId)).Archived is null);
+        Assert.True((await _api.History(looseRun.RunId)).Archived is null);
+
+        Assert.Equal(HttpStatusCode.OK, (await _api.Send(HttpMethod.Post, $"/api/runs/{open}/cancel", LedgerHost.AdminKey, new { })).Status);
+        await _ledger.Settled();
+        await _ledger.RetentionSweep();
+        Assert.True((await _api.History(looseRun.RunId)).Archived);
+        Assert.True((await _api.History(waiting.RunId)).Archived is null);
+
+        _ledger.Clock.Advance(TimeSpan.FromMinutes(30));
+        await _ledger.RetentionSweep();
+        Assert.True((await _api.History(waiting.RunId)).Archived);
+
+        // The projections have not passed a run's last event: it waits for them.
+        var coordinator = _ledger.Host.Services.GetRequiredService<JasperFx.Events.Daemon.IProjectionCoordinator>();
+        await coordinator.PauseAsync();
+        string unseen;
+        try
+        {
+            unseen = (await _api.Finished(board, "jay", 3)).RunId;
+            _ledger.Clock.Advance(RetentionHost.Window + TimeSpan.FromMinutes(1));
+            var paused = (await _ledger.RetentionSweep()).Archiving();
+            Assert.True(paused.Count("waiting-for-projections") >= 1);
+            Assert.True((await _api.History(unseen)).Archived is null);
+        }
+        finally
+        {
+            await coordinator.ResumeAsync();
+        }
+        await _ledger.Settled();
+        await _ledger.RetentionSweep();
+        Assert.True((await _api.History(unseen)).Archived);
+    }
+
+    [Fact]
+    public void the_window_must_be_longer_than_the_lease_tokens_grace_and_needs_a_directory()
+    {
+        static IReadOnlyList<string> Problems(params (string Key, string Value)[] settings)
+        {
+            var configuration = new Microsoft.Extensions.Configuration.ConfigurationBuilder()
+                .AddInMemoryCollection(settings.Select(s => new KeyValuePair<string, string?>(s.Key, s.Value))).Build();
+            try
+            {
+                RetentionOptions.Check(configuration);
+                return [];
+            }
+            catch (Ledger.Infrastructure.StartupFailureException e)
+            {
+                Assert.Equal(Ledger.Infrastructure.StartupFailure.Configuration, e.ExitCode);
+                return [e.Message];
+            }
+        }
+
+        Assert.Empty(Problems());
+        Assert.Empty(Problems(("Ledger:Retention:ArchiveAfter", "30.00:00:00"), ("Ledger:Retention:Directory", "/var/lib/archive")));
+        var tooShort = Assert.Single(Problems(("Ledger:Retention:ArchiveAfter", "00:30:00"), ("Ledger:Retention:Directory", "/var/lib/archive")));
+        Assert.Contains("Ledger:LateEvents:Grace", tooShort);
+        Assert.Empty(Problems(("Ledger:Retention:ArchiveAfter", "00:30:00"), ("Ledger:Retention:Directory", "/a"), ("Ledger:LateEvents:Grace", "00:10:00")));
+        Assert.Single(Problems(("Ledger:Retention:ArchiveAfter", "00:10:00"), ("Ledger:Retention:Directory", "/a"), ("Ledger:LateEvents:Grace", "00:10:00")));
+        Assert.Contains("Ledger:Retention:Directory", Assert.Single(Problems(("Ledger:Retention:ArchiveAfter", "30.00:00:00"))));
+        Assert.Contains("BatchSize", Assert.Single(Problems(("Ledger:Retention:BatchSize", "0"))));
+        Assert.Contains("ArchiveAfter", Assert.Single(Problems(("Ledger:Retention:ArchiveAfter", "soon"))));
     }
 }
