@@ -9,6 +9,10 @@ public sealed class RestoreInput : NetCoreInput
     [Description("The run whose archived events go back into PostgreSQL")]
     [FlagAlias("run")]
     public string? RunFlag { get; set; }
+
+    [Description("Why (kept in the log)")]
+    [FlagAlias("reason")]
+    public string? ReasonFlag { get; set; }
 }
 
 [Description("Put an archived run's events back into PostgreSQL, all or nothing, after checking its archive (restore --run ID)", Name = "restore")]
@@ -25,7 +29,7 @@ public sealed class RestoreCommand : JasperFxAsyncCommand<RestoreInput>
         await host.Services.GetRequiredService<IDocumentStore>().Storage.ApplyAllConfiguredChangesToDatabaseAsync();
         try
         {
-            var restored = await host.Services.GetRequiredService<RunRestorer>().RestoreAsync(input.RunFlag, CancellationToken.None);
+            var restored = await host.Services.GetRequiredService<RunRestorer>().RestoreAsync(input.RunFlag, input.ReasonFlag, CancellationToken.None);
             Console.WriteLine($"restore: run {restored.RunId}: {restored.Events} events (versions 1..{restored.Version}) are back in PostgreSQL " +
                               $"from {restored.Bundles} bundle(s); it stays there for a whole window before it can be archived again");
             return true;

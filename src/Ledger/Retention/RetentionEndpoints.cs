@@ -1,3 +1,4 @@
+using FluentValidation;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
@@ -17,6 +18,17 @@ public sealed record ArchiveTotals(long Runs, long Events, long Bytes, long? Fre
 /// <summary>The policy, what the next sweep would do (per step), what the archives hold, and the last sweeps, newest first (a running one shows its progress).</summary>
 public sealed record RetentionView(RetentionPolicyView Policy, IReadOnlyList<RetentionStepReport> NextSweep, ArchiveTotals Archive,
     IReadOnlyList<RetentionSweepReport> Sweeps);
+
+/// <summary>Why the run is restored: kept in the log beside the restore.</summary>
+public sealed record RestoreRun
+{
+    public string? Reason { get; init; }
+
+    public sealed class Validator : AbstractValidator<RestoreRun>
+    {
+        public Validator() => RuleFor(r => r.Reason!).NotEmpty().MaximumLength(500).When(r => r.Reason is not null);
+    }
+}
 
 public static class RetentionEndpoints
 {
@@ -50,22 +62,25 @@ public static class RetentionEndpoints
     }
 
     [WolverinePost("/api/runs/{id}/restore", Name = "RestoreRun")]
+    [JsonBody(typeof(RestoreRun), Optional = true)]
     [Accepts(Credential.AdminKey)]
     [Refuses(ProblemCodes.RunNotFound, ProblemCodes.RunNotArchived, ProblemCodes.ArchiveCorrupt, Contended = true)]
     [Tags("Retention")]
     [EndpointSummary("Put an archived run's events back into PostgreSQL, all or nothing, after checking its archive (admin key)")]
     [EndpointDescription("Every event comes back with its sequence, version and timestamps; none is processed again (no webhook is sent twice, no standing changes). The run then stays in PostgreSQL for a whole window before it can be archived again. A damaged archive is refused with archive-corrupt and nothing changes.")]
     [ProducesResponseType<RestoredRun>(200)]
-    public static async Task<IResult> Restore(string id, HttpContext context, Access access, RunRestorer restorer, RejectionLog rejections)
+    public static async Task<IResult> Restore(string id, HttpContext context, RequestGate gate, IValidator<RestoreRun> validator, RunRestorer restorer,
+        RejectionLog rejections)
     {
-        if (access.Require(context, Role.Admin) is { } denied) return denied.ToResult();
+        var admission = await gate.Admit<RestoreRun>(context, validator, [Role.Admin], runId: id, bodyOptional: true);
+        if (admission.Refusal is not null) return admission.Refusal;
         try
         {
-            return Results.Json(await restorer.RestoreAsync(id, context.RequestAborted), LedgerJson.Options);
+            return Results.Json(await restorer.RestoreAsync(id, admission.Request!.Reason, context.RequestAborted), LedgerJson.Options);
         }
         catch (ProblemException e) when (e.Problem.Status < 500)
         {
-            return await rejections.Refuse(context, e.Problem);
+            return await rejections.Refuse(context, e.Problem, admission.Raw);
         }
     }
 }

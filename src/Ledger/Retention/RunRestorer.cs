@@ -20,7 +20,7 @@ public sealed class RunRestorer(IDocumentStore store, StorageNames names, RunArc
 {
     private const int InsertPage = 2000;
 
-    public async Task<RestoredRun> RestoreAsync(string runId, CancellationToken ct)
+    public async Task<RestoredRun> RestoreAsync(string runId, string? reason, CancellationToken ct)
     {
         var schema = names.Schema;
         ArchivedRunRow? row;
@@ -105,8 +105,8 @@ public sealed class RunRestorer(IDocumentStore store, StorageNames names, RunArc
         ArchivedRunStore.Save(session, schema, row with { ArchivedVersion = 0, MarkerSequence = null, RestoredAt = now });
         await session.SaveChangesAsync(ct);
 
-        logger.LogInformation("Run {RunId} restored: {Events} events (versions 1..{Version}) are back in PostgreSQL from {Bundles} bundle(s)",
-            runId, events.Count, row.ArchivedVersion, row.Bundles.Count);
+        logger.LogInformation("Run {RunId} restored: {Events} events (versions 1..{Version}) are back in PostgreSQL from {Bundles} bundle(s); reason: {Reason}",
+            runId, events.Count, row.ArchivedVersion, row.Bundles.Count, reason ?? "none given");
         _ = stream;
         return new RestoredRun(runId, events.Count, row.ArchivedVersion, row.Bundles.Count, now);
     }

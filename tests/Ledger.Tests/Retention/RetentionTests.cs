@@ -266,6 +266,8 @@ public sealed class RetentionTests(RetentionHost host) : IClassFixture<Retention
         }
         var daemon = _ledger.Host.Services.GetRequiredService<JasperFx.Events.Daemon.IProjectionCoordinator>().DaemonForMainDatabase();
         await daemon.RebuildProjectionAsync(Ledger.Leaderboards.StandingsProjection.Name, CancellationToken.None);
+        // A rebuild leaves the shard stopped: it goes on following new events once started again.
+        await daemon.StartAgentAsync(Ledger.Leaderboards.StandingsProjection.Name + ":All", CancellationToken.None);
         await _ledger.Settled();
 
         await using var reader = await _ledger.SecondInstance();
