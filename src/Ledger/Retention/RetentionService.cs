@@ -67,8 +67,10 @@ public sealed class RetentionService(RetentionSweeper sweeper, IOptions<Retentio
         {
             return coordinator.DaemonForMainDatabase().StatusFor(LeaderShard) == AgentStatus.Running;
         }
-        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
+        catch (Exception e)
         {
+            // Not knowing is not leading: the node that does lead sweeps.
+            logger.LogDebug(e, "Could not tell whether this node runs the projections; not sweeping this time");
             return false;
         }
     }

@@ -72,11 +72,12 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         return await session.RowsAsync(
             $"select r.id, (r.data ->> 'version')::bigint, {_terminalAt}, r.data ->> 'batch', a.archived_version " +
             $"from {_archived} a join {names.Streams} s on s.id = a.run_id join {_runs} r on r.id = a.run_id " +
-            "where a.archived_version > 0 and s.version > a.archived_version " +
+            // A reclassification after the archive moves the verdict: the window counts again from it.
+            $"where a.archived_version > 0 and s.version > a.archived_version and {_terminalAt} < ? " +
             "union all " +
             $"select r.id, (r.data ->> 'version')::bigint, {_terminalAt}, r.data ->> 'batch', a.archived_version " +
-            $"from {_archived} a join {_runs} r on r.id = a.run_id where a.restored_at is not null and a.restored_at < ? and a.archived_version = 0",
-            Candidate, ct, cutoff);
+            $"from {_archived} a join {_runs} r on r.id = a.run_id where a.restored_at is not null and a.restored_at < ? and a.archived_version = 0 and {_terminalAt} < ?",
+            Candidate, ct, cutoff, cutoff, cutoff);
     }
 
     private static ArchiveCandidate Candidate(DbDataReader r) =>
@@ -238,6 +239,7 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         }
 
         // 2. One transaction: the run must be where it was, and its refold must be its summary.
+        var archivedAt = clock.GetUtcNow();
         await using var session = store.LightweightSession();
         await session.BeginTransactionAsync(ct);
         var stream = await session.Events.FetchForExclusiveWriting<Run>(runId, ct);
@@ -295,7 +297,7 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         }
 
         var count = bundles.Sum(b => b.Count);
-        var marker = new RunArchived(check.Run, runId, bundle.Path, bundle.Sha256, count, through, bundles, markerVerdict, now);
+        var marker = new RunArchived(check.Run, runId, bundle.Path, bundle.Sha256, count, through, bundles, markerVerdict, archivedAt);
         session.Events.CompletelyReplaceEvent(markerSequence, marker);
         session.QueueSqlCommand(
             $"delete from {names.Events} where stream_id = ? and version > ? and version <= ? and type <> ? and seq_id <> ?",
@@ -303,13 +305,13 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         RecordedKeyStore.DeleteForRun(session, schema, runId);
         RunSnapshotStore.Store(session, names.Own(RunSnapshotStore.TableName), runId, [], purge: true);
         ArchivedRunStore.Save(session, schema, new ArchivedRunRow(runId, through, markerSequence, bundles, count, bundles.Sum(b => b.Bytes),
-            check.Sequence, check.RecordedThrough!.Value.UtcTicks, checkedBundle.Manifest.LastTimestamp, candidate.TerminalAt, now, null));
+            check.Sequence, check.RecordedThrough!.Value.UtcTicks, checkedBundle.Manifest.LastTimestamp, candidate.TerminalAt, archivedAt, null));
         await session.SaveChangesAsync(ct);
 
         metrics?.RetentionArchived();
         logger.LogInformation("Run {RunId} archived: versions {From}..{Through} ({Events} events, {Bytes} bytes) in {Bundle}{Reused}",
             runId, from + 1, through, bundle.Count, bundle.Bytes, bundle.Path, written.Fresh ? "" : " (an identical archive already there was reused)");
-        return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Archived, null, bundle.Count, bundle.Bytes, !written.Fresh, now - candidate.TerminalAt);
+        return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Archived, null, bundle.Count, bundle.Bytes, !written.Fresh, archivedAt - candidate.TerminalAt);
     }
 
     private sealed record Written(string Path, string ContentSha256, string ManifestSha256, bool Fresh);

@@ -118,6 +118,17 @@ public sealed class RetentionTests(RetentionHost host) : IClassFixture<Retention
         Assert.Equal(403, (await _api.Send(HttpMethod.Get, "/api/retention", LedgerHost.ReadKey)).Code);
         var scrape = await Scrape.Of(_ledger.Host);
         Assert.True(scrape.Value("ledger_retention_archived_runs_total") >= 3);
+
+        // The console marks archived runs, and says where a run's timeline comes from.
+        var console = new Ledger.Tests.Console.ConsoleClient(_ledger.Host);
+        Assert.Equal(HttpStatusCode.Redirect, await console.SignIn(LedgerHost.ReadKey));
+        var (listed, page, _) = await console.Send(HttpMethod.Get, $"/runs?board={board}");
+        Assert.Equal(HttpStatusCode.OK, listed);
+        Assert.Equal(3, System.Text.RegularExpressions.Regex.Matches(page, "class=\"status archived\"").Count);
+        var (shown, detail, _) = await console.Send(HttpMethod.Get, $"/runs/{second.RunId}?after=20");
+        Assert.Equal(HttpStatusCode.OK, shown);
+        Assert.Contains("are read from the run&#x27;s archive", detail);
+        Assert.Contains("line 24", detail);
     }
 
     [Fact]
