@@ -155,9 +155,9 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         {
             foreach (var bundle in marker.Bundles)
             {
-                var checkedBundle = archives.CheckBundle(runId, bundle.Path, RunArchives.Label(bundle), bundle.ManifestSha256, bundle.Sha256, next, chain, raw =>
+                var checkedBundle = archives.CheckBundle(runId, bundle.Path, RunArchives.Label(bundle), bundle.ManifestSha256, bundle.Sha256, next, chain, line =>
                 {
-                    var e = archives.ToStored(runId, raw);
+                    var e = archives.ToStored(runId, line);
                     fold.Apply(e, explain: false);
                     if (e.Data is RunClaimed claimed) claims.Add(new LeaseHolder { Id = claimed.LeaseTokenHash, RunId = runId, IssuedAt = claimed.ClaimedAt });
                     if (e.Data is VerdictReached) verdicts.Add(e.Sequence);

@@ -53,8 +53,14 @@ public sealed record ArchiveManifest(
     string ContentSha256,
     IReadOnlyList<ArchiveChunk> Chunks);
 
-/// <summary>An event line read back: the event, the chain value it names, the digest of its own bytes and those bytes.</summary>
-public sealed record ArchivedLine(ArchivedEvent Event, string Prev, string Hash, ReadOnlyMemory<byte> Bytes);
+/// <summary>
+/// An event line read back: the event, the chain value it names, the digest of its own bytes and
+/// those bytes, with where the event's data lies in them (deserialized from there, not re-encoded).
+/// </summary>
+public sealed record ArchivedLine(ArchivedEvent Event, string Prev, string Hash, ReadOnlyMemory<byte> Bytes, int DataOffset, int DataLength)
+{
+    public ReadOnlyMemory<byte> Data => Bytes.Slice(DataOffset, DataLength);
+}
 
 /// <summary>A chunk read back and checked: where it starts and its events.</summary>
 public sealed record ChunkContent(ChunkStart Start, IReadOnlyList<ArchivedLine> Events);
@@ -418,21 +424,45 @@ public static class ArchiveFormat
     {
         try
         {
+            // One pass of a reader, no document: this runs for every event a history page folds.
             var reader = new Utf8JsonReader(line.Span);
-            using var document = JsonDocument.ParseValue(ref reader);
-            var root = document.RootElement;
-            var e = new ArchivedEvent(
-                root.GetProperty("version").GetInt64(),
-                root.GetProperty("sequence").GetInt64(),
-                root.GetProperty("id").GetGuid(),
-                root.GetProperty("type").GetString()!,
-                root.TryGetProperty("dotnetType", out var dotnet) ? dotnet.GetString() : null,
-                root.GetProperty("tenant").GetString()!,
-                root.GetProperty("timestamp").GetDateTimeOffset(),
-                root.GetProperty("data").GetRawText());
-            return new ArchivedLine(e, root.GetProperty("prev").GetString()!, Sha256(line.Span), line);
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) throw new JsonException("not an object");
+            long? version = null, sequence = null;
+            Guid? id = null;
+            string? type = null, dotnet = null, tenant = null, prev = null;
+            DateTimeOffset? timestamp = null;
+            int dataStart = -1, dataEnd = -1;
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                if (reader.ValueTextEquals("data"u8))
+                {
+                    reader.Read();
+                    dataStart = (int)reader.TokenStartIndex;
+                    reader.Skip();
+                    dataEnd = (int)reader.BytesConsumed;
+                    continue;
+                }
+                var name = reader.ValueSpan;
+                reader.Read();
+                if (name.SequenceEqual("version"u8)) version = reader.GetInt64();
+                else if (name.SequenceEqual("sequence"u8)) sequence = reader.GetInt64();
+                else if (name.SequenceEqual("id"u8)) id = reader.GetGuid();
+                else if (name.SequenceEqual("type"u8)) type = reader.GetString();
+                else if (name.SequenceEqual("dotnetType"u8)) dotnet = reader.GetString();
+                else if (name.SequenceEqual("tenant"u8)) tenant = reader.GetString();
+                else if (name.SequenceEqual("timestamp"u8)) timestamp = reader.GetDateTimeOffset();
+                else if (name.SequenceEqual("prev"u8)) prev = reader.GetString();
+                else reader.Skip();
+            }
+            if (version is null || sequence is null || id is null || type is null || tenant is null || timestamp is null || prev is null || dataStart < 0)
+            {
+                throw new JsonException("a member is missing");
+            }
+            var data = line.Span[dataStart..dataEnd];
+            var e = new ArchivedEvent(version.Value, sequence.Value, id.Value, type, dotnet, tenant, timestamp.Value, System.Text.Encoding.UTF8.GetString(data));
+            return new ArchivedLine(e, prev, Sha256(line.Span), line, dataStart, dataEnd - dataStart);
         }
-        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException)
         {
             throw new ArchiveUnreadableException(runId, label, $"has an event line that cannot be read near version {expectedVersion}", expectedVersion);
         }

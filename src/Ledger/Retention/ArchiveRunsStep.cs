@@ -82,40 +82,52 @@ public sealed class ArchiveRunsStep(RunArchiver archiver, IOptions<RetentionOpti
             ? (floor, previous.State.GetValueOrDefault(FloorRunKey) ?? "")
             : (DateTimeOffset.MinValue, "");
 
-    /// <summary>Checks a page's runs against the conditions and archives those that meet them, a few at a time.</summary>
+    /// <summary>Runs archived per transaction: their bundles are written a few at a time, then their events leave PostgreSQL in one commit.</summary>
+    private const int CommitGroup = 50;
+
+    /// <summary>Checks a page's runs against the conditions and archives those that meet them, in groups.</summary>
     private async Task<Dictionary<string, ArchiveOutcome>> ProcessAsync(IReadOnlyList<ArchiveCandidate> page, DateTimeOffset now, DateTimeOffset cutoff,
         Dictionary<string, bool> batches, RetentionStepReport report, CancellationToken ct)
     {
         var eligible = await EligibleAsync(page, now, batches, report, ct);
         var outcomes = new Dictionary<string, ArchiveOutcome>(StringComparer.Ordinal);
-        var gate = new object();
-        await Parallel.ForEachAsync(eligible, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Policy.Parallelism), CancellationToken = ct },
-            async (candidate, token) =>
-            {
-                var outcome = await archiver.ArchiveAsync(candidate, now, token);
-                lock (gate)
+        foreach (var slice in eligible.Chunk(CommitGroup))
+        {
+            var prepared = new System.Collections.Concurrent.ConcurrentBag<RunArchiver.Prepared>();
+            var refused = new System.Collections.Concurrent.ConcurrentBag<ArchiveOutcome>();
+            await Parallel.ForEachAsync(slice, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Policy.Parallelism), CancellationToken = ct },
+                async (candidate, token) =>
                 {
-                    outcomes[candidate.RunId] = outcome;
-                    switch (outcome.Result)
-                    {
-                        case ArchiveOutcome.Kind.Archived:
-                            report.Add("runs");
-                            report.Add("events", outcome.Events);
-                            report.Add("bytes", outcome.Bytes);
-                            if (outcome.Reused) report.Add("reused");
-                            if (outcome.Lag is { } lag) report.Counts["lagMaxSeconds"] = Math.Max(report.Counts.GetValueOrDefault("lagMaxSeconds"), (long)lag.TotalSeconds);
-                            break;
-                        case ArchiveOutcome.Kind.Skipped:
-                            report.Add("skipped-" + outcome.Reason);
-                            break;
-                        default:
-                            report.Fail(outcome.Reason ?? "internal");
-                            report.LastError = outcome.Message ?? $"run {candidate.RunId}: {outcome.Reason}";
-                            break;
-                    }
-                }
-            });
+                    var (ready, outcome) = await archiver.PrepareAsync(candidate, token);
+                    if (ready is not null) prepared.Add(ready);
+                    else refused.Add(outcome!);
+                });
+            var committed = prepared.IsEmpty ? [] : await archiver.CommitAsync(prepared.ToList(), ct);
+            foreach (var outcome in refused.Concat(committed)) Record(outcome, report, outcomes);
+        }
         return outcomes;
+    }
+
+    private static void Record(ArchiveOutcome outcome, RetentionStepReport report, Dictionary<string, ArchiveOutcome> outcomes)
+    {
+        outcomes[outcome.RunId] = outcome;
+        switch (outcome.Result)
+        {
+            case ArchiveOutcome.Kind.Archived:
+                report.Add("runs");
+                report.Add("events", outcome.Events);
+                report.Add("bytes", outcome.Bytes);
+                if (outcome.Reused) report.Add("reused");
+                if (outcome.Lag is { } lag) report.Counts["lagMaxSeconds"] = Math.Max(report.Counts.GetValueOrDefault("lagMaxSeconds"), (long)lag.TotalSeconds);
+                break;
+            case ArchiveOutcome.Kind.Skipped:
+                report.Add("skipped-" + outcome.Reason);
+                break;
+            default:
+                report.Fail(outcome.Reason ?? "internal");
+                report.LastError = outcome.Message ?? $"run {outcome.RunId}: {outcome.Reason}";
+                break;
+        }
     }
 
     /// <summary>The page's runs that meet every condition now; the others are counted by what holds them back.</summary>

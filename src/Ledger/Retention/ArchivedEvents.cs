@@ -10,7 +10,7 @@ public static class ArchivedEvents
     {
         foreach (var chunk in archives.ChunksFrom(archive, 1, archive.ArchivedVersion))
         {
-            foreach (var line in chunk.Events) yield return archives.ToStored(archive.RunId, line.Event);
+            foreach (var line in chunk.Events) yield return archives.ToStored(archive.RunId, line);
         }
     }
 

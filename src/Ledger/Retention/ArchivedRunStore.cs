@@ -113,6 +113,30 @@ public static class ArchivedRunStore
         public Task<int> StreamJson(Stream stream, DbDataReader reader, CancellationToken token) => throw new NotSupportedException();
     }
 
+    /// <summary>The rows of these runs (those that have one), locked for the transaction's end.</summary>
+    public sealed class Many(string schema, string[] runIds) : IQueryHandler<IReadOnlyDictionary<string, ArchivedRunRow>>
+    {
+        public void ConfigureCommand(ICommandBuilder builder, IStorageSession session)
+        {
+            builder.Append($"select {Columns} from {schema}.{TableName} where run_id = any(");
+            builder.AppendParameter(runIds);
+            builder.Append(") order by run_id for update");
+        }
+
+        public async Task<IReadOnlyDictionary<string, ArchivedRunRow>> HandleAsync(DbDataReader reader, IStorageSession session, CancellationToken token)
+        {
+            var rows = new Dictionary<string, ArchivedRunRow>(StringComparer.Ordinal);
+            while (await reader.ReadAsync(token))
+            {
+                var row = await ReadRow(reader, token);
+                rows[row.RunId] = row;
+            }
+            return rows;
+        }
+
+        public Task<int> StreamJson(Stream stream, DbDataReader reader, CancellationToken token) => throw new NotSupportedException();
+    }
+
     /// <summary>Which of these runs are archived now: what the run list marks.</summary>
     public sealed class Archived(string schema, string[] runIds) : IQueryHandler<IReadOnlySet<string>>
     {

@@ -35,7 +35,7 @@ public sealed class RetentionOptions
     public int Parallelism { get; set; } = 2;
 
     /// <summary>Events per independently compressed chunk of an archive: what one ranged read decompresses at most.</summary>
-    public int ChunkEvents { get; set; } = 1000;
+    public int ChunkEvents { get; set; } = 250;
     /// <summary>Nothing is archived while the archive directory's file system has less free than this (0: no floor).</summary>
     public long MinFreeBytes { get; set; } = 64L * 1024 * 1024;
     /// <summary>

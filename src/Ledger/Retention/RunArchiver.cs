@@ -123,41 +123,59 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         return !open;
     }
 
-    /// <summary>Archives the events of one run not archived yet; the run must already be known to be eligible.</summary>
+    /// <summary>A run whose bundle is written and read back, ready for the transaction that removes its events.</summary>
+    public sealed record Prepared(ArchiveCandidate Candidate, long From, long Through, ArchivedRunRow? Previous, RunArchived? PreviousMarker,
+        List<ArchiveBundle> Bundles, ArchiveBundle Bundle, Run Run, long LastSequence, DateTimeOffset RecordedThrough, DateTimeOffset? LastTimestamp, bool Fresh);
+
+    /// <summary>Archives the events of one run not archived yet (the run must already be known to be eligible): prepared, then committed alone.</summary>
     public async Task<ArchiveOutcome> ArchiveAsync(ArchiveCandidate candidate, DateTimeOffset now, CancellationToken ct)
+    {
+        var (prepared, outcome) = await PrepareAsync(candidate, ct);
+        return prepared is null ? outcome! : (await CommitAsync([prepared], ct))[0];
+    }
+
+    /// <summary>
+    /// Step 1: writes the run's bundle and reads it back whole (manifest, chunks, chain, digest, and
+    /// its refold). Nothing changes in PostgreSQL. Either the prepared run or why not.
+    /// </summary>
+    public async Task<(Prepared? Prepared, ArchiveOutcome? Outcome)> PrepareAsync(ArchiveCandidate candidate, CancellationToken ct)
     {
         var runId = candidate.RunId;
         try
         {
-            return await ArchiveOneAsync(candidate, now, ct);
+            var prepared = await PrepareOneAsync(candidate, ct);
+            return prepared.Prepared is not null ? prepared : (null, prepared.Outcome);
         }
-        catch (ArchiveWriteException e)
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
-            return Failed(runId, e.Reason, e.Message);
+            return (null, await FailureAsync(candidate, e, ct));
         }
-        catch (ArchiveUnreadableException e)
+    }
+
+    private async Task<ArchiveOutcome> FailureAsync(ArchiveCandidate candidate, Exception e, CancellationToken ct)
+    {
+        var runId = candidate.RunId;
+        switch (e)
         {
-            return Failed(runId, "read-back-mismatch", e.Message);
-        }
-        catch (ArchiveRefusedException e)
-        {
-            return Failed(runId, e.Reason, e.Message);
-        }
-        catch (Exception e) when (DatabaseFailures.IsConcurrency(e) || e is RunChangedException)
-        {
-            await using var session = store.QuerySession();
-            var row = await ArchivedRunStore.LoadAsync(session, names.Schema, runId, ct);
-            return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, row is { Archived: true } && row.ArchivedVersion >= candidate.Version ? "archived-elsewhere" : "changed");
-        }
-        catch (Exception e) when (DatabaseFailures.IsTransient(e))
-        {
-            return Failed(runId, "database-unavailable", e.Message);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            logger.LogError(e, "Archiving run {RunId} failed unexpectedly; its events stay in PostgreSQL", runId);
-            metrics?.RetentionFailed("internal");
-            return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Failed, "internal", Message: $"run {runId}: {e.GetType().Name}: {e.Message}");
+            case ArchiveWriteException w:
+                return Failed(runId, w.Reason, w.Message);
+            case ArchiveUnreadableException:
+                return Failed(runId, "read-back-mismatch", e.Message);
+            case ArchiveRefusedException r:
+                return Failed(runId, r.Reason, r.Message);
+            case not null when DatabaseFailures.IsConcurrency(e) || e is RunChangedException:
+            {
+                await using var session = store.QuerySession();
+                var row = await ArchivedRunStore.LoadAsync(session, names.Schema, runId, ct);
+                return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped,
+                    row is { Archived: true } && row.ArchivedVersion >= candidate.Version ? "archived-elsewhere" : "changed");
+            }
+            case not null when DatabaseFailures.IsTransient(e):
+                return Failed(runId, "database-unavailable", e.Message);
+            default:
+                logger.LogError(e, "Archiving run {RunId} failed unexpectedly; its events stay in PostgreSQL", runId);
+                metrics?.RetentionFailed("internal");
+                return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Failed, "internal", Message: $"run {runId}: {e!.GetType().Name}: {e.Message}");
         }
     }
 
@@ -176,23 +194,22 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
     /// <summary>The run's events are not what they were when it was picked (another node archived or restored it).</summary>
     private sealed class RunChangedException() : Exception("The run changed while it was being archived.");
 
-    private async Task<ArchiveOutcome> ArchiveOneAsync(ArchiveCandidate candidate, DateTimeOffset now, CancellationToken ct)
+    private async Task<(Prepared? Prepared, ArchiveOutcome? Outcome)> PrepareOneAsync(ArchiveCandidate candidate, CancellationToken ct)
     {
         var runId = candidate.RunId;
         var schema = names.Schema;
-        ArchivedRunRow? previous;
+        ArchivedRunRow? previous = null;
         RunArchived? previousMarker = null;
-        await using (var read = store.QuerySession())
+        if (candidate.ArchivedVersion > 0)
         {
+            // A run archived before: its bundles, and the state its marker keeps, are where this bundle starts.
+            await using var read = store.QuerySession();
             previous = await ArchivedRunStore.LoadAsync(read, schema, runId, ct);
-            if (previous is { Archived: true, MarkerSequence: { } previousSequence })
-            {
-                previousMarker = await MarkerAsync(read, previousSequence, ct);
-            }
+            if (previous is { Archived: true, MarkerSequence: { } previousSequence }) previousMarker = await MarkerAsync(read, previousSequence, ct);
         }
         var from = previous is { Archived: true } ? previous.ArchivedVersion : 0;
-        if (from >= candidate.Version) return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "archived-elsewhere");
-        if (from != candidate.ArchivedVersion) return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "changed");
+        if (from >= candidate.Version) return (null, new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "archived-elsewhere"));
+        if (from != candidate.ArchivedVersion) return (null, new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "changed"));
         var through = candidate.Version;
         var bundles = from == 0 ? new List<ArchiveBundle>() : [.. previous!.Bundles];
         var number = bundles.Count + 1;
@@ -218,12 +235,11 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
             chainStart = last.Manifest.ChainEnd;
         }
 
-        // 1. The bundle, written and read back before anything changes in PostgreSQL.
         var written = await WriteBundleAsync(runId, number, from, through, chainStart, Start(), ct);
         var check = Start();
         var checkedBundle = archives.CheckBundle(runId, written.Path, $"bundle {number}, {written.Path}",
             written.Fresh ? written.ManifestSha256 : null, written.ContentSha256, from + 1, chainStart,
-            e => check.Apply(archives.ToStored(runId, e), explain: false));
+            line => check.Apply(archives.ToStored(runId, line), explain: false));
         if (check.Version != through || check.Run is null)
         {
             throw new ArchiveRefusedException("read-back-mismatch", $"The bundle of run {runId} read back folds to version {check.Version}, not {through}.");
@@ -237,81 +253,145 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
                 runId, bundle.Path, Policy.FaultPauseAfterWrite);
             await Task.Delay(Policy.FaultPauseAfterWrite, ct);
         }
+        return (new Prepared(candidate, from, through, previous, previousMarker, bundles, bundle, check.Run, check.Sequence, check.RecordedThrough!.Value,
+            checkedBundle.Manifest.LastTimestamp, written.Fresh), null);
+    }
 
-        // 2. One transaction: the run must be where it was, and its refold must be its summary.
-        var archivedAt = clock.GetUtcNow();
-        await using var session = store.LightweightSession();
-        await session.BeginTransactionAsync(ct);
-        var stream = await session.Events.FetchForExclusiveWriting<Run>(runId, ct);
-        var row = await ArchivedRunStore.LoadAsync(session, schema, runId, ct, forUpdate: true);
-        if (row is { Archived: true } && row.ArchivedVersion >= through)
-        {
-            // Another sweep (another node) archived it meanwhile, maybe from the same bundle.
-            return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "archived-elsewhere");
-        }
-        if ((stream.StartingVersion ?? 0) != through || (row is { Archived: true } ? row.ArchivedVersion : 0) != from
-            || row?.MarkerSequence != previous?.MarkerSequence)
-        {
-            return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "changed");
-        }
-        var folded = store.Options.Serializer().ToJson(check.Run);
-        var same = await session.RowsAsync($"select data = ?::jsonb, data::text from {_runs} where id = ?", r => (Same: r.GetBoolean(0), Stored: r.GetString(1)),
-            ct, folded, runId);
-        if (same.Count != 1 || !same[0].Same)
-        {
-            throw new ArchiveRefusedException("fold-mismatch",
-                $"The refold of run {runId}'s events is not its stored summary ({(same.Count == 1 ? Ledger.Forensics.JsonDiff.Describe(same[0].Stored, folded) : "no summary")}). " +
-                "Nothing is archived until they agree; `verify` reports it too.");
-        }
+    private sealed record Locked(string RunId, long Version);
 
-        // The marker takes the place of the run's last verdict (or, for a run without one, of its last event).
-        var kept = await session.RowsAsync(
-            $"select seq_id, version, type from {names.Events} where stream_id = ? and version <= ? and type in (?, ?) order by version",
-            r => (Sequence: r.GetInt64(0), Version: r.GetInt64(1), Type: r.GetString(2)), ct, runId, through, _verdictType, _markerType);
+    /// <summary>
+    /// Step 2, for a group of prepared runs in one transaction (one commit for the group, as the run
+    /// writer groups commands): their streams are locked in run-id order (the writer's order), then
+    /// each run must still be at the version archived, with the archive row it had, and its refold
+    /// must equal its stored summary; those that are not are left as they are. For the others the
+    /// marker takes the place of the last verdict, their other archived events, recorded keys and
+    /// history snapshots are removed, and their archive rows written.
+    /// </summary>
+    public async Task<IReadOnlyList<ArchiveOutcome>> CommitAsync(IReadOnlyList<Prepared> group, CancellationToken ct)
+    {
+        var schema = names.Schema;
+        var ordered = group.OrderBy(p => p.Candidate.RunId, StringComparer.Ordinal).ToList();
+        var ids = ordered.Select(p => p.Candidate.RunId).ToArray();
+        var outcomes = new Dictionary<string, ArchiveOutcome>(StringComparer.Ordinal);
+        try
+        {
+            var serializer = store.Options.Serializer();
+            var folded = ordered.Select(p => serializer.ToJson(p.Run)).ToArray();
+            var archivedAt = clock.GetUtcNow();
+            await using var session = store.LightweightSession();
+            await session.BeginTransactionAsync(ct);
+            // One round trip: the locks first, then what is checked under them.
+            var batch = session.CreateBatchQuery();
+            var locks = batch.AddItem(new SqlRows<Locked>($"select id, coalesce(version, 0) from {names.Streams} where id = any(?) order by id for update",
+                [ids], r => new Locked(r.GetString(0), r.GetInt64(1))));
+            var rows = batch.AddItem(new ArchivedRunStore.Many(schema, ids));
+            var same = batch.AddItem(new SqlRows<(string Id, bool Same)>(
+                $"select d.id, d.data = x.f::jsonb from unnest(?::varchar[], ?::text[]) as x(id, f) join {_runs} d on d.id = x.id",
+                [ids, folded], r => (r.GetString(0), r.GetBoolean(1))));
+            var kept = batch.AddItem(new SqlRows<(string RunId, long Sequence, long Version, string Type, string Data)>(
+                $"select stream_id, seq_id, version, type, data::text from {names.Events} where stream_id = any(?) and type in (?, ?) order by stream_id, version",
+                [ids, _verdictType, _markerType], r => (r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetString(3), r.GetString(4))));
+            await batch.Execute(ct);
+            var versions = (await locks).ToDictionary(l => l.RunId, l => l.Version, StringComparer.Ordinal);
+            var archivedRows = await rows;
+            var equal = (await same).ToDictionary(x => x.Id, x => x.Same, StringComparer.Ordinal);
+            var verdictsOf = (await kept).ToLookup(k => k.RunId, StringComparer.Ordinal);
+
+            var committing = new List<(Prepared Prepared, long MarkerSequence)>();
+            for (var i = 0; i < ordered.Count; i++)
+            {
+                var p = ordered[i];
+                var runId = p.Candidate.RunId;
+                var row = archivedRows.GetValueOrDefault(runId);
+                if (row is { Archived: true } && row.ArchivedVersion >= p.Through)
+                {
+                    // Another sweep (another node) archived it meanwhile, maybe from the same bundle.
+                    outcomes[runId] = new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "archived-elsewhere");
+                    continue;
+                }
+                if (versions.GetValueOrDefault(runId) != p.Through || (row is { Archived: true } ? row.ArchivedVersion : 0) != p.From
+                    || row?.MarkerSequence != p.Previous?.MarkerSequence)
+                {
+                    outcomes[runId] = new ArchiveOutcome(runId, ArchiveOutcome.Kind.Skipped, "changed");
+                    continue;
+                }
+                if (!equal.GetValueOrDefault(runId))
+                {
+                    var stored = await session.RowsAsync($"select data::text from {_runs} where id = ?", r => r.GetString(0), ct, runId);
+                    outcomes[runId] = Failed(runId, "fold-mismatch",
+                        $"The refold of run {runId}'s events is not its stored summary ({(stored.Count == 1 ? Ledger.Forensics.JsonDiff.Describe(stored[0], folded[i]) : "no summary")}). " +
+                        "Nothing is archived until they agree; `verify` reports it too.");
+                    continue;
+                }
+                committing.Add((p, await QueueAsync(session, p, verdictsOf[runId].Where(k => k.Version <= p.Through).ToList(), archivedAt, ct)));
+            }
+            if (committing.Count > 0) await session.SaveChangesAsync(ct);
+
+            foreach (var (p, _) in committing)
+            {
+                metrics?.RetentionArchived();
+                logger.LogInformation("Run {RunId} archived: versions {From}..{Through} ({Events} events, {Bytes} bytes) in {Bundle}{Reused}",
+                    p.Candidate.RunId, p.From + 1, p.Through, p.Bundle.Count, p.Bundle.Bytes, p.Bundle.Path,
+                    p.Fresh ? "" : " (an identical archive already there was reused)");
+                outcomes[p.Candidate.RunId] = new ArchiveOutcome(p.Candidate.RunId, ArchiveOutcome.Kind.Archived, null, p.Bundle.Count, p.Bundle.Bytes,
+                    !p.Fresh, archivedAt - p.Candidate.TerminalAt);
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            // Nothing of the group was committed: each run says why, as if alone.
+            foreach (var p in ordered.Where(p => !outcomes.ContainsKey(p.Candidate.RunId) || outcomes[p.Candidate.RunId].Result == ArchiveOutcome.Kind.Archived))
+            {
+                outcomes[p.Candidate.RunId] = await FailureAsync(p.Candidate, e, ct);
+            }
+        }
+        return group.Select(p => outcomes[p.Candidate.RunId]).ToList();
+    }
+
+    /// <summary>Queues what archiving one checked run does; the sequence its marker takes.</summary>
+    private async Task<long> QueueAsync(IDocumentSession session, Prepared p, List<(string RunId, long Sequence, long Version, string Type, string Data)> kept,
+        DateTimeOffset archivedAt, CancellationToken ct)
+    {
+        var runId = p.Candidate.RunId;
         var verdictRows = kept.Where(k => k.Type == _verdictType).ToList();
-        var lastVerdict = verdictRows.Count > 0 ? verdictRows[^1] : default;
-        var newVerdictInBundle = verdictRows.Count > 0 && lastVerdict.Version > from;
         long markerSequence;
         VerdictReached? markerVerdict;
-        if (newVerdictInBundle)
+        if (verdictRows.Count > 0 && verdictRows[^1].Version > p.From)
         {
-            markerSequence = lastVerdict.Sequence;
-            markerVerdict = await VerdictAsync(session, markerSequence, ct);
-            if (previousMarker is not null && previous!.MarkerSequence is { } old)
+            // The marker takes the place of the run's last verdict.
+            markerSequence = verdictRows[^1].Sequence;
+            markerVerdict = Deserialize<VerdictReached>(verdictRows[^1].Data);
+            if (p.PreviousMarker is not null && p.Previous!.MarkerSequence is { } old)
             {
                 // The earlier marker goes back to being the verdict it stood for (a run without one loses it).
-                if (previousMarker.Verdict is { } verdict) session.Events.CompletelyReplaceEvent(old, verdict);
+                if (p.PreviousMarker.Verdict is { } verdict) session.Events.CompletelyReplaceEvent(old, verdict);
                 else session.QueueSqlCommand($"delete from {names.Events} where seq_id = ?", old);
             }
         }
-        else if (previousMarker is not null)
+        else if (p.PreviousMarker is not null)
         {
-            markerSequence = previous!.MarkerSequence!.Value;
-            markerVerdict = previousMarker.Verdict;
+            markerSequence = p.Previous!.MarkerSequence!.Value;
+            markerVerdict = p.PreviousMarker.Verdict;
         }
         else
         {
-            var last = await session.RowsAsync($"select seq_id from {names.Events} where stream_id = ? and version = ?", r => r.GetInt64(0), ct, runId, through);
+            // A run without a verdict (written before verdicts were published): the marker takes the place of its last event.
+            var last = await session.RowsAsync($"select seq_id from {names.Events} where stream_id = ? and version = ?", r => r.GetInt64(0), ct, runId, p.Through);
             markerSequence = last[0];
             markerVerdict = null;
         }
 
-        var count = bundles.Sum(b => b.Count);
-        var marker = new RunArchived(check.Run, runId, bundle.Path, bundle.Sha256, count, through, bundles, markerVerdict, archivedAt);
-        session.Events.CompletelyReplaceEvent(markerSequence, marker);
+        var count = p.Bundles.Sum(b => b.Count);
+        session.Events.CompletelyReplaceEvent(markerSequence,
+            new RunArchived(p.Run, runId, p.Bundle.Path, p.Bundle.Sha256, count, p.Through, p.Bundles, markerVerdict, archivedAt));
         session.QueueSqlCommand(
             $"delete from {names.Events} where stream_id = ? and version > ? and version <= ? and type <> ? and seq_id <> ?",
-            runId, from, through, _verdictType, markerSequence);
-        RecordedKeyStore.DeleteForRun(session, schema, runId);
+            runId, p.From, p.Through, _verdictType, markerSequence);
+        RecordedKeyStore.DeleteForRun(session, names.Schema, runId);
         RunSnapshotStore.Store(session, names.Own(RunSnapshotStore.TableName), runId, [], purge: true);
-        ArchivedRunStore.Save(session, schema, new ArchivedRunRow(runId, through, markerSequence, bundles, count, bundles.Sum(b => b.Bytes),
-            check.Sequence, check.RecordedThrough!.Value.UtcTicks, checkedBundle.Manifest.LastTimestamp, candidate.TerminalAt, archivedAt, null));
-        await session.SaveChangesAsync(ct);
-
-        metrics?.RetentionArchived();
-        logger.LogInformation("Run {RunId} archived: versions {From}..{Through} ({Events} events, {Bytes} bytes) in {Bundle}{Reused}",
-            runId, from + 1, through, bundle.Count, bundle.Bytes, bundle.Path, written.Fresh ? "" : " (an identical archive already there was reused)");
-        return new ArchiveOutcome(runId, ArchiveOutcome.Kind.Archived, null, bundle.Count, bundle.Bytes, !written.Fresh, archivedAt - candidate.TerminalAt);
+        ArchivedRunStore.Save(session, names.Schema, new ArchivedRunRow(runId, p.Through, markerSequence, p.Bundles, count, p.Bundles.Sum(b => b.Bytes),
+            p.LastSequence, p.RecordedThrough.UtcTicks, p.LastTimestamp, p.Candidate.TerminalAt, archivedAt, null));
+        return markerSequence;
     }
 
     private sealed record Written(string Path, string ContentSha256, string ManifestSha256, bool Fresh);
@@ -370,12 +450,6 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
     {
         var data = await session.RowsAsync($"select data::text from {names.Events} where seq_id = ? and type = ?", r => r.GetString(0), ct, sequence, _markerType);
         return data.Count == 0 ? null : Deserialize<RunArchived>(data[0]);
-    }
-
-    private async Task<VerdictReached?> VerdictAsync(IQuerySession session, long sequence, CancellationToken ct)
-    {
-        var data = await session.RowsAsync($"select data::text from {names.Events} where seq_id = ?", r => r.GetString(0), ct, sequence);
-        return data.Count == 0 ? null : Deserialize<VerdictReached>(data[0]);
     }
 
     private T? Deserialize<T>(string json)

@@ -29,6 +29,19 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
 
     public StoredEvent ToStored(string runId, ArchivedEvent e) => new(e.Version, e.Sequence, e.Timestamp, Deserialize(runId, e));
 
+    /// <summary>An event read back from an archive, deserialized straight from the line's bytes.</summary>
+    public StoredEvent ToStored(string runId, ArchivedLine line)
+    {
+        var e = line.Event;
+        if (!_types.ByName.TryGetValue(e.Type, out var type))
+        {
+            throw new ArchiveUnreadableException(runId, "?", $"holds an event of type '{e.Type}' this ledger does not know", e.Version, e.Sequence);
+        }
+        if (!System.Runtime.InteropServices.MemoryMarshal.TryGetArray(line.Data, out var segment)) return ToStored(runId, e);
+        using var data = new MemoryStream(segment.Array!, segment.Offset, segment.Count, writable: false);
+        return new StoredEvent(e.Version, e.Sequence, e.Timestamp, _types.Serializer.FromJson(type, data));
+    }
+
     public static string Label(ArchiveBundle bundle) => $"bundle {bundle.Number}, {bundle.Path}";
 
     /// <summary>Opens a bundle of a run, refusing one whose manifest is not the one its marker names.</summary>
@@ -84,7 +97,7 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
     /// <see cref="ArchiveUnreadableException"/> naming the first bad event it can name.
     /// </summary>
     public Checked CheckBundle(string runId, string path, string label, string? expectedManifestSha256, string? expectedContentSha256,
-        long firstVersion, string chainStart, Action<ArchivedEvent>? each)
+        long firstVersion, string chainStart, Action<ArchivedLine>? each)
     {
         if (files.Root is null) throw new ArchiveUnreadableException(runId, label, "cannot be read: Ledger:Retention:Directory is not set on this node");
         // The manifest's digest is compared last: a changed event is then named by the chain, whatever else was changed with it.
@@ -120,7 +133,7 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
                 // The line's own bytes, as written: re-serializing them could differ.
                 content.AppendData(line.Bytes.Span);
                 content.AppendData("\n"u8);
-                each?.Invoke(line.Event);
+                each?.Invoke(line);
             }
             prev = read.Events.Count > 0 ? read.Events[^1].Hash : prev;
             expected = chunk.LastVersion + 1;

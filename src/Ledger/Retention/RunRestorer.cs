@@ -46,11 +46,11 @@ public sealed class RunRestorer(IDocumentStore store, StorageNames names, RunArc
         {
             foreach (var bundle in row.Bundles)
             {
-                var checkedBundle = archives.CheckBundle(runId, bundle.Path, RunArchives.Label(bundle), bundle.ManifestSha256, bundle.Sha256, next, chain, e =>
+                var checkedBundle = archives.CheckBundle(runId, bundle.Path, RunArchives.Label(bundle), bundle.ManifestSha256, bundle.Sha256, next, chain, line =>
                 {
-                    var stored = archives.ToStored(runId, e);
+                    var stored = archives.ToStored(runId, line);
                     fold.Apply(stored, explain: false);
-                    events.Add((e, stored.Data));
+                    events.Add((line.Event, stored.Data));
                 });
                 chain = checkedBundle.Manifest.ChainEnd;
                 next = checkedBundle.Manifest.LastVersion + 1;

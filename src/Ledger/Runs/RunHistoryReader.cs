@@ -250,7 +250,7 @@ public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptio
             foreach (var line in chunk.Events)
             {
                 if (line.Event.Version > end) return (fold, false, last);
-                var e = archives.ToStored(archive.RunId, line.Event);
+                var e = archives.ToStored(archive.RunId, line);
                 if (recordedBy is { } by && e.RecordedAt > by) return (fold, true, last);
                 apply(e, fold);
                 last = e;
@@ -267,7 +267,7 @@ public sealed class RunHistoryReader(IDocumentStore store, IOptions<HistoryOptio
             StoredEvent? last = null;
             foreach (var chunk in archives.ChunksFrom(archive, archive.ArchivedVersion, archive.ArchivedVersion))
             {
-                if (chunk.Events.Count > 0) last = archives.ToStored(archive.RunId, chunk.Events[^1].Event);
+                if (chunk.Events.Count > 0) last = archives.ToStored(archive.RunId, chunk.Events[^1]);
             }
             return Task.FromResult(last);
         }
