@@ -86,6 +86,7 @@ public sealed class RetentionResult(RetentionPlan plan)
     public long PeakKb { get; set; }
     public long SampledPeakKb { get; set; }
     public long RssSamples { get; set; }
+    public IReadOnlyDictionary<string, long> PeakByPhaseKb { get; set; } = new Dictionary<string, long>();
 
     /// <summary>The first reading once the first window and a sweep after it have passed: what "steady" is measured against.</summary>
     public RetentionSample? Reference => Samples.FirstOrDefault(s => s.At >= Plan.Window + Plan.SweepInterval + TimeSpan.FromSeconds(60))
@@ -144,6 +145,16 @@ public static class RetentionFigures
             var seeding = Stopwatch.StartNew();
             var longRun = await SeedLongRunAsync(store, $"{Prefix}-long-{DateTime.UtcNow:HHmmss}", plan.HistoryEvents, plan.Window);
             log($"retention: seeded a finished run of {longRun.Version:N0} events in {seeding.Elapsed.TotalSeconds:0.0} s");
+            // Archived before the load starts, so that the first window measures ingestion with nothing to archive.
+            var archivedTable = names.Own(ArchivedRunStore.TableName);
+            var waiting = Stopwatch.StartNew();
+            while (await ScalarAsync<long>(db, $"select count(*) from {archivedTable} where run_id = '{longRun.RunId}' and archived_version > 0") == 0)
+            {
+                if (waiting.Elapsed > TimeSpan.FromMinutes(5)) throw new InvalidOperationException($"the run of {longRun.Version:N0} events was not archived within 5 minutes");
+                await Task.Delay(500, ct);
+            }
+            result.HistoryArchivedAfter = seeding.Elapsed;
+            log($"retention: it was archived {waiting.Elapsed.TotalSeconds:0.0} s after its seeding");
 
             // The probe's runs: long leases, nothing required, so heartbeats never end them.
             var probes = new List<(string RunId, string Token)>();
@@ -193,6 +204,15 @@ public static class RetentionFigures
             result.BytesPerArchivedRun = await BytesPerArchivedRunAsync(db, names);
             result.BytesPerLiveRun = await BytesPerLiveRunAsync(db, names);
 
+            // The backlog, if any, archived before the reads (bounded): the reads then meet no sweep.
+            var draining = Stopwatch.StartNew();
+            var backlog = $"select count(*) from {names.Table<Run>()} r left join {names.Own(ArchivedRunStore.TableName)} a on a.run_id = r.id and a.archived_version > 0 " +
+                          $"where r.id like '{Prefix}-load-%' and a.run_id is null and (r.data ->> 'terminalAt')::timestamptz < now() - interval '{plan.Window.TotalSeconds} seconds'";
+            long left;
+            while ((left = await ScalarAsync<long>(db, backlog)) > 0 && draining.Elapsed < TimeSpan.FromMinutes(3)) await Task.Delay(1000, ct);
+            result.Notes.Add($"After the load, the sweeps archived the runs already past the window within {draining.Elapsed.TotalSeconds:0} s ({left:N0} left then); " +
+                             "the archived run's history was read after that.");
+
             // The long run's history, from its archive.
             ledger.Phase("retention (archived history)");
             var archivedAt = await ScalarAsync<DateTime?>(db, $"select archived_at from {archived} where run_id = '{longRun.RunId}' and archived_version > 0");
@@ -232,6 +252,7 @@ public static class RetentionFigures
             result.PeakKb = ledger.PeakRssKb;
             result.SampledPeakKb = ledger.SampledPeakRssKb;
             result.RssSamples = ledger.Samples;
+            result.PeakByPhaseKb = ledger.PeakRssByPhaseKb;
             await ledger.DisposeAsync();
             if (File.Exists(logPath))
             {
@@ -567,7 +588,8 @@ public static class RetentionFigures
                       $"{r.HistoryPage?.MedianP99:0.0} ms; state p50 {r.HistoryState?.MedianP50:0.0} ms, p99 {r.HistoryState?.MedianP99:0.0} ms (medians of repetitions, after the load).");
         sb.AppendLine($"Sweeps recorded: {r.Sweeps}; progress lines in the service's log: {r.ProgressLines:N0}; runs logged as not archived: {r.FailureLines:N0}. " +
                       $"The last sweep as `GET /api/retention` showed it: `{(r.LastSweep.Length > 600 ? r.LastSweep[..600] + "…" : r.LastSweep)}`.");
-        sb.AppendLine($"Ledger RSS peak (VmHWM) of this process: {r.PeakKb / 1024.0:0} MB.");
+        sb.AppendLine($"Ledger RSS peak (VmHWM) of this process: {r.PeakKb / 1024.0:0} MB; VmRSS peak per phase: " +
+                      string.Join(", ", r.PeakByPhaseKb.Select(kv => $"{kv.Key} {kv.Value / 1024.0:0} MB")) + ".");
         foreach (var note in r.Notes) sb.AppendLine($"- {note}");
         sb.AppendLine();
     }

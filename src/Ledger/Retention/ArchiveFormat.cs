@@ -54,8 +54,9 @@ public sealed record ArchiveManifest(
     IReadOnlyList<ArchiveChunk> Chunks);
 
 /// <summary>
-/// An event line read back: the event, the chain value it names, the digest of its own bytes and
-/// those bytes, with where the event's data lies in them (deserialized from there, not re-encoded).
+/// An event line read back: the event, the chain value it names, the digest of its own bytes (empty
+/// when the chain was not checked) and those bytes, with where the event's data lies in them
+/// (deserialized from there, not re-encoded).
 /// </summary>
 public sealed record ArchivedLine(ArchivedEvent Event, string Prev, string Hash, ReadOnlyMemory<byte> Bytes, int DataOffset, int DataLength)
 {
@@ -120,6 +121,7 @@ public static class ArchiveFormat
         private readonly List<ArchiveChunk> _chunks = [];
         private readonly ArrayBufferWriter<byte> _raw = new(64 * 1024);
         private readonly ArrayBufferWriter<byte> _line = new(1024);
+        private readonly Utf8JsonWriter _json = new(new ArrayBufferWriter<byte>(1));
         private long _offset;
         private int _inChunk;
         private long _chunkFirst;
@@ -145,10 +147,9 @@ public static class ArchiveFormat
             if (_inChunk == 0) BeginChunk(e.Version);
 
             _line.ResetWrittenCount();
-            using (var json = new Utf8JsonWriter(_line))
-            {
-                WriteEvent(json, e, _prev);
-            }
+            _json.Reset(_line);
+            WriteEvent(_json, e, _prev);
+            _json.Flush();
             var line = _line.WrittenSpan;
             _raw.Write(line);
             _raw.Write("\n"u8);
@@ -257,13 +258,30 @@ public static class ArchiveFormat
             Length = length;
         }
 
-        /// <summary>Opens a bundle; with <paramref name="expectedManifestSha256"/>, refuses one whose manifest is not the one its marker names.</summary>
-        public static Reader Open(string path, string runId, string label, string? expectedManifestSha256)
+        /// <summary>
+        /// Opens a bundle whose manifest was read and checked before (<paramref name="known"/>, kept by
+        /// <see cref="RunArchives"/>): only the file is opened. Each chunk read is still checked against
+        /// that manifest's digest of it, so a file changed since is refused all the same.
+        /// </summary>
+        public static Reader Open(string path, string runId, string label, ArchiveManifest known, string knownSha256)
         {
-            Microsoft.Win32.SafeHandles.SafeFileHandle file;
+            var file = OpenFile(path, runId, label);
             try
             {
-                file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+                return new Reader(file, label, known, knownSha256, RandomAccess.GetLength(file));
+            }
+            catch
+            {
+                file.Dispose();
+                throw;
+            }
+        }
+
+        private static Microsoft.Win32.SafeHandles.SafeFileHandle OpenFile(string path, string runId, string label)
+        {
+            try
+            {
+                return File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
             }
             catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
             {
@@ -273,6 +291,12 @@ public static class ArchiveFormat
             {
                 throw new ArchiveUnreadableException(runId, label, $"cannot be opened ({e.Message})");
             }
+        }
+
+        /// <summary>Opens a bundle; with <paramref name="expectedManifestSha256"/>, refuses one whose manifest is not the one its marker names.</summary>
+        public static Reader Open(string path, string runId, string label, string? expectedManifestSha256)
+        {
+            var file = OpenFile(path, runId, label);
             try
             {
                 var length = RandomAccess.GetLength(file);
@@ -334,8 +358,13 @@ public static class ArchiveFormat
             return lo;
         }
 
-        /// <summary>Reads and checks one chunk: its digest, its start, its events' versions and their chain.</summary>
-        public ChunkContent ReadChunk(int index)
+        /// <summary>
+        /// Reads and checks one chunk: its digest, its start, its events' versions and, with
+        /// <paramref name="checkChain"/>, their hash chain. A read for the history may leave the chain
+        /// to verify: the chunk's digest, in a manifest whose digest PostgreSQL keeps, already proves
+        /// every byte of it.
+        /// </summary>
+        public ChunkContent ReadChunk(int index, bool checkChain = true)
         {
             var chunk = Manifest.Chunks[index];
             var runId = Manifest.RunId;
@@ -360,14 +389,14 @@ public static class ArchiveFormat
             {
                 ArrayPool<byte>.Shared.Return(compressed);
             }
-            return Parse(raw, chunk, runId, _label);
+            return Parse(raw, chunk, runId, _label, checkChain);
         }
 
         public void Dispose() => _file.Dispose();
     }
 
     /// <summary>Parses a decompressed chunk and checks its events against the index entry (versions, chain).</summary>
-    public static ChunkContent Parse(byte[] buffer, ArchiveChunk chunk, string runId, string label)
+    public static ChunkContent Parse(byte[] buffer, ArchiveChunk chunk, string runId, string label, bool checkChain = true)
     {
         var raw = buffer.AsSpan();
         var newline = raw.IndexOf((byte)'\n');
@@ -395,13 +424,13 @@ public static class ArchiveFormat
             var length = end < 0 ? buffer.Length - position : end;
             var line = new ReadOnlyMemory<byte>(buffer, position, length);
             position += length + 1;
-            var parsed = ParseLine(line, runId, label, expected);
+            var parsed = ParseLine(line, runId, label, expected, checkChain);
             if (parsed.Event.Version != expected)
             {
                 throw new ArchiveUnreadableException(runId, label,
                     $"is missing an event: version {expected} is followed by {parsed.Event.Version}", expected, parsed.Event.Sequence);
             }
-            if (parsed.Prev != prev)
+            if (checkChain && parsed.Prev != prev)
             {
                 // The line before this one is not the one the chain says: that one was changed (or this one was).
                 var bad = expected == chunk.FirstVersion ? parsed.Event.Version : expected - 1;
@@ -420,7 +449,7 @@ public static class ArchiveFormat
         return new ChunkContent(start, events);
     }
 
-    private static ArchivedLine ParseLine(ReadOnlyMemory<byte> line, string runId, string label, long expectedVersion)
+    private static ArchivedLine ParseLine(ReadOnlyMemory<byte> line, string runId, string label, long expectedVersion, bool hash)
     {
         try
         {
@@ -460,7 +489,7 @@ public static class ArchiveFormat
             }
             var data = line.Span[dataStart..dataEnd];
             var e = new ArchivedEvent(version.Value, sequence.Value, id.Value, type, dotnet, tenant, timestamp.Value, System.Text.Encoding.UTF8.GetString(data));
-            return new ArchivedLine(e, prev, Sha256(line.Span), line, dataStart, dataEnd - dataStart);
+            return new ArchivedLine(e, prev, hash ? Sha256(line.Span) : "", line, dataStart, dataEnd - dataStart);
         }
         catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException)
         {

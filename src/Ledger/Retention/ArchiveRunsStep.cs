@@ -158,7 +158,7 @@ public sealed class ArchiveRunsStep(RunArchiver archiver, IOptions<RetentionOpti
         return eligible;
     }
 
-    public async Task<RetentionStepReport> PreviewAsync(DateTimeOffset now, CancellationToken ct)
+    public async Task<RetentionStepReport> PreviewAsync(DateTimeOffset now, RetentionStepReport? previous, CancellationToken ct)
     {
         var preview = new RetentionStepReport { Step = StepName, Status = "preview" };
         if (Policy.ArchiveAfter is not { } window)
@@ -180,7 +180,8 @@ public sealed class ArchiveRunsStep(RunArchiver archiver, IOptions<RetentionOpti
         }
 
         foreach (var page in (await archiver.ReturningAsync(cutoff, ct)).Chunk(1000)) await Count(page);
-        var (afterAt, afterId) = (DateTimeOffset.MinValue, "");
+        // From where the last sweep left runs behind, as the next sweep will walk.
+        var (afterAt, afterId) = Floor(previous);
         while (looked < PreviewLimit)
         {
             var page = await archiver.PastWindowAsync(cutoff, afterAt, afterId, 1000, ct);

@@ -29,6 +29,7 @@ public static class RetentionConfiguration
         services.AddSingleton<RunRestorer>();
         // The steps of a sweep, in order: further steps (pruning other logs) are registered after this one.
         services.AddSingleton<IRetentionStep, ArchiveRunsStep>();
+        services.AddSingleton<IRetentionStep, ReclaimSpaceStep>();
         services.AddSingleton<RetentionSweeper>();
         services.AddHostedService<RetentionService>();
         return services;

@@ -10,7 +10,7 @@ namespace Ledger.Retention;
 
 /// <summary>The policy as configured (times as ISO 8601 durations' TimeSpan text, e.g. <c>30.00:00:00</c>).</summary>
 public sealed record RetentionPolicyView(bool Enabled, string? ArchiveAfter, string? Directory, string SweepInterval, int BatchSize,
-    string LateEventsGrace, bool Sweeper, int Parallelism, int ChunkEvents, long MinFreeBytes);
+    string LateEventsGrace, bool Sweeper, int Parallelism, int ChunkEvents, long MinFreeBytes, bool Vacuum);
 
 /// <summary>What the archives hold now, and the room left where they are written.</summary>
 public sealed record ArchiveTotals(long Runs, long Events, long Bytes, long? FreeBytes);
@@ -44,8 +44,7 @@ public static class RetentionEndpoints
         var ct = context.RequestAborted;
         var policy = options.Value;
         var now = clock.GetUtcNow();
-        var next = new List<RetentionStepReport>();
-        foreach (var step in sweeper.Steps) next.Add(await step.PreviewAsync(now, ct));
+        var next = await sweeper.PreviewAsync(now, ct);
 
         await using var session = store.QuerySession();
         var totals = await session.RowsAsync(
@@ -54,7 +53,7 @@ public static class RetentionEndpoints
         var (runs, events, bytes) = totals[0];
         var view = new RetentionView(
             new RetentionPolicyView(policy.Enabled, policy.ArchiveAfter?.ToString(), files.Root, policy.SweepInterval.ToString(), policy.BatchSize,
-                RetentionOptions.LateEventsGrace(configuration).ToString(), policy.Sweeper, policy.Parallelism, policy.ChunkEvents, policy.MinFreeBytes),
+                RetentionOptions.LateEventsGrace(configuration).ToString(), policy.Sweeper, policy.Parallelism, policy.ChunkEvents, policy.MinFreeBytes, policy.Vacuum),
             next,
             new ArchiveTotals(runs, events, bytes, files.FreeBytes()),
             await sweeper.RecentAsync(10, ct));

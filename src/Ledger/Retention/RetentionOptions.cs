@@ -36,6 +36,11 @@ public sealed class RetentionOptions
 
     /// <summary>Events per independently compressed chunk of an archive: what one ranged read decompresses at most.</summary>
     public int ChunkEvents { get; set; } = 250;
+    /// <summary>
+    /// The sweep vacuums the tables it removed rows from once their dead rows pass a twentieth of the live
+    /// ones (<see cref="ReclaimSpaceStep"/>); false leaves that to the database's own vacuuming.
+    /// </summary>
+    public bool Vacuum { get; set; } = true;
     /// <summary>Nothing is archived while the archive directory's file system has less free than this (0: no floor).</summary>
     public long MinFreeBytes { get; set; } = 64L * 1024 * 1024;
     /// <summary>

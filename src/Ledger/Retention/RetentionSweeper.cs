@@ -43,8 +43,8 @@ public interface IRetentionStep
     /// <summary>Does the step's work as of <c>context.Now</c>, filling <paramref name="report"/> as it goes.</summary>
     Task RunAsync(RetentionSweepContext context, RetentionStepReport report, CancellationToken ct);
 
-    /// <summary>What the step would do now, without doing it.</summary>
-    Task<RetentionStepReport> PreviewAsync(DateTimeOffset now, CancellationToken ct);
+    /// <summary>What the step would do now, without doing it (<paramref name="previous"/>: its report of the latest sweep, if any).</summary>
+    Task<RetentionStepReport> PreviewAsync(DateTimeOffset now, RetentionStepReport? previous, CancellationToken ct);
 }
 
 /// <summary>A sweep as its row keeps it.</summary>
@@ -158,6 +158,19 @@ public sealed class RetentionSweeper(IDocumentStore store, StorageNames names, I
         await using var session = store.QuerySession();
         var rows = await session.RowsAsync($"select report::text from {_table} order by started_at desc limit ?", r => r.GetString(0), ct, count);
         return rows.Select(r => JsonSerializer.Deserialize<RetentionSweepReport>(r, ReportJson)!).ToList();
+    }
+
+    /// <summary>What each step would do now, each given its report of the latest sweep that ran it.</summary>
+    public async Task<IReadOnlyList<RetentionStepReport>> PreviewAsync(DateTimeOffset now, CancellationToken ct)
+    {
+        var recent = await RecentAsync(5, ct);
+        var previews = new List<RetentionStepReport>();
+        foreach (var step in Steps)
+        {
+            var previous = recent.SelectMany(r => r.Steps).FirstOrDefault(s => s.Step == step.Name && s.State.Count > 0);
+            previews.Add(await step.PreviewAsync(now, previous, ct));
+        }
+        return previews;
     }
 
     private async Task SaveAsync(RetentionSweepReport report, CancellationToken ct)

@@ -54,12 +54,12 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
         return await session.RowsAsync(
             $"select r.id, (r.data ->> 'version')::bigint, {_terminalAt}, r.data ->> 'batch', coalesce(a.archived_version, 0) " +
             $"from {_runs} r left join {_archived} a on a.run_id = r.id " +
-            $"where {_terminalAt} < ? and ({_terminalAt}, r.id) > (?, ?) " +
+            $"where {_terminalAt} < ? and {_terminalAt} >= ? and ({_terminalAt}, r.id) > (?, ?) " +
             "and (a.run_id is null or (a.archived_version < (r.data ->> 'version')::bigint and (a.restored_at is null or a.restored_at < ?))) " +
             // Streams flagged by Marten's own ArchiveStream are left as they are.
             $"and not exists (select 1 from {names.Streams} s where s.id = r.id and s.is_archived) " +
             $"order by {_terminalAt}, r.id limit ?",
-            Candidate, ct, cutoff, afterAt, afterId, cutoff, limit);
+            Candidate, ct, cutoff, afterAt, afterAt, afterId, cutoff, limit);
     }
 
     /// <summary>

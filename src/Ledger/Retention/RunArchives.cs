@@ -44,14 +44,27 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
 
     public static string Label(ArchiveBundle bundle) => $"bundle {bundle.Number}, {bundle.Path}";
 
+    // Manifests already read and checked against their digest, by that digest: a history page then opens
+    // only the file and the chunks it needs (a file changed since fails its chunks' digests all the same).
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ArchiveManifest> _manifests = new(StringComparer.Ordinal);
+    private const int KeptManifests = 2048;
+
     /// <summary>Opens a bundle of a run, refusing one whose manifest is not the one its marker names.</summary>
-    public ArchiveFormat.Reader Open(string runId, ArchiveBundle bundle, bool checkManifest = true)
+    public ArchiveFormat.Reader Open(string runId, ArchiveBundle bundle)
     {
         if (files.Root is null)
         {
             throw new ArchiveUnreadableException(runId, Label(bundle), "cannot be read: Ledger:Retention:Directory is not set on this node");
         }
-        return ArchiveFormat.Reader.Open(files.FullPath(bundle.Path), runId, Label(bundle), checkManifest ? bundle.ManifestSha256 : null);
+        var path = files.FullPath(bundle.Path);
+        if (_manifests.TryGetValue(bundle.ManifestSha256, out var known) && known.RunId == runId)
+        {
+            return ArchiveFormat.Reader.Open(path, runId, Label(bundle), known, bundle.ManifestSha256);
+        }
+        var reader = ArchiveFormat.Reader.Open(path, runId, Label(bundle), bundle.ManifestSha256);
+        if (_manifests.Count >= KeptManifests) _manifests.Clear();
+        _manifests[bundle.ManifestSha256] = reader.Manifest;
+        return reader;
     }
 
     /// <summary>
@@ -68,7 +81,7 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
             for (var i = reader.ChunkOf(Math.Max(fromVersion, bundle.FirstVersion)); i < reader.Manifest.Chunks.Count; i++)
             {
                 if (reader.Manifest.Chunks[i].FirstVersion > throughVersion) yield break;
-                yield return reader.ReadChunk(i);
+                yield return reader.ReadChunk(i, checkChain: false);
             }
         }
     }
