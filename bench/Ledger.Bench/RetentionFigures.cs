@@ -55,7 +55,7 @@ public sealed record RetentionPlan(TimeSpan Duration, TimeSpan Window, TimeSpan 
 
 /// <summary>One reading of what PostgreSQL and the archive folder hold.</summary>
 public sealed record RetentionSample(TimeSpan At, long EventsBytes, long EventsRows, long KeysBytes, long KeysRows, long ArchiveBytes,
-    long ArchiveFiles, long RunsFinished, long RunsArchived)
+    long ArchiveFiles, long RunsFinished, long RunsArchived, long EventsHeapBytes, long EventsIndexBytes)
 {
     public long EventDerivedBytes => EventsBytes + KeysBytes;
 }
@@ -177,6 +177,7 @@ public static class RetentionFigures
                 result.Samples.Add(await ReadSampleAsync(db, names, archive, started.Elapsed));
                 var s = result.Samples[^1];
                 log($"retention {s.At.TotalSeconds:0} s: {s.RunsFinished:N0} runs finished, {s.RunsArchived:N0} archived; mt_events {s.EventsBytes / 1e6:0.0} MB " +
+                    $"(heap {s.EventsHeapBytes / 1e6:0.0}, indexes {s.EventsIndexBytes / 1e6:0.0}) " +
                     $"({s.EventsRows:N0} rows), keys {s.KeysBytes / 1e6:0.0} MB; archive {s.ArchiveBytes / 1e6:0.0} MB in {s.ArchiveFiles:N0} files");
                 var next = TimeSpan.FromTicks(RetentionPlan.SampleEvery.Ticks * (long)(started.Elapsed / RetentionPlan.SampleEvery + 1));
                 var wait = (next < plan.Duration ? next : plan.Duration) - started.Elapsed;
@@ -421,7 +422,8 @@ public static class RetentionFigures
         var archived = names.Own(ArchivedRunStore.TableName);
         await using var cmd = db.CreateCommand(
             $"select pg_total_relation_size('{events}'), (select count(*) from {events}), pg_total_relation_size('{keys}'), (select count(*) from {keys}), " +
-            $"(select count(*) from {names.Table<Run>()} where id like '{Prefix}-load-%'), (select count(*) from {archived} where archived_version > 0)");
+            $"(select count(*) from {names.Table<Run>()} where id like '{Prefix}-load-%'), (select count(*) from {archived} where archived_version > 0), " +
+            $"pg_relation_size('{events}'), pg_indexes_size('{events}')");
         await using var reader = await cmd.ExecuteReaderAsync();
         await reader.ReadAsync();
         long bytes = 0, files = 0;
@@ -438,7 +440,7 @@ public static class RetentionFigures
             }
         }
         return new RetentionSample(at, reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), bytes, files,
-            reader.GetInt64(4), reader.GetInt64(5));
+            reader.GetInt64(4), reader.GetInt64(5), reader.GetInt64(6), reader.GetInt64(7));
     }
 
     private static async Task<(double P50, double P99, double Max, long Runs)?> LagAsync(NpgsqlDataSource db, string archived)
@@ -560,11 +562,12 @@ public static class RetentionFigures
                       "through Marten with the service's store configuration and their recorded keys, a tenth of a second's runs per transaction, each stream ending with its verdict; " +
                       $"{p.ProbeWorkers} runs took single heartbeats over HTTP at {p.ProbeEventsPerSecond:0}/s all along (the ingestion probe).");
         sb.AppendLine();
-        sb.AppendLine("| at | runs finished | runs archived | mt_events | its rows | recorded keys | their rows | archive folder | files |");
-        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| at | runs finished | runs archived | mt_events | its heap | its indexes | its rows | recorded keys | their rows | archive folder | files |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var s in r.Samples)
         {
-            sb.AppendLine($"| {s.At.TotalSeconds:0} s | {s.RunsFinished:N0} | {s.RunsArchived:N0} | {s.EventsBytes / 1e6:0.0} MB | {s.EventsRows:N0} | {s.KeysBytes / 1e6:0.0} MB | " +
+            sb.AppendLine($"| {s.At.TotalSeconds:0} s | {s.RunsFinished:N0} | {s.RunsArchived:N0} | {s.EventsBytes / 1e6:0.0} MB | {s.EventsHeapBytes / 1e6:0.0} MB | " +
+                          $"{s.EventsIndexBytes / 1e6:0.0} MB | {s.EventsRows:N0} | {s.KeysBytes / 1e6:0.0} MB | " +
                           $"{s.KeysRows:N0} | {s.ArchiveBytes / 1e6:0.0} MB | {s.ArchiveFiles:N0} |");
         }
         sb.AppendLine();

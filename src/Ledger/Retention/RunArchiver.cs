@@ -155,6 +155,15 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
     private async Task<ArchiveOutcome> FailureAsync(ArchiveCandidate candidate, Exception e, CancellationToken ct)
     {
         var runId = candidate.RunId;
+        // Thrown while a row was being read, ours may come wrapped by the library.
+        for (var inner = e; inner is not null; inner = inner.InnerException)
+        {
+            if (inner is ArchiveWriteException or ArchiveUnreadableException or ArchiveRefusedException or RunChangedException)
+            {
+                e = inner;
+                break;
+            }
+        }
         switch (e)
         {
             case ArchiveWriteException w:
@@ -412,19 +421,20 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
             {
                 for (var version = from + 1; version <= through; version += ReadPage)
                 {
-                    var page = await session.RowsAsync(
+                    // Each row goes into the bundle as it is read: nothing of the run is held beyond the current event.
+                    await session.EachAsync(
                         $"select version, seq_id, id, type, mt_dotnet_type, coalesce(tenant_id, '*DEFAULT*'), timestamp, data::text, bdata is not null " +
                         $"from {names.Events} where stream_id = ? and version >= ? and version <= ? order by version",
-                        r => (Event: new ArchivedEvent(r.GetInt64(0), r.GetInt64(1), r.GetGuid(2), r.GetString(3), r.IsDBNull(4) ? null : r.GetString(4),
-                            r.GetString(5), r.GetFieldValue<DateTimeOffset>(6), r.GetString(7)), Binary: r.GetBoolean(8)),
+                        r =>
+                        {
+                            var e = new ArchivedEvent(r.GetInt64(0), r.GetInt64(1), r.GetGuid(2), r.GetString(3), r.IsDBNull(4) ? null : r.GetString(4),
+                                r.GetString(5), r.GetFieldValue<DateTimeOffset>(6), r.GetString(7));
+                            // Another node archived the run meanwhile: its events are gone but for the marker.
+                            if (e.Version != from + 1 + writer.Count || e.Type == _markerType) throw new RunChangedException();
+                            if (r.GetBoolean(8)) throw new ArchiveRefusedException("unsupported-event", $"Run {runId} holds a binary event (version {e.Version}); only JSON events are archived.");
+                            writer.Add(e, archives.ToStored(runId, e).Data);
+                        },
                         ct, runId, version, Math.Min(through, version + ReadPage - 1));
-                    foreach (var (e, binary) in page)
-                    {
-                        // Another node archived the run meanwhile: its events are gone but for the marker.
-                        if (e.Version != from + 1 + writer.Count || e.Type == _markerType) throw new RunChangedException();
-                        if (binary) throw new ArchiveRefusedException("unsupported-event", $"Run {runId} holds a binary event (version {e.Version}); only JSON events are archived.");
-                        writer.Add(e, archives.ToStored(runId, e).Data);
-                    }
                 }
             }
             if (writer.Count != through - from) throw new RunChangedException();
