@@ -58,6 +58,12 @@ public sealed class BenchOptions
     public int SoakMinutes { get; private set; } = 10;
     /// <summary>Worker events per second the soak asks for (reads and janitor work come on top).</summary>
     public int SoakEventsPerSecond { get; private set; } = 200;
+    /// <summary>Length of the retention figure (runs finishing continuously while the sweep archives them).</summary>
+    public int RetentionMinutes { get; private set; } = 10;
+    /// <summary>Its window (<c>Ledger:Retention:ArchiveAfter</c>), in seconds.</summary>
+    public int RetentionWindowSeconds { get; private set; } = 60;
+    /// <summary>Runs (of about 20 events) finishing per second during it.</summary>
+    public int RetentionRunsPerSecond { get; private set; } = 200;
 
     public static BenchOptions Parse(string[] args)
     {
@@ -77,6 +83,8 @@ public sealed class BenchOptions
             o.ScaleDuration = TimeSpan.FromSeconds(1.0);
             o.NodeCounts = [1, 2];
             o.SoakMinutes = 3;
+            o.RetentionMinutes = 3;
+            o.RetentionWindowSeconds = 30;
         }
 
         for (var i = 0; i < args.Length; i++)
@@ -142,6 +150,9 @@ public sealed class BenchOptions
                     break;
                 case "--soak-minutes": o.SoakMinutes = Math.Min(60, Positive(Next())); break;
                 case "--soak-rate": o.SoakEventsPerSecond = Math.Min(2_000, Positive(Next())); break;
+                case "--retention-minutes": o.RetentionMinutes = Math.Min(60, Positive(Next())); break;
+                case "--retention-window": o.RetentionWindowSeconds = Math.Clamp(Positive(Next()), 3, 3600); break;
+                case "--retention-rate": o.RetentionRunsPerSecond = Math.Min(2_000, Positive(Next())); break;
                 case "-h" or "--help":
                     Console.WriteLine(Help);
                     Environment.Exit(0);
@@ -200,7 +211,8 @@ public sealed class BenchOptions
           --only-reads            skip ingestion, baselines and Marten figures (seeding, reads and rebuild only)
           --only LIST             measure only these groups: ingestion (with its baselines and CPU per event),
                                   long-run, nodes, marten, reads (seeding, catch-up, reads, rebuild), history (pages
-                                  and states of a run of --history-events events), soak, startup (at least 5 starts: time to
+                                  and states of a run of --history-events events), soak, retention (runs finishing while
+                                  the sweep archives them; an archived run of --history-events events), startup (at least 5 starts: time to
                                   /health/live, RSS, first requests, RSS after --http-seconds of load); default all
           --long-run-events N     events each long run holds before it is measured (default 10000, quick 1000)
           --scale-seconds S       duration of one long-run / fresh-run / hot-run repetition (default 4, quick 1)
@@ -210,6 +222,9 @@ public sealed class BenchOptions
           --soak-minutes N        length of the soak (default 10, quick 3; at most 60); its webhook receiver
                                   listens on --port + 8
           --soak-rate N           worker events per second during the soak (default 200)
+          --retention-minutes N   length of the retention figure (default 10, quick 3; at most 60)
+          --retention-window S    its window, Ledger:Retention:ArchiveAfter, in seconds (default 60, quick 30)
+          --retention-rate N      runs of about 20 events finishing per second during it (default 200)
         """;
 }
 
@@ -224,5 +239,6 @@ public static class Figure
     public const string Startup = "startup";
     public const string History = "history";
     public const string Soak = "soak";
-    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads, History, Soak, Startup];
+    public const string Retention = "retention";
+    public static readonly IReadOnlyList<string> All = [Ingestion, LongRun, Nodes, Marten, Reads, History, Soak, Retention, Startup];
 }

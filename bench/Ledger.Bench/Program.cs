@@ -393,6 +393,14 @@ public static class BenchProgram
             results.AddPeak("soak", results.Soak.PeakKb, results.Soak.SampledPeakKb, results.Soak.RssSamples);
         }
 
+        // Retention: runs finishing continuously while the sweep archives them, then an archived long run's history.
+        if (o.Measures(Figure.Retention))
+        {
+            results.Retention = await RetentionFigures.RunAsync(o, dll, connectionString,
+                Path.Combine("/var/tmp/run-ledger/bench-logs", $"{database}.retention.log"), Log, ct);
+            results.AddPeak("retention", results.Retention.PeakKb, results.Retention.SampledPeakKb, results.Retention.RssSamples);
+        }
+
         results.Notes.Add("Ledger events/s count the worker events acknowledged as applied over the whole wall time, which also includes registering and claiming each run (2 more requests per run, not counted as events). " +
                           "Latencies are per request, measured by the load generator on the same 2 cores (so they include client time).");
         results.Notes.Add("The in-process Marten figures share the bench process with the load generator; they use schemas of their own in the same database, with the service idle.");

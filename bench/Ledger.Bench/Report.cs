@@ -35,6 +35,7 @@ public sealed class Results
     public List<(string Process, long PeakKb, long SampledPeakKb, long Samples)> Peaks { get; } = [];
     public long PeakRssKb => Peaks.Count == 0 ? 0 : Peaks.Max(p => p.PeakKb);
     public SoakResult? Soak { get; set; }
+    public RetentionResult? Retention { get; set; }
 
     public void AddPeak(string process, LedgerProcess ledger) => AddPeak(process, ledger.PeakRssKb, ledger.SampledPeakRssKb, ledger.Samples);
     public void AddPeak(string process, long peakKb, long sampledKb, long samples) => Peaks.Add((process, peakKb, sampledKb, samples));
@@ -329,6 +330,10 @@ public sealed class Results
                 soak.AchievedEventsPerSecond / p.EventsPerSecond, "≥ 0.95 × requested", soak.AchievedEventsPerSecond >= 0.95 * p.EventsPerSecond));
             rows.Add(new($"Soak: unexpected answers and janitor misses ({soak.Unexpected})", soak.Errors, "requests", null, null, null, "0", soak.Errors == 0));
         }
+        if (Retention is { } retention)
+        {
+            foreach (var (figure, value, unit, target, met) in RetentionFigures.Rows(retention)) rows.Add(new(figure, value, unit, null, null, null, target, met));
+        }
         if (PeakRssKb > 0)
         {
             var mb = PeakRssKb / 1024.0;
@@ -439,6 +444,10 @@ public sealed class Results
                 ? $"soak RSS growth {Num(s.RssGrowthPercent)} % (target 10: {(s.RssGrowthPercent <= 10 ? "met" : "missed")}), soak peak {Num(s.PeakKb / 1024.0)} MB, " +
                   $"{Num(s.AchievedEventsPerSecond)} of {s.Plan.EventsPerSecond} events/s, {s.Errors} unexpected"
                 : "soak: not measured",
+            Retention is { } r
+                ? $"retention: event-derived tables {Num(r.GrowthPercent)} % after the first window (target 10), sweep lag p99 {Num(r.LagSeconds?.P99)} s, " +
+                  $"ingestion p99 {Ratio(r.ProbeRatio)}× without the sweep (target 1.2), archived history page p99 {Num(r.HistoryPage?.MedianP99)} ms (target 100)"
+                : "retention: not measured",
         };
         return $"Summary: {string.Join("; ", parts)}. Targets met: {targets.Count(r => r.Met == true)} of {targets.Count} measured.";
     }
@@ -590,6 +599,7 @@ public sealed class Results
             sb.AppendLine();
         }
         if (Soak is { } soak) Ledger.Bench.Soak.AppendDetails(sb, soak);
+        if (Retention is { } retention) RetentionFigures.AppendDetails(sb, retention);
 
         foreach (var note in Notes) sb.AppendLine($"- {note}");
     }

@@ -9,6 +9,7 @@ using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Leaderboards;
 using Ledger.Operations;
+using Ledger.Retention;
 using Ledger.Runs;
 using Ledger.Web;
 using Ledger.Webhooks;
@@ -45,6 +46,7 @@ try
     {
         // A refused configuration starts nothing, not even the private PostgreSQL.
         LedgerOptionsValidation.Check(builder.Configuration, builder.Environment);
+        RetentionOptions.Check(builder.Configuration);
         // describe and help build the host but never start it: no database for them either.
         connectionString = GeneratedCode.IsOfflineCommand(args)
             ? GeneratedCode.OfflineConnectionString
@@ -66,6 +68,7 @@ builder.Services.AddMarten(options =>
         options.AddLeaderboards();
         options.AddBatches();
         options.AddForensics();
+        options.AddRetention();
         options.Schema.For<DataProtectionKey>();
         ledger.Projections.ApplyTo(options, ledger.SchemaName);
         options.AddWebhooks();
@@ -130,6 +133,7 @@ builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
 builder.Services.AddLedgerOpenApi();
 builder.Services.AddLedgerTelemetry(builder.Configuration);
 builder.Services.AddWebhooks(builder.Configuration);
+builder.Services.AddRetentionServices(builder.Configuration);
 
 var app = builder.Build();
 app.StopEmbeddedOnShutdown();

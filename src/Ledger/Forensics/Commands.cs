@@ -2,6 +2,7 @@ using System.Text.Json;
 using JasperFx.CommandLine;
 using JasperFx.Events;
 using Ledger.Infrastructure;
+using Ledger.Retention;
 using Ledger.Runs;
 using Marten;
 using Microsoft.Extensions.Options;
@@ -105,17 +106,21 @@ public sealed class ExportCommand : JasperFxAsyncCommand<ExportInput>
         long count;
         await using (var output = path is null ? Console.OpenStandardOutput() : File.Create(path))
         {
+            var archives = host.Services.GetRequiredService<RunArchives>();
             count = input.RunFlag is { } runId
-                ? await EventExport.WriteRunAsync(store, runId, output, CancellationToken.None)
+                ? await EventExport.WriteRunAsync(store, runId, output, CancellationToken.None, archives)
                 : await LongWork.RunAsync("export", host.Services.GetRequiredService<IOptions<ProgressOptions>>().Value,
-                    progress => EventExport.WriteSinceAsync(store, since, output, CancellationToken.None, progress));
+                    progress => EventExport.WriteSinceAsync(store, since, output, CancellationToken.None, archives, progress));
         }
         Console.Error.WriteLine(path is null ? $"export: {count} events" : $"export: {count} events written to {path}");
         return true;
     }
 }
 
-/// <summary>Events as NDJSON, one object per line, in the wire format of the history endpoint.</summary>
+/// <summary>
+/// Events as NDJSON, one object per line, in the wire format of the history endpoint. An archived
+/// run's events come from its archive (with <paramref name="archives"/>), as they were before it.
+/// </summary>
 public static class EventExport
 {
     public static async Task<bool> RunExistsAsync(IDocumentStore store, string runId, CancellationToken ct)
@@ -124,18 +129,40 @@ public static class EventExport
         return await session.Events.FetchStreamStateAsync(runId, ct) is not null;
     }
 
-    public static async Task<long> WriteRunAsync(IDocumentStore store, string runId, Stream output, CancellationToken ct)
+    public static async Task<long> WriteRunAsync(IDocumentStore store, string runId, Stream output, CancellationToken ct, RunArchives? archives = null)
     {
         await using var session = store.QuerySession();
+        long count = 0, archived = 0;
+        if (archives is not null && await ArchivedRunStore.LoadAsync(session, store.Options.DatabaseSchemaName, runId, ct) is { Archived: true } archive)
+        {
+            foreach (var e in ArchivedEvents.Of(archives, archive))
+            {
+                await WriteLine(output, runId, e, ct);
+                count++;
+            }
+            archived = archive.ArchivedVersion;
+        }
         var events = await session.Events.FetchStreamAsync(runId, token: ct);
-        foreach (var e in events) await WriteLine(output, e, ct);
-        return events.Count;
+        foreach (var e in events.Where(e => e.Version > archived))
+        {
+            await WriteLine(output, e, ct);
+            count++;
+        }
+        return count;
     }
 
     public static async Task<long> WriteSinceAsync(IDocumentStore store, DateTimeOffset since, Stream output, CancellationToken ct,
-        ProgressReport? progress = null)
+        RunArchives? archives = null, ProgressReport? progress = null)
     {
         await using var session = store.QuerySession();
+        // Archived runs' events come from their archives, merged in sequence order with the rest.
+        var archivedRuns = archives is null
+            ? new Dictionary<string, ArchivedRunRow>()
+            : await ArchivedRunStore.AllArchivedAsync(session, store.Options.DatabaseSchemaName, ct);
+        using var fromArchives = archives is null ? null
+            : ArchivedEvents.Since(archives, archivedRuns.Values.Where(r => r.LastTimestamp >= since), since).GetEnumerator();
+        var archivedNext = fromArchives?.MoveNext() == true;
+        // The stage's total counts what the event store holds; an archived run's events add to it as they are read.
         var writing = progress?.Stage($"events recorded since {since.UtcDateTime:yyyy-MM-dd HH:mm:ss}Z",
             await session.Events.QueryAllRawEvents().Where(e => e.Timestamp >= since).CountAsync(ct));
         long count = 0, last = 0;
@@ -145,27 +172,47 @@ public static class EventExport
             // The database's recording timestamp is indexed with the sequence; the ledger's own recordedAt is in each line.
             var page = await session.Events.QueryAllRawEvents()
                 .Where(e => e.Sequence > from && e.Timestamp >= since).OrderBy(e => e.Sequence).Take(5_000).ToListAsync(ct);
+            foreach (var e in page)
+            {
+                while (archivedNext && fromArchives!.Current.Event.Sequence < e.Sequence)
+                {
+                    await WriteLine(output, fromArchives.Current.RunId, fromArchives.Current.Event, ct);
+                    count++;
+                    archivedNext = fromArchives.MoveNext();
+                }
+                // An archived run keeps its marker (and earlier verdicts) in place of events its archive holds.
+                if (archivedRuns.TryGetValue(e.StreamKey!, out var run) && e.Version <= run.ArchivedVersion) continue;
+                await WriteLine(output, e, ct);
+                count++;
+            }
             if (page.Count == 0)
             {
+                while (archivedNext)
+                {
+                    await WriteLine(output, fromArchives!.Current.RunId, fromArchives.Current.Event, ct);
+                    count++;
+                    archivedNext = fromArchives.MoveNext();
+                }
                 writing?.Complete();
                 return count;
             }
-            foreach (var e in page) await WriteLine(output, e, ct);
-            count += page.Count;
             last = page[^1].Sequence;
             writing?.Report(count);
         }
     }
 
-    private static async Task WriteLine(Stream output, IEvent e, CancellationToken ct)
+    private static Task WriteLine(Stream output, IEvent e, CancellationToken ct) =>
+        WriteLine(output, e.StreamKey!, new StoredEvent(e.Version, e.Sequence, e.Timestamp, e.Data), ct);
+
+    private static async Task WriteLine(Stream output, string runId, StoredEvent e, CancellationToken ct)
     {
         var line = new
         {
-            runId = e.StreamKey,
+            runId,
             sequence = e.Sequence,
             version = e.Version,
             type = EventNames.WireName(e.Data),
-            recordedAt = RunReplay.RecordedAt(e),
+            recordedAt = e.RecordedAt,
             storedAt = e.Timestamp,
             data = JsonSerializer.SerializeToElement(e.Data, e.Data.GetType(), LedgerJson.Options),
         };

@@ -20,7 +20,6 @@ public static class ForensicsConfiguration
     {
         services.AddOptions<PruningOptions>().Bind(configuration.GetSection(PruningOptions.Section))
             .Validate(o => o.BatchSize is >= 1 and <= 100_000, "Ledger:Pruning:BatchSize must be 1 to 100000.")
-            .Validate(o => o.Interval >= TimeSpan.FromSeconds(1), "Ledger:Pruning:Interval must be at least 1 second.")
             .ValidateOnStart();
         return services.AddSingleton<ProjectionVerifier>()
             .AddSingleton<KpiStore>()
@@ -32,7 +31,6 @@ public static class ForensicsConfiguration
             .AddSingleton<RejectionScrub>()
             .AddHostedService(sp => sp.GetRequiredService<RejectionScrub>())
             .AddSingleton<Pruner>()
-            .AddHostedService<PruningService>()
             // The progress of verify, export and rebuild (LongWork).
             .AddOptions<ProgressOptions>().BindConfiguration(ProgressOptions.Section).Services;
     }

@@ -12,6 +12,14 @@ public static class JsonDiff
         return differences.Count == 0 ? "(same content, different encoding)" : string.Join("; ", differences);
     }
 
+    /// <summary>True when the two documents hold the same members and values, whatever the order of the members.</summary>
+    public static bool Same(string a, string b)
+    {
+        var differences = new List<string>();
+        Walk("", JsonNode.Parse(a), JsonNode.Parse(b), differences, 1);
+        return differences.Count == 0;
+    }
+
     private static void Walk(string path, JsonNode? live, JsonNode? rebuilt, List<string> differences, int max)
     {
         if (differences.Count >= max) return;
@@ -21,6 +29,16 @@ public static class JsonDiff
             {
                 Walk(path.Length == 0 ? key : $"{path}.{key}", l[key], r[key], differences, max);
             }
+            return;
+        }
+        if (live is JsonArray la && rebuilt is JsonArray ra && la.Count == ra.Count)
+        {
+            for (var i = 0; i < la.Count; i++) Walk($"{(path.Length == 0 ? "$" : path)}[{i}]", la[i], ra[i], differences, max);
+            return;
+        }
+        if (live is JsonArray lc && rebuilt is JsonArray rc)
+        {
+            differences.Add($"{(path.Length == 0 ? "$" : path)} live has {lc.Count} items, rebuilt {rc.Count}: live={Short(live)} rebuilt={Short(rebuilt)}");
             return;
         }
         if (!JsonNode.DeepEquals(live, rebuilt))

@@ -1,6 +1,7 @@
 using JasperFx.Events;
 using Ledger.Infrastructure;
 using Ledger.Leaderboards;
+using Ledger.Retention;
 using Ledger.Runs;
 using Marten;
 using Marten.Events.Archiving;
@@ -19,10 +20,13 @@ public sealed record VerifyReport(long Events, int Streams, IReadOnlyDictionary<
 /// Replay with proof (invariant 9): rebuilds every projection from the events alone, writes the
 /// result into a scratch schema with the same storage settings, and compares it document by
 /// document (as jsonb) with the live schema. Also checks every published verdict against the
-/// verdicts the fold derives, and every kept KPI counter against its recount.
+/// verdicts the fold derives, and every kept KPI counter against its recount. An archived run's
+/// events are read from its archive, which is checked on the way (manifest, chunks, hash chain,
+/// content digest, and that folding it gives the snapshot its marker keeps); its marker stands for
+/// the verdict whose place it took.
 /// </summary>
 public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase database, IOptions<LedgerOptions> options,
-    StorageNames names, KpiStore kpis, ILogger<ProjectionVerifier> logger)
+    StorageNames names, KpiStore kpis, RunArchives archives, ILogger<ProjectionVerifier> logger)
 {
     private const int Page = 5_000;
 
@@ -37,8 +41,13 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         long events = 0, last = 0;
         await store.Storage.ApplyAllConfiguredChangesToDatabaseAsync();
 
+        long archivedEvents = 0;
         await using (var session = store.QuerySession())
         {
+            var archived = await ArchivedRunStore.AllArchivedAsync(session, names.Schema, ct);
+            var markers = new HashSet<string>(StringComparer.Ordinal);
+            var keptVerdicts = new Dictionary<string, List<long>>(StringComparer.Ordinal);
+            // The stage counts what the event store holds; an archived run's events are read from its marker's archive on the way.
             var folding = progress?.Stage("fold every event",
                 await session.Events.QueryAllRawEvents().Where(e => e.MaybeArchived()).CountAsync(ct));
             while (true)
@@ -48,13 +57,44 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
                 var page = await session.Events.QueryAllRawEvents()
                     .Where(e => e.MaybeArchived() && e.Sequence > from).OrderBy(e => e.Sequence).Take(Page).ToListAsync(ct);
                 if (page.Count == 0) break;
-                foreach (var e in page) Fold(e, runs, published, leases, standings, changes);
+                foreach (var e in page)
+                {
+                    var key = e.StreamKey!;
+                    if (e.Data is RunArchived marker)
+                    {
+                        markers.Add(key);
+                        var row = archived.GetValueOrDefault(key);
+                        var verdicts = keptVerdicts.GetValueOrDefault(key) ?? [];
+                        if (marker.Verdict is not null) verdicts.Add(e.Sequence);
+                        var (run, count) = CheckArchive(key, row, marker, e.Sequence, verdicts, leases, differences);
+                        runs[key] = run;
+                        archivedEvents += count;
+                        if (marker.Verdict is { } verdict)
+                        {
+                            // The marker stands where its verdict stood: published and folded into the standings at that sequence.
+                            (published.TryGetValue(key, out var list) ? list : published[key] = []).Add(verdict.Status);
+                            if (Standing.Fold(standings, verdict, e.Sequence) is { } change) changes.Add(change);
+                        }
+                        continue;
+                    }
+                    if (e.Data is VerdictReached && !runs.ContainsKey(key))
+                    {
+                        // A verdict kept in the event store ahead of its run's archive (a run reclassified before it was archived).
+                        (keptVerdicts.TryGetValue(key, out var kept) ? kept : keptVerdicts[key] = []).Add(e.Sequence);
+                    }
+                    Fold(e, runs, published, leases, standings, changes);
+                }
                 events += page.Count;
                 last = page[^1].Sequence;
                 folding?.Report(events);
             }
             folding?.Complete();
+            foreach (var row in archived.Values.Where(r => !markers.Contains(r.RunId)).OrderBy(r => r.RunId, StringComparer.Ordinal).Take(200))
+            {
+                differences.Add($"archive/{row.RunId}: archived through version {row.ArchivedVersion}, but its marker (sequence {row.MarkerSequence}) is not in the event store");
+            }
         }
+        events += archivedEvents;
 
         foreach (var (runId, run) in runs)
         {
@@ -96,6 +136,74 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         };
         logger.LogInformation("Verify: {Events} events, {Streams} streams, {Differences} differences", events, runs.Count, differences.Count);
         return new VerifyReport(events, runs.Count, documents, differences);
+    }
+
+    /// <summary>
+    /// Reads an archived run's bundles whole, checking each (manifest against the marker, chunks,
+    /// chain, content digest), and folds them: the run as its archive gives it, with its leases.
+    /// Every difference names the run and, when it can, the first bad event. When the archive cannot
+    /// be read, the marker's snapshot stands in for it, so that one damaged file is one difference.
+    /// </summary>
+    private (Run Run, long Events) CheckArchive(string runId, ArchivedRunRow? row, RunArchived marker, long markerSequence, List<long> keptVerdicts,
+        List<LeaseHolder> leases, List<string> differences)
+    {
+        if (row is null)
+        {
+            differences.Add($"archive/{runId}: the event store holds its run.archived marker, but {ArchivedRunStore.TableName} does not list it as archived");
+            return (marker.Snapshot, 0);
+        }
+        if (row.MarkerSequence != markerSequence || row.ArchivedVersion != marker.LastVersion
+            || ArchivedRunStore.SerializeBundles(row.Bundles) != ArchivedRunStore.SerializeBundles(marker.Bundles))
+        {
+            differences.Add($"archive/{runId}: its marker (sequence {markerSequence}, through version {marker.LastVersion}) and {ArchivedRunStore.TableName} " +
+                            $"(sequence {row.MarkerSequence}, through version {row.ArchivedVersion}) disagree");
+        }
+
+        var fold = new RunReplay.Fold();
+        var claims = new List<LeaseHolder>();
+        var verdicts = new List<long>();
+        var chain = ArchiveFormat.ChainOrigin(runId);
+        var next = 1L;
+        try
+        {
+            foreach (var bundle in marker.Bundles)
+            {
+                var checkedBundle = archives.CheckBundle(runId, bundle.Path, RunArchives.Label(bundle), bundle.ManifestSha256, bundle.Sha256, next, chain, line =>
+                {
+                    var e = archives.ToStored(runId, line);
+                    fold.Apply(e, explain: false);
+                    if (e.Data is RunClaimed claimed) claims.Add(new LeaseHolder { Id = claimed.LeaseTokenHash, RunId = runId, IssuedAt = claimed.ClaimedAt });
+                    if (e.Data is VerdictReached) verdicts.Add(e.Sequence);
+                });
+                chain = checkedBundle.Manifest.ChainEnd;
+                next = checkedBundle.Manifest.LastVersion + 1;
+            }
+        }
+        catch (ArchiveUnreadableException e)
+        {
+            differences.Add($"archive/{runId}: {e.Bundle} {e.Detail}" +
+                            (e.Version is { } v ? $"; first bad event: version {v}{(e.Sequence is { } q ? $", sequence {q}" : "")}" : ""));
+            return (marker.Snapshot, 0);
+        }
+        leases.AddRange(claims);
+        if (fold.Run is null || fold.Version != marker.LastVersion || marker.Count != fold.Version)
+        {
+            differences.Add($"archive/{runId}: its bundles hold versions 1..{fold.Version}, its marker says {marker.Count} events through version {marker.LastVersion}");
+            return (marker.Snapshot, fold.Version);
+        }
+        var serializer = store.Options.Serializer();
+        var folded = serializer.ToJson(fold.Run);
+        var snapshot = serializer.ToJson(marker.Snapshot);
+        if (!JsonDiff.Same(snapshot, folded))
+        {
+            differences.Add($"archive/{runId}: folding the archive does not give the state its marker keeps: {JsonDiff.Describe(snapshot, folded)}");
+        }
+        if (!verdicts.SequenceEqual(keptVerdicts))
+        {
+            differences.Add($"archive/{runId}: the archive's verdicts are at sequences [{string.Join(", ", verdicts)}], " +
+                            $"the event store keeps them at [{string.Join(", ", keptVerdicts)}]");
+        }
+        return (fold.Run, fold.Version);
     }
 
     private static void Fold(IEvent e, Dictionary<string, Run> runs, Dictionary<string, List<RunStatus>> published,

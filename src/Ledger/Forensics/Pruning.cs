@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using JasperFx.Events.Daemon;
 using Ledger.Infrastructure;
 using Ledger.Webhooks;
 using Microsoft.Extensions.Options;
@@ -10,14 +9,16 @@ using Weasel.Postgresql.Tables;
 
 namespace Ledger.Forensics;
 
-/// <summary>Bound from <c>Ledger:Pruning</c>: how often this node's pruning step runs, when it leads.</summary>
+/// <summary>
+/// Bound from <c>Ledger:Pruning</c>: whether the retention sweep's <c>prune-logs</c> step prunes, and how
+/// much per statement. It runs with every sweep (<c>Ledger:Retention:SweepInterval</c>), on the node that
+/// runs the async projections, whether or not runs are archived.
+/// </summary>
 public sealed class PruningOptions
 {
     public const string Section = "Ledger:Pruning";
 
     public bool Enabled { get; set; } = true;
-    /// <summary>Time between two prunes.</summary>
-    public TimeSpan Interval { get; set; } = TimeSpan.FromMinutes(10);
     /// <summary>Rows removed per statement (each its own short transaction); a prune goes on until nothing is left.</summary>
     public int BatchSize { get; set; } = 1_000;
 }
@@ -69,7 +70,7 @@ public static class PrunedCounts
 /// The pruning step: <see cref="PruneAsync"/> removes what <see cref="PrunePolicy"/> says may go at a
 /// time, in batches, each batch one transaction that also adds what the removed rows counted for to
 /// <see cref="PrunedCounts"/>. Safe to run on several nodes at once (a row is counted by the statement
-/// that deleted it), but <see cref="PruningService"/> runs it only on the node that leads the async daemon.
+/// that deleted it), but the retention sweep (<c>Ledger.Retention.PruneLogsStep</c>) runs it only on the node that leads the async daemon.
 /// </summary>
 public sealed class Pruner(ReadDatabase database, StorageNames names, IOptions<LedgerOptions> ledger,
     IOptions<WebhookOptions> webhooks, IOptions<PruningOptions> options, ILogger<Pruner> logger)
@@ -110,12 +111,32 @@ public sealed class Pruner(ReadDatabase database, StorageNames names, IOptions<L
         return result;
     }
 
+    /// <summary>What <see cref="PruneAsync"/> would remove now (refusals and deliveries; a refusal's anomaly record goes with it).</summary>
+    public async Task<PruneResult> CountAsync(DateTimeOffset now, CancellationToken ct)
+    {
+        var (rejectionsBefore, deliveriesBefore) = Policy.At(now);
+        await using var command = database.Source.CreateCommand(
+            $"select (select count(*) from {names.Table<Rejection>()} where @rejections is not null and {RejectionAt} < @rejections), " +
+            $"(select count(*) from {names.Table<WebhookDelivery>()} where @deliveries is not null and {DeliveryCreatedAt} < @deliveries and {DeliveryFinished})");
+        command.Parameters.Add(new NpgsqlParameter("rejections", NpgsqlDbType.TimestampTz) { Value = (object?)rejectionsBefore ?? DBNull.Value });
+        command.Parameters.Add(new NpgsqlParameter("deliveries", NpgsqlDbType.TimestampTz) { Value = (object?)deliveriesBefore ?? DBNull.Value });
+        command.Parameters.AddWithValue("unfinished", WebhookDelivery.Unfinished.ToArray());
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        await reader.ReadAsync(ct);
+        return new PruneResult(reader.GetInt64(0), 0, reader.GetInt64(1), TimeSpan.Zero);
+    }
+
+    // The columns the policy's times are compared with, shared by the prune and its count.
+    private string RejectionAt => $"{names.Function("mt_immutable_timestamptz")}({names.Json<Rejection>(x => x.At)})";
+    private string DeliveryCreatedAt => $"{names.Function("mt_immutable_timestamptz")}({names.Json<WebhookDelivery>(x => x.CreatedAt)})";
+    private string DeliveryFinished => $"{names.Json<WebhookDelivery>(x => x.State)} <> all(@unfinished)";
+
     /// <summary>One batch of the oldest refusals and their anomaly records; what they counted for moves to <see cref="PrunedCounts"/>.</summary>
     private async Task<(long Rejections, long Anomalies)> PruneRejectionsAsync(DateTimeOffset before, int batch, CancellationToken ct)
     {
         var rejectionsTable = names.Table<Rejection>();
         var anomaliesTable = names.Table<AnomalyRecord>();
-        var at = $"{names.Function("mt_immutable_timestamptz")}({names.Json<Rejection>(x => x.At)})";
+        var at = RejectionAt;
         // Samples of refusals that are counted (without credentials, beyond a budget) are not counted as kept rejections.
         var counted = $"coalesce(({names.Json<Rejection>(x => x.Unauthenticated, "r")})::boolean, false) or coalesce(({names.Json<Rejection>(x => x.OverBudget, "r")})::boolean, false)";
         var sql = $"""
@@ -173,9 +194,9 @@ public sealed class Pruner(ReadDatabase database, StorageNames names, IOptions<L
     private async Task<long> PruneDeliveriesAsync(DateTimeOffset before, int batch, CancellationToken ct)
     {
         var table = names.Table<WebhookDelivery>();
-        var createdAt = $"{names.Function("mt_immutable_timestamptz")}({names.Json<WebhookDelivery>(x => x.CreatedAt)})";
+        var createdAt = DeliveryCreatedAt;
         await using var command = database.Source.CreateCommand($"""
-            with doomed as (select id from {table} where {createdAt} < @before and {names.Json<WebhookDelivery>(x => x.State)} <> all(@unfinished)
+            with doomed as (select id from {table} where {createdAt} < @before and {DeliveryFinished}
                             order by {createdAt} limit @batch)
             delete from {table} d using doomed where d.id = doomed.id
             """);
@@ -183,59 +204,5 @@ public sealed class Pruner(ReadDatabase database, StorageNames names, IOptions<L
         command.Parameters.AddWithValue("unfinished", WebhookDelivery.Unfinished.ToArray());
         command.Parameters.AddWithValue("batch", batch);
         return await command.ExecuteNonQueryAsync(ct);
-    }
-}
-
-/// <summary>
-/// Runs the pruning step every <see cref="PruningOptions.Interval"/>, on one node at a time: the one whose
-/// async daemon is running (Marten's leader election in <c>Leader</c> mode; always in <c>Solo</c>, never in
-/// <c>Disabled</c>), so that the election the projections already use decides, with no lock of its own.
-/// </summary>
-public sealed class PruningService(Pruner pruner, IEnumerable<IProjectionCoordinator> coordinators, TimeProvider clock,
-    IOptions<PruningOptions> options, ILogger<PruningService> logger) : BackgroundService
-{
-    // None when the daemon is disabled on this node (Ledger:DaemonMode=Disabled): it never leads.
-    private readonly IProjectionCoordinator? _coordinator = coordinators.FirstOrDefault();
-
-    /// <summary>True while this node runs the async daemon, so leads the pruning.</summary>
-    public bool Leads()
-    {
-        try
-        {
-            return _coordinator?.DaemonForMainDatabase().IsRunning ?? false;
-        }
-        catch (Exception e) when (e is InvalidOperationException or NotSupportedException)
-        {
-            return false;
-        }
-    }
-
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        if (!options.Value.Enabled)
-        {
-            logger.LogInformation("Pruning is disabled (Ledger:Pruning:Enabled=false): this node prunes neither refusals nor deliveries");
-            return;
-        }
-        var interval = options.Value.Interval > TimeSpan.Zero ? options.Value.Interval : TimeSpan.FromMinutes(10);
-        using var timer = new PeriodicTimer(interval, clock);
-        try
-        {
-            while (await timer.WaitForNextTickAsync(stoppingToken))
-            {
-                if (!Leads()) continue;
-                try
-                {
-                    await pruner.PruneAsync(clock.GetUtcNow(), stoppingToken);
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    logger.LogError(e, "Pruning failed; the next interval tries again");
-                }
-            }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
     }
 }

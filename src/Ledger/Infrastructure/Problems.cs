@@ -44,6 +44,9 @@ public static class ProblemCodes
     public const string UnknownScore = "unknown-score";
     public const string OutputConflict = "output-conflict";
     public const string ChunkConflict = "chunk-conflict";
+    public const string RunArchived = "run-archived";
+    public const string RunNotArchived = "run-not-archived";
+    public const string ArchiveCorrupt = "archive-corrupt";
     public const string Contention = "contention";
     public const string DatabaseUnavailable = "database-unavailable";
     public const string Overloaded = "overloaded";
@@ -127,6 +130,12 @@ public static class ProblemCatalogue
             "An output name was recorded again with another uri or digest."),
         new(ProblemCodes.ChunkConflict, 409, false, "The chunk is already committed with another count",
             "A chunk id was committed again with another count."),
+        new(ProblemCodes.RunArchived, 409, false, "The run's history is archived and the archive cannot be read",
+            "The run's events left PostgreSQL for an archive (`Ledger:Retention`) that this node cannot read now (the directory is not mounted or set, or the file is missing or damaged). The run itself is still answered. `POST /api/runs/{id}/restore` puts the events back once the archive is readable."),
+        new(ProblemCodes.RunNotArchived, 409, false, "The run is not archived",
+            "A restore was asked for a run whose events are all in PostgreSQL."),
+        new(ProblemCodes.ArchiveCorrupt, 409, false, "The archive is damaged",
+            "The run's archive is missing, or its manifest, digest or hash chain is not what was recorded when it was archived; `detail` names the first bad event when it can. Nothing was changed. `verify` reports every damaged archive."),
         new(ProblemCodes.Contention, 503, true, "The run is being changed by other requests",
             "The run stayed contended through every attempt; nothing from this request was recorded. Retry after the Retry-After delay."),
         new(ProblemCodes.DatabaseUnavailable, 503, true, "The ledger's database is unavailable",

@@ -33,15 +33,15 @@ public sealed class StandingsProjection : IProjection
 
     public async Task ApplyAsync(IDocumentOperations operations, IReadOnlyList<IEvent> events, CancellationToken cancellation)
     {
-        var ranked = events.Where(e => e.Data is VerdictReached v && Standing.Ranks(v)).ToList();
+        var ranked = events.Select(e => (e.Sequence, Verdict: VerdictOf(e.Data))).Where(e => e.Verdict is not null && Standing.Ranks(e.Verdict)).ToList();
         if (ranked.Count == 0) return;
 
-        var ids = ranked.Select(e => Key((VerdictReached)e.Data)).Distinct(StringComparer.Ordinal).ToArray();
+        var ids = ranked.Select(e => Key(e.Verdict!)).Distinct(StringComparer.Ordinal).ToArray();
         var standings = (await operations.LoadManyAsync<Standing>(cancellation, ids)).ToDictionary(s => s.Id, StringComparer.Ordinal);
         var changes = new List<StandingChange>();
-        foreach (var e in ranked)
+        foreach (var (sequence, verdict) in ranked)
         {
-            if (Standing.Fold(standings, (VerdictReached)e.Data, e.Sequence) is { } change) changes.Add(change);
+            if (Standing.Fold(standings, verdict!, sequence) is { } change) changes.Add(change);
         }
 
         // Every id of the page now has its standing (Fold creates the missing ones).
@@ -51,6 +51,17 @@ public sealed class StandingsProjection : IProjection
         RecordChanges(operations, schema, changes);
         RecordCurrent(operations, schema, touched);
     }
+
+    /// <summary>
+    /// The verdict an event carries: a verdict, or the marker of an archived run, which stands in the
+    /// place (the sequence) of the verdict it replaced, so a rebuild folds it exactly there.
+    /// </summary>
+    public static VerdictReached? VerdictOf(object data) => data switch
+    {
+        VerdictReached v => v,
+        Ledger.Retention.RunArchived { Verdict: { } v } => v,
+        _ => null,
+    };
 
     private static string Key(VerdictReached verdict) => Standing.Key(verdict.Board!, verdict.Participant!);
 
@@ -123,6 +134,7 @@ public sealed class StandingsProjection : IProjection
             Name = Name,
         };
         projection.IncludeType<VerdictReached>();
+        projection.IncludeType<Ledger.Retention.RunArchived>();
         // Catching up (after a rebuild, or after verdicts appended past the service) holds at most
         // 1,000 verdicts in memory, in pages of 250, rather than the library's 5,000 in pages of 500:
         // each page also loads the standing documents of its participants (about 7 KB each at 50

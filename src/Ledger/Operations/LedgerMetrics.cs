@@ -20,6 +20,8 @@ public sealed class LedgerMetrics
     private readonly Counter<long> _anomalies;
     private readonly Histogram<int> _groupSize;
     private readonly Histogram<double> _commitDuration;
+    private readonly Counter<long> _archivedRuns;
+    private readonly Counter<long> _retentionFailures;
 
     public LedgerMetrics(IMeterFactory meters, StoredStateGauges stored, IServiceProvider services)
     {
@@ -35,6 +37,10 @@ public sealed class LedgerMetrics
         _commitDuration = meter.CreateHistogram<double>("ledger_writer_commit_duration", unit: "s",
             description: "Time of the run writer's commit (SaveChanges: the statements and COMMIT) of one group.",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5] });
+        _archivedRuns = meter.CreateCounter<long>("ledger_retention_archived_runs", unit: "{run}",
+            description: "Runs archived by retention sweeps of this process (a late event archived later counts again).");
+        _retentionFailures = meter.CreateCounter<long>("ledger_retention_failures", unit: "{run}",
+            description: "Runs a retention sweep of this process failed to archive, by reason (directory-unwritable, disk-full, read-back-mismatch, ...).");
         // The writer is resolved when observed, not here: it depends on these metrics.
         meter.CreateObservableGauge("ledger_writer_queue_depth",
             () => services.GetService<RunWriter>()?.Queued ?? 0, unit: "{command}",
@@ -75,6 +81,10 @@ public sealed class LedgerMetrics
         _commitDuration.Record(duration.TotalSeconds);
         foreach (var kind in anomalyKinds) Anomaly(kind);
     }
+
+    public void RetentionArchived() => _archivedRuns.Add(1);
+
+    public void RetentionFailed(string reason) => _retentionFailures.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     public static string Wire(EventResultKind kind) => kind switch
     {

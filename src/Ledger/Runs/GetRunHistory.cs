@@ -23,15 +23,16 @@ public sealed record HistoryEntry(
 /// <summary>
 /// One page of a run's history: the events after version <c>after</c>, at most <c>limit</c> of
 /// them. <c>status</c> and <c>version</c> are the run's now; <c>next</c> is the <c>after</c> of the
-/// following page, null on the last one.
+/// following page, null on the last one. <c>archived</c> is true when the run's events (up to a
+/// version) were read from its archive rather than from PostgreSQL, and absent otherwise.
 /// </summary>
-public sealed record RunHistory(string RunId, RunStatus Status, long Version, IReadOnlyList<HistoryEntry> Events, long? Next);
+public sealed record RunHistory(string RunId, RunStatus Status, long Version, IReadOnlyList<HistoryEntry> Events, long? Next, bool? Archived = null);
 
 public static class GetRunHistoryEndpoint
 {
     [WolverineGet("/api/runs/{id}/events", Name = "GetRunHistory")]
     [Accepts(Credential.AdminKey, Credential.ReadKey)]
-    [Refuses(ProblemCodes.RunNotFound)]
+    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.RunArchived)]
     [Tags("Runs")]
     [EndpointSummary("Every event of the run, when it occurred and was recorded, and what applying it did, paged by version (?after=V&limit=N)")]
     [ProducesResponseType<RunHistory>(200)]
@@ -54,7 +55,7 @@ public static class GetRunHistoryEndpoint
         // What each event did depends on every event before it: the page is refolded from the nearest snapshot.
         var page = await history.PageAsync(reading, from, size, context.RequestAborted);
         long? next = page.Count == size && page[^1].Version < run.Version ? page[^1].Version : null;
-        return Results.Json(new RunHistory(id, run.Status, run.Version, page, next), LedgerJson.Options);
+        return Results.Json(new RunHistory(id, run.Status, run.Version, page, next, reading.Archive is null ? null : true), LedgerJson.Options);
     }
 
     public const int DefaultLimit = 1000;

@@ -5,13 +5,14 @@ using Wolverine.Http;
 
 namespace Ledger.Runs;
 
-public sealed record RunStateAsOf(long Version, DateTimeOffset RecordedAt, RunView State);
+/// <summary>The run at a version or a time; <c>archived</c> is true when it was refolded from the run's archive.</summary>
+public sealed record RunStateAsOf(long Version, DateTimeOffset RecordedAt, RunView State, bool? Archived = null);
 
 public static class GetRunStateEndpoint
 {
     [WolverineGet("/api/runs/{id}/state", Name = "GetRunState")]
     [Accepts(Credential.AdminKey, Credential.ReadKey)]
-    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.StateNotFound)]
+    [Refuses(ProblemCodes.RunNotFound, ProblemCodes.StateNotFound, ProblemCodes.RunArchived)]
     [Tags("Forensics")]
     [EndpointSummary("The run as it was at a version or a time, refolded from its stream (admin or read key)")]
     [EndpointDescription("version=N: after the N-th event of the stream. at=TIME: after every event the ledger recorded at or before TIME. Neither: now, refolded.")]
@@ -40,6 +41,6 @@ public static class GetRunStateEndpoint
                     : $"The run was registered at {now.RegisteredAt:O}.", runId: id, runStatus: now.Status).ToResult();
         }
 
-        return Results.Json(new RunStateAsOf(last.Version, last.RecordedAt, RunView.From(run)), LedgerJson.Options);
+        return Results.Json(new RunStateAsOf(last.Version, last.RecordedAt, RunView.From(run), reading.Archive is null ? null : true), LedgerJson.Options);
     }
 }

@@ -124,8 +124,10 @@ public static class RecordedKeyStore
     };
 
     /// <summary>
-    /// Queues the deletion of every key a run recorded into the session's transaction: for a run
-    /// whose events are removed (retention), in the same transaction as its events.
+    /// Queues the deletion of every key the runs recorded into the session's transaction: their events
+    /// have left PostgreSQL for an archive (retention, in the same transaction; a resend that late is
+    /// refused as run-terminal anyway). The one place a run's keys are deleted; a restore records them
+    /// again with <see cref="Record"/>.
     /// </summary>
     public static void DeleteKeysOf(IDocumentOperations session, string schema, params string[] runIds)
     {

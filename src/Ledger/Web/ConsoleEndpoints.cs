@@ -72,7 +72,8 @@ public static class ConsoleEndpoints
                 .OrderByDescending(r => r.RegisteredAt).ThenBy(r => r.Id)
                 .Skip((number - 1) * size).Take(size).ToListAsync(context.RequestAborted);
             var total = await filter.Apply(db.Query<Run>(), now).CountAsync(context.RequestAborted);
-            return Page<RunsPage>(new { Session = session, Model = new RunsModel(query, runs.ToList(), total, number, size, null, now) });
+            var archived = await Ledger.Retention.ArchivedRunStore.ArchivedAmongAsync(db, store.Options.DatabaseSchemaName, runs.Select(r => r.Id).ToArray(), context.RequestAborted);
+            return Page<RunsPage>(new { Session = session, Model = new RunsModel(query, runs.ToList(), total, number, size, null, now, archived) });
         });
 
         console.MapGet("/runs/{id}", async (string id, HttpContext context, RunHistoryReader history, long? version, long? after, string? notice, string? follow) =>
@@ -309,7 +310,7 @@ public static class ConsoleEndpoints
         var page = await history.PageAsync(reading, from, EventsPerPage, ct);
         long? next = page.Count == EventsPerPage && page[^1].Version < current.Version ? page[^1].Version : null;
         var refusals = await reading.Session.Query<Rejection>().Where(r => r.RunId == id).OrderByDescending(r => r.At).Take(100).ToListAsync(ct);
-        return new RunModel(current, shown, asOf, asOfAt, page, from, next, refusals.ToList(), null, null);
+        return new RunModel(current, shown, asOf, asOfAt, page, from, next, refusals.ToList(), null, null, ArchivedThrough: reading.Archive?.ArchivedVersion);
     }
 
     public static IResult ToSignIn() => Results.Redirect("/");

@@ -26,7 +26,7 @@ public sealed record RunsQuery(string? Status, string? Board, string? Batch, str
 }
 
 public sealed record RunsModel(RunsQuery Query, IReadOnlyList<Run> Runs, long Total, int Page, int PageSize,
-    IReadOnlyDictionary<string, string[]>? Errors, DateTimeOffset Now);
+    IReadOnlyDictionary<string, string[]>? Errors, DateTimeOffset Now, IReadOnlySet<string>? Archived = null);
 
 public sealed record RunModel(
     Run Current,
@@ -39,7 +39,8 @@ public sealed record RunModel(
     IReadOnlyList<Rejection> Refusals,
     string? Notice,
     string? Error,
-    bool Follow = false);
+    bool Follow = false,
+    long? ArchivedThrough = null);
 
 public static partial class Show
 {

@@ -41,6 +41,7 @@ public static class ConsoleStyle
         .status { display: inline-block; padding: 0 .45rem; border-radius: 1rem; font-size: .85rem; background: #e7ecf0; }
         .s-succeeded { background: #d2f4dc; } .s-failed, .s-lost { background: #ffdcd7; } .s-cancelled { background: #eee; }
         .s-running, .s-claimed { background: #dbe9ff; }
+        .archived { background: #f3e6c4; margin-left: .25rem; }
         .anomaly { color: #8a1c00; font-weight: 600; }
         .r-recorded-not-applied td, .r-refused td { background: #fff4e0; }
         .detail { color: var(--muted); font-size: .85rem; }

@@ -64,7 +64,7 @@ public sealed class ApiDescriptionTests(LedgerHost ledger) : IClassFixture<Ledge
         var operations = document["paths"]!.AsObject()
             .SelectMany(p => p.Value!.AsObject().Select(m => (Path: p.Key, Method: m.Key, Operation: m.Value!)))
             .ToList();
-        Assert.Equal(27, operations.Count); // the 26 of /api (5 of them webhook subscriptions), and GET /health
+        Assert.Equal(29, operations.Count); // the 28 of /api (5 of them webhook subscriptions, 2 retention), and GET /health
         Assert.Empty(document["paths"]!["/health"]!["get"]!["security"]!.AsArray());
         var schemes = document["components"]!["securitySchemes"]!.AsObject();
         Assert.Equal(["adminKey", "leaseToken", "readKey", "workerKey"], schemes.Select(s => s.Key).Order());

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json.Nodes;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
+using Ledger.Retention;
 using Ledger.Tests.Fixtures;
 using Ledger.Webhooks;
 using Marten;
@@ -29,7 +30,6 @@ public sealed class RefusalBudgetTests
         ["Ledger:Webhooks:KeepDeliveriesFor"] = "1.00:00:00",
         ["Ledger:Webhooks:MaxSubscriptions"] = "3",
         ["Ledger:Webhooks:AllowPrivateTargets"] = "true",
-        ["Ledger:Pruning:Interval"] = "00:10:00",
     };
 
     private static async Task<T> With<T>(Func<LedgerHost, Scenarios, Task<T>> test, Dictionary<string, string>? more = null)
@@ -227,9 +227,10 @@ public sealed class RefusalBudgetTests
     }, new() { ["Ledger:Pruning:Enabled"] = "false" }); // the test calls the step itself
 
     [Fact]
-    public Task only_the_node_that_leads_the_async_daemon_prunes_and_it_does_so_every_interval() => With(async (ledger, api) =>
+    public Task only_the_node_that_leads_the_async_daemon_prunes_and_it_does_so_with_every_retention_sweep() => With(async (ledger, api) =>
     {
-        static PruningService Pruning(IServiceProvider services) => services.GetServices<IHostedService>().OfType<PruningService>().Single();
+        // Archiving is off in this host: the sweep runs for its prune-logs step alone.
+        static RetentionService Pruning(IServiceProvider services) => services.GetServices<IHostedService>().OfType<RetentionService>().Single();
         var leader = Pruning(ledger.Host.Services);
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (!leader.Leads())
@@ -259,6 +260,17 @@ public sealed class RefusalBudgetTests
             Assert.True(DateTime.UtcNow < deadline, "the leader did not prune within a minute of its interval");
             await Task.Delay(200); // the periodic step runs on its own task
         }
+        // The sweep's report says what was pruned, and GET /api/retention shows it with the policy.
+        var retention = await api.Send(HttpMethod.Get, "/api/retention", LedgerHost.AdminKey);
+        Assert.Equal(HttpStatusCode.OK, retention.Status);
+        var view = JsonNode.Parse(retention.Text)!;
+        Assert.False(view["policy"]!["enabled"]!.GetValue<bool>());
+        Assert.True(view["policy"]!["pruning"]!.GetValue<bool>());
+        Assert.Equal("1.00:00:00", view["policy"]!["keepRejectionsFor"]!.GetValue<string>());
+        var pruned = view["sweeps"]!.AsArray().SelectMany(w => w!["steps"]!.AsArray()).Where(step => step!["step"]!.GetValue<string>() == "prune-logs")
+            .Select(step => step!["counts"]!["rejections"]?.GetValue<long>() ?? 0).ToList();
+        Assert.Contains(pruned, n => n >= 1);
+        Assert.Contains(view["nextSweep"]!.AsArray(), step => step!["step"]!.GetValue<string>() == "prune-logs" && step["counts"]!["rejections"]!.GetValue<long>() == 0);
         return true;
     });
 }

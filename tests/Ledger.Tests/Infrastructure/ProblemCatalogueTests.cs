@@ -181,6 +181,27 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
             Assert.NotNull(throttled.RetryAfter);
         }
 
+        // Retention's refusals, through a node that archives into a folder of its own (the same database and clock).
+        var folder = Directory.CreateTempSubdirectory("ledger-catalogue-").FullName;
+        try
+        {
+            await using var keeping = await ledger.SecondInstance(Ledger.Tests.Retention.RetentionHost.Settings(folder));
+            var api = new Scenarios(ledger, keeping);
+            var (runF, tokenF) = await api.Started();
+            Assert.Equal(HttpStatusCode.OK, (await api.Events(runF, tokenF, Event("run.completed"))).Status);
+            Expect(await api.Send(HttpMethod.Post, $"/api/runs/{runF}/restore", admin), ProblemCodes.RunNotArchived);
+            await ledger.Settled();
+            ledger.Clock.Advance(Ledger.Tests.Retention.RetentionHost.Window + TimeSpan.FromMinutes(1));
+            await Ledger.Tests.Retention.RetentionKit.RetentionSweep(ledger, keeping);
+            foreach (var file in Directory.EnumerateFiles(folder, "*.rla", SearchOption.AllDirectories)) File.Delete(file);
+            Expect(await api.Send(HttpMethod.Get, $"/api/runs/{runF}/events", admin), ProblemCodes.RunArchived);
+            Expect(await api.Send(HttpMethod.Post, $"/api/runs/{runF}/restore", admin), ProblemCodes.ArchiveCorrupt);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+
         Assert.Equal(ProblemCatalogue.All.Select(p => p.Code).Order(), seen.Order());
     }
 
