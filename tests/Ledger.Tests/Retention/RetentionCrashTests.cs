@@ -18,7 +18,7 @@ namespace Ledger.Tests.Retention;
 /// </summary>
 public sealed class RetentionCrashTests(ITestOutputHelper output)
 {
-    private const string Admin = "crash-admin-key", Worker = "crash-worker-key", Reader = "crash-read-key";
+    private const string Admin = "crash-admin-key-0123456789", Worker = "crash-worker-key-0123456789", Reader = "crash-read-key-0123456789";
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(120);
 
     [Fact]
