@@ -28,6 +28,8 @@ public sealed record RegisterRun
         public Validator(IOptions<LedgerOptions> options, LabelVocabulary vocabulary)
         {
             RuleFor(r => r.RunId!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.RunId is not null);
+            RuleFor(r => r.RunId!).NotEqual(Identifiers.ReservedRunId, StringComparer.Ordinal)
+                .WithMessage($"'{Identifiers.ReservedRunId}' is the event store's own stream; choose another run id.").When(r => r.RunId is not null);
             RuleFor(r => r.Board!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.Board is not null);
             RuleFor(r => r.Participant).NotEmpty().MaximumLength(200).Printable().When(r => r.Participant is not null);
             RuleFor(r => r.Participant).NotEmpty().When(r => r.Board is not null)
@@ -175,4 +177,10 @@ public static class Identifiers
 {
     public const string Pattern = "^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$";
     public const string Message = "Must be 1-128 characters of letters, digits and . _ : @ -, starting with a letter or digit.";
+
+    /// <summary>
+    /// The stream key Marten keeps for tombstone events (the sequence numbers a failed transaction
+    /// drew): a run of that id would share its stream with them.
+    /// </summary>
+    public static readonly string ReservedRunId = JasperFx.StorageConstants.TombstoneStreamKey;
 }

@@ -74,6 +74,7 @@ public sealed class ErrorContractTests(LedgerHost ledger) : IClassFixture<Ledger
     [InlineData("{\"expectedItems\": \"many\"}", "expectedItems")]
     [InlineData("{\"expectedItems\": -1}", "expectedItems")]
     [InlineData("{\"runId\": \"has spaces in it\"}", "runId")]
+    [InlineData("{\"runId\": \"mt_tombstone\"}", "runId")]
     [InlineData("{\"leaseSeconds\": 0}", "leaseSeconds")]
     [InlineData("{\"requiredScores\": [\"a\", \"a\"]}", "requiredScores")]
     [InlineData("[1, 2, 3]", "$")]
