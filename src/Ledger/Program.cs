@@ -80,17 +80,7 @@ builder.Services.AddMarten(options =>
     // Leader = Marten's HotCold: one instance per database runs the async projections (docs/operations.md, "Running several nodes").
     .AddAsyncDaemon(ProjectionDaemonOptions.MartenMode(ledger.DaemonMode))
     .ApplyAllDatabaseChangesOnStartup();
-if (ledger.Projections.WakeOnVerdict)
-{
-    builder.Services.AddSingleton(services => new VerdictWakeup(connectionString,
-        TimeSpan.FromMilliseconds(ledger.Projections.WakeIntervalMilliseconds), services.GetRequiredService<ILogger<VerdictWakeup>>()));
-    builder.Services.ConfigureMarten((services, options) =>
-    {
-        // Verdict transactions notify (any node); the projection leader listens.
-        options.Listeners.Add(new VerdictNotifier());
-        options.Projections.Wakeup = services.GetRequiredService<VerdictWakeup>();
-    });
-}
+builder.Services.AddVerdictWakeup(connectionString, ledger.Projections);
 
 builder.Host.UseWolverine(options =>
 {
@@ -102,29 +92,13 @@ builder.Host.UseWolverine(options =>
 builder.Services.AddWolverineHttp();
 
 builder.Services.AddValidatorsFromAssemblyContaining<Program>(ServiceLifetime.Singleton);
-builder.Services.AddSingleton(TimeProvider.System);
-builder.Services.AddSingleton<Access>();
+builder.Services.AddLedgerInfrastructure(connectionString);
 builder.Services.AddLabels(builder.Configuration);
 builder.Services.AddBatches(builder.Configuration);
-builder.Services.AddSingleton<RejectionLog>();
-builder.Services.AddSingleton<RequestGate>();
-builder.Services.AddSingleton<LeaseTokens>();
-builder.Services.AddSingleton<LeaseTokenDerivation>();
-builder.Services.Configure<WriterOptions>(builder.Configuration.GetSection(WriterOptions.Section));
-builder.Services.AddSingleton<RunWriter>();
-builder.Services.Configure<HistoryOptions>(builder.Configuration.GetSection(HistoryOptions.Section));
-builder.Services.AddSingleton<RunHistoryReader>();
-builder.Services.AddHostedService(sp => sp.GetRequiredService<RunWriter>());
-builder.Services.AddSingleton(new LedgerDatabase(connectionString));
-builder.Services.AddSingleton<ReadDatabase>();
-builder.Services.AddSingleton<StorageNames>();
 builder.Services.AddForensicsServices(builder.Configuration);
 builder.Services.AddLeaderboardServices(builder.Configuration);
-builder.Services.Configure<JanitorOptions>(builder.Configuration.GetSection(JanitorOptions.Section));
-builder.Services.AddOptions<LateEventPolicy>().Bind(builder.Configuration.GetSection(LateEventPolicy.Section))
-    .Validate(p => p.Grace >= TimeSpan.Zero && p.MaxPerRun >= 0, "Ledger:LateEvents:Grace and MaxPerRun must not be negative.").ValidateOnStart();
-builder.Services.AddSingleton<Janitor>();
-builder.Services.AddHostedService<JanitorService>();
+// After the forensics' start-up work (counted refusals, the KPI backfill, the scrub): the janitor submits its first sweep at once.
+builder.Services.AddRuns(builder.Configuration);
 builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));
 builder.Services.AddLedgerConsole(builder.Configuration);
 builder.Services.AddLedgerForwardedHeaders(builder.Configuration);

@@ -21,7 +21,8 @@ public static class ForensicsConfiguration
         services.AddOptions<PruningOptions>().Bind(configuration.GetSection(PruningOptions.Section))
             .Validate(o => o.BatchSize is >= 1 and <= 100_000, "Ledger:Pruning:BatchSize must be 1 to 100000.")
             .ValidateOnStart();
-        return services.AddSingleton<ProjectionVerifier>()
+        return services.AddSingleton<RejectionLog>()
+            .AddSingleton<ProjectionVerifier>()
             .AddSingleton<KpiStore>()
             // Started first: an earlier version's counts move into its table before the KPIs are ever recounted from it.
             .AddSingleton<CountedRefusals>()

@@ -1,4 +1,5 @@
 using JasperFx.Events.Projections;
+using Ledger.Infrastructure;
 using Marten;
 
 namespace Ledger.Leaderboards;
@@ -23,5 +24,22 @@ public static class LeaderboardsConfiguration
     {
         services.Configure<LeaderboardOptions>(configuration.GetSection(LeaderboardOptions.Section));
         return services.AddSingleton<BoardCatalog>().AddSingleton<BoardPageCache>().InitializeMartenWith<StandingsUpgrade>();
+    }
+
+    /// <summary>
+    /// With <c>Ledger:Projections:WakeOnVerdict</c>: verdict transactions notify (any node) and the
+    /// projection leader listens, so a verdict reaches the boards before the next poll (<see cref="VerdictWakeup"/>).
+    /// </summary>
+    public static IServiceCollection AddVerdictWakeup(this IServiceCollection services, string connectionString, ProjectionDaemonOptions projections)
+    {
+        if (!projections.WakeOnVerdict) return services;
+        services.AddSingleton(sp => new VerdictWakeup(connectionString,
+            TimeSpan.FromMilliseconds(projections.WakeIntervalMilliseconds), sp.GetRequiredService<ILogger<VerdictWakeup>>()));
+        services.ConfigureMarten((sp, options) =>
+        {
+            options.Listeners.Add(new VerdictNotifier());
+            options.Projections.Wakeup = sp.GetRequiredService<VerdictWakeup>();
+        });
+        return services;
     }
 }

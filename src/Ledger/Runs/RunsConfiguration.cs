@@ -36,4 +36,26 @@ public static class RunsConfiguration
         ]);
         return options;
     }
+
+    /// <summary>
+    /// The run's services: its lease tokens, the writer every decision goes through (started before
+    /// the janitor that submits to it, stopped after it), the history's reader, the late-event
+    /// policy, and the janitor that marks expired leases.
+    /// </summary>
+    public static IServiceCollection AddRuns(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddSingleton<LeaseTokens>();
+        services.AddSingleton<LeaseTokenDerivation>();
+        services.Configure<WriterOptions>(configuration.GetSection(WriterOptions.Section));
+        services.AddSingleton<RunWriter>();
+        services.Configure<HistoryOptions>(configuration.GetSection(HistoryOptions.Section));
+        services.AddSingleton<RunHistoryReader>();
+        services.AddHostedService(sp => sp.GetRequiredService<RunWriter>());
+        services.Configure<JanitorOptions>(configuration.GetSection(JanitorOptions.Section));
+        services.AddOptions<LateEventPolicy>().Bind(configuration.GetSection(LateEventPolicy.Section))
+            .Validate(p => p.Grace >= TimeSpan.Zero && p.MaxPerRun >= 0, "Ledger:LateEvents:Grace and MaxPerRun must not be negative.").ValidateOnStart();
+        services.AddSingleton<Janitor>();
+        services.AddHostedService<JanitorService>();
+        return services;
+    }
 }

@@ -2,6 +2,7 @@ using CsCheck;
 using Ledger.Forensics;
 using Ledger.Runs;
 using Ledger.Tests.Runs;
+using Ledger.Tests.Fixtures;
 
 namespace Ledger.Tests.Forensics;
 
@@ -14,7 +15,7 @@ public sealed class KpiRuleTests
     private static readonly DateTimeOffset T0 = new(2026, 3, 1, 10, 20, 0, TimeSpan.Zero);
 
     private static Run Registered(DateTimeOffset at) =>
-        Run.Create(new RunRegistered("r", null, null, null, new Dictionary<string, string>(), ["s"], [], null, 30, at));
+        Run.Create(TestEvents.Registered("r", at, leaseSeconds: 30, scores: ["s"]));
 
     private static Run With(Run run, RunStatus status, DateTimeOffset? terminalAt)
     {
@@ -106,7 +107,7 @@ public sealed class KpiRuleTests
             {
                 var runId = $"r{r}";
                 var clock = T0.AddMinutes(r * 37);
-                var registered = new RunRegistered(runId, null, null, null, new Dictionary<string, string>(), ["s"], [], null, 200_000, clock);
+                var registered = TestEvents.Registered(runId, clock, leaseSeconds: 200_000, scores: ["s"]);
                 var state = Run.Create(registered);
                 kept.Run(null, state);
                 var stream = new DecidedStream(state);
@@ -116,14 +117,14 @@ public sealed class KpiRuleTests
                 foreach (var (move, minutes) in runs[r])
                 {
                     clock = clock.AddMinutes(minutes);
-                    var id = $"e{i++}";
+                    var stamp = new Stamp($"e{i++}", clock, clock);
                     RunCommand command = move switch
                     {
-                        Move.Start => Events(runId, new RunStarted { EventId = id, OccurredAt = clock, RecordedAt = clock }),
-                        Move.Score => Events(runId, new ScoresReported { EventId = id, OccurredAt = clock, RecordedAt = clock, Scores = new Dictionary<string, double> { ["s"] = minutes } }),
-                        Move.Complete => Events(runId, new RunCompleted { EventId = id, OccurredAt = clock, RecordedAt = clock }),
-                        Move.Fail => Events(runId, new RunFailed { EventId = id, OccurredAt = clock, RecordedAt = clock, ErrorClass = "timeout" }),
-                        Move.Log => Events(runId, new LogWritten { EventId = id, OccurredAt = clock, RecordedAt = clock, Lines = ["x"] }),
+                        Move.Start => Events(runId, TestEvents.Started(stamp)),
+                        Move.Score => Events(runId, TestEvents.Scores(stamp, ("s", minutes))),
+                        Move.Complete => Events(runId, TestEvents.Completed(stamp)),
+                        Move.Fail => Events(runId, TestEvents.Failed(stamp, "timeout")),
+                        Move.Log => Events(runId, TestEvents.Log(stamp, "x")),
                         Move.Cancel => new CancelCommand(runId, "operator"),
                         Move.Expire => new ExpireLeaseCommand(runId, TimeSpan.Zero),
                         Move.Observe => new ObserveCommand(runId, "portal", RunStatus.Failed, clock, null),

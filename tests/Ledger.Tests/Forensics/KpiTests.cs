@@ -154,7 +154,7 @@ public sealed class KpiTests(LedgerHost ledger) : IClassFixture<LedgerHost>
         await using (var session = ledger.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession())
         {
             var seeded = NewRunId("seeded");
-            session.Events.StartStream<Run>(seeded, new RunRegistered(seeded, null, null, null, new Dictionary<string, string>(), [], [], null, 60, _api.Now));
+            session.Events.StartStream<Run>(seeded, TestEvents.Registered(seeded, _api.Now));
             await session.SaveChangesAsync();
         }
         Assert.NotEmpty(await Store.CompareAsync(null, CancellationToken.None));
@@ -190,7 +190,7 @@ public sealed class KpiTests(LedgerHost ledger) : IClassFixture<LedgerHost>
             for (var i = 0; i < 5000; i++)
             {
                 var seeded = NewRunId("many");
-                session.Events.StartStream<Run>(seeded, new RunRegistered(seeded, null, null, null, new Dictionary<string, string>(), [], [], null, 60, _api.Now));
+                session.Events.StartStream<Run>(seeded, TestEvents.Registered(seeded, _api.Now));
             }
             await session.SaveChangesAsync();
         }

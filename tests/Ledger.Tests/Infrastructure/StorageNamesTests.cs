@@ -1,3 +1,4 @@
+using System.Net;
 using System.Text.Json.Nodes;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
@@ -41,15 +42,43 @@ public sealed class StorageNamesTests(LedgerHost ledger) : IClassFixture<LedgerH
     [InlineData(true)]
     public async Task the_board_queries_name_tables_and_columns_the_database_has(bool asOf)
     {
-        var query = BoardQuery.For(Names, asOf);
-        foreach (var sql in new[] { query.Page, query.Count })
+        // Two ranked runs on a board of their own: a misnamed table or column fails the query, and a misnamed
+        // key, filter or order finds the wrong rows; the page must be both runs, best first, with what they reported.
+        var api = new Scenarios(ledger);
+        var board = Scenarios.NewRunId("names");
+        var defined = await api.Send(HttpMethod.Post, "/api/boards", LedgerHost.AdminKey, new { id = board, primaryScore = "s", direction = "max" });
+        Assert.True(defined.Status == HttpStatusCode.Created, defined.Text);
+        var runs = new Dictionary<string, string>();
+        foreach (var (participant, score) in new[] { ("low", 1.0), ("high", 2.0) })
         {
-            await using var connection = new NpgsqlConnection(ledger.ConnectionString);
-            await connection.OpenAsync();
-            await using var command = new NpgsqlCommand("explain " + sql, connection);
-            foreach (var parameter in BoardQuery.Parameters("b", asOf ? DateTimeOffset.UtcNow : null, 1, 10, paging: sql == query.Page)) command.Parameters.Add(parameter);
-            await command.ExecuteNonQueryAsync();
+            var (runId, token) = await api.Started(new { runId = Scenarios.NewRunId(), board, participant });
+            await api.Events(runId, token, new[] { Scenarios.Event("scores.reported", fields: new { scores = new { s = score } }), Scenarios.Event("run.completed") });
+            runs[participant] = runId;
         }
+        await ledger.Settled();
+
+        var query = BoardQuery.For(Names, asOf);
+        DateTimeOffset? at = asOf ? api.Now : null;
+        await using var connection = new NpgsqlConnection(ledger.ConnectionString);
+        await connection.OpenAsync();
+        var rows = new List<(string Participant, string RunId, double Score)>();
+        long? countedOnPage = null;
+        await using (var page = new NpgsqlCommand(query.Page, connection))
+        {
+            foreach (var parameter in BoardQuery.Parameters(board, at, 1, 10, paging: true)) page.Parameters.Add(parameter);
+            await using var reader = await page.ExecuteReaderAsync();
+            while (await reader.ReadAsync())
+            {
+                rows.Add((reader.GetString(0), reader.GetString(1), reader.GetDouble(2)));
+                if (query.PageCounts) countedOnPage = reader.GetInt64(5);
+            }
+        }
+        await using var count = new NpgsqlCommand(query.Count, connection);
+        foreach (var parameter in BoardQuery.Parameters(board, at, 1, 10, paging: false)) count.Parameters.Add(parameter);
+
+        Assert.Equal([("high", runs["high"], 2.0), ("low", runs["low"], 1.0)], rows);
+        Assert.Equal(2L, (long)(await count.ExecuteScalarAsync())!);
+        if (query.PageCounts) Assert.Equal(2L, countedOnPage);
     }
 
     [Fact]

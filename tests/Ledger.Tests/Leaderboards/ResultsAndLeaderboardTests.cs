@@ -208,14 +208,14 @@ public sealed class ResultsAndLeaderboardTests(LedgerHost ledger) : IClassFixtur
             }
         }
 
-        // Brute force over the raw population, by the one ranking rule (RankingRuleTests pins the rule itself).
-        var ranking = new Ranking("score", direction == "max" ? Direction.Max : Direction.Min, "speed", Direction.Min);
-        byte[] Key((string Participant, string RunId, double Score, double Speed, DateTimeOffset At) r) =>
-            RankingRule.Key(ranking, r.Score, r.Speed, r.At, r.RunId)!;
-        var expected = succeeded
-            .GroupBy(r => r.Participant)
-            .Select(g => g.OrderBy(Key, RankingRule.Order).First())
-            .OrderBy(Key, RankingRule.Order)
+        // Brute force over the raw population, the rule written out here rather than taken from RankingRule (a test
+        // that ranks with the code under test cannot see it rank wrongly): the score in the board's direction, then
+        // the lower speed (the tie-break's direction), then the earlier completion, then the run id, ordinally.
+        var sign = direction == "max" ? -1 : 1;
+        IEnumerable<(string Participant, string RunId, double Score, double Speed, DateTimeOffset At)> Ranked(
+            IEnumerable<(string Participant, string RunId, double Score, double Speed, DateTimeOffset At)> results) =>
+            results.OrderBy(r => sign * r.Score).ThenBy(r => r.Speed).ThenBy(r => r.At).ThenBy(r => r.RunId, StringComparer.Ordinal);
+        var expected = Ranked(succeeded.GroupBy(r => r.Participant).Select(g => Ranked(g).First()))
             .Select(r => (r.Participant, r.RunId, r.Score))
             .ToList();
 

@@ -2,6 +2,7 @@ using System.Text.Json;
 using Ledger.Infrastructure;
 using Ledger.Retention;
 using Ledger.Runs;
+using Ledger.Tests.Fixtures;
 
 namespace Ledger.Tests.Retention;
 
@@ -15,12 +16,12 @@ public sealed class ArchiveFormatTests
         var at = new DateTimeOffset(2026, 11, 30, 10, 0, 0, TimeSpan.Zero);
         var events = new List<object>
         {
-            new RunRegistered(RunId, null, null, null, new Dictionary<string, string>(), [], [], null, 300, at),
+            TestEvents.Registered(RunId, at, leaseSeconds: 300),
             new RunClaimed("w", "hash", at, at.AddMinutes(5)),
         };
         for (var i = 0; i < heartbeats; i++)
         {
-            events.Add(new HeartbeatReceived { EventId = $"h{i}", OccurredAt = at.AddSeconds(i), RecordedAt = at.AddSeconds(i + 1) });
+            events.Add(TestEvents.Heartbeat(new Stamp($"h{i}", at.AddSeconds(i), at.AddSeconds(i + 1))));
         }
         return events.Select((e, i) => (new ArchivedEvent(i + 1, 1000 + i * 3, Guid.NewGuid(), e.GetType().Name, null, "*DEFAULT*", at.AddSeconds(i),
             JsonSerializer.Serialize(e, e.GetType(), LedgerJson.Options)), e)).ToList();

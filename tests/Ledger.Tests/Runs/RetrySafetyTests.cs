@@ -246,8 +246,7 @@ public sealed class RetrySafetyTests(LedgerHost ledger) : IClassFixture<LedgerHo
             """{"worker":"w0","leaseTokenHash":"00","claimedAt":"2026-01-01T00:00:00Z","leaseExpiresAt":"2026-01-01T00:05:00Z"}""",
             LedgerJson.Options)!;
         Assert.Null(old.ClaimIdHash);
-        var run = Run.Create(new RunRegistered("old", null, null, null, new Dictionary<string, string>(), [], [], null, 300,
-            DateTimeOffset.Parse("2026-01-01T00:00:00Z")));
+        var run = Run.Create(TestEvents.Registered("old", DateTimeOffset.Parse("2026-01-01T00:00:00Z"), leaseSeconds: 300));
         run.Apply(old);
         Assert.Equal(RunStatus.Claimed, run.Status);
         Assert.Null(run.ClaimIdHash);

@@ -1,5 +1,6 @@
 using Ledger.Infrastructure;
 using Ledger.Runs;
+using Ledger.Tests.Fixtures;
 
 namespace Ledger.Tests.Runs;
 
@@ -9,10 +10,9 @@ namespace Ledger.Tests.Runs;
 /// duplicate of the state's own content. What only the decision knows (repeated eventIds and chunk
 /// ids, the lease) is tested in <see cref="RunDeciderTests"/>.
 /// </summary>
-public sealed class RunAggregateTests
+public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), recordedAfter: TimeSpan.FromMilliseconds(250))
 {
     private static readonly DateTimeOffset T0 = new(2025, 3, 1, 12, 0, 0, TimeSpan.Zero);
-    private int _sequence;
 
     // ---- lifecycle -------------------------------------------------------------------------
 
@@ -491,6 +491,25 @@ public sealed class RunAggregateTests
         }
     }
 
+    [Fact]
+    public void a_completion_folded_onto_a_lost_run_is_a_late_completion_and_the_run_never_becomes_succeeded()
+    {
+        // Seed 001 in the stream itself: whatever the decision let through, lost never turns into succeeded.
+        var run = NewRun();
+        run.Fold(Started());
+        run.Fold(new LeaseExpired(T0.AddSeconds(61), T0.AddSeconds(61.5)));
+        Assert.Equal((RunStatus.Lost, "lease-expired"), (run.Status, run.Reason));
+        var completion = Completed();
+
+        run.Fold(completion);
+        run.Fold(new RunReclassified(RunStatus.Lost, "lease-expired", RunStatus.Succeeded, "it finished after all", ["log"], "ops", T0.AddHours(1)));
+
+        Assert.Equal((RunStatus.Lost, "lease-expired"), (run.Status, run.Reason));
+        Assert.False(run.CompletionReported);
+        Assert.Equal((AnomalyKinds.LateCompletion, completion.EventId), (run.Anomalies[^1].Kind, run.Anomalies[^1].EventId));
+        Assert.Equal([RunStatus.Lost], run.Verdicts.Select(v => v.Status));
+    }
+
     // ---- only an operator changes a verdict, and never to an incomplete success ------------------
 
     [Fact]
@@ -679,8 +698,7 @@ public sealed class RunAggregateTests
 
     private static RunRegistered Registered(string[]? scores = null, string[]? outputs = null, long? expectedItems = null,
         int leaseSeconds = 60) =>
-        new("run-1", "board", "team-a", null, new Dictionary<string, string>(), scores ?? [], outputs ?? [],
-            expectedItems, leaseSeconds, T0);
+        TestEvents.Registered("run-1", T0, leaseSeconds, scores, outputs, expectedItems, board: "board", participant: "team-a");
 
     private static RunClaimed Claim() => new("worker-1", DeciderKit.TokenHash, T0.AddSeconds(1), T0.AddSeconds(61));
 
@@ -692,79 +710,9 @@ public sealed class RunAggregateTests
         return run;
     }
 
-    private (string EventId, DateTimeOffset OccurredAt, DateTimeOffset RecordedAt) Next(string? eventId)
-    {
-        _sequence++;
-        return (eventId ?? $"e{_sequence}", T0.AddMinutes(1).AddSeconds(_sequence), T0.AddMinutes(1).AddSeconds(_sequence).AddMilliseconds(250));
-    }
-
-    private RunStarted Started()
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new RunStarted { EventId = id, OccurredAt = occurred, RecordedAt = recorded };
-    }
-
-    private HeartbeatReceived Heartbeat()
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new HeartbeatReceived { EventId = id, OccurredAt = occurred, RecordedAt = recorded };
-    }
-
-    private LogWritten Log(params string[] lines)
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new LogWritten { EventId = id, OccurredAt = occurred, RecordedAt = recorded, Lines = lines };
-    }
-
-    private StepStarted StepStarted(string stepId, string? name = null)
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new StepStarted { EventId = id, OccurredAt = occurred, RecordedAt = recorded, StepId = stepId, Name = name };
-    }
-
-    private StepCompleted StepCompleted(string stepId)
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new StepCompleted { EventId = id, OccurredAt = occurred, RecordedAt = recorded, StepId = stepId, Outcome = "ok" };
-    }
-
-    private ScoresReported Scores(params (string Name, double Value)[] scores)
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new ScoresReported
-        {
-            EventId = id, OccurredAt = occurred, RecordedAt = recorded,
-            Scores = scores.ToDictionary(s => s.Name, s => s.Value),
-        };
-    }
-
-    private OutputRecorded Output(string name, string uri, long? bytes = null)
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new OutputRecorded { EventId = id, OccurredAt = occurred, RecordedAt = recorded, Name = name, Uri = uri, Bytes = bytes };
-    }
-
     private StatusObserved Observed(string source, RunStatus status, string? detail = null)
     {
-        var (_, occurred, recorded) = Next(null);
+        var (_, occurred, recorded) = Next();
         return new StatusObserved(source, status, occurred, detail, recorded);
-    }
-
-    private ItemsCommitted Items(string chunkId, long count, string? eventId = null)
-    {
-        var (id, occurred, recorded) = Next(eventId);
-        return new ItemsCommitted { EventId = id, OccurredAt = occurred, RecordedAt = recorded, ChunkId = chunkId, Count = count };
-    }
-
-    private RunCompleted Completed(long? itemsTotal = null)
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new RunCompleted { EventId = id, OccurredAt = occurred, RecordedAt = recorded, ItemsTotal = itemsTotal };
-    }
-
-    private RunFailed Failed(string errorClass, string? message = null)
-    {
-        var (id, occurred, recorded) = Next(null);
-        return new RunFailed { EventId = id, OccurredAt = occurred, RecordedAt = recorded, ErrorClass = errorClass, Message = message };
     }
 }

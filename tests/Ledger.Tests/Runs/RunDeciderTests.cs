@@ -1,5 +1,6 @@
 using Ledger.Infrastructure;
 using Ledger.Runs;
+using Ledger.Tests.Fixtures;
 
 namespace Ledger.Tests.Runs;
 
@@ -10,7 +11,7 @@ namespace Ledger.Tests.Runs;
 /// which also checks on every decision that the state given is left unchanged, that a refusal
 /// appends nothing and that the version counts the appended events).
 /// </summary>
-public sealed class RunDeciderTests
+public sealed class RunDeciderTests() : WorkerEventSequence(T0)
 {
     private const string RunId = "run-1";
     private const int LeaseSeconds = 60;
@@ -19,7 +20,6 @@ public sealed class RunDeciderTests
     private static readonly DateTimeOffset LeaseEnds = ClaimedAt.AddSeconds(LeaseSeconds);
     /// <summary>A time well within the claim's lease.</summary>
     private static readonly DateTimeOffset Now = T0.AddSeconds(30);
-    private int _sequence;
 
     // ---- recording events -------------------------------------------------------------------
 
@@ -955,8 +955,7 @@ public sealed class RunDeciderTests
 
     private static Run Registered(string[]? scores = null, string[]? outputs = null, long? expectedItems = null, string? board = null)
     {
-        var run = Run.Create(new RunRegistered(RunId, board, "team-a", null, new Dictionary<string, string>(), scores ?? [], outputs ?? [],
-            expectedItems, LeaseSeconds, T0));
+        var run = Run.Create(TestEvents.Registered(RunId, T0, LeaseSeconds, scores, outputs, expectedItems, board, participant: "team-a"));
         run.Version = 1;
         return run;
     }
@@ -982,71 +981,4 @@ public sealed class RunDeciderTests
     private static ReclassifyCommand Reclassify(RunStatus to) => new(RunId, to, "review", ["evidence"], "ops");
 
     private static LateEventPolicy Policy(TimeSpan grace, int maxPerRun = 100) => new() { Grace = grace, MaxPerRun = maxPerRun };
-
-    private (string EventId, DateTimeOffset OccurredAt) Next(string? eventId)
-    {
-        _sequence++;
-        return (eventId ?? $"e{_sequence}", T0.AddSeconds(_sequence));
-    }
-
-    // RecordedAt is the ledger's to set: the decision stamps it with its time.
-    private RunStarted Started()
-    {
-        var (id, occurred) = Next(null);
-        return new RunStarted { EventId = id, OccurredAt = occurred, RecordedAt = default };
-    }
-
-    private HeartbeatReceived Heartbeat()
-    {
-        var (id, occurred) = Next(null);
-        return new HeartbeatReceived { EventId = id, OccurredAt = occurred, RecordedAt = default };
-    }
-
-    private LogWritten Log(params string[] lines)
-    {
-        var (id, occurred) = Next(null);
-        return new LogWritten { EventId = id, OccurredAt = occurred, RecordedAt = default, Lines = lines };
-    }
-
-    private StepStarted StepStarted(string stepId)
-    {
-        var (id, occurred) = Next(null);
-        return new StepStarted { EventId = id, OccurredAt = occurred, RecordedAt = default, StepId = stepId };
-    }
-
-    private StepCompleted StepCompleted(string stepId)
-    {
-        var (id, occurred) = Next(null);
-        return new StepCompleted { EventId = id, OccurredAt = occurred, RecordedAt = default, StepId = stepId, Outcome = "ok" };
-    }
-
-    private ScoresReported Scores(params (string Name, double Value)[] scores)
-    {
-        var (id, occurred) = Next(null);
-        return new ScoresReported { EventId = id, OccurredAt = occurred, RecordedAt = default, Scores = scores.ToDictionary(s => s.Name, s => s.Value) };
-    }
-
-    private OutputRecorded Output(string name, string uri)
-    {
-        var (id, occurred) = Next(null);
-        return new OutputRecorded { EventId = id, OccurredAt = occurred, RecordedAt = default, Name = name, Uri = uri };
-    }
-
-    private ItemsCommitted Items(string chunkId, long count, string? eventId = null)
-    {
-        var (id, occurred) = Next(eventId);
-        return new ItemsCommitted { EventId = id, OccurredAt = occurred, RecordedAt = default, ChunkId = chunkId, Count = count };
-    }
-
-    private RunCompleted Completed(long? itemsTotal = null)
-    {
-        var (id, occurred) = Next(null);
-        return new RunCompleted { EventId = id, OccurredAt = occurred, RecordedAt = default, ItemsTotal = itemsTotal };
-    }
-
-    private RunFailed Failed(string errorClass)
-    {
-        var (id, occurred) = Next(null);
-        return new RunFailed { EventId = id, OccurredAt = occurred, RecordedAt = default, ErrorClass = errorClass };
-    }
 }

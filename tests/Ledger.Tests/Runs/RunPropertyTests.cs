@@ -3,6 +3,7 @@ using System.Text.Json;
 using CsCheck;
 using Ledger.Infrastructure;
 using Ledger.Runs;
+using Ledger.Tests.Fixtures;
 
 namespace Ledger.Tests.Runs;
 
@@ -624,8 +625,7 @@ public sealed class RunPropertyTests
     private static class Simulation
     {
         public static RunRegistered Registered(Definition d) =>
-            new(RunId, "board", "team", null, new Dictionary<string, string>(), d.RequiredScores, d.RequiredOutputs,
-                d.ExpectedItems, LeaseSeconds, T0);
+            TestEvents.Registered(RunId, T0, LeaseSeconds, d.RequiredScores, d.RequiredOutputs, d.ExpectedItems, board: "board", participant: "team");
 
         public static readonly RunClaimed Claimed =
             new("worker-1", DeciderKit.TokenHash, ClaimedAt, ClaimedAt.AddSeconds(LeaseSeconds));

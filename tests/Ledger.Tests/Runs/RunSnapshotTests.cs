@@ -311,7 +311,7 @@ public static class RandomStreams
         var claimedAt = Tick();
         var events = new List<object>
         {
-            new RunRegistered(runId, r.Next(2) == 0 ? null : "board", "team", null, labels, required, outputs, expected, 60, registeredAt),
+            TestEvents.Registered(runId, registeredAt, 60, required, outputs, expected, r.Next(2) == 0 ? null : "board", "team", labels),
             new RunClaimed("worker-1", "hash-1", claimedAt, claimedAt.AddSeconds(60)),
         };
         for (var i = 0; i < length; i++) events.Add(Next(r, i, Tick()));

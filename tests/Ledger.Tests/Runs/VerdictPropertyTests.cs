@@ -1,6 +1,7 @@
 using CsCheck;
 using Ledger.Infrastructure;
 using Ledger.Runs;
+using Ledger.Tests.Fixtures;
 
 namespace Ledger.Tests.Runs;
 
@@ -21,8 +22,7 @@ public sealed class VerdictPropertyTests
     private static readonly Gen<(Move Move, bool Retry)[]> Moves =
         Gen.Select(Gen.Enum<Move>(), Gen.Int[0, 4].Select(i => i == 0)).Array[1, 14];
 
-    private static RunRegistered Registered() =>
-        new("r", null, null, null, new Dictionary<string, string>(), ["s"], [], null, LeaseSeconds, T0);
+    private static RunRegistered Registered() => TestEvents.Registered("r", T0, LeaseSeconds, scores: ["s"]);
 
     private static RunClaimed Claimed() => new("w", DeciderKit.TokenHash, T0, T0.AddSeconds(LeaseSeconds));
 
@@ -51,13 +51,14 @@ public sealed class VerdictPropertyTests
                 var before = (run.Status, run.Reason, Verdicts: run.Verdicts.Count);
                 var complete = run.CompletionReported && run.Scores.ContainsKey("s");
 
+                var stamp = new Stamp(eventId, clock, clock);
                 WorkerEvent? worker = move switch
                 {
-                    Move.Complete => new RunCompleted { EventId = eventId, OccurredAt = clock, RecordedAt = clock },
-                    Move.ScoreOne => new ScoresReported { EventId = eventId, OccurredAt = clock, RecordedAt = clock, Scores = new Dictionary<string, double> { ["s"] = 1 } },
-                    Move.ScoreTwo => new ScoresReported { EventId = eventId, OccurredAt = clock, RecordedAt = clock, Scores = new Dictionary<string, double> { ["s"] = 2 } },
-                    Move.Fail => new RunFailed { EventId = eventId, OccurredAt = clock, RecordedAt = clock, ErrorClass = "timeout" },
-                    Move.Log => new LogWritten { EventId = eventId, OccurredAt = clock, RecordedAt = clock, Lines = ["x"] },
+                    Move.Complete => TestEvents.Completed(stamp),
+                    Move.ScoreOne => TestEvents.Scores(stamp, ("s", 1)),
+                    Move.ScoreTwo => TestEvents.Scores(stamp, ("s", 2)),
+                    Move.Fail => TestEvents.Failed(stamp, "timeout"),
+                    Move.Log => TestEvents.Log(stamp, "x"),
                     _ => null,
                 };
                 if (move == Move.Expire && run.LeaseExpiresAt is { } expires && expires > clock) clock = expires;
