@@ -63,6 +63,20 @@ public sealed class StorageNames
     public string Json<T>(Expression<Func<T, object?>> member, string? alias = null) =>
         $"{(alias is null ? "" : alias + ".")}data ->> '{JsonKey(member)}'";
 
+    /// <summary>
+    /// The column a duplicated member of a document is copied into (Marten's duplicated field, with its
+    /// plain index), optionally on a table alias: what raw SQL filters and sorts on, where the JSON
+    /// expression (<see cref="Json{T}"/>) has no index.
+    /// </summary>
+    public string Column<T>(Expression<Func<T, object?>> member, string? alias = null)
+    {
+        var name = MemberOf(member).Name;
+        var field = ((Marten.Schema.DocumentMapping)_options.FindOrResolveDocumentType(typeof(T))).DuplicatedFields
+            .FirstOrDefault(f => f.Members.Length == 1 && f.Members[0].Name == name)
+            ?? throw new ArgumentException($"{typeof(T).Name}.{name} is not a duplicated field of its document", nameof(member));
+        return $"{(alias is null ? "" : alias + ".")}{field.ColumnName}";
+    }
+
     private string KeyOf(string name) => _casing?.ConvertName(name) ?? name;
 
     private static MemberInfo MemberOf<T>(Expression<Func<T, object?>> expression)

@@ -40,7 +40,8 @@ public sealed class RunArchiver(IDocumentStore store, StorageNames names, RunArc
     private const int ReadPage = 5000;
     private readonly string _runs = names.Table<Run>();
     private readonly string _archived = names.Own(ArchivedRunStore.TableName);
-    private readonly string _terminalAt = $"{names.Function("mt_immutable_timestamptz")}({names.Json<Run>(r => r.TerminalAt)})";
+    // The verdict's time as the run summary's copied, indexed column (a sweep pages through it in order).
+    private readonly string _terminalAt = names.Column<Run>(r => r.TerminalAt, "r");
     private readonly string _verdictType = names.EventType<VerdictReached>();
     private readonly string _markerType = names.EventType<RunArchived>();
 

@@ -82,6 +82,20 @@ public sealed class StorageNamesTests(LedgerHost ledger) : IClassFixture<LedgerH
     }
 
     [Fact]
+    public async Task a_duplicated_member_is_a_column_of_its_table_with_an_index_and_another_member_is_refused()
+    {
+        var column = Names.Column<Run>(r => r.TerminalAt);
+        var table = Names.Table<Run>();
+        Assert.True(await Scalar<bool>(
+            $"select exists (select 1 from pg_attribute where attrelid = '{table}'::regclass and attname = '{column}' and not attisdropped)"),
+            $"{column} is not a column of {table}");
+        Assert.True(await Scalar<bool>($"select exists (select 1 from pg_indexes where schemaname || '.' || tablename = '{table}' and indexdef like '%({column})%')"),
+            $"no index of {table} is on {column}");
+        Assert.Equal("r." + column, Names.Column<Run>(r => r.TerminalAt, "r"));
+        Assert.Throws<ArgumentException>(() => Names.Column<Run>(r => r.Participant));
+    }
+
+    [Fact]
     public void json_keys_are_the_ones_the_store_writes()
     {
         var serializer = Store.Options.Serializer();
