@@ -188,7 +188,7 @@ public static class DefineBatchEndpoint
         // Defining the same batch again is a harmless retry; changing what it expects would rewrite its history.
         async Task<IResult> Redefined(Batch existing) => existing.SameDefinition(batch)
             ? Results.Json(existing, LedgerJson.Options)
-            : await rejections.Refuse(context, Problem.Of(ProblemCodes.BatchExists, "The batch exists with other expectations",
+            : await rejections.Refuse(context, Problem.Of(ProblemCodes.BatchExists,
                 $"Batch '{batch.Id}' was defined at {existing.CreatedAt:O} expecting {existing.Expected.Count} runs; batches are immutable, define a new one."), admission.Raw);
     }
 

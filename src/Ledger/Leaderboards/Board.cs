@@ -76,7 +76,7 @@ public static class BoardEndpoints
             // Defining the same board again is a harmless retry; redefining it would re-rank history.
             return existing.Ranking == board.Ranking
                 ? Results.Json(existing, LedgerJson.Options)
-                : await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists, "The board exists with another ranking",
+                : await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists,
                     $"Board '{board.Id}' ranks by {existing.Ranking.PrimaryScore} ({existing.Ranking.Direction.ToString().ToLowerInvariant()}); boards are immutable."), admission.Raw);
         }
 
@@ -87,7 +87,7 @@ public static class BoardEndpoints
         }
         catch (Exception e) when (e.ToString().Contains("23505"))
         {
-            return await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists, "The board was just defined",
+            return await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists,
                 $"Board '{board.Id}' was defined concurrently; read it with GET /api/boards/{board.Id}."), admission.Raw);
         }
         context.Response.Headers.Location = $"/api/boards/{Uri.EscapeDataString(board.Id)}";
@@ -110,5 +110,5 @@ public static class BoardEndpoints
     }
 
     public static Problem BoardNotFound(string id) =>
-        Problem.Of(ProblemCodes.BoardNotFound, "No such board", $"No board '{id}' is defined; define it with POST /api/boards.");
+        Problem.Of(ProblemCodes.BoardNotFound, $"No board '{id}' is defined; define it with POST /api/boards.");
 }

@@ -124,7 +124,7 @@ public static class RegisterRunEndpoint
             {
                 return Created(existing);
             }
-            return await rejections.Refuse(context, Problem.Of(ProblemCodes.RunExists, "The run already exists",
+            return await rejections.Refuse(context, Problem.Of(ProblemCodes.RunExists,
                 $"A run with id '{runId}' is already registered with another definition; read it with GET /api/runs/{runId}.", runId: runId), admission.Raw);
         }
 
