@@ -79,7 +79,7 @@ public static class RequestSchemas
         {
             Require(schema, "status", "reason", "evidence");
             var status = Member(schema, "status");
-            status.Enum = Strings(RunStatusRules.WireNames.Where(s => Enum.Parse<RunStatus>(s, true).IsTerminal()));
+            status.Enum = Strings(RunStatusSets.Terminal.Select(s => s.Wire()));
             status.Type = JsonSchemaType.String;
             status.Description = "The new, terminal status; it must differ from the current one.";
             Text(schema, "reason", 1, 500, "Why the verdict is overruled.");
