@@ -40,10 +40,10 @@ public sealed record DefineBoard
         public Validator()
         {
             RuleFor(b => b.Id).NotEmpty().Matches(Identifiers.Pattern).WithMessage(Identifiers.Message);
-            RuleFor(b => b.Title!).MaximumLength(200).When(b => b.Title is not null);
-            RuleFor(b => b.PrimaryScore).NotEmpty().MaximumLength(200).Printable();
+            RuleFor(b => b.Title!).MaximumLength(InputLimits.MaxTitle).When(b => b.Title is not null);
+            RuleFor(b => b.PrimaryScore).NotEmpty().MaximumLength(InputLimits.MaxName).Printable();
             RuleFor(b => b.Direction).NotNull().WithMessage("direction must be 'max' or 'min'.");
-            RuleFor(b => b.TieBreakScore!).NotEmpty().MaximumLength(200).Printable()
+            RuleFor(b => b.TieBreakScore!).NotEmpty().MaximumLength(InputLimits.MaxName).Printable()
                 .NotEqual(b => b.PrimaryScore).WithMessage("The tie-break score must differ from the primary score.")
                 .When(b => b.TieBreakScore is not null);
             RuleFor(b => b.TieBreakDirection).Null().When(b => b.TieBreakScore is null)
