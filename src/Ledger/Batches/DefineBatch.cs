@@ -64,14 +64,12 @@ public sealed record DefineBatch
 
     public sealed class Validator : AbstractValidator<DefineBatch>
     {
-        private const int MaxLabels = 32;
-
         public Validator(IOptions<BatchOptions> options, LabelVocabulary vocabulary)
         {
             var max = options.Value.MaxExpectedRuns;
 
             RuleFor(b => b.Id).NotEmpty().Matches(Identifiers.Pattern).WithMessage(Identifiers.Message);
-            RuleFor(b => b.Title!).MaximumLength(200).When(b => b.Title is not null);
+            RuleFor(b => b.Title!).MaximumLength(InputLimits.MaxTitle).When(b => b.Title is not null);
             RuleFor(b => b).Must(b => b.RunIds is { Count: > 0 } || b.LabelSets is { Count: > 0 } || b.Matrix is not null)
                 .OverridePropertyName("$")
                 .WithMessage("Say which runs the batch expects: runIds, labelSets and/or matrix.");
@@ -80,8 +78,8 @@ public sealed record DefineBatch
 
             RuleForEach(b => b.RunIds).NotEmpty().Matches(Identifiers.Pattern).WithMessage(Identifiers.Message);
             RuleForEach(b => b.LabelSets)
-                .Must(set => set is { Count: > 0 and <= MaxLabels } && set.All(kv => ValidKey(kv.Key) && ValidValue(kv.Value)))
-                .WithMessage($"A label set needs 1-{MaxLabels} labels; keys 1-64 characters, values 1-200 characters.")
+                .Must(set => set is { Count: > 0 and <= InputLimits.MaxLabels } && set.All(kv => ValidKey(kv.Key) && ValidValue(kv.Value)))
+                .WithMessage($"A label set needs 1-{InputLimits.MaxLabels} labels; keys 1-{InputLimits.MaxLabelKey} characters, values 1-{InputLimits.MaxLabelValue} characters.")
                 .Custom((set, context) => vocabulary.Check(set, context.PropertyPath, context));
 
             RuleFor(b => b.Matrix!.Labels).NotEmpty().OverridePropertyName("matrix.labels")
@@ -101,16 +99,16 @@ public sealed record DefineBatch
             });
         }
 
-        private static bool ValidKey(string? key) => key is { Length: > 0 and <= 64 };
-        private static bool ValidValue(string? value) => value is { Length: > 0 and <= 200 };
+        private static bool ValidKey(string? key) => key is { Length: > 0 and <= InputLimits.MaxLabelKey };
+        private static bool ValidValue(string? value) => value is { Length: > 0 and <= InputLimits.MaxLabelValue };
 
         private static void CheckMatrix(Dictionary<string, List<string>> matrix, LabelVocabulary vocabulary, ValidationContext<DefineBatch> context)
         {
-            if (matrix.Count > MaxLabels) context.AddFailure("matrix.labels", $"A matrix has at most {MaxLabels} label keys.");
+            if (matrix.Count > InputLimits.MaxLabels) context.AddFailure("matrix.labels", $"A matrix has at most {InputLimits.MaxLabels} label keys.");
             foreach (var (key, values) in matrix)
             {
                 var path = $"matrix.labels.{key}";
-                if (!ValidKey(key)) context.AddFailure(path, "Label keys must be 1-64 characters.");
+                if (!ValidKey(key)) context.AddFailure(path, $"Label keys must be 1-{InputLimits.MaxLabelKey} characters.");
                 if (values is not { Count: > 0 })
                 {
                     context.AddFailure(path, "List at least one value for each key of the matrix.");
@@ -122,7 +120,7 @@ public sealed record DefineBatch
                     var value = values[i];
                     if (!ValidValue(value))
                     {
-                        context.AddFailure($"{path}[{i}]", "Label values must be 1-200 characters.");
+                        context.AddFailure($"{path}[{i}]", $"Label values must be 1-{InputLimits.MaxLabelValue} characters.");
                         continue;
                     }
                     var normalized = vocabulary.Normalize(key, value);
@@ -188,7 +186,7 @@ public static class DefineBatchEndpoint
         // Defining the same batch again is a harmless retry; changing what it expects would rewrite its history.
         async Task<IResult> Redefined(Batch existing) => existing.SameDefinition(batch)
             ? Results.Json(existing, LedgerJson.Options)
-            : await rejections.Refuse(context, Problem.Of(ProblemCodes.BatchExists, "The batch exists with other expectations",
+            : await rejections.Refuse(context, Problem.Of(ProblemCodes.BatchExists,
                 $"Batch '{batch.Id}' was defined at {existing.CreatedAt:O} expecting {existing.Expected.Count} runs; batches are immutable, define a new one."), admission.Raw);
     }
 

@@ -86,5 +86,5 @@ public static class GetBatchEndpoint
     }
 
     public static Problem BatchNotFound(string id) =>
-        Problem.Of(ProblemCodes.BatchNotFound, "No such batch", $"No batch '{id}' is defined; define it with POST /api/batches.");
+        Problem.Of(ProblemCodes.BatchNotFound, $"No batch '{id}' is defined; define it with POST /api/batches.");
 }

@@ -60,7 +60,7 @@ public sealed class CountedRefusals(ReadDatabase database, IDocumentStore store,
         return table;
     }
 
-    private string QualifiedTable => $"{options.Value.SchemaName}.{TableName}";
+    private string QualifiedTable => StorageNames.Qualified(options.Value.SchemaName, TableName);
 
     /// <summary>
     /// Who made a request, as the rejection log names it: the first 16 hex digits of the SHA-256 digest
@@ -207,7 +207,7 @@ public sealed class CountedRefusals(ReadDatabase database, IDocumentStore store,
     /// </summary>
     private async Task MoveEarlierCountsAsync(CancellationToken ct)
     {
-        var earlier = $"{options.Value.SchemaName}.{EarlierTableName}";
+        var earlier = StorageNames.Qualified(options.Value.SchemaName, EarlierTableName);
         await using var connection = await database.Source.OpenConnectionAsync(ct);
         await using var transaction = await connection.BeginTransactionAsync(ct);
         await using (var exists = new NpgsqlCommand("select to_regclass(@name) is not null", connection, transaction))

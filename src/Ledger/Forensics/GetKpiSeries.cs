@@ -91,7 +91,7 @@ public static class GetKpiSeriesEndpoint
         for (var start = window.From; start < window.To; start += window.Step)
         {
             long V(string status) => verdicts.GetValueOrDefault((start, status));
-            var terminal = V("succeeded") + V("failed") + V("lost") + V("cancelled");
+            var terminal = RunStatusSets.Terminal.Sum(s => V(s.Wire()));
             buckets.Add(new KpiBucket(start, registered.GetValueOrDefault(start), V("succeeded"), V("failed"), V("lost"), V("cancelled"),
                 anomalies.GetValueOrDefault(start), terminal == 0 ? null : (double)V("lost") / terminal));
         }

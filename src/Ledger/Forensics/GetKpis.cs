@@ -60,7 +60,7 @@ public static class GetKpisEndpoint
         var rejections = Labels(Kpi.Rejections);
         var histogram = Labels(Kpi.TimeToTerminal).ToDictionary(b => int.Parse(b.Key, System.Globalization.CultureInfo.InvariantCulture), b => b.Value);
 
-        var terminal = byStatus["succeeded"] + byStatus["failed"] + byStatus["lost"] + byStatus["cancelled"];
+        var terminal = RunStatusSets.Terminal.Sum(s => byStatus[s.Wire()]);
         long Anomalies(string kind) => anomalies.GetValueOrDefault(kind);
 
         return new Kpis(

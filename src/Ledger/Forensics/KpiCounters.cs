@@ -1,4 +1,5 @@
 using System.Globalization;
+using Ledger.Infrastructure;
 using Ledger.Runs;
 using Marten;
 using Npgsql;
@@ -158,7 +159,7 @@ public static class KpiCounters
     /// on the same shard lock its rows in the same order.
     /// </summary>
     public static string UpsertSql(string schema, string shard, string hours, string kpis, string labels, string values) => $"""
-        insert into {schema}.{TableName} as c (hour, kpi, label, shard, value)
+        insert into {StorageNames.Qualified(schema, TableName)} as c (hour, kpi, label, shard, value)
         select coalesce(h, '-infinity'::timestamptz), k, l, {shard}, v from unnest({hours}, {kpis}, {labels}, {values}) as t(h, k, l, v)
         on conflict (hour, kpi, label, shard) do update set value = c.value + excluded.value
         """;

@@ -43,19 +43,19 @@ public sealed class Access
         var token = BearerToken(context);
         if (string.IsNullOrEmpty(token))
         {
-            return Problem.Of(ProblemCodes.MissingCredentials, "Credentials are required",
+            return Problem.Of(ProblemCodes.MissingCredentials,
                 "Send `Authorization: Bearer <key>`.");
         }
 
         var role = RoleOfDigest(Digest(token));
         if (role is null)
         {
-            return Problem.Of(ProblemCodes.InvalidCredentials, "The credentials are not recognised",
+            return Problem.Of(ProblemCodes.InvalidCredentials,
                 "The bearer key is not one this ledger knows.");
         }
         return allowed.Contains(role.Value)
             ? null
-            : Problem.Of(ProblemCodes.Forbidden, "This key may not make this call",
+            : Problem.Of(ProblemCodes.Forbidden,
                 $"A {role.Value.ToString().ToLowerInvariant()} key cannot do this; it needs one of: {string.Join(", ", allowed.Select(a => a.ToString().ToLowerInvariant()))}.");
     }
 

@@ -47,15 +47,18 @@ public static class ErrorHandling
         }
     });
 
-    /// <summary>Problem details for the API; the same refusal as an HTML page for the console's paths.</summary>
-    public static Task Answer(HttpContext context, Problem problem)
+    /// <summary>
+    /// Problem details for the API; the same refusal as an HTML page for the console's paths, headed by
+    /// <paramref name="heading"/> when the page says it better than the problem's title.
+    /// </summary>
+    public static Task Answer(HttpContext context, Problem problem, string? heading = null)
     {
         if (!Ledger.Web.ConsolePaths.IsConsole(context)) return problem.ToResult().ExecuteAsync(context);
         problem.ApplyTo(context);
         var detail = problem.Errors is { Count: > 0 } errors
             ? string.Join(" ", errors.Select(e => $"{e.Key}: {string.Join(" ", e.Value)}"))
             : problem.Detail ?? "";
-        return Ledger.Web.ConsoleHtml.WriteError(context, problem.Status, problem.Title, detail);
+        return Ledger.Web.ConsoleHtml.WriteError(context, problem.Status, heading ?? problem.Title, detail);
     }
 
     private static Problem ForBareStatus(HttpContext context) => context.Response.StatusCode switch
@@ -67,7 +70,7 @@ public static class ErrorHandling
         401 => Problem.Of(ProblemCodes.MissingCredentials),
         403 => Problem.Of(ProblemCodes.Forbidden),
         >= 500 => Problem.Of(ProblemCodes.Internal),
-        _ => Problem.Of(ProblemCodes.MalformedJson, "The request could not be read"),
+        _ => Problem.Of(ProblemCodes.MalformedJson),
     } with { Status = context.Response.StatusCode };
 
     private static Problem Translate(Exception e, HttpContext context)
@@ -80,7 +83,7 @@ public static class ErrorHandling
             case BadHttpRequestException { StatusCode: 413 }:
                 return Problem.Of(ProblemCodes.PayloadTooLarge, detail: e.Message);
             case BadHttpRequestException or JsonException:
-                return Problem.Of(ProblemCodes.MalformedJson, "The request could not be read", e.Message);
+                return Problem.Of(ProblemCodes.MalformedJson, e.Message);
             case EmbeddedPostgresUnavailableException:
             case var _ when DatabaseFailures.IsTransient(e):
                 var ambiguous = e is CommitOutcomeUnknownException;
@@ -106,9 +109,14 @@ public static class ErrorHandling
             var allowed = AllowedMethods(endpoints, context.Request.Path);
             if (allowed.Count == 0)
             {
-                await Answer(context, Ledger.Web.ConsolePaths.IsConsole(context)
-                    ? Problem.Of(ProblemCodes.NotFound, "Not found", $"There is no page at {context.Request.Path}.")
-                    : NoSuchEndpoint(context));
+                if (Ledger.Web.ConsolePaths.IsConsole(context))
+                {
+                    await Answer(context, Problem.Of(ProblemCodes.NotFound, $"There is no page at {context.Request.Path}."), heading: "Not found");
+                }
+                else
+                {
+                    await Answer(context, NoSuchEndpoint(context));
+                }
                 return;
             }
             await Answer(context, Problem.Of(ProblemCodes.MethodNotAllowed,

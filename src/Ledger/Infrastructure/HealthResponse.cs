@@ -23,7 +23,7 @@ public static class HealthResponse
         }
 
         var failed = string.Join(", ", checks.Where(c => c.Value.Status != "healthy").Select(c => c.Key));
-        var problem = Problem.Of(ProblemCodes.DatabaseUnavailable, "The ledger is not ready",
+        var problem = Problem.Of(ProblemCodes.DatabaseUnavailable,
             $"Failing checks: {failed}. Retry after the indicated delay.") with { RetryAfterSeconds = 2, Instance = context.Request.Path };
         var body = JsonSerializer.SerializeToNode(problem, LedgerJson.Options)!.AsObject();
         body["checks"] = JsonSerializer.SerializeToNode(checks, LedgerJson.Options);

@@ -188,16 +188,18 @@ public sealed record Problem
     public string? EventId { get; init; }
     [JsonIgnore] public int? RetryAfterSeconds { get; init; }
 
-    /// <summary>A refusal of a catalogued type: its status and retryability come from <see cref="ProblemCatalogue"/>.</summary>
-    public static Problem Of(string code, string? title = null, string? detail = null, string? runId = null,
-        RunStatus? runStatus = null)
+    /// <summary>
+    /// A refusal of a catalogued type: its title, status and retryability come from <see cref="ProblemCatalogue"/>
+    /// (a title is the type's, the same on every answer; what this occurrence adds goes in <paramref name="detail"/>).
+    /// </summary>
+    public static Problem Of(string code, string? detail = null, string? runId = null, RunStatus? runStatus = null)
     {
         var type = ProblemCatalogue.Get(code);
         return new Problem
         {
             Type = type.Type,
             Code = code,
-            Title = title ?? type.Title,
+            Title = type.Title,
             Status = type.Status,
             Detail = detail,
             Retryable = type.Retryable,
@@ -242,9 +244,9 @@ internal sealed class ProblemResult(Problem problem) : IResult, IStatusCodeHttpR
 
 public static class Refusals
 {
-    /// <summary>A decision's refusal as problem details: its status and retryability come from the catalogue.</summary>
+    /// <summary>A decision's refusal as problem details: its title, status and retryability come from the catalogue.</summary>
     public static Problem ToProblem(this Refusal refusal, string runId) =>
-        Problem.Of(refusal.Code, refusal.Title, refusal.Detail, runId, refusal.RunStatus) with
+        Problem.Of(refusal.Code, refusal.Detail, runId, refusal.RunStatus) with
         {
             EventId = refusal.EventId,
             Results = refusal.Results,

@@ -44,7 +44,7 @@ public static class RequestBody
         {
             return allowEmpty
                 ? new Read(null, raw, null)
-                : new Read(null, raw, Problem.Of(ProblemCodes.MalformedJson, "The request body is empty",
+                : new Read(null, raw, Problem.Of(ProblemCodes.MalformedJson,
                     "A JSON body is required."));
         }
 
@@ -62,7 +62,7 @@ public static class RequestBody
         }
         catch (JsonException e)
         {
-            return new Read(null, raw, Problem.Of(ProblemCodes.MalformedJson, "The request body is not valid JSON",
+            return new Read(null, raw, Problem.Of(ProblemCodes.MalformedJson,
                 e.Message));
         }
     }
@@ -98,7 +98,7 @@ public static class RequestBody
     }
 
     public static Problem Invalid(IReadOnlyDictionary<string, string[]> errors, string? detail = null) =>
-        Problem.Of(ProblemCodes.InvalidPayload, "The request payload is invalid",
+        Problem.Of(ProblemCodes.InvalidPayload,
             detail ?? "Fix the listed fields; resending the same payload will be refused again.") with { Errors = errors };
 
     public static Problem Invalid(IEnumerable<ValidationFailure> failures, string pathPrefix = "")
@@ -118,6 +118,6 @@ public static class RequestBody
     public sealed record AllowedValues(IReadOnlyList<string> Values);
 
     private static Problem TooLarge(int maxBytes) =>
-        Problem.Of(ProblemCodes.PayloadTooLarge, "The request body is too large",
+        Problem.Of(ProblemCodes.PayloadTooLarge,
             $"The body exceeds the configured maximum of {maxBytes} bytes; split it into smaller requests.");
 }

@@ -15,7 +15,9 @@ namespace Ledger.Infrastructure;
 public sealed class StorageNames
 {
     private readonly IReadOnlyStoreOptions _options;
-    private readonly JsonNamingPolicy? _casing;
+    // Read when a JSON key is first asked for, so that the store's configuration (which names tables and
+    // functions before its serializer is set) can use the names too.
+    private readonly Lazy<JsonNamingPolicy?> _casing;
 
     public StorageNames(IDocumentStore store) : this(store.Options)
     {
@@ -24,13 +26,19 @@ public sealed class StorageNames
     public StorageNames(IReadOnlyStoreOptions options)
     {
         _options = options;
-        _casing = options.Serializer().Casing switch
+        _casing = new(() => options.Serializer().Casing switch
         {
             Casing.CamelCase => JsonNamingPolicy.CamelCase,
             Casing.SnakeCase => JsonNamingPolicy.SnakeCaseLower,
             _ => null,
-        };
+        });
     }
+
+    /// <summary>
+    /// A table or function of <paramref name="schema"/>: the one place a schema-qualified name is written.
+    /// For the statements built where only the schema's name is at hand (a session's queued commands).
+    /// </summary>
+    public static string Qualified(string schema, string name) => $"{schema}.{name}";
 
     /// <summary>The schema every table of the ledger lives in.</summary>
     public string Schema => _options.DatabaseSchemaName;
@@ -51,10 +59,10 @@ public sealed class StorageNames
     public string Table<T>() => _options.Schema.For<T>();
 
     /// <summary>A table the ledger manages beside Marten's (qualified); its unqualified name is a constant of its owner.</summary>
-    public string Own(string table) => $"{Schema}.{table}";
+    public string Own(string table) => Qualified(Schema, table);
 
     /// <summary>A function Marten installs in the schema, e.g. the immutable cast its computed indexes use.</summary>
-    public string Function(string name) => $"{Schema}.{name}";
+    public string Function(string name) => Qualified(Schema, name);
 
     /// <summary>The key a member has in the stored JSON document (the serializer's casing).</summary>
     public string JsonKey<T>(Expression<Func<T, object?>> member) => KeyOf(MemberOf(member).Name);
@@ -77,7 +85,7 @@ public sealed class StorageNames
         return $"{(alias is null ? "" : alias + ".")}{field.ColumnName}";
     }
 
-    private string KeyOf(string name) => _casing?.ConvertName(name) ?? name;
+    private string KeyOf(string name) => _casing.Value?.ConvertName(name) ?? name;
 
     private static MemberInfo MemberOf<T>(Expression<Func<T, object?>> expression)
     {

@@ -40,10 +40,10 @@ public sealed record DefineBoard
         public Validator()
         {
             RuleFor(b => b.Id).NotEmpty().Matches(Identifiers.Pattern).WithMessage(Identifiers.Message);
-            RuleFor(b => b.Title!).MaximumLength(200).When(b => b.Title is not null);
-            RuleFor(b => b.PrimaryScore).NotEmpty().MaximumLength(200).Printable();
+            RuleFor(b => b.Title!).MaximumLength(InputLimits.MaxTitle).When(b => b.Title is not null);
+            RuleFor(b => b.PrimaryScore).NotEmpty().MaximumLength(InputLimits.MaxName).Printable();
             RuleFor(b => b.Direction).NotNull().WithMessage("direction must be 'max' or 'min'.");
-            RuleFor(b => b.TieBreakScore!).NotEmpty().MaximumLength(200).Printable()
+            RuleFor(b => b.TieBreakScore!).NotEmpty().MaximumLength(InputLimits.MaxName).Printable()
                 .NotEqual(b => b.PrimaryScore).WithMessage("The tie-break score must differ from the primary score.")
                 .When(b => b.TieBreakScore is not null);
             RuleFor(b => b.TieBreakDirection).Null().When(b => b.TieBreakScore is null)
@@ -76,7 +76,7 @@ public static class BoardEndpoints
             // Defining the same board again is a harmless retry; redefining it would re-rank history.
             return existing.Ranking == board.Ranking
                 ? Results.Json(existing, LedgerJson.Options)
-                : await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists, "The board exists with another ranking",
+                : await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists,
                     $"Board '{board.Id}' ranks by {existing.Ranking.PrimaryScore} ({existing.Ranking.Direction.ToString().ToLowerInvariant()}); boards are immutable."), admission.Raw);
         }
 
@@ -87,7 +87,7 @@ public static class BoardEndpoints
         }
         catch (Exception e) when (e.ToString().Contains("23505"))
         {
-            return await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists, "The board was just defined",
+            return await rejections.Refuse(context, Problem.Of(ProblemCodes.BoardExists,
                 $"Board '{board.Id}' was defined concurrently; read it with GET /api/boards/{board.Id}."), admission.Raw);
         }
         context.Response.Headers.Location = $"/api/boards/{Uri.EscapeDataString(board.Id)}";
@@ -110,5 +110,5 @@ public static class BoardEndpoints
     }
 
     public static Problem BoardNotFound(string id) =>
-        Problem.Of(ProblemCodes.BoardNotFound, "No such board", $"No board '{id}' is defined; define it with POST /api/boards.");
+        Problem.Of(ProblemCodes.BoardNotFound, $"No board '{id}' is defined; define it with POST /api/boards.");
 }

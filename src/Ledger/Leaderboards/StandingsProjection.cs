@@ -1,5 +1,6 @@
 using JasperFx.Events;
 using JasperFx.Events.Projections;
+using Ledger.Infrastructure;
 using Ledger.Runs;
 using Marten;
 using Marten.Events.Projections;
@@ -47,9 +48,9 @@ public sealed class StandingsProjection : IProjection
         // Every id of the page now has its standing (Fold creates the missing ones).
         var touched = ids.Select(id => standings[id]).ToList();
         foreach (var standing in touched) operations.Store(standing);
-        var schema = operations.DocumentStore.Options.DatabaseSchemaName;
-        RecordChanges(operations, schema, changes);
-        RecordCurrent(operations, schema, touched);
+        var names = new StorageNames(operations.DocumentStore.Options);
+        RecordChanges(operations, names.Own(ChangesTable), changes);
+        RecordCurrent(operations, names.Own(CurrentTable), touched);
     }
 
     /// <summary>
@@ -65,11 +66,11 @@ public sealed class StandingsProjection : IProjection
 
     private static string Key(VerdictReached verdict) => Standing.Key(verdict.Board!, verdict.Participant!);
 
-    private static void RecordChanges(IDocumentOperations operations, string schema, List<StandingChange> changes)
+    private static void RecordChanges(IDocumentOperations operations, string table, List<StandingChange> changes)
     {
         if (changes.Count == 0) return;
         operations.QueueSqlCommand($"""
-            insert into {schema}.{ChangesTable} (board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key, superseded_at)
+            insert into {table} (board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key, superseded_at)
             select board, participant, sequence, at, run_id, score, tie_break, completed_at, decode(rank_key_hex, 'hex'), 'infinity'
             from unnest(?::text[], ?::text[], ?::bigint[], ?::timestamptz[], ?::text[], ?::float8[], ?::float8[], ?::timestamptz[], ?::text[])
                 as c(board, participant, sequence, at, run_id, score, tie_break, completed_at, rank_key_hex)
@@ -81,9 +82,9 @@ public sealed class StandingsProjection : IProjection
         // The earlier changes of the same participants (this page's included) end at the earliest new change after them.
         // Only ever lowers superseded_at, so applying the page again changes nothing.
         operations.QueueSqlCommand($"""
-            update {schema}.{ChangesTable} c set superseded_at = later.at
+            update {table} c set superseded_at = later.at
             from (select e.board, e.participant, e.sequence, min(n.at) as at
-                  from {schema}.{ChangesTable} e
+                  from {table} e
                   join unnest(?::text[], ?::text[], ?::bigint[], ?::timestamptz[]) as n(board, participant, sequence, at)
                     on e.board = n.board and e.participant = n.participant and e.sequence < n.sequence
                   group by e.board, e.participant, e.sequence) later
@@ -98,19 +99,21 @@ public sealed class StandingsProjection : IProjection
     /// version before the column existed): each change ends at the earliest later change's time.
     /// Idempotent; a no-op once every change has it.
     /// </summary>
-    public static string BackfillSupersededSql(string schema) => $"""
-        update {schema}.{ChangesTable} c set superseded_at = coalesce(
-            (select min(d.at) from {schema}.{ChangesTable} d where d.board = c.board and d.participant = c.participant and d.sequence > c.sequence),
+    public static string BackfillSupersededSql(StorageNames names) => BackfillSupersededSql(names.Own(ChangesTable));
+
+    private static string BackfillSupersededSql(string table) => $"""
+        update {table} c set superseded_at = coalesce(
+            (select min(d.at) from {table} d where d.board = c.board and d.participant = c.participant and d.sequence > c.sequence),
             'infinity')
-        where (c.board, c.participant) in (select board, participant from {schema}.{ChangesTable} where superseded_at is null)
+        where (c.board, c.participant) in (select board, participant from {table} where superseded_at is null)
         """;
 
-    private static void RecordCurrent(IDocumentOperations operations, string schema, List<Standing> standings)
+    private static void RecordCurrent(IDocumentOperations operations, string table, List<Standing> standings)
     {
         // Sorted, so two batches never lock the same rows in opposite orders.
         standings.Sort((a, b) => string.CompareOrdinal(a.Id, b.Id));
         operations.QueueSqlCommand($"""
-            insert into {schema}.{CurrentTable} (board, participant, run_id, score, tie_break, completed_at, rank_key, last_sequence)
+            insert into {table} (board, participant, run_id, score, tie_break, completed_at, rank_key, last_sequence)
             select board, participant, run_id, score, tie_break, completed_at, decode(rank_key_hex, 'hex'), last_sequence
             from unnest(?::text[], ?::text[], ?::text[], ?::float8[], ?::float8[], ?::timestamptz[], ?::text[], ?::bigint[])
                 as s(board, participant, run_id, score, tie_break, completed_at, rank_key_hex, last_sequence)

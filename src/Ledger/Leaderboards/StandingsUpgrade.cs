@@ -25,7 +25,7 @@ public sealed class StandingsUpgrade(ILogger<StandingsUpgrade> logger) : IInitia
             cancellation);
         if (!needed[0])
         {
-            session.QueueSqlCommand(StandingsProjection.BackfillSupersededSql(store.Options.DatabaseSchemaName));
+            session.QueueSqlCommand(StandingsProjection.BackfillSupersededSql(names));
             await session.SaveChangesAsync(cancellation);
             return;
         }

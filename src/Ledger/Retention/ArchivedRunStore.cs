@@ -1,5 +1,6 @@
 using System.Data.Common;
 using System.Text.Json;
+using Ledger.Infrastructure;
 using Marten;
 using Marten.Internal;
 using Marten.Linq.QueryHandlers;
@@ -102,7 +103,7 @@ public static class ArchivedRunStore
     {
         public void ConfigureCommand(ICommandBuilder builder, IStorageSession session)
         {
-            builder.Append($"select {Columns} from {schema}.{TableName} where run_id = ");
+            builder.Append($"select {Columns} from {StorageNames.Qualified(schema, TableName)} where run_id = ");
             builder.AppendParameter(runId);
             if (forUpdate) builder.Append(" for update");
         }
@@ -118,7 +119,7 @@ public static class ArchivedRunStore
     {
         public void ConfigureCommand(ICommandBuilder builder, IStorageSession session)
         {
-            builder.Append($"select {Columns} from {schema}.{TableName} where run_id = any(");
+            builder.Append($"select {Columns} from {StorageNames.Qualified(schema, TableName)} where run_id = any(");
             builder.AppendParameter(runIds);
             builder.Append(") order by run_id for update");
         }
@@ -142,7 +143,7 @@ public static class ArchivedRunStore
     {
         public void ConfigureCommand(ICommandBuilder builder, IStorageSession session)
         {
-            builder.Append($"select run_id from {schema}.{TableName} where archived_version > 0 and run_id = any(");
+            builder.Append($"select run_id from {StorageNames.Qualified(schema, TableName)} where archived_version > 0 and run_id = any(");
             builder.AppendParameter(runIds);
             builder.Append(")");
         }
@@ -162,7 +163,7 @@ public static class ArchivedRunStore
     {
         public void ConfigureCommand(ICommandBuilder builder, IStorageSession session)
         {
-            builder.Append($"select {Columns} from {schema}.{TableName} where archived_version > 0 and last_timestamp >= ");
+            builder.Append($"select {Columns} from {StorageNames.Qualified(schema, TableName)} where archived_version > 0 and last_timestamp >= ");
             builder.AppendParameter(since);
         }
 
@@ -198,7 +199,7 @@ public static class ArchivedRunStore
     private sealed class All(string schema) : IQueryHandler<IReadOnlyList<ArchivedRunRow>>
     {
         public void ConfigureCommand(ICommandBuilder builder, IStorageSession session) =>
-            builder.Append($"select {Columns} from {schema}.{TableName} where archived_version > 0");
+            builder.Append($"select {Columns} from {StorageNames.Qualified(schema, TableName)} where archived_version > 0");
 
         public async Task<IReadOnlyList<ArchivedRunRow>> HandleAsync(DbDataReader reader, IStorageSession session, CancellationToken token)
         {
@@ -220,7 +221,7 @@ public static class ArchivedRunStore
 
     /// <summary>Queues the row of a run archived through <paramref name="row"/>'s version into the session's transaction.</summary>
     public static void Save(IDocumentSession session, string schema, ArchivedRunRow row) => session.QueueSqlCommand(
-        $"insert into {schema}.{TableName} ({Columns}) values (?, ?, ?, ?::json, ?, ?, ?, ?, ?, ?, ?, ?) " +
+        $"insert into {StorageNames.Qualified(schema, TableName)} ({Columns}) values (?, ?, ?, ?::json, ?, ?, ?, ?, ?, ?, ?, ?) " +
         "on conflict (run_id) do update set archived_version = excluded.archived_version, marker_sequence = excluded.marker_sequence, " +
         "bundles = excluded.bundles, events = excluded.events, bytes = excluded.bytes, last_sequence = excluded.last_sequence, " +
         "recorded_through = excluded.recorded_through, last_timestamp = excluded.last_timestamp, terminal_at = excluded.terminal_at, " +

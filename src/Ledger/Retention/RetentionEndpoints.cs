@@ -31,7 +31,7 @@ public sealed record RestoreRun
 
     public sealed class Validator : AbstractValidator<RestoreRun>
     {
-        public Validator() => RuleFor(r => r.Reason!).NotEmpty().MaximumLength(500).When(r => r.Reason is not null);
+        public Validator() => RuleFor(r => r.Reason!).NotEmpty().MaximumLength(InputLimits.MaxReason).When(r => r.Reason is not null);
     }
 }
 

@@ -14,7 +14,7 @@ public sealed record CancelRun
 
     public sealed class Validator : AbstractValidator<CancelRun>
     {
-        public Validator() => RuleFor(c => c.Reason!).NotEmpty().MaximumLength(500).When(c => c.Reason is not null);
+        public Validator() => RuleFor(c => c.Reason!).NotEmpty().MaximumLength(InputLimits.MaxReason).When(c => c.Reason is not null);
     }
 }
 

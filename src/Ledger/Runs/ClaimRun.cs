@@ -23,8 +23,8 @@ public sealed record ClaimRun
     {
         public Validator()
         {
-            RuleFor(c => c.Worker).NotEmpty().MaximumLength(200).Printable().When(c => c.Worker is not null);
-            RuleFor(c => c.ClaimId).NotEmpty().MaximumLength(200).Printable().When(c => c.ClaimId is not null);
+            RuleFor(c => c.Worker).NotEmpty().MaximumLength(InputLimits.MaxName).Printable().When(c => c.Worker is not null);
+            RuleFor(c => c.ClaimId).NotEmpty().MaximumLength(InputLimits.MaxName).Printable().When(c => c.ClaimId is not null);
         }
     }
 }

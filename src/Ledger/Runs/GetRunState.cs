@@ -35,7 +35,7 @@ public static class GetRunStateEndpoint
         var state = version is { } v && v > now.Version ? null : await history.StateAsync(reading, version ?? now.Version, asOf, context.RequestAborted);
         if (state is not { Run: { } run, Last: { } last })
         {
-            return Problem.Of(ProblemCodes.StateNotFound, "The run had no such state",
+            return Problem.Of(ProblemCodes.StateNotFound,
                 version is not null
                     ? $"The stream has {now.Version} events."
                     : $"The run was registered at {now.RegisteredAt:O}.", runId: id, runStatus: now.Status).ToResult();

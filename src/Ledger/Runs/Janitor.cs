@@ -34,6 +34,7 @@ public sealed class Janitor(IDocumentStore store, RunWriter writer, TimeProvider
         var grace = TimeSpan.FromSeconds(options.Value.GraceSeconds);
         int lost = 0, failed = 0, skipped = 0;
         var seen = new HashSet<string>();
+        var live = RunStatusSets.Live.ToArray();
         while (!ct.IsCancellationRequested)
         {
             var cutoff = clock.GetUtcNow() - grace;
@@ -41,7 +42,7 @@ public sealed class Janitor(IDocumentStore store, RunWriter writer, TimeProvider
             await using (var query = store.QuerySession())
             {
                 candidates = await query.Query<Run>()
-                    .Where(r => (r.Status == RunStatus.Claimed || r.Status == RunStatus.Running) && r.LeaseExpiresAt < cutoff)
+                    .Where(r => r.Status.IsOneOf(live) && r.LeaseExpiresAt < cutoff)
                     .OrderBy(r => r.LeaseExpiresAt)
                     .Select(r => r.Id)
                     .Take(options.Value.BatchSize)

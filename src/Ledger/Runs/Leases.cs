@@ -86,14 +86,14 @@ public sealed class LeaseTokens(IDocumentStore store)
         var token = Access.BearerToken(context);
         if (string.IsNullOrEmpty(token))
         {
-            return (null, Problem.Of(ProblemCodes.MissingCredentials, "A lease token is required",
+            return (null, Problem.Of(ProblemCodes.MissingCredentials,
                 "Send `Authorization: Bearer <leaseToken>` from the claim."));
         }
         var tokenHash = Access.DigestHex(token);
         var owner = await RunOf(tokenHash, context.RequestAborted);
         if (owner is null)
         {
-            return (null, Problem.Of(ProblemCodes.InvalidCredentials, "The lease token is not recognised",
+            return (null, Problem.Of(ProblemCodes.InvalidCredentials,
                 "Claim the run to get a lease token."));
         }
         return owner == runId

@@ -25,11 +25,11 @@ public sealed record ReclassifyRun
         {
             RuleFor(r => r.Status).NotNull().Must(s => s is null || s.Value.IsTerminal())
                 .WithMessage("The new status must be terminal: succeeded, failed, lost or cancelled.");
-            RuleFor(r => r.Reason).NotEmpty().MaximumLength(500);
+            RuleFor(r => r.Reason).NotEmpty().MaximumLength(InputLimits.MaxReason);
             RuleFor(r => r.Evidence).NotEmpty().WithMessage("Name the evidence the decision relies on (e.g. an eventId).");
-            RuleFor(r => r.Evidence!.Count).LessThanOrEqualTo(50).OverridePropertyName("evidence").When(r => r.Evidence is not null);
-            RuleForEach(r => r.Evidence).NotEmpty().MaximumLength(500);
-            RuleFor(r => r.Operator).NotEmpty().MaximumLength(200).Printable().When(r => r.Operator is not null);
+            RuleFor(r => r.Evidence!.Count).LessThanOrEqualTo(InputLimits.MaxEvidence).OverridePropertyName("evidence").When(r => r.Evidence is not null);
+            RuleForEach(r => r.Evidence).NotEmpty().MaximumLength(InputLimits.MaxReason);
+            RuleFor(r => r.Operator).NotEmpty().MaximumLength(InputLimits.MaxName).Printable().When(r => r.Operator is not null);
         }
     }
 }

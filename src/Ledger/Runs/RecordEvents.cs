@@ -58,21 +58,26 @@ public sealed record WorkerEventRequest
         public const int MaxText = 8 * 1024;
         public const int MaxWarnings = 20;
         public const string WarningPattern = "^[a-z0-9][a-z0-9._-]{0,63}$";
+        public const int MaxId = 200;
+        public const int MaxOutcome = 64;
+        public const int MaxScores = 100;
+        public const int MaxUri = 2048;
+        public const string Sha256Pattern = "^[0-9a-fA-F]{64}$";
 
         public Validator()
         {
             RuleFor(e => e.Type).NotEmpty()
                 .Must(t => t is null || WorkerEventTypes.All.Contains(t))
                 .WithMessage($"Unknown event type; allowed: {string.Join(", ", WorkerEventTypes.All)}.");
-            RuleFor(e => e.EventId).NotEmpty().MaximumLength(200).Printable();
+            RuleFor(e => e.EventId).NotEmpty().MaximumLength(MaxId).Printable();
             RuleFor(e => e.OccurredAt).NotNull();
 
             When(e => e.Type is WorkerEventTypes.StepStarted or WorkerEventTypes.StepCompleted, () =>
             {
-                RuleFor(e => e.StepId).NotEmpty().WithMessage("A step event needs its stepId.").MaximumLength(200).Printable();
+                RuleFor(e => e.StepId).NotEmpty().WithMessage("A step event needs its stepId.").MaximumLength(MaxId).Printable();
             });
-            When(e => e.Type == WorkerEventTypes.StepStarted, () => RuleFor(e => e.Name).MaximumLength(200).Printable());
-            When(e => e.Type == WorkerEventTypes.StepCompleted, () => RuleFor(e => e.Outcome).MaximumLength(64));
+            When(e => e.Type == WorkerEventTypes.StepStarted, () => RuleFor(e => e.Name).MaximumLength(MaxId).Printable());
+            When(e => e.Type == WorkerEventTypes.StepCompleted, () => RuleFor(e => e.Outcome).MaximumLength(MaxOutcome));
             When(e => e.Type == WorkerEventTypes.Log, () =>
             {
                 RuleFor(e => e.Lines).NotNull();
@@ -82,28 +87,28 @@ public sealed record WorkerEventRequest
             When(e => e.Type == WorkerEventTypes.ScoresReported, () =>
             {
                 RuleFor(e => e.Scores).NotEmpty().WithMessage("scores.reported needs at least one score.");
-                RuleFor(e => e.Scores!.Count).LessThanOrEqualTo(100).OverridePropertyName("scores").When(e => e.Scores is not null);
+                RuleFor(e => e.Scores!.Count).LessThanOrEqualTo(MaxScores).OverridePropertyName("scores").When(e => e.Scores is not null);
                 RuleFor(e => e.Scores).Custom((scores, context) =>
                 {
                     foreach (var (name, value) in scores ?? [])
                     {
-                        if (name.Length is 0 or > 200 || !InputText.IsIdentifier(name)) context.AddFailure("scores", "Score names must be 1-200 characters, without control characters.");
+                        if (name.Length is 0 or > InputLimits.MaxName || !InputText.IsIdentifier(name)) context.AddFailure("scores", $"Score names must be 1-{InputLimits.MaxName} characters, without control characters.");
                         else if (!double.IsFinite(value)) context.AddFailure($"scores.{name}", "Scores must be finite numbers.");
                     }
                 });
             });
             When(e => e.Type == WorkerEventTypes.OutputRecorded, () =>
             {
-                RuleFor(e => e.Name).NotEmpty().MaximumLength(200).Printable();
-                RuleFor(e => e.Uri).NotEmpty().MaximumLength(2048)
+                RuleFor(e => e.Name).NotEmpty().MaximumLength(MaxId).Printable();
+                RuleFor(e => e.Uri).NotEmpty().MaximumLength(MaxUri)
                     .Must(u => System.Uri.TryCreate(u, UriKind.Absolute, out _)).WithMessage("The uri must be absolute.");
-                RuleFor(e => e.Sha256).Matches("^[0-9a-fA-F]{64}$").When(e => e.Sha256 is not null)
+                RuleFor(e => e.Sha256).Matches(Sha256Pattern).When(e => e.Sha256 is not null)
                     .WithMessage("sha256 must be 64 hexadecimal characters.");
                 RuleFor(e => e.Bytes).InclusiveBetween(0, InputRules.MaxCount).When(e => e.Bytes is not null);
             });
             When(e => e.Type == WorkerEventTypes.ItemsCommitted, () =>
             {
-                RuleFor(e => e.ChunkId).NotEmpty().MaximumLength(200).Printable();
+                RuleFor(e => e.ChunkId).NotEmpty().MaximumLength(MaxId).Printable();
                 RuleFor(e => e.Count).NotNull().InclusiveBetween(0, InputRules.MaxCount);
             });
             When(e => e.Type == WorkerEventTypes.RunCompleted, () =>

@@ -26,7 +26,7 @@ public sealed record RecordObservation
     {
         public Validator()
         {
-            RuleFor(o => o.Source).NotEmpty().MaximumLength(200).Printable();
+            RuleFor(o => o.Source).NotEmpty().MaximumLength(InputLimits.MaxName).Printable();
             RuleFor(o => o.Status).NotEmpty()
                 .Must(s => s is null || RunStatusRules.WireNames.Contains(s))
                 .WithMessage($"Unknown status; allowed: {string.Join(", ", RunStatusRules.WireNames)}.")

@@ -79,7 +79,7 @@ public static class RecordedKeyStore
             builder.Append("::varchar[], ");
             builder.AppendParameter(keys);
             // One primary-key probe per key: a plain join of the unnest was planned as a scan of the whole table.
-            builder.Append($"::varchar[]) as q(run_id, key) cross join lateral (select t.run_id, t.key, t.count from {schema}.{TableName} t " +
+            builder.Append($"::varchar[]) as q(run_id, key) cross join lateral (select t.run_id, t.key, t.count from {StorageNames.Qualified(schema, TableName)} t " +
                            "where t.run_id = q.run_id and t.key = q.key) k");
         }
 
@@ -111,7 +111,7 @@ public static class RecordedKeyStore
         if (rows.Count == 0) return;
         var sorted = rows.OrderBy(r => r.RunId, StringComparer.Ordinal).ThenBy(r => r.Key, StringComparer.Ordinal).ToList();
         session.QueueOperation(new EventOrderedCommand(
-            $"insert into {schema}.{TableName} (run_id, key, count) select r, k, nullif(c, -1) from unnest(?::varchar[], ?::varchar[], ?::bigint[]) as t(r, k, c)",
+            $"insert into {StorageNames.Qualified(schema, TableName)} (run_id, key, count) select r, k, nullif(c, -1) from unnest(?::varchar[], ?::varchar[], ?::bigint[]) as t(r, k, c)",
             sorted.Select(r => r.RunId).ToArray(), sorted.Select(r => r.Key).ToArray(), sorted.Select(r => r.Count ?? -1).ToArray()));
     }
 
@@ -132,7 +132,7 @@ public static class RecordedKeyStore
     public static void DeleteKeysOf(IDocumentOperations session, string schema, params string[] runIds)
     {
         if (runIds.Length == 0) return;
-        session.QueueSqlCommand($"delete from {schema}.{TableName} where run_id = any(?::varchar[])", new object[] { runIds });
+        session.QueueSqlCommand($"delete from {StorageNames.Qualified(schema, TableName)} where run_id = any(?::varchar[])", new object[] { runIds });
     }
 
     /// <summary>
@@ -142,7 +142,7 @@ public static class RecordedKeyStore
     /// </summary>
     public static async Task MigrateAsync(IDocumentStore store, string schema, ILogger logger, CancellationToken ct)
     {
-        var table = $"{schema}.{TableName}";
+        var table = StorageNames.Qualified(schema, TableName);
         await using var session = store.LightweightSession();
         var done = await session.QueryAsync<int>($"select count(*)::int from {table} where run_id = '' and key = ?", ct, MigratedMarker);
         if (done[0] > 0) return;

@@ -31,26 +31,26 @@ public sealed record RegisterRun
             RuleFor(r => r.RunId!).NotEqual(Identifiers.ReservedRunId, StringComparer.Ordinal)
                 .WithMessage($"'{Identifiers.ReservedRunId}' is the event store's own stream; choose another run id.").When(r => r.RunId is not null);
             RuleFor(r => r.Board!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.Board is not null);
-            RuleFor(r => r.Participant).NotEmpty().MaximumLength(200).Printable().When(r => r.Participant is not null);
+            RuleFor(r => r.Participant).NotEmpty().MaximumLength(InputLimits.MaxName).Printable().When(r => r.Participant is not null);
             RuleFor(r => r.Participant).NotEmpty().When(r => r.Board is not null)
                 .WithMessage("A run entered on a board needs its participant.");
             RuleFor(r => r.Batch!).Matches(Identifiers.Pattern).WithMessage(Identifiers.Message).When(r => r.Batch is not null);
-            RuleFor(r => r.Labels!).Must(l => l.Count <= 32).WithMessage("At most 32 labels.")
-                .Must(l => l.All(kv => kv.Key.Length is > 0 and <= 64 && kv.Value is { Length: > 0 and <= 200 }
+            RuleFor(r => r.Labels!).Must(l => l.Count <= InputLimits.MaxLabels).WithMessage($"At most {InputLimits.MaxLabels} labels.")
+                .Must(l => l.All(kv => kv.Key.Length is > 0 and <= InputLimits.MaxLabelKey && kv.Value is { Length: > 0 and <= InputLimits.MaxLabelValue }
                                         && InputText.IsIdentifier(kv.Key) && InputText.IsIdentifier(kv.Value)))
-                .WithMessage("Label keys must be 1-64 characters and values 1-200 characters, without control characters.")
+                .WithMessage($"Label keys must be 1-{InputLimits.MaxLabelKey} characters and values 1-{InputLimits.MaxLabelValue} characters, without control characters.")
                 .Custom((labels, context) => vocabulary.Check(labels, "labels", context))
                 .When(r => r.Labels is not null);
-            RuleFor(r => r.RequiredScores!).Must(BeDistinctNames).WithMessage("Required scores must be distinct non-empty names of at most 200 characters (at most 100).")
+            RuleFor(r => r.RequiredScores!).Must(BeDistinctNames).WithMessage($"Required scores must be distinct non-empty names of at most {InputLimits.MaxName} characters (at most {InputLimits.MaxRequiredNames}).")
                 .When(r => r.RequiredScores is not null);
-            RuleFor(r => r.RequiredOutputs!).Must(BeDistinctNames).WithMessage("Required outputs must be distinct non-empty names of at most 200 characters (at most 100).")
+            RuleFor(r => r.RequiredOutputs!).Must(BeDistinctNames).WithMessage($"Required outputs must be distinct non-empty names of at most {InputLimits.MaxName} characters (at most {InputLimits.MaxRequiredNames}).")
                 .When(r => r.RequiredOutputs is not null);
             RuleFor(r => r.ExpectedItems).InclusiveBetween(0, InputRules.MaxCount).When(r => r.ExpectedItems is not null);
             RuleFor(r => r.LeaseSeconds).InclusiveBetween(1, options.Value.MaxLeaseSeconds).When(r => r.LeaseSeconds is not null);
         }
 
         private static bool BeDistinctNames(List<string> names) =>
-            names.Count <= 100 && names.All(n => n is { Length: > 0 and <= 200 } && InputText.IsIdentifier(n)) && names.Distinct(StringComparer.Ordinal).Count() == names.Count;
+            names.Count <= InputLimits.MaxRequiredNames && names.All(n => n is { Length: > 0 and <= InputLimits.MaxName } && InputText.IsIdentifier(n)) && names.Distinct(StringComparer.Ordinal).Count() == names.Count;
     }
 }
 
@@ -126,7 +126,7 @@ public static class RegisterRunEndpoint
             {
                 return Created(existing);
             }
-            return await rejections.Refuse(context, Problem.Of(ProblemCodes.RunExists, "The run already exists",
+            return await rejections.Refuse(context, Problem.Of(ProblemCodes.RunExists,
                 $"A run with id '{runId}' is already registered with another definition; read it with GET /api/runs/{runId}.", runId: runId), admission.Raw);
         }
 

@@ -67,7 +67,7 @@ public sealed record ExpireLeaseCommand(string RunId, TimeSpan Grace) : RunComma
 /// A refusal, as the decision states it: a code of the refusal catalogue and the words for the
 /// caller. How it travels (an HTTP status, a page) is the edge's business.
 /// </summary>
-public sealed record Refusal(string Code, string? Title, string Detail, RunStatus? RunStatus = null)
+public sealed record Refusal(string Code, string Detail, RunStatus? RunStatus = null)
 {
     public string? EventId { get; init; }
     /// <summary>What became of each event when some were recorded anyway (late events on a terminal run).</summary>

@@ -52,7 +52,7 @@ public static class RunDecider
             var effect = EffectOf(after, e, recorded, idsHere, chunksHere);
             if (effect.Kind == EventResultKind.Refused)
             {
-                return Decision.Refuse(new Refusal(effect.Reason!, null,
+                return Decision.Refuse(new Refusal(effect.Reason!,
                     command.Events.Count > 1 ? $"{effect.Detail} No event of this request was recorded." : effect.Detail!,
                     run.Status) { EventId = e.EventId }, run);
             }
@@ -122,7 +122,7 @@ public static class RunDecider
         {
             // The same claim again (a retry after a lost answer): the same lease, nothing appended.
             if (SameClaim(run, command) is { } again) return new Decision([], LeaseGranted.For(run, again, expires), run);
-            return Decision.Refuse(new Refusal(ProblemCodes.LeaseHeld, "The run is leased to another worker",
+            return Decision.Refuse(new Refusal(ProblemCodes.LeaseHeld,
                 $"Held by '{run.Worker ?? "an unnamed worker"}' until {expires:O}.", run.Status), run);
         }
 
@@ -172,24 +172,24 @@ public static class RunDecider
         if (run is null) return Decision.Refuse(NotFound(command.RunId), null);
         if (!run.Status.IsTerminal())
         {
-            return Decision.Refuse(new Refusal(ProblemCodes.RunNotTerminal, "Only a terminal verdict can be reclassified",
+            return Decision.Refuse(new Refusal(ProblemCodes.RunNotTerminal,
                 $"The run is {run.Status.Wire()}; cancel it instead.", run.Status), run);
         }
         if (run.Status == command.Status)
         {
-            return Decision.Refuse(new Refusal(ProblemCodes.ReclassifyNoChange, "The run already has this status",
+            return Decision.Refuse(new Refusal(ProblemCodes.ReclassifyNoChange,
                 $"The run is already {run.Status.Wire()}.", run.Status), run);
         }
         // Succeeded means complete, even by an operator's hand: the results must be in the run.
         if (command.Status == RunStatus.Succeeded && run.MissingForSuccess() is { Count: > 0 } missing)
         {
-            return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults, "A run cannot succeed without its results",
+            return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults,
                 $"Missing: {string.Join(", ", missing)}.", run.Status), run);
         }
         // Nor with counts that do not balance: an over-count is not made whole by calling it a success.
         if (command.Status == RunStatus.Succeeded && run.Imbalance() is { } imbalance)
         {
-            return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults, "A run cannot succeed without its results",
+            return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults,
                 $"The item counts do not balance: {imbalance}.", run.Status), run);
         }
         var reclassified = new RunReclassified(run.Status, run.Reason, command.Status, command.Reason,
@@ -246,26 +246,26 @@ public static class RunDecider
     }
 
     public static Refusal NotFound(string runId) =>
-        new(ProblemCodes.RunNotFound, "No such run", $"No run '{runId}' is registered.");
+        new(ProblemCodes.RunNotFound, $"No run '{runId}' is registered.");
 
     public static Refusal Terminal(Run run) =>
-        new(ProblemCodes.RunTerminal, "The run is already finished",
+        new(ProblemCodes.RunTerminal,
             $"The run is {run.Status.Wire()}{(run.Reason is null ? "" : $" ({run.Reason})")}; nothing can change it. Stop sending events for it.",
             run.Status);
 
     /// <summary>The last lease token of a terminal run, past the grace in which it still records late events.</summary>
     public static Refusal GraceOver(Run run, TimeSpan grace) =>
-        new(ProblemCodes.RunTerminal, "The run is already finished",
+        new(ProblemCodes.RunTerminal,
             $"The run is {run.Status.Wire()}{(run.Reason is null ? "" : $" ({run.Reason})")} since {run.TerminalAt:O}; its lease token records no late events " +
             $"more than {grace} after the verdict. Stop sending events for it.",
             run.Status);
 
     /// <summary>A token issued for this run that is no longer its lease: the run was claimed again.</summary>
     public static Refusal LeaseLost(Run run) =>
-        new(ProblemCodes.LeaseLost, null, "The run was claimed again after this lease; this worker must stop.", run.Status);
+        new(ProblemCodes.LeaseLost, "The run was claimed again after this lease; this worker must stop.", run.Status);
 
     public static Refusal LeaseExpired(Run run) =>
-        new(ProblemCodes.LeaseExpired, "The lease has expired",
+        new(ProblemCodes.LeaseExpired,
             $"The lease expired at {run.LeaseExpiresAt:O}; events from it are not accepted. Stop working on this run.",
             run.Status);
 }

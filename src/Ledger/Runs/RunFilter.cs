@@ -89,7 +89,8 @@ public sealed record RunFilter
         {
             // Lost is decided by the janitor; until then a silent lease holder is stuck.
             var since = now.AddSeconds(-seconds);
-            query = query.Where(r => (r.Status == RunStatus.Claimed || r.Status == RunStatus.Running) && r.LastHeartbeatAt <= since);
+            var live = RunStatusSets.Live.ToArray();
+            query = query.Where(r => r.Status.IsOneOf(live) && r.LastHeartbeatAt <= since);
         }
         return query;
     }

@@ -1,5 +1,6 @@
 using System.Data.Common;
 using JasperFx.Events;
+using Ledger.Infrastructure;
 using Npgsql;
 using Weasel.Core;
 using Weasel.Storage;
@@ -21,8 +22,8 @@ public static class RunLocks
     public const string FunctionName = "ledger_lock_runs";
 
     /// <summary>The function, created with the schema (written as PostgreSQL prints it back, so the schema check finds no change).</summary>
-    public static Function Function(string schema) => new(new Weasel.Postgresql.PostgresqlObjectName(schema, FunctionName, Weasel.Postgresql.SchemaUtils.IdentifierUsage.General), $"""
-        CREATE OR REPLACE FUNCTION {schema}.{FunctionName}(ids character varying[], versions bigint[])
+    public static Function Function(StorageNames names) => new(new Weasel.Postgresql.PostgresqlObjectName(names.Schema, FunctionName, Weasel.Postgresql.SchemaUtils.IdentifierUsage.General), $"""
+        CREATE OR REPLACE FUNCTION {names.Function(FunctionName)}(ids character varying[], versions bigint[])
          RETURNS void
          LANGUAGE plpgsql
         AS $function$
@@ -31,7 +32,7 @@ public static class RunLocks
             stored bigint;
         begin
             for i in 1 .. coalesce(array_length(ids, 1), 0) loop
-                select version into stored from {schema}.mt_streams where id = ids[i] for update;
+                select version into stored from {names.Streams} where id = ids[i] for update;
                 if stored is distinct from versions[i] then
                     raise exception 'run % changed since this node decided on it', ids[i] using errcode = 'serialization_failure';
                 end if;
@@ -49,7 +50,7 @@ public static class RunLocks
         if (runs.Count == 0) return;
         var sorted = runs.OrderBy(r => r.RunId, StringComparer.Ordinal).ToList();
         session.QueueOperation(new EventOrderedSql(
-            $"select {schema}.{FunctionName}(?::varchar[], ?::bigint[])",
+            $"select {StorageNames.Qualified(schema, FunctionName)}(?::varchar[], ?::bigint[])",
             sorted.Select(r => r.RunId).ToArray(), sorted.Select(r => r.Version).ToArray()));
     }
 }

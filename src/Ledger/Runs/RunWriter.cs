@@ -322,7 +322,7 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
             catch (Exception e) when (DatabaseFailures.IsConcurrency(e) || RecordedKeyStore.IsKnownKey(e))
             {
                 logger.LogWarning("A group of {Count} commands stayed contended for {Attempts} attempts", group.Count, attempts);
-                Fail(group, new ProblemException(Problem.Of(ProblemCodes.Contention, "The run is being changed by other requests",
+                Fail(group, new ProblemException(Problem.Of(ProblemCodes.Contention,
                     "Retry shortly; nothing from this request was recorded.") with { RetryAfterSeconds = 1 }));
                 return;
             }

@@ -1,4 +1,5 @@
 using JasperFx.Events.Projections;
+using Ledger.Infrastructure;
 using Marten;
 
 namespace Ledger.Runs;
@@ -25,7 +26,7 @@ public static class RunsConfiguration
             .Duplicate(r => r.TerminalAt);
         options.Schema.For<LeaseHolder>();
         options.Storage.ExtendedSchemaObjects.Add(RecordedKeyStore.Table(options.DatabaseSchemaName));
-        options.Storage.ExtendedSchemaObjects.Add(RunLocks.Function(options.DatabaseSchemaName));
+        options.Storage.ExtendedSchemaObjects.Add(RunLocks.Function(new StorageNames(options)));
         options.Storage.ExtendedSchemaObjects.Add(RunSnapshotStore.Table(options.DatabaseSchemaName));
 
         options.Events.AddEventTypes([

@@ -53,6 +53,7 @@ public static class ContractValidator
         var contract = await Load(http);
         var code = (int)status;
         var where = $"{method} {url} answered {code} ({mediaType ?? "no content type"}): {Shorten(body)}";
+        if (mediaType == "application/problem+json") CatalogueTitle(body, where);
 
         var route = contract.Routes.FirstOrDefault(r => r.Pattern.IsMatch(path));
         var operation = route is null ? null : route.Operations.GetValueOrDefault(method.Method.ToLowerInvariant());
@@ -93,6 +94,17 @@ public static class ContractValidator
                 $"Problem code '{problemCode}' is not listed for {route.Template} {method.Method} {code} ({codes}). {where}");
         }
         Count($"{operationId} {code}");
+    }
+
+    /// <summary>A refusal's title is its type's, as the problem catalogue holds it: never worded again at a call site.</summary>
+    private static void CatalogueTitle(string body, string where)
+    {
+        using var problem = JsonDocument.Parse(body);
+        var root = problem.RootElement;
+        if (!root.TryGetProperty("code", out var code) || !root.TryGetProperty("title", out var title)) return; // the schema check names what is missing
+        var type = Ledger.Infrastructure.ProblemCatalogue.Contains(code.GetString()!) ? Ledger.Infrastructure.ProblemCatalogue.Get(code.GetString()!) : null;
+        Assert.True(type is not null, $"Problem code '{code}' is not in the catalogue. {where}");
+        Assert.True(type.Title == title.GetString(), $"The title of '{type.Code}' is not the catalogue's \"{type.Title}\". {where}");
     }
 
     private static void Count(string what)

@@ -58,6 +58,7 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
             Assert.Equal(type.Status, response.Code);
             Assert.Equal("application/problem+json", response.ContentType);
             Assert.Equal(type.Type, response.Json!["type"]!.GetValue<string>());
+            Assert.Equal(type.Title, response.Json!["title"]!.GetValue<string>());
             Assert.Equal(type.Retryable, response.Retryable);
             seen.Add(code);
         }

@@ -19,6 +19,10 @@ public static class RequestSchemas
     public const string WorkerEvent = "WorkerEvent";
     public const string WorkerEvents = "WorkerEvents";
 
+    // The defaults the description names beside a setting (it describes them rather than pinning them).
+    private static readonly LedgerOptions Defaults = new();
+    private static readonly BatchOptions BatchDefaults = new();
+
     public static async Task<IOpenApiSchema> For(Type type, OpenApiOperationTransformerContext context, CancellationToken ct)
     {
         var document = context.Document!;
@@ -52,48 +56,48 @@ public static class RequestSchemas
             schema.Description = "Every member is optional; a run entered on a `board` needs its `participant`.";
             Identifier(schema, "runId", "The run's id; generated when left out. The same id with the same definition is answered as the first time.");
             Identifier(schema, "board", "The board the run is entered on (it may be defined later).");
-            Text(schema, "participant", 1, 200, "Who the run is for; required with `board`.");
+            Text(schema, "participant", 1, InputLimits.MaxName, "Who the run is for; required with `board`.");
             Identifier(schema, "batch", "The batch (fan-out job) the run belongs to.");
             var labels = Member(schema, "labels");
-            labels.MaxProperties = 32;
-            labels.Description = "Up to 32 labels; keys 1-64 characters, values 1-200. Values are normalized through the configured aliases, and a key with a closed vocabulary refuses other values (422 with `allowed`).";
-            labels.AdditionalProperties = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = 200 };
-            labels.PropertyNames = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = 64 };
+            labels.MaxProperties = InputLimits.MaxLabels;
+            labels.Description = $"Up to {InputLimits.MaxLabels} labels; keys 1-{InputLimits.MaxLabelKey} characters, values 1-{InputLimits.MaxLabelValue}. Values are normalized through the configured aliases, and a key with a closed vocabulary refuses other values (422 with `allowed`).";
+            labels.AdditionalProperties = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = InputLimits.MaxLabelValue };
+            labels.PropertyNames = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = InputLimits.MaxLabelKey };
             Names(schema, "requiredScores", "Scores that must be reported before the run can succeed: distinct names.");
             Names(schema, "requiredOutputs", "Outputs that must be recorded before the run can succeed: distinct names.");
             Count(schema, "expectedItems", "Items the run must commit before it can succeed.");
             var lease = Member(schema, "leaseSeconds");
             lease.Minimum = "1";
-            lease.Description = "Lease length in seconds; at most `Ledger:MaxLeaseSeconds` (86400 by default), `Ledger:DefaultLeaseSeconds` when left out.";
+            lease.Description = $"Lease length in seconds; at most `Ledger:MaxLeaseSeconds` ({Defaults.MaxLeaseSeconds} by default), `Ledger:DefaultLeaseSeconds` when left out.";
         }
         else if (type == typeof(ClaimRun))
         {
-            Text(schema, "worker", 1, 200, "Who takes the lease (host, pod, process): shown to operators.");
-            Text(schema, "claimId", 1, 200, "The caller's idempotency key for this claim: sent again by the same worker while its lease is live, the claim is answered with that same lease instead of 409 `lease-held`.");
+            Text(schema, "worker", 1, InputLimits.MaxName, "Who takes the lease (host, pod, process): shown to operators.");
+            Text(schema, "claimId", 1, InputLimits.MaxName, "The caller's idempotency key for this claim: sent again by the same worker while its lease is live, the claim is answered with that same lease instead of 409 `lease-held`.");
         }
         else if (type == typeof(CancelRun))
         {
-            Text(schema, "reason", 1, 500, "Why the run is cancelled.");
+            Text(schema, "reason", 1, InputLimits.MaxReason, "Why the run is cancelled.");
         }
         else if (type == typeof(ReclassifyRun))
         {
             Require(schema, "status", "reason", "evidence");
             var status = Member(schema, "status");
-            status.Enum = Strings(RunStatusRules.WireNames.Where(s => Enum.Parse<RunStatus>(s, true).IsTerminal()));
+            status.Enum = Strings(RunStatusSets.Terminal.Select(s => s.Wire()));
             status.Type = JsonSchemaType.String;
             status.Description = "The new, terminal status; it must differ from the current one.";
-            Text(schema, "reason", 1, 500, "Why the verdict is overruled.");
+            Text(schema, "reason", 1, InputLimits.MaxReason, "Why the verdict is overruled.");
             var evidence = Member(schema, "evidence");
             evidence.MinItems = 1;
-            evidence.MaxItems = 50;
-            evidence.Items = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = 500 };
+            evidence.MaxItems = InputLimits.MaxEvidence;
+            evidence.Items = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = InputLimits.MaxReason };
             evidence.Description = "What the decision relies on: eventIds (e.g. the late completion's), log links, ticket ids.";
-            Text(schema, "operator", 1, 200, "Who decided.");
+            Text(schema, "operator", 1, InputLimits.MaxName, "Who decided.");
         }
         else if (type == typeof(RecordObservation))
         {
             Require(schema, "source", "status", "observedAt");
-            Text(schema, "source", 1, 200, "The observing system's name, e.g. `modal` or `portal`.");
+            Text(schema, "source", 1, InputLimits.MaxName, "The observing system's name, e.g. `modal` or `portal`.");
             var status = Member(schema, "status");
             status.Enum = Strings(RunStatusRules.WireNames);
             status.Description = "The observed status, in the ledger's words (the caller maps its own).";
@@ -103,15 +107,15 @@ public static class RequestSchemas
         {
             Require(schema, "id", "primaryScore", "direction");
             Identifier(schema, "id", "The board's id; boards are immutable.");
-            Text(schema, "title", 0, 200, null);
-            Text(schema, "primaryScore", 1, 200, "The score runs are ranked by.");
-            Text(schema, "tieBreakScore", 1, 200, "Ranks runs with equal primary scores; must differ from `primaryScore`.");
+            Text(schema, "title", 0, InputLimits.MaxTitle, null);
+            Text(schema, "primaryScore", 1, InputLimits.MaxName, "The score runs are ranked by.");
+            Text(schema, "tieBreakScore", 1, InputLimits.MaxName, "Ranks runs with equal primary scores; must differ from `primaryScore`.");
             DirectionMember(schema, "direction", "`max`: higher is better; `min`: lower is better.", document);
             DirectionMember(schema, "tieBreakDirection", "Only with `tieBreakScore`; `max` when left out.", document);
         }
         else if (type == typeof(DefineBatch))
         {
-            schema.Description = "Name the runs the batch expects through `runIds`, `labelSets` and/or `matrix` (at least one); at most `Ledger:Batches:MaxExpectedRuns` (10000 by default) after the matrix is expanded.";
+            schema.Description = $"Name the runs the batch expects through `runIds`, `labelSets` and/or `matrix` (at least one); at most `Ledger:Batches:MaxExpectedRuns` ({BatchDefaults.MaxExpectedRuns} by default) after the matrix is expanded.";
             schema.AnyOf =
             [
                 new OpenApiSchema { Required = new HashSet<string> { "runIds" } },
@@ -120,7 +124,7 @@ public static class RequestSchemas
             ];
             Require(schema, "id");
             Identifier(schema, "id", "The batch's id; batches are immutable.");
-            Text(schema, "title", 0, 200, null);
+            Text(schema, "title", 0, InputLimits.MaxTitle, null);
             var runIds = Member(schema, "runIds");
             runIds.Items = new OpenApiSchema { Type = JsonSchemaType.String, Pattern = Identifiers.Pattern };
             var labelSets = Member(schema, "labelSets");
@@ -148,7 +152,7 @@ public static class RequestSchemas
     private static void AddWorkerEvents(OpenApiDocument document)
     {
         if (document.Components?.Schemas?.ContainsKey(WorkerEvents) == true) return;
-        const int maxId = 200;
+        const int maxId = WorkerEventRequest.Validator.MaxId;
         foreach (var (wireType, name, description) in EventTypes)
         {
             // Each type is whole in itself (the common members repeated), its `type` a constant: an event
@@ -184,7 +188,7 @@ public static class RequestSchemas
                 case WorkerEventTypes.StepCompleted:
                     schema.Required.Add("stepId");
                     p["stepId"] = Str(1, maxId, "The id of a started step.");
-                    p["outcome"] = Str(0, 64, "How the step ended, e.g. `ok`.");
+                    p["outcome"] = Str(0, WorkerEventRequest.Validator.MaxOutcome, "How the step ended, e.g. `ok`.");
                     break;
                 case WorkerEventTypes.Log:
                     schema.Required.Add("lines");
@@ -198,8 +202,8 @@ public static class RequestSchemas
                     schema.Required.Add("scores");
                     p["scores"] = new OpenApiSchema
                     {
-                        Type = JsonSchemaType.Object, MinProperties = 1, MaxProperties = 100,
-                        PropertyNames = Str(1, 200, null),
+                        Type = JsonSchemaType.Object, MinProperties = 1, MaxProperties = WorkerEventRequest.Validator.MaxScores,
+                        PropertyNames = Str(1, InputLimits.MaxName, null),
                         AdditionalProperties = new OpenApiSchema { Type = JsonSchemaType.Number, Format = "double" },
                         Description = "Score name to value (finite numbers); a run that declares its scores refuses others (422 `unknown-score`).",
                     };
@@ -208,8 +212,8 @@ public static class RequestSchemas
                     schema.Required.Add("name");
                     schema.Required.Add("uri");
                     p["name"] = Str(1, maxId, "The output's name, e.g. one of the run's requiredOutputs.");
-                    p["uri"] = new OpenApiSchema { Type = JsonSchemaType.String, Format = "uri", MinLength = 1, MaxLength = 2048, Description = "Where the output is (absolute)." };
-                    p["sha256"] = new OpenApiSchema { Type = JsonSchemaType.String, Pattern = "^[0-9a-fA-F]{64}$", Description = "The content's SHA-256, hexadecimal." };
+                    p["uri"] = new OpenApiSchema { Type = JsonSchemaType.String, Format = "uri", MinLength = 1, MaxLength = WorkerEventRequest.Validator.MaxUri, Description = "Where the output is (absolute)." };
+                    p["sha256"] = new OpenApiSchema { Type = JsonSchemaType.String, Pattern = WorkerEventRequest.Validator.Sha256Pattern, Description = "The content's SHA-256, hexadecimal." };
                     p["bytes"] = CountSchema("The content's size; 0 adds the `empty-output` warning.");
                     break;
                 case WorkerEventTypes.ItemsCommitted:
@@ -244,7 +248,7 @@ public static class RequestSchemas
         });
         document.AddComponent(WorkerEvents, new OpenApiSchema
         {
-            Description = "One event, or an ordered array of them (at most `Ledger:MaxEventsPerRequest`, 1000 by default). If any event of an array is refused, none of it is recorded.",
+            Description = $"One event, or an ordered array of them (at most `Ledger:MaxEventsPerRequest`, {Defaults.MaxEventsPerRequest} by default). If any event of an array is refused, none of it is recorded.",
             OneOf =
             [
                 new OpenApiSchemaReference(WorkerEvent, document),
@@ -293,9 +297,9 @@ public static class RequestSchemas
     private static void Names(OpenApiSchema schema, string name, string description)
     {
         var member = Member(schema, name);
-        member.MaxItems = 100;
+        member.MaxItems = InputLimits.MaxRequiredNames;
         member.UniqueItems = true;
-        member.Items = Str(1, 200, null);
+        member.Items = Str(1, InputLimits.MaxName, null);
         member.Description = description;
     }
 
@@ -322,9 +326,9 @@ public static class RequestSchemas
     {
         Type = JsonSchemaType.Object,
         MinProperties = minProperties,
-        MaxProperties = 32,
-        PropertyNames = Str(1, 64, null),
-        AdditionalProperties = Str(1, 200, null),
+        MaxProperties = InputLimits.MaxLabels,
+        PropertyNames = Str(1, InputLimits.MaxLabelKey, null),
+        AdditionalProperties = Str(1, InputLimits.MaxLabelValue, null),
     };
 
     private static OpenApiSchema Str(int min, int max, string? description) => new()
