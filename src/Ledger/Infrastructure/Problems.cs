@@ -247,7 +247,6 @@ public static class Refusals
         Problem.Of(refusal.Code, refusal.Title, refusal.Detail, runId, refusal.RunStatus) with
         {
             EventId = refusal.EventId,
-            Results = refusal.Results,
         };
 }
 

@@ -21,9 +21,17 @@ public enum EventResultKind { Applied, Duplicate, RecordedNotApplied, Refused }
 
 public sealed record EventEffect(EventResultKind Kind, string? Reason = null, string? Detail = null)
 {
+    /// <summary>
+    /// Recorded while the run was terminal (recorded-not-applied on the wire, <see cref="Reason"/> the
+    /// anomaly kind it is flagged with): what a run takes a limited number of (<see cref="LateEventPolicy"/>).
+    /// </summary>
+    public bool Late { get; init; }
+
     public static readonly EventEffect Applied = new(EventResultKind.Applied);
     public static EventEffect Duplicate(string reason) => new(EventResultKind.Duplicate, reason);
     public static EventEffect NotApplied(string reason, string? detail = null) => new(EventResultKind.RecordedNotApplied, reason, detail);
+    /// <summary>An event of a terminal run, flagged as the anomaly <paramref name="kind"/> (late-event or late-completion).</summary>
+    public static EventEffect LateAs(string kind, string detail) => new(EventResultKind.RecordedNotApplied, kind, detail) { Late = true };
     /// <summary>The event is refused; <paramref name="reason"/> is a code of the problem catalogue.</summary>
     public static EventEffect Refuse(string reason, string detail) => new(EventResultKind.Refused, reason, detail);
 }
@@ -340,8 +348,8 @@ public sealed class Run
         if (Status.IsTerminal())
         {
             return e is RunCompleted && Status == RunStatus.Lost
-                ? EventEffect.NotApplied(AnomalyKinds.LateCompletion, $"The run was already lost at {TerminalAt:O}.")
-                : EventEffect.NotApplied(AnomalyKinds.LateEvent, $"The run was already {Status.Wire()}.");
+                ? EventEffect.LateAs(AnomalyKinds.LateCompletion, $"The run was already lost at {TerminalAt:O}.")
+                : EventEffect.LateAs(AnomalyKinds.LateEvent, $"The run was already {Status.Wire()}.");
         }
 
         switch (e)

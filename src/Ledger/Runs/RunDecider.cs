@@ -56,8 +56,7 @@ public static class RunDecider
                     command.Events.Count > 1 ? $"{effect.Detail} No event of this request was recorded." : effect.Detail!,
                     run.Status) { EventId = e.EventId }, run);
             }
-            if (effect is { Kind: EventResultKind.RecordedNotApplied, Reason: AnomalyKinds.LateEvent or AnomalyKinds.LateCompletion }
-                && after.LateEvents >= late.MaxPerRun)
+            if (effect.Late && after.LateEvents >= late.MaxPerRun)
             {
                 // Beyond the cap: not recorded, counted (a repeat within the request is a duplicate, counted once).
                 beyondCap++;
@@ -84,11 +83,12 @@ public static class RunDecider
         }
 
         PublishVerdict(run, after, toAppend);
-        // A pure retry of what was already recorded is answered as it was: idempotent.
-        object answer = wasTerminal && (toAppend.Count > 0 || beyondCap > 0)
-            ? Terminal(run) with { Results = results, Flag = completionBeyondCap && run.Status == RunStatus.Lost ? AnomalyKinds.LateCompletion : null }
-            : new EventsRecorded(run.Id, after.Status, results);
-        return new Decision(toAppend, answer, after) { LateEventsBeyondCap = beyondCap };
+        after.Version = run.Version + toAppend.Count;
+        // Late events of a terminal run are answered as such; a pure retry of what was already recorded is answered as it was: idempotent.
+        Outcome outcome = wasTerminal && (toAppend.Count > 0 || beyondCap > 0)
+            ? new Outcome.Late(Terminal(run) with { Flag = completionBeyondCap && run.Status == RunStatus.Lost ? AnomalyKinds.LateCompletion : null }, results)
+            : new Outcome.Accepted(new EventsRecorded(run.Id, after.Status, results));
+        return new Decision(toAppend, outcome, after) { LateEventsBeyondCap = beyondCap };
     }
 
     /// <summary>The reason a late event beyond the run's cap gets in its result.</summary>
@@ -121,7 +121,7 @@ public static class RunDecider
         if (run.LeaseExpiresAt is { } expires && expires > now)
         {
             // The same claim again (a retry after a lost answer): the same lease, nothing appended.
-            if (SameClaim(run, command) is { } again) return new Decision([], LeaseGranted.For(run, again, expires), run);
+            if (SameClaim(run, command) is { } again) return Decision.Accept([], LeaseGranted.For(run, again, expires), run);
             return Decision.Refuse(new Refusal(ProblemCodes.LeaseHeld, "The run is leased to another worker",
                 $"Held by '{run.Worker ?? "an unnamed worker"}' until {expires:O}.", run.Status), run);
         }
@@ -194,7 +194,7 @@ public static class RunDecider
         }
         var reclassified = new RunReclassified(run.Status, run.Reason, command.Status, command.Reason,
             command.Evidence, command.Operator, now);
-        return Appending(run, [reclassified], after => after);
+        return Appending(run, [reclassified], RunView.From);
     }
 
     public static Decision Observe(Run? run, ObserveCommand command, DateTimeOffset now)
@@ -204,7 +204,7 @@ public static class RunDecider
         var effect = run.Evaluate(observed);
         if (effect.Kind == EventResultKind.Duplicate)
         {
-            return new Decision([], new ObservationRecorded(run.Id, run.Status, effect.Kind, effect.Reason, false), run);
+            return Decision.Accept([], new ObservationRecorded(run.Id, run.Status, effect.Kind, effect.Reason, false), run);
         }
         return Appending(run, [observed], after =>
         {
@@ -218,23 +218,25 @@ public static class RunDecider
         // Finished or heartbeated since the janitor looked: nothing to decide.
         if (run is null || run.Status.IsTerminal() || run.LeaseExpiresAt is not { } expires || expires + command.Grace > now)
         {
-            return new Decision([], new LeaseExpiryOutcome(null), run);
+            return Decision.Accept([], new LeaseExpiryOutcome(null), run);
         }
         return Appending(run, [new LeaseExpired(expires, now)], after => new LeaseExpiryOutcome(after.Status));
     }
 
     /// <summary>Folds the events onto a copy, publishes a new verdict beside them, and answers from the result.</summary>
-    private static Decision Appending(Run run, List<object> events, Func<Run, object> answer)
+    private static Decision Appending(Run run, List<object> events, Func<Run, IAnswer> answer)
     {
         var after = run.Clone();
         foreach (var e in events) after.Fold(e);
         PublishVerdict(run, after, events);
-        return new Decision(events, answer(after), after);
+        after.Version = run.Version + events.Count;
+        return Decision.Accept(events, answer(after), after);
     }
 
     /// <summary>
     /// A new terminal verdict is published beside the facts that produced it, so that cross-run
-    /// projections (leaderboards, KPIs) follow verdicts without re-deriving them.
+    /// projections (leaderboards, KPIs) follow verdicts without re-deriving them. The caller then
+    /// sets the version of <paramref name="after"/>: the events appended, the verdict included.
     /// </summary>
     private static void PublishVerdict(Run before, Run after, List<object> events)
     {
@@ -242,7 +244,6 @@ public static class RunDecider
         {
             events.Add(verdict);
         }
-        after.Version = before.Version + events.Count;
     }
 
     public static Refusal NotFound(string runId) =>

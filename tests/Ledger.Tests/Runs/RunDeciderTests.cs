@@ -203,10 +203,10 @@ public sealed class RunDeciderTests
         var decision = stream.Decide(Events(late), Now.AddSeconds(5));
 
         Assert.Equal([late with { RecordedAt = Now.AddSeconds(5) }], decision.Events);
-        var refusal = decision.Refusal!;
-        Assert.Equal(ProblemCodes.RunTerminal, refusal.Code);
-        Assert.Equal(RunStatus.Failed, refusal.RunStatus);
-        var result = Assert.Single(refusal.Results!);
+        var answer = Assert.IsType<Outcome.Late>(decision.Outcome);
+        Assert.Equal(ProblemCodes.RunTerminal, answer.Stop.Code);
+        Assert.Equal(RunStatus.Failed, answer.Stop.RunStatus);
+        var result = Assert.Single(answer.Results);
         Assert.Equal((late.EventId, EventResultKind.RecordedNotApplied, AnomalyKinds.LateEvent), (result.EventId, result.Result, result.Reason));
         Assert.Equal(RunStatus.Failed, decision.After!.Status);
         Assert.Empty(decision.After.Scores);
@@ -227,8 +227,8 @@ public sealed class RunDeciderTests
 
         var decision = stream.Decide(Events(completion), LeaseEnds + LateEventPolicy.Default.Grace - TimeSpan.FromSeconds(1));
 
-        Assert.Equal(ProblemCodes.RunTerminal, decision.Refusal?.Code);
-        Assert.Equal(AnomalyKinds.LateCompletion, Assert.Single(decision.Refusal!.Results!).Reason);
+        Assert.Equal(ProblemCodes.RunTerminal, decision.Late?.Stop.Code);
+        Assert.Equal(AnomalyKinds.LateCompletion, Assert.Single(decision.Late!.Results).Reason);
         Assert.Equal([typeof(RunCompleted)], decision.Events.Select(e => e.GetType()));
         Assert.Equal(RunStatus.Lost, decision.After!.Status);
         Assert.False(decision.After.CompletionReported);
@@ -248,13 +248,13 @@ public sealed class RunDeciderTests
         var after = stream.Decide(Events(Log("too late")) with { Late = Policy(grace) }, Now + grace);
 
         Assert.Single(within.Events);
-        Assert.Equal(ProblemCodes.RunTerminal, within.Refusal?.Code);
-        Assert.NotNull(within.Refusal!.Results);
+        Assert.Equal(ProblemCodes.RunTerminal, within.Late?.Stop.Code);
+        Assert.Null(within.Refusal);
         Assert.Empty(after.Events);
         Assert.Equal(ProblemCodes.RunTerminal, after.Refusal?.Code);
-        // Nothing recorded: a refusal without results, which the edge keeps in the rejection log.
-        Assert.Null(after.Refusal!.Results);
-        Assert.Null(after.Refusal.Flag);
+        // Nothing recorded: a refusal, which the edge keeps in the rejection log.
+        Assert.Null(after.Late);
+        Assert.Null(after.Refusal!.Flag);
         Assert.Contains("since", after.Refusal.Detail);
         Assert.Equal(RunStatus.Failed, after.Refusal.RunStatus);
     }
@@ -287,7 +287,7 @@ public sealed class RunDeciderTests
 
         Assert.Empty(ghost.Events);
         Assert.Equal((ProblemCodes.RunTerminal, AnomalyKinds.LateCompletion), (ghost.Refusal?.Code, ghost.Refusal?.Flag));
-        Assert.Null(ghost.Refusal!.Results);
+        Assert.Null(ghost.Late);
         Assert.Equal(RunStatus.Lost, ghost.After!.Status);
         // A late completion already recorded (and flagged) is not flagged again; other events flag nothing.
         Assert.Equal((ProblemCodes.RunTerminal, (string?)null), (retryOfTheRecordedOne.Refusal?.Code, retryOfTheRecordedOne.Refusal?.Flag));
@@ -314,8 +314,8 @@ public sealed class RunDeciderTests
         Assert.Equal(1, filling.LateEventsBeyondCap);
         Assert.Equal(
             [EventResultKind.RecordedNotApplied, EventResultKind.RecordedNotApplied, EventResultKind.Refused],
-            filling.Refusal!.Results!.Select(r => r.Result));
-        Assert.Equal(RunDecider.LateEventsCappedReason, filling.Refusal.Results![2].Reason);
+            filling.Late!.Results.Select(r => r.Result));
+        Assert.Equal(RunDecider.LateEventsCappedReason, filling.Late.Results[2].Reason);
         Assert.Equal(2, filling.After!.LateEvents);
         Assert.Equal(3, filling.After.Anomalies.Count);
         var anomaly = filling.After.Anomalies[filling.After.LateEventsCapAnomaly!.Value];
@@ -327,9 +327,9 @@ public sealed class RunDeciderTests
 
         Assert.Empty(beyond.Events);
         Assert.Equal(2, beyond.LateEventsBeyondCap);
-        Assert.Equal(ProblemCodes.RunTerminal, beyond.Refusal?.Code);
-        Assert.Equal([EventResultKind.Refused, EventResultKind.Refused, EventResultKind.Duplicate], beyond.Refusal!.Results!.Select(r => r.Result));
-        Assert.Null(beyond.Refusal.Flag);
+        Assert.Equal(ProblemCodes.RunTerminal, beyond.Late?.Stop.Code);
+        Assert.Equal([EventResultKind.Refused, EventResultKind.Refused, EventResultKind.Duplicate], beyond.Late!.Results.Select(r => r.Result));
+        Assert.Null(beyond.Late.Stop.Flag);
         Assert.Equal(3, beyond.After!.Anomalies.Count);
         // What was recorded before the cap is still a duplicate, not counted.
         var retry = stream.Decide(Events(first) with { Late = cap }, Now.AddSeconds(3));
@@ -347,7 +347,7 @@ public sealed class RunDeciderTests
 
         Assert.Equal([typeof(LateEventsCapped)], decision.Events.Select(e => e.GetType()));
         Assert.Equal(1, decision.LateEventsBeyondCap);
-        Assert.Equal(AnomalyKinds.LateCompletion, decision.Refusal?.Flag);
+        Assert.Equal(AnomalyKinds.LateCompletion, decision.Late?.Stop.Flag);
         Assert.Equal(RunStatus.Lost, decision.After!.Status);
         Assert.False(decision.After.CompletionReported);
     }
@@ -719,7 +719,7 @@ public sealed class RunDeciderTests
         var verdict = Assert.IsType<VerdictReached>(decision.Events[1]);
         Assert.Equal((RunStatus.Failed, "worker crashed", "operator:ops", at), (verdict.Status, verdict.Reason, verdict.DecidedBy, verdict.At));
         Assert.Equal(2, decision.Events.Count);
-        var after = Assert.IsType<Run>(decision.Answer);
+        var after = Assert.IsType<RunView>(decision.Answer);
         Assert.Equal(RunStatus.Failed, after.Status);
         Assert.Equal([RunStatus.Lost, RunStatus.Failed], after.Verdicts.Select(v => v.Status));
     }
