@@ -96,7 +96,8 @@ public static class RunDecider
 
     /// <summary>
     /// What recording one event would do: a repeated eventId or chunk id is a duplicate (or, for a
-    /// chunk sent again with another count, a conflict); everything else is what folding it does.
+    /// chunk sent again with another count, a conflict); everything else is what folding it does
+    /// (<see cref="Run.EffectOf"/>, by the rules of <see cref="RunRules"/>): refused by a rule, the request is refused.
     /// </summary>
     private static EventEffect EffectOf(Run run, WorkerEvent e, RecordedKeys recorded,
         HashSet<string> idsHere, Dictionary<string, long> chunksHere)
@@ -110,7 +111,7 @@ public static class RunDecider
                 : EventEffect.Refuse(ProblemCodes.ChunkConflict,
                     $"Chunk '{i.ChunkId}' was already committed with {count} items, not {i.Count}.");
         }
-        return run.Evaluate(e);
+        return run.EffectOf(e);
     }
 
     public static Decision Claim(Run? run, ClaimCommand command, DateTimeOffset now)
@@ -187,10 +188,10 @@ public static class RunDecider
                 $"Missing: {string.Join(", ", missing)}.", run.Status), run);
         }
         // Nor with counts that do not balance: an over-count is not made whole by calling it a success.
-        if (command.Status == RunStatus.Succeeded && run.Imbalance() is { } imbalance)
+        if (command.Status == RunStatus.Succeeded && RunRules.Imbalance(run) is { } imbalance)
         {
             return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults, "A run cannot succeed without its results",
-                $"The item counts do not balance: {imbalance}.", run.Status), run);
+                $"The item counts do not balance: {imbalance.Description}.", run.Status), run);
         }
         var reclassified = new RunReclassified(run.Status, run.Reason, command.Status, command.Reason,
             command.Evidence, command.Operator, now);
@@ -201,7 +202,7 @@ public static class RunDecider
     {
         if (run is null) return Decision.Refuse(NotFound(command.RunId), null);
         var observed = new StatusObserved(command.Source, command.Status, command.ObservedAt, command.Detail, now);
-        var effect = run.Evaluate(observed);
+        var effect = run.EffectOf(observed);
         if (effect.Kind == EventResultKind.Duplicate)
         {
             return Decision.Accept([], new ObservationRecorded(run.Id, run.Status, effect.Kind, effect.Reason, false), run);
