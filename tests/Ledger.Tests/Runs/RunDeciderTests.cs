@@ -193,6 +193,39 @@ public sealed class RunDeciderTests
         Assert.Equal("output-already-recorded", Assert.Single(DeciderKit.ResultsOf(same)!).Reason);
     }
 
+    /// <summary>
+    /// Each refusal rule of <see cref="RunRules"/> as given (the run's events) / when (one more) / then
+    /// (the refusal): the decider refuses it, and a stream that holds it all the same (appended past
+    /// the decider) folds to the state it had without it.
+    /// </summary>
+    [Theory]
+    [InlineData(ProblemCodes.UnknownStep)]
+    [InlineData(ProblemCodes.ScoreConflict)]
+    [InlineData(ProblemCodes.UnknownScore)]
+    [InlineData(ProblemCodes.OutputConflict)]
+    public void a_refusal_rule_refuses_in_the_decider_and_the_fold_does_not_apply_the_event(string rule)
+    {
+        var (given, sent, then) = rule switch
+        {
+            //                                given                                                                    when                                          then
+            ProblemCodes.UnknownStep    => (Given(Claimed(), StepStarted("s1")),                                      (WorkerEvent)StepCompleted("s2"),             ProblemCodes.UnknownStep),
+            ProblemCodes.ScoreConflict  => (Given(Claimed(scores: ["accuracy"]), Scores(("accuracy", 0.9))),           Scores(("accuracy", 0.8)),                    ProblemCodes.ScoreConflict),
+            ProblemCodes.UnknownScore   => (Given(Claimed(scores: ["accuracy"])),                                       Scores(("bleu", 0.3)),                        ProblemCodes.UnknownScore),
+            ProblemCodes.OutputConflict => (Given(Claimed(), Output("predictions", "s3://b/one.csv")),                  Output("predictions", "s3://b/two.csv"),      ProblemCodes.OutputConflict),
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+
+        var later = Now.AddSeconds(1);
+        var decision = given.Decide(Events(sent), later);
+        Assert.Equal(then, decision.Refusal?.Code);
+        Assert.Empty(decision.Events);
+
+        var folded = given.State!.Clone();
+        folded.Fold(sent with { RecordedAt = later });
+        Assert.Equal(DeciderKit.Json(given.State), DeciderKit.Json(folded));
+        Assert.Equal((EventResultKind.Refused, then), (given.State.EffectOf(sent).Kind, given.State.EffectOf(sent).Reason));
+    }
+
     [Fact]
     public void a_late_event_on_a_terminal_run_is_recorded_flagged_and_answered_run_terminal_with_its_results()
     {
@@ -952,6 +985,14 @@ public sealed class RunDeciderTests
     // ---- helpers -----------------------------------------------------------------------------
 
     private static DecidedStream Stream(Run run) => new(run);
+
+    /// <summary>A run that took <paramref name="events"/>, decided one request each.</summary>
+    private static DecidedStream Given(Run run, params WorkerEvent[] events)
+    {
+        var stream = Stream(run);
+        foreach (var e in events) Assert.Null(stream.Decide(Events(e), Now).Refusal);
+        return stream;
+    }
 
     private static Run Registered(string[]? scores = null, string[]? outputs = null, long? expectedItems = null, string? board = null)
     {
