@@ -108,7 +108,7 @@ public sealed class MartenFigures(BenchOptions options, string connectionString)
                     var decision = await writer.Submit(new RecordEventsCommand(script.RunId, tokenHash, events));
                     if (decision.Answer is not EventsRecorded recorded || recorded.Results.Any(r => r.Result != EventResultKind.Applied))
                     {
-                        throw new InvalidOperationException($"{script.RunId}: {decision.Answer}");
+                        throw new InvalidOperationException($"{script.RunId}: {decision.Outcome}");
                     }
                     recorder.Add(t0, chunk.Length);
                 }

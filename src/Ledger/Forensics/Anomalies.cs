@@ -28,9 +28,6 @@ public sealed class AnomalyRecord
     /// </summary>
     public long? Count { get; set; }
 
-    public const string Rejected = "rejected";
-    public const string ScoreConflict = "score-conflict";
-
     /// <summary>Adds late events beyond the run's cap to the count of its cap's anomaly record, in the session's transaction.</summary>
     public static void CountBeyondCap(Marten.IDocumentSession session, Run run, long beyond)
     {
@@ -60,7 +57,7 @@ public sealed class AnomalyRecord
     public static AnomalyRecord From(Rejection rejection, string? kind = null) => new()
     {
         Id = $"rejection:{rejection.Id}",
-        Kind = kind ?? (rejection.Reason == ProblemCodes.ScoreConflict ? ScoreConflict : Rejected),
+        Kind = kind ?? (rejection.Reason == ProblemCodes.ScoreConflict ? AnomalyKinds.ScoreConflict : AnomalyKinds.Rejected),
         RunId = rejection.RunId,
         At = rejection.At,
         Detail = $"{rejection.Method} {rejection.Path} refused with {rejection.HttpStatus} {rejection.Reason}: {rejection.Detail}",

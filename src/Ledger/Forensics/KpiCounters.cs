@@ -59,7 +59,7 @@ public static class KpiRules
     public static IEnumerable<KpiKey> OfAnomaly(string kind, DateTimeOffset at)
     {
         yield return new KpiKey(Kpi.Anomalies, kind);
-        if (kind != AnomalyRecord.Rejected) yield return new KpiKey(Kpi.Flagged, "", HourOf(at));
+        if (kind != AnomalyKinds.Rejected) yield return new KpiKey(Kpi.Flagged, "", HourOf(at));
     }
 
     public static KpiKey OfRefusal(string reason) => new(Kpi.Rejections, reason);

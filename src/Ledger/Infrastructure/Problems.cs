@@ -249,7 +249,6 @@ public static class Refusals
         Problem.Of(refusal.Code, refusal.Detail, runId, refusal.RunStatus) with
         {
             EventId = refusal.EventId,
-            Results = refusal.Results,
         };
 }
 

@@ -57,12 +57,7 @@ public sealed class LedgerMetrics
     public void Answered(RunCommand command, Decision decision)
     {
         if (command is not RecordEventsCommand record) return;
-        var results = decision.Answer switch
-        {
-            EventsRecorded recorded => recorded.Results,
-            Refusal { Results: { } late } => late,
-            _ => null,
-        };
+        var results = decision.Results;
         for (var i = 0; i < record.Events.Count; i++)
         {
             var result = results is not null && i < results.Count ? Wire(results[i].Result) : "refused";

@@ -18,7 +18,7 @@ public sealed record CancelRun
     }
 }
 
-public sealed record RunCancelledResponse(string RunId, RunStatus Status, string? Reason);
+public sealed record RunCancelledResponse(string RunId, RunStatus Status, string? Reason) : IAnswer;
 
 public static class CancelRunEndpoint
 {
@@ -37,11 +37,6 @@ public static class CancelRunEndpoint
         var request = admission.Request!;
 
         var decision = await writer.Submit(new CancelCommand(id, request.Reason));
-        return decision.Answer switch
-        {
-            Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), admission.Raw),
-            RunCancelledResponse response => Results.Json(response, LedgerJson.Options),
-            _ => throw new InvalidOperationException("unexpected cancel outcome"),
-        };
+        return await decision.ToHttp(context, rejections, id, admission.Raw);
     }
 }

@@ -31,7 +31,7 @@ public sealed record ClaimRun
 
 /// <summary>The lease, and what the run needs before it can succeed, so that a worker can check before completing.</summary>
 public sealed record LeaseGranted(string RunId, string LeaseToken, DateTimeOffset LeaseExpiresAt,
-    IReadOnlyList<string> RequiredScores, IReadOnlyList<string> RequiredOutputs, long? ExpectedItems)
+    IReadOnlyList<string> RequiredScores, IReadOnlyList<string> RequiredOutputs, long? ExpectedItems) : IAnswer
 {
     public static LeaseGranted For(Run run, string token, DateTimeOffset expires) =>
         new(run.Id, token, expires, [.. run.RequiredScores], [.. run.RequiredOutputs], run.ExpectedItems);
@@ -58,17 +58,7 @@ public static class ClaimRunEndpoint
             // The gate let only a configured key through: the claimId binds to it.
             KeyHash = derivation.ClaimKeyDigest(id, Access.BearerToken(context)!),
         });
-        return decision.Answer switch
-        {
-            Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), admission.Raw, request.Worker),
-            LeaseGranted granted => Granted(granted, leases),
-            _ => throw new InvalidOperationException("unexpected claim outcome"),
-        };
-    }
-
-    private static IResult Granted(LeaseGranted granted, LeaseTokens leases)
-    {
-        leases.Remember(Access.DigestHex(granted.LeaseToken), granted.RunId);
-        return Results.Json(granted, LedgerJson.Options);
+        if (decision.Answer is LeaseGranted granted) leases.Remember(Access.DigestHex(granted.LeaseToken), granted.RunId);
+        return await decision.ToHttp(context, rejections, id, admission.Raw, request.Worker);
     }
 }

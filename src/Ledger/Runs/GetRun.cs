@@ -39,7 +39,7 @@ public sealed record RunView(
     DateTimeOffset? ClaimedAt,
     DateTimeOffset? StartedAt,
     DateTimeOffset? LastEventAt,
-    DateTimeOffset? TerminalAt)
+    DateTimeOffset? TerminalAt) : IAnswer
 {
     public static RunView From(Run run) => new(
         run.Id, run.Status, run.Reason, run.Version, run.Board, run.Participant, run.Batch, run.Labels,

@@ -51,11 +51,6 @@ public static class ReclassifyRunEndpoint
         var request = admission.Request!;
 
         var decision = await writer.Submit(request.ToCommand(id));
-        return decision.Answer switch
-        {
-            Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), admission.Raw),
-            Run after => Results.Json(RunView.From(after), LedgerJson.Options),
-            _ => throw new InvalidOperationException("unexpected reclassify outcome"),
-        };
+        return await decision.ToHttp(context, rejections, id, admission.Raw);
     }
 }

@@ -130,7 +130,7 @@ public sealed record WorkerEventRequest
     }
 }
 
-public sealed record EventsRecorded(string RunId, RunStatus Status, IReadOnlyList<EventResult> Results);
+public sealed record EventsRecorded(string RunId, RunStatus Status, IReadOnlyList<EventResult> Results) : IAnswer;
 
 public static class RecordEventsEndpoint
 {
@@ -161,16 +161,7 @@ public static class RecordEventsEndpoint
         // Stamped with the time of the decision by the decider.
         var events = requests!.Select(r => r.ToEvent(default)).ToList();
         var decision = await writer.Submit(new RecordEventsCommand(id, tokenHash!, events) { Late = lateEvents.Value });
-        return decision.Answer switch
-        {
-            EventsRecorded recorded => Results.Json(recorded, LedgerJson.Options),
-            // A late completion that could not be recorded (past the grace or the cap): kept, flagged as what it is.
-            Refusal { Flag: { } flag } flagged => await rejections.Refuse(context, flagged.ToProblem(id), body.Raw, decision.After?.Worker, flag),
-            // Late events were recorded (or counted beyond the cap); the refusal tells the worker to stop. Not a rejection: nothing was refused.
-            Refusal { Code: ProblemCodes.RunTerminal, Results: not null } late => late.ToProblem(id).ToResult(),
-            Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), body.Raw, decision.After?.Worker),
-            _ => throw new InvalidOperationException("unexpected events outcome"),
-        };
+        return await decision.ToHttp(context, rejections, id, body.Raw, decision.After?.Worker);
     }
 
     /// <summary>One event object or an ordered array of them; every one must be valid or none is taken.</summary>

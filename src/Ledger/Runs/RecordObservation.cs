@@ -38,7 +38,7 @@ public sealed record RecordObservation
 }
 
 /// <summary>What recording the observation did; <c>mismatch</c> is true when it disagrees with the ledger's verdict now.</summary>
-public sealed record ObservationRecorded(string RunId, RunStatus Status, EventResultKind Result, string? Reason, bool Mismatch);
+public sealed record ObservationRecorded(string RunId, RunStatus Status, EventResultKind Result, string? Reason, bool Mismatch) : IAnswer;
 
 public static class RecordObservationEndpoint
 {
@@ -57,11 +57,6 @@ public static class RecordObservationEndpoint
         var request = admission.Request!;
 
         var decision = await writer.Submit(request.ToCommand(id));
-        return decision.Answer switch
-        {
-            Refusal refusal => await rejections.Refuse(context, refusal.ToProblem(id), admission.Raw, request.Source),
-            ObservationRecorded recorded => Results.Json(recorded, LedgerJson.Options),
-            _ => throw new InvalidOperationException("unexpected observation outcome"),
-        };
+        return await decision.ToHttp(context, rejections, id, admission.Raw, request.Source);
     }
 }

@@ -4,91 +4,13 @@ using Ledger.Leaderboards;
 
 namespace Ledger.Runs;
 
-public enum RunStatus { Registered, Claimed, Running, Succeeded, Failed, Lost, Cancelled }
-
-public static class RunStatusRules
-{
-    public static bool IsTerminal(this RunStatus status) => status >= RunStatus.Succeeded;
-
-    public static string Wire(this RunStatus status) => status.ToString().ToLowerInvariant();
-
-    /// <summary>The statuses as the wire spells them.</summary>
-    public static readonly IReadOnlyList<string> WireNames = Enum.GetValues<RunStatus>().Select(Wire).ToArray();
-}
-
-/// <summary>What recording one event did to the run, as the worker is told and the history shows.</summary>
-public enum EventResultKind { Applied, Duplicate, RecordedNotApplied, Refused }
-
-public sealed record EventEffect(EventResultKind Kind, string? Reason = null, string? Detail = null)
-{
-    public static readonly EventEffect Applied = new(EventResultKind.Applied);
-    public static EventEffect Duplicate(string reason) => new(EventResultKind.Duplicate, reason);
-    public static EventEffect NotApplied(string reason, string? detail = null) => new(EventResultKind.RecordedNotApplied, reason, detail);
-    /// <summary>The event is refused; <paramref name="reason"/> is a code of the problem catalogue.</summary>
-    public static EventEffect Refuse(string reason, string detail) => new(EventResultKind.Refused, reason, detail);
-}
-
-public sealed record EventResult(string EventId, EventResultKind Result, string? Reason = null, string? Detail = null);
-
-public static class AnomalyKinds
-{
-    public const string LateEvent = "late-event";
-    public const string LateCompletion = "late-completion";
-    public const string CompletedBeforeResults = "completed-before-results";
-    public const string AccountingMismatch = "accounting-mismatch";
-    public const string StatusMismatch = "status-mismatch";
-
-    /// <summary>Every kind an anomaly can have: those a run's fold derives, and those of refused requests (<see cref="Ledger.Forensics.AnomalyRecord"/>).</summary>
-    public static readonly IReadOnlyList<string> All =
-    [
-        LateEvent, LateCompletion, CompletedBeforeResults, AccountingMismatch, StatusMismatch,
-        Ledger.Forensics.AnomalyRecord.ScoreConflict, Ledger.Forensics.AnomalyRecord.Rejected,
-    ];
-}
-
-/// <summary>Why a run failed, from a closed list, so that a dashboard can tell a timeout from a bad answer.</summary>
-public static class ErrorClasses
-{
-    public const string Timeout = "timeout";
-    public const string Validation = "validation";
-    public const string Provider = "provider";
-    public const string Infrastructure = "infrastructure";
-    public const string Cancelled = "cancelled";
-    public const string Unknown = "unknown";
-
-    public static readonly IReadOnlyList<string> All = [Timeout, Validation, Provider, Infrastructure, Cancelled, Unknown];
-}
-
-/// <summary>What a run carries beside its status: a success with a warning is still a success.</summary>
-public static class WarningKinds
-{
-    /// <summary>An output was recorded with zero bytes: an empty answer, not a failure.</summary>
-    public const string EmptyOutput = "empty-output";
-}
-
-public sealed record RunAnomaly(string Kind, DateTimeOffset At, string Detail, string? EventId = null, StatusMismatch? Mismatch = null);
-
-/// <summary>Both sides of a disagreement: what the ledger decided and what another system said.</summary>
-public sealed record StatusMismatch(RunStatus Ledger, RunStatus Observed, string Source, DateTimeOffset ObservedAt);
-
-/// <summary>Another system's view of the run, as recorded.</summary>
-public sealed record RunObservation(string Source, RunStatus Status, DateTimeOffset ObservedAt, string? Detail, DateTimeOffset RecordedAt);
-
-public sealed record RunStep(string StepId, string? Name, DateTimeOffset StartedAt, bool Completed = false,
-    string? Outcome = null, DateTimeOffset? CompletedAt = null);
-
-public sealed record RunOutput(string Name, string Uri, string? Sha256, long? Bytes);
-
-/// <summary>A terminal decision: by the ledger from the stream, or by an operator reclassifying it.</summary>
-public sealed record Verdict(RunStatus Status, string? Reason, DateTimeOffset At, string DecidedBy,
-    IReadOnlyList<string>? Evidence = null);
-
 /// <summary>
 /// A run, folded from its stream: the evolve half of the run's decider. The Apply methods are
 /// the invariants: they never throw and never read a clock; they decide what each event does
 /// from the state and the event alone, so any stream, even one holding an event that should
-/// have been refused, folds to a state that respects them. <see cref="Evaluate"/> says what
-/// applying an event would do without doing it. What to append and what to answer is decided
+/// have been refused, folds to a state that respects them. <see cref="EffectOf"/> says what
+/// applying an event would do without doing it, by the rules of <see cref="RunRules"/>: one Apply per
+/// event, one judge, one dispatcher (<see cref="Fold"/>). What to append and what to answer is decided
 /// by <see cref="RunDecider"/>, which also knows what the state does not keep: which eventIds
 /// and chunk ids the run already recorded.
 /// </summary>
@@ -196,16 +118,60 @@ public sealed class Run
         Ranking = e.Ranking,
     };
 
-    /// <summary>Records that a verdict was published; the verdict itself was derived by the facts before it.</summary>
-    public void Apply(VerdictReached e) { }
+    /// <summary>
+    /// Applies any event of a run's stream (replays, verification and deciding outside Marten): the
+    /// one dispatcher over the Apply methods, which Marten's projection calls directly.
+    /// </summary>
+    public void Fold(object @event)
+    {
+        switch (@event)
+        {
+            case RunClaimed x: Apply(x); break;
+            case RunCancelled x: Apply(x); break;
+            case LeaseExpired x: Apply(x); break;
+            case LateEventsCapped x: Apply(x); break;
+            case RunReclassified x: Apply(x); break;
+            case VerdictReached x: Apply(x); break;
+            case StatusObserved x: Apply(x); break;
+            case RunStarted x: Apply(x); break;
+            case StepStarted x: Apply(x); break;
+            case StepCompleted x: Apply(x); break;
+            case HeartbeatReceived x: Apply(x); break;
+            case LogWritten x: Apply(x); break;
+            case ScoresReported x: Apply(x); break;
+            case OutputRecorded x: Apply(x); break;
+            case ItemsCommitted x: Apply(x); break;
+            case RunCompleted x: Apply(x); break;
+            case RunFailed x: Apply(x); break;
+        }
+    }
 
-    /// <summary>The verdict to publish for the last terminal decision of this run.</summary>
-    public VerdictReached? LatestVerdict() => Verdicts.Count == 0 ? null : new VerdictReached(
-        Id, Status, Reason, Board, Participant, Ranking, new Dictionary<string, double>(Scores), Verdicts[^1].At, Verdicts[^1].DecidedBy);
+    /// <summary>
+    /// What folding an event would do, given the state now, without doing it: the one judge, by the
+    /// rule of its kind (<see cref="RunRules"/>). The decider refuses what it refuses; the Apply
+    /// methods apply only what it applies; the history shows it for each event.
+    /// </summary>
+    public EventEffect EffectOf(object @event) => @event switch
+    {
+        WorkerEvent e when Status.IsTerminal() => RunRules.Late(this, e),
+        StepStarted s => RunRules.StepStart(this, s),
+        StepCompleted c => RunRules.StepCompletion(this, c),
+        ScoresReported s => RunRules.Scores(this, s),
+        OutputRecorded o => RunRules.Output(this, o),
+        RunCompleted c => RunRules.Completion(this, c),
+        WorkerEvent => EventEffect.Applied,
+        RunReclassified r => RunRules.Reclassification(this, r),
+        VerdictReached => EventEffect.Applied,
+        LateEventsCapped => RunRules.LateEventsCap(this),
+        StatusObserved o => RunRules.Observation(this, o),
+        _ => RunRules.Live(this),
+    };
+
+    // ---- the run's lifecycle ------------------------------------------------------------------
 
     public void Apply(RunClaimed e)
     {
-        if (Status.IsTerminal()) return;
+        if (!Applies(e)) return;
         Worker = e.Worker;
         LeaseTokenHash = e.LeaseTokenHash;
         LeaseExpiresAt = e.LeaseExpiresAt;
@@ -218,35 +184,28 @@ public sealed class Run
         if (Status == RunStatus.Registered) Status = RunStatus.Claimed;
     }
 
-    /// <summary>Late events reached their cap: one anomaly stands for every one sent after it (its record counts them).</summary>
-    public void Apply(LateEventsCapped e)
-    {
-        if (!Status.IsTerminal() || LateEventsCapAnomaly is not null) return;
-        Anomalies.Add(new RunAnomaly(AnomalyKinds.LateEvent, e.At,
-            $"The run took {LateEvents} late events, its cap of {e.Cap}; those sent after them are not recorded, only counted in this anomaly."));
-        LateEventsCapAnomaly = Anomalies.Count - 1;
-    }
-
     public void Apply(RunCancelled e)
     {
-        if (Status.IsTerminal()) return;
+        if (!Applies(e)) return;
         Terminate(RunStatus.Cancelled, e.Reason ?? "cancelled-by-operator", e.CancelledAt);
     }
 
     public void Apply(LeaseExpired e)
     {
-        if (Status.IsTerminal()) return;
+        if (!Applies(e)) return;
         // A completion whose results never arrived is a failure, not a loss: the worker did report.
         if (CompletionReported) Terminate(RunStatus.Failed, "incomplete-results", e.DetectedAt);
         else Terminate(RunStatus.Lost, "lease-expired", e.DetectedAt);
     }
 
+    /// <summary>
+    /// An operator's verdict. Succeeded means complete, even by an operator's hand: a reclassification
+    /// to succeeded of a run without its results or whose counts do not balance (which the decision
+    /// refuses) changes nothing.
+    /// </summary>
     public void Apply(RunReclassified e)
     {
-        if (!Status.IsTerminal()) return;
-        // Succeeded means complete, even by an operator's hand: a reclassification to succeeded of a run
-        // without its results or whose counts do not balance (which the decision refuses) changes nothing.
-        if (e.To == RunStatus.Succeeded && !CanSucceed()) return;
+        if (!Applies(e)) return;
         Status = e.To;
         Reason = e.Reason;
         TerminalAt = e.At;
@@ -254,146 +213,113 @@ public sealed class Run
         FlagMismatches(e.At);
     }
 
-    /// <summary>What recording another system's view would do: a repeat is a duplicate, anything else is recorded.</summary>
-    public EventEffect Evaluate(StatusObserved e)
+    /// <summary>Records that a verdict was published; the verdict itself was derived by the facts before it.</summary>
+    public void Apply(VerdictReached e) { }
+
+    /// <summary>Late events reached their cap: one anomaly stands for every one sent after it (its record counts them).</summary>
+    public void Apply(LateEventsCapped e)
     {
-        if (Observations.Any(o => o.Source == e.Source && o.Status == e.Status && o.ObservedAt == e.ObservedAt))
-        {
-            return EventEffect.Duplicate("observation-already-recorded");
-        }
-        // A source polled every minute says the same thing again and again: only a change of its view is news.
-        return Observations.LastOrDefault(o => o.Source == e.Source) is { } latest && latest.Status == e.Status
-            ? EventEffect.Duplicate("observation-unchanged")
-            : EventEffect.Applied;
+        if (!Applies(e)) return;
+        Anomalies.Add(new RunAnomaly(AnomalyKinds.LateEvent, e.At,
+            $"The run took {LateEvents} late events, its cap of {e.Cap}; those sent after them are not recorded, only counted in this anomaly."));
+        LateEventsCapAnomaly = Anomalies.Count - 1;
     }
 
+    /// <summary>Another system's view of the run: recorded, and flagged when it disagrees with the verdict; never adopted.</summary>
     public void Apply(StatusObserved e)
     {
-        if (Evaluate(e).Kind != EventResultKind.Applied) return;
+        if (!Applies(e)) return;
         var observation = new RunObservation(e.Source, e.Status, e.ObservedAt, e.Detail, e.RecordedAt);
         Observations.Add(observation);
         if (Disagrees(observation)) FlagMismatch(observation, e.RecordedAt);
     }
 
+    // ---- the worker's events: each recorded (Records), then applied, then the run settled ----------
+
+    public void Apply(RunStarted e)
+    {
+        if (Records(e)) Settle(e);
+    }
+
+    public void Apply(StepStarted e)
+    {
+        if (!Records(e)) return;
+        Steps[e.StepId] = new RunStep(e.StepId, e.Name, e.OccurredAt);
+        Settle(e);
+    }
+
+    public void Apply(StepCompleted e)
+    {
+        if (!Records(e)) return;
+        Steps[e.StepId] = Steps[e.StepId] with { Completed = true, Outcome = e.Outcome, CompletedAt = e.OccurredAt };
+        Settle(e);
+    }
+
+    public void Apply(HeartbeatReceived e)
+    {
+        if (!Records(e)) return;
+        LeaseExpiresAt = e.RecordedAt.AddSeconds(LeaseSeconds);
+        LastHeartbeatAt = e.RecordedAt;
+        Settle(e);
+    }
+
+    public void Apply(LogWritten e)
+    {
+        if (!Records(e)) return;
+        LogLines += e.Lines.Count;
+        Settle(e);
+    }
+
+    public void Apply(ScoresReported e)
+    {
+        if (!Records(e)) return;
+        foreach (var (name, value) in e.Scores) Scores.TryAdd(name, value);
+        Settle(e);
+    }
+
+    public void Apply(OutputRecorded e)
+    {
+        if (!Records(e)) return;
+        Outputs[e.Name] = new RunOutput(e.Name, e.Uri, e.Sha256, e.Bytes);
+        if (e.Bytes == 0) Warn(WarningKinds.EmptyOutput);
+        Settle(e);
+    }
+
+    public void Apply(ItemsCommitted e)
+    {
+        if (!Records(e)) return;
+        CommittedChunks++;
+        CommittedItems += e.Count;
+        Settle(e);
+    }
+
+    public void Apply(RunCompleted e)
+    {
+        if (!Records(e)) return;
+        CompletionReported = true;
+        CompletionReportedAt = e.RecordedAt;
+        ItemsTotalReported = e.ItemsTotal;
+        foreach (var warning in e.Warnings ?? []) Warn(warning);
+        Settle(e);
+    }
+
+    public void Apply(RunFailed e)
+    {
+        if (!Records(e)) return;
+        ErrorClass = e.ErrorClass;
+        ErrorMessage = e.Message;
+        Terminate(RunStatus.Failed, e.ErrorClass, e.RecordedAt);
+    }
+
+    // ---- what the run holds ---------------------------------------------------------------------
+
+    /// <summary>The verdict to publish for the last terminal decision of this run.</summary>
+    public VerdictReached? LatestVerdict() => Verdicts.Count == 0 ? null : new VerdictReached(
+        Id, Status, Reason, Board, Participant, Ranking, new Dictionary<string, double>(Scores), Verdicts[^1].At, Verdicts[^1].DecidedBy);
+
     /// <summary>True when the observation names a terminal status other than the ledger's terminal verdict.</summary>
     public bool Disagrees(RunObservation observation) =>
         Status.IsTerminal() && observation.Status.IsTerminal() && observation.Status != Status;
-
-    /// <summary>At a new verdict, each source's latest view is compared with it.</summary>
-    private void FlagMismatches(DateTimeOffset at)
-    {
-        var latestBySource = Observations
-            .GroupBy(o => o.Source, StringComparer.Ordinal)
-            .Select(g => g.OrderBy(o => o.ObservedAt).Last());
-        foreach (var observation in latestBySource.Where(Disagrees).ToList()) FlagMismatch(observation, at);
-    }
-
-    private void FlagMismatch(RunObservation o, DateTimeOffset at) =>
-        Anomalies.Add(new RunAnomaly(AnomalyKinds.StatusMismatch, at,
-            $"The ledger says {Status.Wire()}{(Reason is null ? "" : $" ({Reason})")}; {o.Source} observed {o.Status.Wire()} at {o.ObservedAt:O}" +
-            $"{(o.Detail is null ? "" : $": {o.Detail}")}. The ledger's status stands.",
-            Mismatch: new StatusMismatch(Status, o.Status, o.Source, o.ObservedAt)));
-
-    public void Apply(RunStarted e) => Record(e);
-    public void Apply(StepStarted e) => Record(e);
-    public void Apply(StepCompleted e) => Record(e);
-    public void Apply(HeartbeatReceived e) => Record(e);
-    public void Apply(LogWritten e) => Record(e);
-    public void Apply(ScoresReported e) => Record(e);
-    public void Apply(OutputRecorded e) => Record(e);
-    public void Apply(ItemsCommitted e) => Record(e);
-    public void Apply(RunCompleted e) => Record(e);
-    public void Apply(RunFailed e) => Record(e);
-
-    /// <summary>Applies any event of a run's stream (for replays and batch evaluation outside Marten).</summary>
-    public void Fold(object @event)
-    {
-        switch (@event)
-        {
-            case RunClaimed x: Apply(x); break;
-            case RunCancelled x: Apply(x); break;
-            case LeaseExpired x: Apply(x); break;
-            case LateEventsCapped x: Apply(x); break;
-            case RunReclassified x: Apply(x); break;
-            case VerdictReached x: Apply(x); break;
-            case StatusObserved x: Apply(x); break;
-            case WorkerEvent x: Record(x); break;
-        }
-    }
-
-    /// <summary>What folding any event of the stream would do: the history's "what applying it did".</summary>
-    public EventEffect EffectOf(object @event) => @event switch
-    {
-        WorkerEvent worker => Evaluate(worker),
-        RunReclassified r => !Status.IsTerminal() ? EventEffect.NotApplied("run-not-terminal")
-            : r.To == RunStatus.Succeeded && !CanSucceed() ? EventEffect.NotApplied(ProblemCodes.IncompleteResults)
-            : EventEffect.Applied,
-        VerdictReached => EventEffect.Applied,
-        LateEventsCapped => Status.IsTerminal() && LateEventsCapAnomaly is null ? EventEffect.Applied : EventEffect.NotApplied("late-events-not-capped"),
-        StatusObserved observed => Evaluate(observed),
-        _ => Status.IsTerminal() ? EventEffect.NotApplied(AnomalyKinds.LateEvent) : EventEffect.Applied,
-    };
-
-    /// <summary>What folding this worker event would do, given the state now. Pure.</summary>
-    public EventEffect Evaluate(WorkerEvent e)
-    {
-        if (Status.IsTerminal())
-        {
-            return e is RunCompleted && Status == RunStatus.Lost
-                ? EventEffect.NotApplied(AnomalyKinds.LateCompletion, $"The run was already lost at {TerminalAt:O}.")
-                : EventEffect.NotApplied(AnomalyKinds.LateEvent, $"The run was already {Status.Wire()}.");
-        }
-
-        switch (e)
-        {
-            case StepStarted s when Steps.ContainsKey(s.StepId):
-                return EventEffect.NotApplied("step-already-started", $"Step '{s.StepId}' was already started.");
-
-            case StepCompleted c when !Steps.TryGetValue(c.StepId, out _):
-                return EventEffect.Refuse(ProblemCodes.UnknownStep, $"Step '{c.StepId}' was never started in this run.");
-
-            case StepCompleted c when Steps[c.StepId].Completed:
-                return EventEffect.NotApplied("step-already-completed", $"Step '{c.StepId}' was already completed.");
-
-            case ScoresReported s:
-            {
-                var allKnown = true;
-                foreach (var (name, value) in s.Scores)
-                {
-                    if (RequiredScores.Count > 0 && !RequiredScores.Contains(name))
-                    {
-                        return EventEffect.Refuse(ProblemCodes.UnknownScore,
-                            $"Score '{name}' is not among the declared scores: {string.Join(", ", RequiredScores)}.");
-                    }
-                    if (Scores.TryGetValue(name, out var existing))
-                    {
-                        if (existing != value)
-                        {
-                            return EventEffect.Refuse(ProblemCodes.ScoreConflict,
-                                $"Score '{name}' is already recorded as {existing}; scores are immutable.");
-                        }
-                    }
-                    else
-                    {
-                        allKnown = false;
-                    }
-                }
-                return allKnown ? EventEffect.Duplicate("scores-already-recorded") : EventEffect.Applied;
-            }
-
-            case OutputRecorded o when Outputs.TryGetValue(o.Name, out var existing):
-                return existing.Uri == o.Uri && existing.Sha256 == o.Sha256 && existing.Bytes == o.Bytes
-                    ? EventEffect.Duplicate("output-already-recorded")
-                    : EventEffect.Refuse(ProblemCodes.OutputConflict,
-                        $"Output '{o.Name}' is already recorded with another uri or digest.");
-
-            case RunCompleted when CompletionReported:
-                return EventEffect.NotApplied("completion-already-reported", "Completion was already reported.");
-
-            default:
-                return EventEffect.Applied;
-        }
-    }
 
     /// <summary>What is still required before a reported completion can become a success.</summary>
     public IReadOnlyList<string> Missing()
@@ -414,45 +340,26 @@ public sealed class Run
     public IReadOnlyList<string> MissingForSuccess() =>
         CompletionReported ? Missing() : ["completion", .. Missing()];
 
-    /// <summary>
-    /// How the item counts fail to balance beyond what is still missing: more committed than the
-    /// declared total, or a reported total other than the registered one. Null when they balance or
-    /// only wait for items (<see cref="Missing"/>).
-    /// </summary>
-    public string? Imbalance() =>
-        ExpectedItems is { } expected && ItemsTotalReported is { } reported && expected != reported
-            ? $"registered with {expected} expected items but completion claims {reported}"
-            : DeclaredItemsTotal is { } total && CommittedItems > total
-                ? $"{CommittedItems} items committed but the declared total is {total}"
-                : null;
-
     /// <summary>True when the run holds everything succeeded means, so that even an operator may call it that.</summary>
-    public bool CanSucceed() => MissingForSuccess().Count == 0 && Imbalance() is null;
+    public bool CanSucceed() => MissingForSuccess().Count == 0 && RunRules.Imbalance(this) is null;
 
-    private void Record(WorkerEvent e)
+    // ---- the steps the Apply methods share ----------------------------------------------------------
+
+    /// <summary>True when the event is applied (<see cref="EffectOf"/>); anything else changes nothing.</summary>
+    private bool Applies(object e) => EffectOf(e).Kind == EventResultKind.Applied;
+
+    /// <summary>
+    /// What a worker event does before its own change: a duplicate, or one that should have been
+    /// refused, changes nothing; any other is recorded (<see cref="LastEventAt"/>) and a late one
+    /// flagged. True when it is also applied; the first report but a heartbeat starts the run.
+    /// </summary>
+    private bool Records(WorkerEvent e)
     {
-        var effect = Evaluate(e);
-        if (effect.Kind is EventResultKind.Duplicate or EventResultKind.Refused) return;
-
+        var effect = EffectOf(e);
+        if (effect.Kind is EventResultKind.Duplicate or EventResultKind.Refused) return false;
         LastEventAt = e.RecordedAt;
-
-        if (effect.Kind == EventResultKind.RecordedNotApplied)
-        {
-            if (effect.Reason == AnomalyKinds.LateCompletion)
-            {
-                var delay = TerminalAt is { } t ? e.RecordedAt - t : TimeSpan.Zero;
-                Anomalies.Add(new RunAnomaly(AnomalyKinds.LateCompletion, e.RecordedAt,
-                    $"Completion claimed to occur at {e.OccurredAt:O} arrived {delay.TotalSeconds:0}s after the run was marked lost; the run stays lost.",
-                    e.EventId));
-            }
-            else if (effect.Reason == AnomalyKinds.LateEvent)
-            {
-                Anomalies.Add(new RunAnomaly(AnomalyKinds.LateEvent, e.RecordedAt,
-                    $"{EventNames.WireName(e)} arrived after the run was {Status.Wire()}; status unchanged.",
-                    e.EventId));
-            }
-            return;
-        }
+        if (effect.Late) FlagLate(e, effect.Reason!);
+        if (effect.Kind != EventResultKind.Applied) return false;
 
         // A heartbeat only proves liveness; any other report means the work has begun.
         if (Status == RunStatus.Claimed && e is not HeartbeatReceived)
@@ -460,47 +367,24 @@ public sealed class Run
             Status = RunStatus.Running;
             StartedAt = e.RecordedAt;
         }
+        return true;
+    }
 
-        switch (e)
+    private void FlagLate(WorkerEvent e, string kind)
+    {
+        if (kind == AnomalyKinds.LateCompletion)
         {
-            case StepStarted s:
-                Steps[s.StepId] = new RunStep(s.StepId, s.Name, s.OccurredAt);
-                break;
-            case StepCompleted c:
-                Steps[c.StepId] = Steps[c.StepId] with { Completed = true, Outcome = c.Outcome, CompletedAt = c.OccurredAt };
-                break;
-            case HeartbeatReceived h:
-                LeaseExpiresAt = h.RecordedAt.AddSeconds(LeaseSeconds);
-                LastHeartbeatAt = h.RecordedAt;
-                break;
-            case LogWritten l:
-                LogLines += l.Lines.Count;
-                break;
-            case ScoresReported s:
-                foreach (var (name, value) in s.Scores) Scores.TryAdd(name, value);
-                break;
-            case OutputRecorded o:
-                Outputs[o.Name] = new RunOutput(o.Name, o.Uri, o.Sha256, o.Bytes);
-                if (o.Bytes == 0) Warn(WarningKinds.EmptyOutput);
-                break;
-            case ItemsCommitted i:
-                CommittedChunks++;
-                CommittedItems += i.Count;
-                break;
-            case RunCompleted c:
-                CompletionReported = true;
-                CompletionReportedAt = c.RecordedAt;
-                ItemsTotalReported = c.ItemsTotal;
-                foreach (var warning in c.Warnings ?? []) Warn(warning);
-                break;
-            case RunFailed f:
-                ErrorClass = f.ErrorClass;
-                ErrorMessage = f.Message;
-                Terminate(RunStatus.Failed, f.ErrorClass, f.RecordedAt);
-                return;
+            var delay = TerminalAt is { } t ? e.RecordedAt - t : TimeSpan.Zero;
+            Anomalies.Add(new RunAnomaly(AnomalyKinds.LateCompletion, e.RecordedAt,
+                $"Completion claimed to occur at {e.OccurredAt:O} arrived {delay.TotalSeconds:0}s after the run was marked lost; the run stays lost.",
+                e.EventId));
         }
-
-        Settle(e);
+        else
+        {
+            Anomalies.Add(new RunAnomaly(AnomalyKinds.LateEvent, e.RecordedAt,
+                $"{EventNames.WireName(e)} arrived after the run was {Status.Wire()}; status unchanged.",
+                e.EventId));
+        }
     }
 
     /// <summary>After any applied fact: does the run now balance, overflow, or complete?</summary>
@@ -508,18 +392,9 @@ public sealed class Run
     {
         if (Status.IsTerminal()) return;
 
-        if (ExpectedItems is { } expected && ItemsTotalReported is { } reported && expected != reported)
+        if (RunRules.Imbalance(this) is { } imbalance)
         {
-            Anomalies.Add(new RunAnomaly(AnomalyKinds.AccountingMismatch, trigger.RecordedAt,
-                $"Registered with {expected} expected items but completion claims {reported}.", trigger.EventId));
-            Terminate(RunStatus.Failed, AnomalyKinds.AccountingMismatch, trigger.RecordedAt);
-            return;
-        }
-
-        if (DeclaredItemsTotal is { } total && CommittedItems > total)
-        {
-            Anomalies.Add(new RunAnomaly(AnomalyKinds.AccountingMismatch, trigger.RecordedAt,
-                $"Committed {CommittedItems} items but the declared total is {total}.", trigger.EventId));
+            Anomalies.Add(new RunAnomaly(AnomalyKinds.AccountingMismatch, trigger.RecordedAt, imbalance.AnomalyDetail, trigger.EventId));
             Terminate(RunStatus.Failed, AnomalyKinds.AccountingMismatch, trigger.RecordedAt);
             return;
         }
@@ -538,6 +413,21 @@ public sealed class Run
                 $"Completion reported while missing: {string.Join(", ", missing)}.", trigger.EventId));
         }
     }
+
+    /// <summary>At a new verdict, each source's latest view is compared with it.</summary>
+    private void FlagMismatches(DateTimeOffset at)
+    {
+        var latestBySource = Observations
+            .GroupBy(o => o.Source, StringComparer.Ordinal)
+            .Select(g => g.OrderBy(o => o.ObservedAt).Last());
+        foreach (var observation in latestBySource.Where(Disagrees).ToList()) FlagMismatch(observation, at);
+    }
+
+    private void FlagMismatch(RunObservation o, DateTimeOffset at) =>
+        Anomalies.Add(new RunAnomaly(AnomalyKinds.StatusMismatch, at,
+            $"The ledger says {Status.Wire()}{(Reason is null ? "" : $" ({Reason})")}; {o.Source} observed {o.Status.Wire()} at {o.ObservedAt:O}" +
+            $"{(o.Detail is null ? "" : $": {o.Detail}")}. The ledger's status stands.",
+            Mismatch: new StatusMismatch(Status, o.Status, o.Source, o.ObservedAt)));
 
     private void Warn(string warning)
     {

@@ -70,29 +70,69 @@ public sealed record ExpireLeaseCommand(string RunId, TimeSpan Grace) : RunComma
 public sealed record Refusal(string Code, string Detail, RunStatus? RunStatus = null)
 {
     public string? EventId { get; init; }
-    /// <summary>What became of each event when some were recorded anyway (late events on a terminal run).</summary>
-    public IReadOnlyList<EventResult>? Results { get; init; }
     /// <summary>The anomaly the refusal stands for, kept with it instead of <c>rejected</c>: a late completion that could not be recorded.</summary>
     public string? Flag { get; init; }
 }
 
+/// <summary>The body of an accepted command's answer (<see cref="Outcome.Accepted"/>).</summary>
+public interface IAnswer;
+
 /// <summary>
-/// The outcome of deciding one command: the events to append (possibly none) and the answer,
-/// either an accepted value (<see cref="EventsRecorded"/>, <see cref="LeaseGranted"/>, ...) or a
-/// <see cref="Refusal"/>. <see cref="After"/> is the run once the events are folded.
+/// What deciding one command answers, from a closed set; <see cref="RunAnswers.ToHttp"/> is the one
+/// place that turns any of them into HTTP. What became of each event of an accepted or late
+/// command is in its results (<see cref="EventResult"/>: applied, duplicate, recorded-not-applied).
 /// </summary>
-public sealed record Decision(IReadOnlyList<object> Events, object Answer, Run? After)
+public abstract record Outcome
 {
-    public Refusal? Refusal => Answer as Refusal;
+    private Outcome() { }
+
+    /// <summary>The command was taken (its events, if any, are appended); <paramref name="Value"/> is the answer.</summary>
+    public sealed record Accepted(IAnswer Value) : Outcome;
+
+    /// <summary>
+    /// Late events of a run that was terminal when they came: recorded and flagged (those beyond the
+    /// run's cap only counted), and the worker told to stop with <paramref name="Stop"/> (run-terminal)
+    /// and what became of each event. Not a refusal: events may have been appended.
+    /// </summary>
+    public sealed record Late(Refusal Stop, IReadOnlyList<EventResult> Results) : Outcome;
+
+    /// <summary>Refused: nothing is appended.</summary>
+    public sealed record Refused(Refusal Refusal) : Outcome;
+}
+
+/// <summary>
+/// The outcome of deciding one command: the events to append (possibly none) and what to answer
+/// (<see cref="Outcome"/>). <see cref="After"/> is the run once the events are folded.
+/// </summary>
+public sealed record Decision(IReadOnlyList<object> Events, Outcome Outcome, Run? After)
+{
+    /// <summary>The answer when the command was accepted; null otherwise.</summary>
+    public IAnswer? Answer => (Outcome as Outcome.Accepted)?.Value;
+
+    /// <summary>The refusal when the command was refused; null otherwise.</summary>
+    public Refusal? Refusal => (Outcome as Outcome.Refused)?.Refusal;
+
+    /// <summary>The late events' outcome when the run was terminal; null otherwise.</summary>
+    public Outcome.Late? Late => Outcome as Outcome.Late;
+
+    /// <summary>What became of each event of a worker's request, accepted or late; null for other outcomes.</summary>
+    public IReadOnlyList<EventResult>? Results => Outcome switch
+    {
+        Outcome.Accepted { Value: EventsRecorded recorded } => recorded.Results,
+        Outcome.Late late => late.Results,
+        _ => null,
+    };
 
     /// <summary>Late events of the command beyond the run's cap, not recorded: added to the count of the cap's anomaly.</summary>
     public long LateEventsBeyondCap { get; init; }
 
-    public static Decision Refuse(Refusal refusal, Run? run) => new([], refusal, run);
+    public static Decision Refuse(Refusal refusal, Run? run) => new([], new Outcome.Refused(refusal), run);
+
+    public static Decision Accept(IReadOnlyList<object> events, IAnswer answer, Run? after) => new(events, new Outcome.Accepted(answer), after);
 }
 
 /// <summary>What the janitor's command did: the status it marked, or null when there was nothing to mark.</summary>
-public sealed record LeaseExpiryOutcome(RunStatus? Marked);
+public sealed record LeaseExpiryOutcome(RunStatus? Marked) : IAnswer;
 
 /// <summary>
 /// Which eventIds and chunk ids (with their counts) a run already recorded, among those a command

@@ -56,8 +56,7 @@ public static class RunDecider
                     command.Events.Count > 1 ? $"{effect.Detail} No event of this request was recorded." : effect.Detail!,
                     run.Status) { EventId = e.EventId }, run);
             }
-            if (effect is { Kind: EventResultKind.RecordedNotApplied, Reason: AnomalyKinds.LateEvent or AnomalyKinds.LateCompletion }
-                && after.LateEvents >= late.MaxPerRun)
+            if (effect.Late && after.LateEvents >= late.MaxPerRun)
             {
                 // Beyond the cap: not recorded, counted (a repeat within the request is a duplicate, counted once).
                 beyondCap++;
@@ -84,11 +83,12 @@ public static class RunDecider
         }
 
         PublishVerdict(run, after, toAppend);
-        // A pure retry of what was already recorded is answered as it was: idempotent.
-        object answer = wasTerminal && (toAppend.Count > 0 || beyondCap > 0)
-            ? Terminal(run) with { Results = results, Flag = completionBeyondCap && run.Status == RunStatus.Lost ? AnomalyKinds.LateCompletion : null }
-            : new EventsRecorded(run.Id, after.Status, results);
-        return new Decision(toAppend, answer, after) { LateEventsBeyondCap = beyondCap };
+        after.Version = run.Version + toAppend.Count;
+        // Late events of a terminal run are answered as such; a pure retry of what was already recorded is answered as it was: idempotent.
+        Outcome outcome = wasTerminal && (toAppend.Count > 0 || beyondCap > 0)
+            ? new Outcome.Late(Terminal(run) with { Flag = completionBeyondCap && run.Status == RunStatus.Lost ? AnomalyKinds.LateCompletion : null }, results)
+            : new Outcome.Accepted(new EventsRecorded(run.Id, after.Status, results));
+        return new Decision(toAppend, outcome, after) { LateEventsBeyondCap = beyondCap };
     }
 
     /// <summary>The reason a late event beyond the run's cap gets in its result.</summary>
@@ -96,7 +96,8 @@ public static class RunDecider
 
     /// <summary>
     /// What recording one event would do: a repeated eventId or chunk id is a duplicate (or, for a
-    /// chunk sent again with another count, a conflict); everything else is what folding it does.
+    /// chunk sent again with another count, a conflict); everything else is what folding it does
+    /// (<see cref="Run.EffectOf"/>, by the rules of <see cref="RunRules"/>): refused by a rule, the request is refused.
     /// </summary>
     private static EventEffect EffectOf(Run run, WorkerEvent e, RecordedKeys recorded,
         HashSet<string> idsHere, Dictionary<string, long> chunksHere)
@@ -110,7 +111,7 @@ public static class RunDecider
                 : EventEffect.Refuse(ProblemCodes.ChunkConflict,
                     $"Chunk '{i.ChunkId}' was already committed with {count} items, not {i.Count}.");
         }
-        return run.Evaluate(e);
+        return run.EffectOf(e);
     }
 
     public static Decision Claim(Run? run, ClaimCommand command, DateTimeOffset now)
@@ -121,7 +122,7 @@ public static class RunDecider
         if (run.LeaseExpiresAt is { } expires && expires > now)
         {
             // The same claim again (a retry after a lost answer): the same lease, nothing appended.
-            if (SameClaim(run, command) is { } again) return new Decision([], LeaseGranted.For(run, again, expires), run);
+            if (SameClaim(run, command) is { } again) return Decision.Accept([], LeaseGranted.For(run, again, expires), run);
             return Decision.Refuse(new Refusal(ProblemCodes.LeaseHeld,
                 $"Held by '{run.Worker ?? "an unnamed worker"}' until {expires:O}.", run.Status), run);
         }
@@ -187,24 +188,24 @@ public static class RunDecider
                 $"Missing: {string.Join(", ", missing)}.", run.Status), run);
         }
         // Nor with counts that do not balance: an over-count is not made whole by calling it a success.
-        if (command.Status == RunStatus.Succeeded && run.Imbalance() is { } imbalance)
+        if (command.Status == RunStatus.Succeeded && RunRules.Imbalance(run) is { } imbalance)
         {
             return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults,
-                $"The item counts do not balance: {imbalance}.", run.Status), run);
+                $"The item counts do not balance: {imbalance.Description}.", run.Status), run);
         }
         var reclassified = new RunReclassified(run.Status, run.Reason, command.Status, command.Reason,
             command.Evidence, command.Operator, now);
-        return Appending(run, [reclassified], after => after);
+        return Appending(run, [reclassified], RunView.From);
     }
 
     public static Decision Observe(Run? run, ObserveCommand command, DateTimeOffset now)
     {
         if (run is null) return Decision.Refuse(NotFound(command.RunId), null);
         var observed = new StatusObserved(command.Source, command.Status, command.ObservedAt, command.Detail, now);
-        var effect = run.Evaluate(observed);
+        var effect = run.EffectOf(observed);
         if (effect.Kind == EventResultKind.Duplicate)
         {
-            return new Decision([], new ObservationRecorded(run.Id, run.Status, effect.Kind, effect.Reason, false), run);
+            return Decision.Accept([], new ObservationRecorded(run.Id, run.Status, effect.Kind, effect.Reason, false), run);
         }
         return Appending(run, [observed], after =>
         {
@@ -218,23 +219,25 @@ public static class RunDecider
         // Finished or heartbeated since the janitor looked: nothing to decide.
         if (run is null || run.Status.IsTerminal() || run.LeaseExpiresAt is not { } expires || expires + command.Grace > now)
         {
-            return new Decision([], new LeaseExpiryOutcome(null), run);
+            return Decision.Accept([], new LeaseExpiryOutcome(null), run);
         }
         return Appending(run, [new LeaseExpired(expires, now)], after => new LeaseExpiryOutcome(after.Status));
     }
 
     /// <summary>Folds the events onto a copy, publishes a new verdict beside them, and answers from the result.</summary>
-    private static Decision Appending(Run run, List<object> events, Func<Run, object> answer)
+    private static Decision Appending(Run run, List<object> events, Func<Run, IAnswer> answer)
     {
         var after = run.Clone();
         foreach (var e in events) after.Fold(e);
         PublishVerdict(run, after, events);
-        return new Decision(events, answer(after), after);
+        after.Version = run.Version + events.Count;
+        return Decision.Accept(events, answer(after), after);
     }
 
     /// <summary>
     /// A new terminal verdict is published beside the facts that produced it, so that cross-run
-    /// projections (leaderboards, KPIs) follow verdicts without re-deriving them.
+    /// projections (leaderboards, KPIs) follow verdicts without re-deriving them. The caller then
+    /// sets the version of <paramref name="after"/>: the events appended, the verdict included.
     /// </summary>
     private static void PublishVerdict(Run before, Run after, List<object> events)
     {
@@ -242,7 +245,6 @@ public static class RunDecider
         {
             events.Add(verdict);
         }
-        after.Version = before.Version + events.Count;
     }
 
     public static Refusal NotFound(string runId) =>

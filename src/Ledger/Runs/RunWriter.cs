@@ -182,6 +182,11 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
         }
     }
 
+    /// <summary>
+    /// Commits one group: read what is not kept, work out the group's effects (<see cref="Effects"/>,
+    /// no I/O), write them in one transaction, then keep the runs' states and answer; a failed attempt
+    /// goes by the writer's retry policy (<see cref="Retry"/>).
+    /// </summary>
     private async Task Commit(List<Pending> group, RunCache cache)
     {
         var runs = group.GroupBy(p => p.Command.RunId, StringComparer.Ordinal)
@@ -190,17 +195,16 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
             .ToList();
         var decided = new Dictionary<string, RunDecisions>(StringComparer.Ordinal);
         var now = Stopwatch.GetTimestamp();
-        var exclusive = options.Value.LockRuns || runs.Any(r => _contended.TryGetValue(r.RunId, out var until) && until > now);
+        var exclusive = options.Value.LockRuns || runs.Any(r => IsContended(r.RunId, now));
         var attempts = Math.Max(1, options.Value.ConflictAttempts);
         // The kept states of the group's runs are taken out: whatever happens to this group, a kept
         // state is only put back by a commit that is known to have succeeded.
         var held = new Dictionary<string, Held>(StringComparer.Ordinal);
         foreach (var (runId, _) in runs)
         {
-            if (cache.TryTake<Held>(runId, out var kept) && !(_contended.TryGetValue(runId, out var until) && until > now)) held[runId] = kept;
+            if (cache.TryTake<Held>(runId, out var kept) && !IsContended(runId, now)) held[runId] = kept;
         }
         var lookUpKeys = false;
-        var seen = new Dictionary<string, RecordedKeys>(StringComparer.Ordinal);
         using var span = LedgerTracing.Group(runs.Count, group.Select(p => p.Caller));
 
         for (var attempt = 1; ; attempt++)
@@ -216,128 +220,210 @@ public sealed class RunWriter(IDocumentStore store, TimeProvider clock, IOptions
                     using (LedgerTracing.Step("ledger.writer.read")) streams = await Read(session, toRead, lookUpKeys ? runs : toRead, exclusive);
                 }
 
-                var at = clock.GetUtcNow();
-                var rows = new List<(string RunId, string Key, long? Count)>();
-                var anomalies = new List<string>();
-                var kpis = new KpiDelta();
+                GroupEffects effects;
                 using (LedgerTracing.Step("ledger.writer.decide"))
                 {
-                    var versions = new List<(string RunId, long Version)>(runs.Count);
-                    seen.Clear();
-                    foreach (var (runId, pending) in runs)
-                    {
-                        var read = streams.TryGetValue(runId, out var found);
-                        var kept = held.GetValueOrDefault(runId);
-                        var state = kept?.State ?? found.Stream?.Aggregate;
-                        var version = kept?.Version ?? found.Stream?.StartingVersion ?? 0;
-                        var keysKnown = read;
-                        var recorded = read ? found.Recorded : kept?.Recent ?? RecordedKeys.None;
-                        seen[runId] = recorded;
-                        versions.Add((runId, version));
-                        // A decision stands while its run is at the same version, unless it was made without the run's
-                        // keys and one of them turned out to be recorded.
-                        if (!decided.TryGetValue(runId, out var decision) || decision.Version != version || (lookUpKeys && !decision.KeysKnown))
-                        {
-                            decided[runId] = decision = DecideRun(state, version, pending, recorded, at, keysKnown);
-                        }
-                        var beyondCap = decision.LateEventsBeyondCap;
-                        if (decision.Events.Count == 0)
-                        {
-                            if (beyondCap > 0) AnomalyRecord.CountBeyondCap(session, decision.After!, beyondCap);
-                            continue;
-                        }
-                        if (kept is not null)
-                        {
-                            // Marten's inline projection folds the events onto this copy instead of loading the run.
-                            Hold(session, runId, kept.State.Clone());
-                            session.Events.Append(runId, version + decision.Events.Count, decision.Events);
-                        }
-                        else
-                        {
-                            found.Stream!.AppendMany(decision.Events);
-                        }
-                        kpis.Run(decision.Before, decision.After);
-                        if (beyondCap > 0 && decision.After!.LateEventsCapAnomaly < decision.Before!.Anomalies.Count)
-                        {
-                            AnomalyRecord.CountBeyondCap(session, decision.After, beyondCap);
-                        }
-                        for (var i = decision.Before!.Anomalies.Count; i < decision.After!.Anomalies.Count; i++)
-                        {
-                            var anomaly = AnomalyRecord.From(decision.After, i);
-                            // The cap's anomaly, new in this group, starts with the count of what went beyond it here.
-                            if (i == decision.After.LateEventsCapAnomaly) anomaly.Count = beyondCap;
-                            session.Store(anomaly);
-                            kpis.Anomaly(anomaly);
-                            anomalies.Add(anomaly.Kind);
-                        }
-                        foreach (var (key, count) in KeysToRecord(decision)) rows.Add((runId, key, count));
-                    }
-                    // First in the transaction: every run still at the version it was decided on, then the keys; the appends after.
-                    RunLocks.Queue(session, _schema, versions.Where(v => decided[v.RunId].Before is not null).ToList());
-                    RecordedKeyStore.Record(session, _schema, rows);
-                    // The KPI counters move in the same transaction: one statement for the group.
-                    kpis.Queue(session, _schema);
+                    effects = Effects(runs, held, streams, decided, lookUpKeys, clock.GetUtcNow());
+                    Write(session, _schema, effects, held, streams);
                 }
 
                 committing = true;
                 var started = Stopwatch.GetTimestamp();
                 using (LedgerTracing.Step("ledger.writer.commit")) await session.SaveChangesAsync();
-                metrics?.Committed(group.Count, Stopwatch.GetElapsedTime(started), anomalies);
-                foreach (var (runId, run) in decided)
-                {
-                    if (run.After is not { } after) continue;
-                    var recent = seen[runId].With(run.Events);
-                    if (recent.EventIds.Count + recent.Chunks.Count > RecentKeys) recent = RecordedKeys.None.With(run.Events);
-                    if (recent.EventIds.Count + recent.Chunks.Count > RecentKeys) recent = RecordedKeys.None;
-                    cache.Put(runId, new Held(after, run.Version + run.Events.Count, recent));
-                }
+                metrics?.Committed(group.Count, Stopwatch.GetElapsedTime(started), effects.AnomalyKinds);
+                Keep(cache, decided, effects.Seen);
                 Answer(decided.Values);
-                return;
-            }
-            catch (Exception e) when (ConnectionSettings.IsStalePreparedStatement(e) && attempt < attempts)
-            {
-                // Another node's schema change invalidated a prepared statement; nothing was committed, and
-                // Npgsql prepares it afresh on the next attempt.
-                logger.LogInformation("A group of {Count} commands met a prepared statement invalidated by a schema change (attempt {Attempt}); running it again", group.Count, attempt);
-            }
-            catch (Exception e) when (RecordedKeyStore.IsKnownKey(e) && attempt < attempts)
-            {
-                // An eventId or chunk id of a run decided on its kept state was recorded already (a resend):
-                // nothing was appended; decide again knowing the run's keys.
-                lookUpKeys = true;
-                logger.LogDebug("A group of {Count} commands carried keys already recorded (attempt {Attempt}); deciding again with them", group.Count, attempt);
-            }
-            catch (Exception e) when (DatabaseFailures.IsConcurrency(e) && attempt < attempts)
-            {
-                // Another node moved some of these runs: read them again under row locks, and decide
-                // again only those whose version changed.
-                var until = Stopwatch.GetTimestamp() + ContendedFor;
-                foreach (var (runId, _) in runs) _contended[runId] = until;
-                if (_contended.Count > 10_000) _contended.Clear();
-                held.Clear();
-                exclusive = true;
-                logger.LogDebug("Runs of a group of {Count} changed elsewhere while deciding (attempt {Attempt}); deciding again", group.Count, attempt);
-                await Task.Delay(Random.Shared.Next(1, 2 << Math.Min(attempt, 5)));
-            }
-            catch (Exception e) when (DatabaseFailures.IsConcurrency(e) || RecordedKeyStore.IsKnownKey(e))
-            {
-                logger.LogWarning("A group of {Count} commands stayed contended for {Attempts} attempts", group.Count, attempts);
-                Fail(group, new ProblemException(Problem.Of(ProblemCodes.Contention,
-                    "Retry shortly; nothing from this request was recorded.") with { RetryAfterSeconds = 1 }));
-                return;
-            }
-            catch (Exception e) when (committing && DatabaseFailures.IsTransient(e))
-            {
-                logger.LogWarning(e, "The database failed while committing a group of {Count} commands; each caller is told to resend", group.Count);
-                Fail(group, new CommitOutcomeUnknownException(e));
                 return;
             }
             catch (Exception e)
             {
-                if (!DatabaseFailures.IsTransient(e)) logger.LogError(e, "A group of {Count} commands failed", group.Count);
-                Fail(group, e);
-                return;
+                switch (Retry(e, attempt, attempts, committing, group.Count))
+                {
+                    case Next.WithKeys:
+                        lookUpKeys = true;
+                        break;
+                    case Next.Exclusively:
+                        // Read the group's runs again under row locks, and decide again only those whose version changed.
+                        MarkContended(runs);
+                        held.Clear();
+                        exclusive = true;
+                        await Task.Delay(Random.Shared.Next(1, 2 << Math.Min(attempt, 5)));
+                        break;
+                    case Next.Fail fail:
+                        Fail(group, fail.Failure);
+                        return;
+                }
             }
+        }
+    }
+
+    /// <summary>What the writer does after an attempt at a group failed: the closed set of its retry policy.</summary>
+    private abstract record Next
+    {
+        /// <summary>Try the group again as it is.</summary>
+        public sealed record Again : Next;
+        /// <summary>Try again with every run's keys looked up.</summary>
+        public sealed record WithKeys : Next;
+        /// <summary>Try again reading the runs under row locks.</summary>
+        public sealed record Exclusively : Next;
+        /// <summary>Answer every caller of the group with <paramref name="Failure"/>.</summary>
+        public sealed record Fail(Exception Failure) : Next;
+    }
+
+    /// <summary>
+    /// The writer's retry policy, for an attempt at a group that failed with <paramref name="e"/>
+    /// (a failed attempt appended nothing: the version and key checks come before any append). While
+    /// attempts remain (<see cref="WriterOptions.ConflictAttempts"/>): a prepared statement that another
+    /// node's schema change invalidated is run again (Npgsql prepares it afresh); an eventId or chunk id
+    /// of a run decided on its kept state that was recorded already (a resend) has the group decided
+    /// again knowing its keys; runs another node moved are read again under row locks. Contended beyond
+    /// the attempts: 503 contention. A database failure while committing: the outcome is unknown, each
+    /// caller is told to resend. Anything else fails the group as it is.
+    /// </summary>
+    private Next Retry(Exception e, int attempt, int attempts, bool committing, int commands)
+    {
+        var contended = DatabaseFailures.IsConcurrency(e) || RecordedKeyStore.IsKnownKey(e);
+        if (attempt < attempts && ConnectionSettings.IsStalePreparedStatement(e))
+        {
+            logger.LogInformation("A group of {Count} commands met a prepared statement invalidated by a schema change (attempt {Attempt}); running it again", commands, attempt);
+            return new Next.Again();
+        }
+        if (attempt < attempts && RecordedKeyStore.IsKnownKey(e))
+        {
+            logger.LogDebug("A group of {Count} commands carried keys already recorded (attempt {Attempt}); deciding again with them", commands, attempt);
+            return new Next.WithKeys();
+        }
+        if (attempt < attempts && DatabaseFailures.IsConcurrency(e))
+        {
+            logger.LogDebug("Runs of a group of {Count} changed elsewhere while deciding (attempt {Attempt}); deciding again", commands, attempt);
+            return new Next.Exclusively();
+        }
+        if (contended)
+        {
+            logger.LogWarning("A group of {Count} commands stayed contended for {Attempts} attempts", commands, attempts);
+            return new Next.Fail(new ProblemException(Problem.Of(ProblemCodes.Contention,
+                "Retry shortly; nothing from this request was recorded.") with { RetryAfterSeconds = 1 }));
+        }
+        if (committing && DatabaseFailures.IsTransient(e))
+        {
+            logger.LogWarning(e, "The database failed while committing a group of {Count} commands; each caller is told to resend", commands);
+            return new Next.Fail(new CommitOutcomeUnknownException(e));
+        }
+        if (!DatabaseFailures.IsTransient(e)) logger.LogError(e, "A group of {Count} commands failed", commands);
+        return new Next.Fail(e);
+    }
+
+    private bool IsContended(string runId, long now) => _contended.TryGetValue(runId, out var until) && until > now;
+
+    /// <summary>Runs another node wrote: their next groups are read under row locks at once, for a while.</summary>
+    private void MarkContended(List<(string RunId, List<Pending> Pending)> runs)
+    {
+        var until = Stopwatch.GetTimestamp() + ContendedFor;
+        foreach (var (runId, _) in runs) _contended[runId] = until;
+        if (_contended.Count > 10_000) _contended.Clear();
+    }
+
+    /// <summary>What committing one run's decisions writes beside its events: its new anomaly records, and late events to add to the count of its cap's existing record.</summary>
+    private sealed record RunEffects(string RunId, RunDecisions Decisions, List<AnomalyRecord> Anomalies, long AddToCapCount);
+
+    /// <summary>
+    /// The effects of a group: per run, its decisions (events to append) and anomaly records; for the
+    /// group, the versions to check, the keys to record, the KPI delta, the anomaly kinds (for metrics)
+    /// and the keys seen per run (kept with the run after the commit).
+    /// </summary>
+    private sealed record GroupEffects(List<RunEffects> Runs, List<(string RunId, long Version)> Versions,
+        List<(string RunId, string Key, long? Count)> Keys, KpiDelta Kpis, List<string> AnomalyKinds, Dictionary<string, RecordedKeys> Seen);
+
+    /// <summary>
+    /// The pure step: decides each run of the group on its kept state or the one read (a decision of an
+    /// earlier attempt stands while its run is at the same version, unless it was made without the run's
+    /// keys and one of them turned out to be recorded), and works out what the decisions write.
+    /// </summary>
+    private static GroupEffects Effects(List<(string RunId, List<Pending> Pending)> runs, Dictionary<string, Held> held,
+        Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)> read,
+        Dictionary<string, RunDecisions> decided, bool lookUpKeys, DateTimeOffset at)
+    {
+        var effects = new GroupEffects([], new(runs.Count), [], new KpiDelta(), [], new(StringComparer.Ordinal));
+        foreach (var (runId, pending) in runs)
+        {
+            var wasRead = read.TryGetValue(runId, out var found);
+            var kept = held.GetValueOrDefault(runId);
+            var state = kept?.State ?? found.Stream?.Aggregate;
+            var version = kept?.Version ?? found.Stream?.StartingVersion ?? 0;
+            var recorded = wasRead ? found.Recorded : kept?.Recent ?? RecordedKeys.None;
+            effects.Seen[runId] = recorded;
+            if (!decided.TryGetValue(runId, out var decision) || decision.Version != version || (lookUpKeys && !decision.KeysKnown))
+            {
+                decided[runId] = decision = DecideRun(state, version, pending, recorded, at, keysKnown: wasRead);
+            }
+            if (decision.Before is not null) effects.Versions.Add((runId, version));
+
+            var beyondCap = decision.LateEventsBeyondCap;
+            var anomalies = new List<AnomalyRecord>();
+            if (decision.Events.Count == 0)
+            {
+                if (beyondCap > 0) effects.Runs.Add(new RunEffects(runId, decision, anomalies, beyondCap));
+                continue;
+            }
+            effects.Kpis.Run(decision.Before, decision.After);
+            var capBefore = decision.After!.LateEventsCapAnomaly < decision.Before!.Anomalies.Count;
+            for (var i = decision.Before.Anomalies.Count; i < decision.After.Anomalies.Count; i++)
+            {
+                var anomaly = AnomalyRecord.From(decision.After, i);
+                // The cap's anomaly, new in this group, starts with the count of what went beyond it here.
+                if (i == decision.After.LateEventsCapAnomaly) anomaly.Count = beyondCap;
+                anomalies.Add(anomaly);
+                effects.Kpis.Anomaly(anomaly);
+                effects.AnomalyKinds.Add(anomaly.Kind);
+            }
+            foreach (var (key, count) in KeysToRecord(decision)) effects.Keys.Add((runId, key, count));
+            effects.Runs.Add(new RunEffects(runId, decision, anomalies, capBefore ? beyondCap : 0));
+        }
+        return effects;
+    }
+
+    /// <summary>
+    /// Queues a group's effects in the session: per run its events (onto its kept state, or the stream
+    /// read), the count beyond its cap and its anomaly records; then, first in the transaction, every run
+    /// still at the version it was decided on, then the keys; the KPI counters move in the same
+    /// transaction, one statement for the group.
+    /// </summary>
+    private static void Write(IDocumentSession session, string schema, GroupEffects effects, Dictionary<string, Held> held,
+        Dictionary<string, (JasperFx.Events.IEventStream<Run> Stream, RecordedKeys Recorded)> read)
+    {
+        foreach (var (runId, decision, anomalies, addToCapCount) in effects.Runs)
+        {
+            if (decision.Events.Count > 0)
+            {
+                if (held.TryGetValue(runId, out var kept))
+                {
+                    // Marten's inline projection folds the events onto this copy instead of loading the run.
+                    Hold(session, runId, kept.State.Clone());
+                    session.Events.Append(runId, decision.Version + decision.Events.Count, decision.Events);
+                }
+                else
+                {
+                    read[runId].Stream.AppendMany(decision.Events);
+                }
+            }
+            if (addToCapCount > 0) AnomalyRecord.CountBeyondCap(session, decision.After!, addToCapCount);
+            foreach (var anomaly in anomalies) session.Store(anomaly);
+        }
+        RunLocks.Queue(session, schema, effects.Versions);
+        RecordedKeyStore.Record(session, schema, effects.Keys);
+        effects.Kpis.Queue(session, schema);
+    }
+
+    /// <summary>After a commit: each run's state, version and recent keys kept for its next command.</summary>
+    private static void Keep(RunCache cache, Dictionary<string, RunDecisions> decided, Dictionary<string, RecordedKeys> seen)
+    {
+        foreach (var (runId, run) in decided)
+        {
+            if (run.After is not { } after) continue;
+            var recent = seen[runId].With(run.Events);
+            if (recent.EventIds.Count + recent.Chunks.Count > RecentKeys) recent = RecordedKeys.None.With(run.Events);
+            if (recent.EventIds.Count + recent.Chunks.Count > RecentKeys) recent = RecordedKeys.None;
+            cache.Put(runId, new Held(after, run.Version + run.Events.Count, recent));
         }
     }
 

@@ -81,13 +81,13 @@ public sealed class KpiRuleTests
         Assert.Equal(new Dictionary<KpiKey, long>
         {
             [new(Kpi.Rejections, "score-conflict")] = 1,
-            [new(Kpi.Anomalies, AnomalyRecord.ScoreConflict)] = 1,
+            [new(Kpi.Anomalies, AnomalyKinds.ScoreConflict)] = 1,
             [new(Kpi.Flagged, "", KpiRules.HourOf(T0))] = 1,
         }, changes);
 
         // Other refusals are `rejected` anomalies, counted by kind but not among the anomalies flagged per hour.
         var refused = new Rejection { Reason = "unknown-step", Method = "POST", Path = "/x", At = T0, Id = Guid.NewGuid() };
-        Assert.Equal(new Dictionary<KpiKey, long> { [new(Kpi.Anomalies, AnomalyRecord.Rejected)] = 1 },
+        Assert.Equal(new Dictionary<KpiKey, long> { [new(Kpi.Anomalies, AnomalyKinds.Rejected)] = 1 },
             new KpiDelta().Anomaly(AnomalyRecord.From(refused)).Changes);
         Assert.True(new KpiDelta().Rejection(new Rejection { Reason = "invalid-credentials", Method = "GET", Path = "/", Unauthenticated = true }).IsEmpty);
     }

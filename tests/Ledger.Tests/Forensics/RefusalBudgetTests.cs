@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Retention;
+using Ledger.Runs;
 using Ledger.Tests.Fixtures;
 using Ledger.Webhooks;
 using Marten;
@@ -79,7 +80,7 @@ public sealed class RefusalBudgetTests
             Assert.Equal(Budget, rows.Count(r => !r.OverBudget));
             Assert.Equal(Samples, rows.Count(r => r.OverBudget));
             Assert.All(rows, r => Assert.Equal(Redaction.Version, r.Redaction));
-            var anomalies = await session.Query<AnomalyRecord>().Where(a => a.At >= hour && a.Kind == AnomalyRecord.Rejected).CountAsync();
+            var anomalies = await session.Query<AnomalyRecord>().Where(a => a.At >= hour && a.Kind == AnomalyKinds.Rejected).CountAsync();
             Assert.Equal(Budget, anomalies);
         }
 

@@ -38,24 +38,21 @@ internal static class DeciderKit
 
     /// <summary>A decision as one text: its events (by their runtime types), its answer and the state after it.</summary>
     public static string Json(Decision decision) =>
-        JsonSerializer.Serialize(new { Events = decision.Events.Select(e => new { Type = e.GetType().Name, Event = e }), decision.Answer, decision.After },
+        JsonSerializer.Serialize(new { Events = decision.Events.Select(e => new { Type = e.GetType().Name, Event = e }), Outcome = Shown(decision.Outcome), decision.After },
             LedgerJson.Options);
 
-    /// <summary>What became of each event of a events decision, whether it was accepted or answered as a terminal run's refusal.</summary>
-    public static IReadOnlyList<EventResult>? ResultsOf(Decision decision) => decision.Answer switch
-    {
-        EventsRecorded recorded => recorded.Results,
-        Refusal refusal => refusal.Results,
-        _ => null,
-    };
+    /// <summary>An outcome with its answer serialized as what it is (the record declares only the answer's interface).</summary>
+    private static object Shown(Outcome outcome) => outcome is Outcome.Accepted accepted ? new { Accepted = (object)accepted.Value } : outcome;
+
+    /// <summary>What became of each event of a events decision, whether it was accepted or late.</summary>
+    public static IReadOnlyList<EventResult>? ResultsOf(Decision decision) => decision.Results;
 }
 
 /// <summary>
 /// One run's stream decided the way <see cref="RunWriter"/> decides it, without a database: each
 /// command on the state the previous one left, with the keys the appended events recorded
 /// (<see cref="RecordedKeys.With"/>). Every decision is checked for what any decision must do:
-/// it leaves the state it was given unchanged, a refusal appends nothing (but a terminal run's late
-/// events, which it answers with their results), a decision that
+/// it leaves the state it was given unchanged, a refusal appends nothing, a decision that
 /// appends nothing leaves the state as it was, and the version counts the appended events.
 /// </summary>
 internal sealed class DecidedStream(Run? state)
@@ -76,8 +73,7 @@ internal sealed class DecidedStream(Run? state)
         var decision = RunDecider.Decide(State, command, now);
 
         Assert.True(before == DeciderKit.Json(State), $"deciding {command.GetType().Name} changed the state it was given");
-        // A refusal appends nothing, but for the late events a terminal run records (answered with their results).
-        if (decision.Refusal is { Results: null } refusal) Assert.True(decision.Events.Count == 0, $"a refusal ({refusal.Code}) appended events");
+        if (decision.Refusal is { } refusal) Assert.True(decision.Events.Count == 0, $"a refusal ({refusal.Code}) appended events");
         if (decision.Events.Count == 0)
         {
             Assert.True(before == DeciderKit.Json(decision.After), $"{command.GetType().Name} appended nothing but changed the state");

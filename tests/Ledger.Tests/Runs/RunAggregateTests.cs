@@ -252,7 +252,7 @@ public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), 
         var run = NewRun(scores: ["accuracy"]);
         Report(run, Scores(("accuracy", 0.9)));
 
-        var effect = run.Evaluate(Scores(("accuracy", 0.9)));
+        var effect = run.EffectOf(Scores(("accuracy", 0.9)));
 
         Assert.Equal(EventResultKind.Duplicate, effect.Kind);
         Assert.Equal("scores-already-recorded", effect.Reason);
@@ -266,7 +266,7 @@ public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), 
 
         // Even bundled with a new score, the conflicting one refuses the whole event.
         var conflicting = Scores(("f1", 0.5), ("accuracy", 0.95));
-        var effect = run.Evaluate(conflicting);
+        var effect = run.EffectOf(conflicting);
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
         Assert.Equal(409, ProblemCatalogue.Get(effect.Reason!).Status);
@@ -281,7 +281,7 @@ public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), 
     {
         var run = NewRun(scores: ["accuracy"]);
 
-        var effect = run.Evaluate(Scores(("recall", 0.4)));
+        var effect = run.EffectOf(Scores(("recall", 0.4)));
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
         Assert.Equal(422, ProblemCatalogue.Get(effect.Reason!).Status);
@@ -304,8 +304,8 @@ public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), 
         var run = NewRun(outputs: ["predictions"]);
         Report(run, Output("predictions", "s3://b/p.csv"));
 
-        Assert.Equal(EventResultKind.Duplicate, run.Evaluate(Output("predictions", "s3://b/p.csv")).Kind);
-        var effect = run.Evaluate(Output("predictions", "s3://b/other.csv"));
+        Assert.Equal(EventResultKind.Duplicate, run.EffectOf(Output("predictions", "s3://b/p.csv")).Kind);
+        var effect = run.EffectOf(Output("predictions", "s3://b/other.csv"));
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
         Assert.Equal(409, ProblemCatalogue.Get(effect.Reason!).Status);
@@ -321,7 +321,7 @@ public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), 
         Report(run, StepStarted("s1"));
 
         var unknown = StepCompleted("s9");
-        var effect = run.Evaluate(unknown);
+        var effect = run.EffectOf(unknown);
 
         Assert.Equal(EventResultKind.Refused, effect.Kind);
         Assert.Equal(409, ProblemCatalogue.Get(effect.Reason!).Status);
@@ -649,9 +649,9 @@ public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), 
         var observed = Observed("portal", RunStatus.Failed);
         run.Fold(observed);
 
-        Assert.Equal(EventResultKind.Duplicate, run.Evaluate(observed).Kind);
+        Assert.Equal(EventResultKind.Duplicate, run.EffectOf(observed).Kind);
         var again = Observed("portal", RunStatus.Failed);
-        Assert.Equal(new EventEffect(EventResultKind.Duplicate, "observation-unchanged"), run.Evaluate(again));
+        Assert.Equal(new EventEffect(EventResultKind.Duplicate, "observation-unchanged"), run.EffectOf(again));
         run.Fold(observed);
         run.Fold(again);
 
@@ -679,7 +679,7 @@ public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), 
     /// <summary>Reports an event as the endpoint does: refused and duplicate events are never appended.</summary>
     private static EventEffect Report(Run run, WorkerEvent e)
     {
-        var effect = run.Evaluate(e);
+        var effect = run.EffectOf(e);
         if (effect.Kind is not (EventResultKind.Refused or EventResultKind.Duplicate)) run.Fold(e);
         return effect;
     }

@@ -193,6 +193,39 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
         Assert.Equal("output-already-recorded", Assert.Single(DeciderKit.ResultsOf(same)!).Reason);
     }
 
+    /// <summary>
+    /// Each refusal rule of <see cref="RunRules"/> as given (the run's events) / when (one more) / then
+    /// (the refusal): the decider refuses it, and a stream that holds it all the same (appended past
+    /// the decider) folds to the state it had without it.
+    /// </summary>
+    [Theory]
+    [InlineData(ProblemCodes.UnknownStep)]
+    [InlineData(ProblemCodes.ScoreConflict)]
+    [InlineData(ProblemCodes.UnknownScore)]
+    [InlineData(ProblemCodes.OutputConflict)]
+    public void a_refusal_rule_refuses_in_the_decider_and_the_fold_does_not_apply_the_event(string rule)
+    {
+        var (given, sent, then) = rule switch
+        {
+            //                                given                                                                    when                                          then
+            ProblemCodes.UnknownStep    => (Given(Claimed(), StepStarted("s1")),                                      (WorkerEvent)StepCompleted("s2"),             ProblemCodes.UnknownStep),
+            ProblemCodes.ScoreConflict  => (Given(Claimed(scores: ["accuracy"]), Scores(("accuracy", 0.9))),           Scores(("accuracy", 0.8)),                    ProblemCodes.ScoreConflict),
+            ProblemCodes.UnknownScore   => (Given(Claimed(scores: ["accuracy"])),                                       Scores(("bleu", 0.3)),                        ProblemCodes.UnknownScore),
+            ProblemCodes.OutputConflict => (Given(Claimed(), Output("predictions", "s3://b/one.csv")),                  Output("predictions", "s3://b/two.csv"),      ProblemCodes.OutputConflict),
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+
+        var later = Now.AddSeconds(1);
+        var decision = given.Decide(Events(sent), later);
+        Assert.Equal(then, decision.Refusal?.Code);
+        Assert.Empty(decision.Events);
+
+        var folded = given.State!.Clone();
+        folded.Fold(sent with { RecordedAt = later });
+        Assert.Equal(DeciderKit.Json(given.State), DeciderKit.Json(folded));
+        Assert.Equal((EventResultKind.Refused, then), (given.State.EffectOf(sent).Kind, given.State.EffectOf(sent).Reason));
+    }
+
     [Fact]
     public void a_late_event_on_a_terminal_run_is_recorded_flagged_and_answered_run_terminal_with_its_results()
     {
@@ -203,10 +236,10 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
         var decision = stream.Decide(Events(late), Now.AddSeconds(5));
 
         Assert.Equal([late with { RecordedAt = Now.AddSeconds(5) }], decision.Events);
-        var refusal = decision.Refusal!;
-        Assert.Equal(ProblemCodes.RunTerminal, refusal.Code);
-        Assert.Equal(RunStatus.Failed, refusal.RunStatus);
-        var result = Assert.Single(refusal.Results!);
+        var answer = Assert.IsType<Outcome.Late>(decision.Outcome);
+        Assert.Equal(ProblemCodes.RunTerminal, answer.Stop.Code);
+        Assert.Equal(RunStatus.Failed, answer.Stop.RunStatus);
+        var result = Assert.Single(answer.Results);
         Assert.Equal((late.EventId, EventResultKind.RecordedNotApplied, AnomalyKinds.LateEvent), (result.EventId, result.Result, result.Reason));
         Assert.Equal(RunStatus.Failed, decision.After!.Status);
         Assert.Empty(decision.After.Scores);
@@ -227,8 +260,8 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
 
         var decision = stream.Decide(Events(completion), LeaseEnds + LateEventPolicy.Default.Grace - TimeSpan.FromSeconds(1));
 
-        Assert.Equal(ProblemCodes.RunTerminal, decision.Refusal?.Code);
-        Assert.Equal(AnomalyKinds.LateCompletion, Assert.Single(decision.Refusal!.Results!).Reason);
+        Assert.Equal(ProblemCodes.RunTerminal, decision.Late?.Stop.Code);
+        Assert.Equal(AnomalyKinds.LateCompletion, Assert.Single(decision.Late!.Results).Reason);
         Assert.Equal([typeof(RunCompleted)], decision.Events.Select(e => e.GetType()));
         Assert.Equal(RunStatus.Lost, decision.After!.Status);
         Assert.False(decision.After.CompletionReported);
@@ -248,13 +281,13 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
         var after = stream.Decide(Events(Log("too late")) with { Late = Policy(grace) }, Now + grace);
 
         Assert.Single(within.Events);
-        Assert.Equal(ProblemCodes.RunTerminal, within.Refusal?.Code);
-        Assert.NotNull(within.Refusal!.Results);
+        Assert.Equal(ProblemCodes.RunTerminal, within.Late?.Stop.Code);
+        Assert.Null(within.Refusal);
         Assert.Empty(after.Events);
         Assert.Equal(ProblemCodes.RunTerminal, after.Refusal?.Code);
-        // Nothing recorded: a refusal without results, which the edge keeps in the rejection log.
-        Assert.Null(after.Refusal!.Results);
-        Assert.Null(after.Refusal.Flag);
+        // Nothing recorded: a refusal, which the edge keeps in the rejection log.
+        Assert.Null(after.Late);
+        Assert.Null(after.Refusal!.Flag);
         Assert.Contains("since", after.Refusal.Detail);
         Assert.Equal(RunStatus.Failed, after.Refusal.RunStatus);
     }
@@ -287,7 +320,7 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
 
         Assert.Empty(ghost.Events);
         Assert.Equal((ProblemCodes.RunTerminal, AnomalyKinds.LateCompletion), (ghost.Refusal?.Code, ghost.Refusal?.Flag));
-        Assert.Null(ghost.Refusal!.Results);
+        Assert.Null(ghost.Late);
         Assert.Equal(RunStatus.Lost, ghost.After!.Status);
         // A late completion already recorded (and flagged) is not flagged again; other events flag nothing.
         Assert.Equal((ProblemCodes.RunTerminal, (string?)null), (retryOfTheRecordedOne.Refusal?.Code, retryOfTheRecordedOne.Refusal?.Flag));
@@ -314,8 +347,8 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
         Assert.Equal(1, filling.LateEventsBeyondCap);
         Assert.Equal(
             [EventResultKind.RecordedNotApplied, EventResultKind.RecordedNotApplied, EventResultKind.Refused],
-            filling.Refusal!.Results!.Select(r => r.Result));
-        Assert.Equal(RunDecider.LateEventsCappedReason, filling.Refusal.Results![2].Reason);
+            filling.Late!.Results.Select(r => r.Result));
+        Assert.Equal(RunDecider.LateEventsCappedReason, filling.Late.Results[2].Reason);
         Assert.Equal(2, filling.After!.LateEvents);
         Assert.Equal(3, filling.After.Anomalies.Count);
         var anomaly = filling.After.Anomalies[filling.After.LateEventsCapAnomaly!.Value];
@@ -327,9 +360,9 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
 
         Assert.Empty(beyond.Events);
         Assert.Equal(2, beyond.LateEventsBeyondCap);
-        Assert.Equal(ProblemCodes.RunTerminal, beyond.Refusal?.Code);
-        Assert.Equal([EventResultKind.Refused, EventResultKind.Refused, EventResultKind.Duplicate], beyond.Refusal!.Results!.Select(r => r.Result));
-        Assert.Null(beyond.Refusal.Flag);
+        Assert.Equal(ProblemCodes.RunTerminal, beyond.Late?.Stop.Code);
+        Assert.Equal([EventResultKind.Refused, EventResultKind.Refused, EventResultKind.Duplicate], beyond.Late!.Results.Select(r => r.Result));
+        Assert.Null(beyond.Late.Stop.Flag);
         Assert.Equal(3, beyond.After!.Anomalies.Count);
         // What was recorded before the cap is still a duplicate, not counted.
         var retry = stream.Decide(Events(first) with { Late = cap }, Now.AddSeconds(3));
@@ -347,7 +380,7 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
 
         Assert.Equal([typeof(LateEventsCapped)], decision.Events.Select(e => e.GetType()));
         Assert.Equal(1, decision.LateEventsBeyondCap);
-        Assert.Equal(AnomalyKinds.LateCompletion, decision.Refusal?.Flag);
+        Assert.Equal(AnomalyKinds.LateCompletion, decision.Late?.Stop.Flag);
         Assert.Equal(RunStatus.Lost, decision.After!.Status);
         Assert.False(decision.After.CompletionReported);
     }
@@ -719,7 +752,7 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
         var verdict = Assert.IsType<VerdictReached>(decision.Events[1]);
         Assert.Equal((RunStatus.Failed, "worker crashed", "operator:ops", at), (verdict.Status, verdict.Reason, verdict.DecidedBy, verdict.At));
         Assert.Equal(2, decision.Events.Count);
-        var after = Assert.IsType<Run>(decision.Answer);
+        var after = Assert.IsType<RunView>(decision.Answer);
         Assert.Equal(RunStatus.Failed, after.Status);
         Assert.Equal([RunStatus.Lost, RunStatus.Failed], after.Verdicts.Select(v => v.Status));
     }
@@ -952,6 +985,14 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
     // ---- helpers -----------------------------------------------------------------------------
 
     private static DecidedStream Stream(Run run) => new(run);
+
+    /// <summary>A run that took <paramref name="events"/>, decided one request each.</summary>
+    private static DecidedStream Given(Run run, params WorkerEvent[] events)
+    {
+        var stream = Stream(run);
+        foreach (var e in events) Assert.Null(stream.Decide(Events(e), Now).Refusal);
+        return stream;
+    }
 
     private static Run Registered(string[]? scores = null, string[]? outputs = null, long? expectedItems = null, string? board = null)
     {

@@ -49,9 +49,9 @@ public sealed class RunPropertyTests
                 {
                     Assert.True(effect.Kind == EventResultKind.RecordedNotApplied && effect.Reason == AnomalyKinds.LateEvent,
                         $"step {step.Index} ({Describe(e)}) after terminal gave {effect.Kind} {effect.Reason}, not a late event");
-                    // Recorded, and answered as a refusal that tells the worker to stop, with what became of the event.
+                    // Recorded, and answered as late: told to stop, with what became of the event.
                     Assert.Equal([e.EventId], step.Decision.Events.OfType<WorkerEvent>().Select(x => x.EventId));
-                    Assert.Equal(ProblemCodes.RunTerminal, step.Decision.Refusal?.Code);
+                    Assert.Equal(ProblemCodes.RunTerminal, step.Decision.Late?.Stop.Code);
                     Assert.Equal(anomalies + 1, run.Anomalies.Count);
                     Assert.Equal(AnomalyKinds.LateEvent, run.Anomalies[^1].Kind);
                     Assert.Equal(e.EventId, run.Anomalies[^1].EventId);
@@ -419,9 +419,9 @@ public sealed class RunPropertyTests
                 {
                     Assert.True(decision.Events.Count == 0, $"{where} appended {decision.Events.Count} after the grace");
                     Assert.Equal(ProblemCodes.RunTerminal, decision.Refusal?.Code);
-                    Assert.Null(decision.Refusal!.Results);
+                    Assert.Null(decision.Late);
                     var ghost = lost && events.Any(e => e is RunCompleted && !recorded.Contains(e.EventId));
-                    Assert.True((decision.Refusal.Flag == AnomalyKinds.LateCompletion) == ghost, $"{where}: flag {decision.Refusal.Flag ?? "none"}, ghost {ghost}");
+                    Assert.True((decision.Refusal!.Flag == AnomalyKinds.LateCompletion) == ghost, $"{where}: flag {decision.Refusal.Flag ?? "none"}, ghost {ghost}");
                     lock (seen) seen.Add(ghost ? "after the grace, flagged" : "after the grace");
                     continue;
                 }
@@ -453,8 +453,8 @@ public sealed class RunPropertyTests
                 Assert.True(decision.Events.OfType<LateEventsCapped>().Any() == (counted > 0 && !capsBefore), $"{where}: the cap's anomaly appended wrongly");
                 if (decision.Events.Count > 0 || counted > 0)
                 {
-                    Assert.Equal(ProblemCodes.RunTerminal, decision.Refusal?.Code);
-                    Assert.True((decision.Refusal!.Flag == AnomalyKinds.LateCompletion) == (lost && completionBeyond), $"{where}: flag {decision.Refusal.Flag ?? "none"}");
+                    Assert.Equal(ProblemCodes.RunTerminal, decision.Late?.Stop.Code);
+                    Assert.True((decision.Late!.Stop.Flag == AnomalyKinds.LateCompletion) == (lost && completionBeyond), $"{where}: flag {decision.Late.Stop.Flag ?? "none"}");
                 }
                 else
                 {
