@@ -162,22 +162,14 @@ public sealed class ProjectionVerifier(IDocumentStore store, LedgerDatabase data
         var fold = new RunReplay.Fold();
         var claims = new List<LeaseHolder>();
         var verdicts = new List<long>();
-        var chain = ArchiveFormat.ChainOrigin(runId);
-        var next = 1L;
         try
         {
-            foreach (var bundle in marker.Bundles)
+            archives.CheckAll(runId, marker.Bundles, (_, e) =>
             {
-                var checkedBundle = archives.CheckBundle(runId, bundle.Path, RunArchives.Label(bundle), bundle.ManifestSha256, bundle.Sha256, next, chain, line =>
-                {
-                    var e = archives.ToStored(runId, line);
-                    fold.Apply(e, explain: false);
-                    if (e.Data is RunClaimed claimed) claims.Add(new LeaseHolder { Id = claimed.LeaseTokenHash, RunId = runId, IssuedAt = claimed.ClaimedAt });
-                    if (e.Data is VerdictReached) verdicts.Add(e.Sequence);
-                });
-                chain = checkedBundle.Manifest.ChainEnd;
-                next = checkedBundle.Manifest.LastVersion + 1;
-            }
+                fold.Apply(e, explain: false);
+                if (e.Data is RunClaimed claimed) claims.Add(new LeaseHolder { Id = claimed.LeaseTokenHash, RunId = runId, IssuedAt = claimed.ClaimedAt });
+                if (e.Data is VerdictReached) verdicts.Add(e.Sequence);
+            });
         }
         catch (ArchiveUnreadableException e)
         {

@@ -98,6 +98,26 @@ public sealed class RunArchives(ArchiveFiles files, IDocumentStore store)
         return index;
     }
 
+    /// <summary>
+    /// Reads and checks every bundle of a run in order, each whole (<see cref="CheckBundle"/>), the
+    /// versions and the hash chain following on from one bundle to the next from the run's origin;
+    /// hands each event to <paramref name="each"/> as it is read, deserialized. Returns the last
+    /// version the bundles hold. Throws <see cref="ArchiveUnreadableException"/> at the first bad one.
+    /// </summary>
+    public long CheckAll(string runId, IEnumerable<ArchiveBundle> bundles, Action<ArchivedLine, StoredEvent> each)
+    {
+        var chain = ArchiveFormat.ChainOrigin(runId);
+        var next = 1L;
+        foreach (var bundle in bundles)
+        {
+            var checkedBundle = CheckBundle(runId, bundle.Path, Label(bundle), bundle.ManifestSha256, bundle.Sha256, next, chain,
+                line => each(line, ToStored(runId, line)));
+            chain = checkedBundle.Manifest.ChainEnd;
+            next = checkedBundle.Manifest.LastVersion + 1;
+        }
+        return next - 1;
+    }
+
     /// <summary>What a whole bundle held, once every check passed.</summary>
     public sealed record Checked(ArchiveManifest Manifest, string ManifestSha256, long Bytes);
 

@@ -40,24 +40,16 @@ public sealed class RunRestorer(IDocumentStore store, StorageNames names, RunArc
         // Every bundle, read and checked whole before anything changes.
         var events = new List<(ArchivedEvent Raw, object Data)>((int)Math.Min(row.Events, 1_000_000));
         var fold = new RunReplay.Fold();
-        var chain = ArchiveFormat.ChainOrigin(runId);
-        var next = 1L;
         try
         {
-            foreach (var bundle in row.Bundles)
+            var last = archives.CheckAll(runId, row.Bundles, (line, stored) =>
             {
-                var checkedBundle = archives.CheckBundle(runId, bundle.Path, RunArchives.Label(bundle), bundle.ManifestSha256, bundle.Sha256, next, chain, line =>
-                {
-                    var stored = archives.ToStored(runId, line);
-                    fold.Apply(stored, explain: false);
-                    events.Add((line.Event, stored.Data));
-                });
-                chain = checkedBundle.Manifest.ChainEnd;
-                next = checkedBundle.Manifest.LastVersion + 1;
-            }
-            if (next - 1 != row.ArchivedVersion || fold.Run is null)
+                fold.Apply(stored, explain: false);
+                events.Add((line.Event, stored.Data));
+            });
+            if (last != row.ArchivedVersion || fold.Run is null)
             {
-                throw new ArchiveUnreadableException(runId, "all bundles", $"hold versions 1..{next - 1}, the run was archived through {row.ArchivedVersion}");
+                throw new ArchiveUnreadableException(runId, "all bundles", $"hold versions 1..{last}, the run was archived through {row.ArchivedVersion}");
             }
         }
         catch (ArchiveUnreadableException e)
