@@ -158,8 +158,7 @@ public sealed class KeyRingMigration(
         var now = TimeProvider.System.GetUtcNow();
         var activation = new[] { now }.Concat(keys.GetAllKeys().Where(k => k.ActivationDate <= now).Select(k => k.ActivationDate.AddSeconds(1))).Max();
         var created = keys.CreateNewKey(activationDate: activation, expirationDate: activation.AddDays(90));
-        var probe = provider.CreateProtector("Ledger.KeyRing.Probe").Protect([0]);
-        if (probe.Length < 20 || new Guid(probe.AsSpan(4, 16)) != created.KeyId)
+        if (!await InUseAsync(created.KeyId, ct))
         {
             logger.LogError("The new Data Protection key {KeyId} is not the one in use; no key is deleted and nothing is protected again at this start", created.KeyId);
             return;
@@ -211,6 +210,25 @@ public sealed class KeyRingMigration(
         logger.LogWarning("Data Protection keys are now encrypted with the certificate {Thumbprint}: {Stale} keys that were not were deleted and {Secrets} webhook secrets " +
                           "protected again under the new key; console sessions and forms opened before must sign in or load again",
             current.Thumbprint, stale.Count, reprotected);
+    }
+
+    /// <summary>
+    /// True once the key protecting new payloads is this one. The cached key ring is refreshed by
+    /// whichever thread asks first after a change, and a caller that finds another thread refreshing
+    /// is answered from the ring before (a cookie check at start, say), so the first probe can still
+    /// see the old key: it is asked again, for a few seconds, before the step gives up.
+    /// </summary>
+    private async Task<bool> InUseAsync(Guid keyId, CancellationToken ct)
+    {
+        var protector = provider.CreateProtector("Ledger.KeyRing.Probe");
+        for (var attempt = 0; attempt < 50; attempt++)
+        {
+            // A protected payload starts with a 4-byte magic header and the 16-byte id of its key.
+            var probe = protector.Protect([0]);
+            if (probe.Length >= 20 && new Guid(probe.AsSpan(4, 16)) == keyId) return true;
+            await Task.Delay(TimeSpan.FromMilliseconds(100), ct);
+        }
+        return false;
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;

@@ -79,8 +79,11 @@ public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>,
             }
 
             // A change of certificate, the old one given as previous: everything moves under the new one.
-            await using (var changed = await ledger.InstanceOn(database, Settings(second, previous: first)))
+            logs = new CapturedLogs();
+            await using (var changed = await ledger.InstanceOn(database, Settings(second, previous: first), s => s.AddSingleton<ILoggerProvider>(logs)))
             {
+                var errors = logs.Lines.Where(l => l.Level >= LogLevel.Error).Select(l => l.Text).ToList();
+                Assert.True(errors.Count == 0, string.Join(Environment.NewLine, errors));
                 AssertEncryptedWith(await Keys(database), second.Certificate);
                 Assert.Equal(Secret, changed.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
             }
