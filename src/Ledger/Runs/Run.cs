@@ -143,6 +143,11 @@ public sealed class Run
             case ItemsCommitted x: Apply(x); break;
             case RunCompleted x: Apply(x); break;
             case RunFailed x: Apply(x); break;
+            // A type of the table without an Apply here yet changes nothing of its own: it is recorded
+            // (a duplicate, a late one and the start of the work as for any report) and the run settled.
+            // Every type of WorkerEventCatalogue.Default has its Apply (EventTypeTableTests checks it),
+            // which Marten's projection needs.
+            case WorkerEvent x: if (Records(x)) Settle(x); break;
         }
     }
 

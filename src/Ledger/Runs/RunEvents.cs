@@ -144,42 +144,12 @@ public sealed record RunFailed : WorkerEvent
     public string? Message { get; init; }
 }
 
-/// <summary>The wire names of worker events, as the HTTP contract pins them.</summary>
-public static class WorkerEventTypes
-{
-    public const string RunStarted = "run.started";
-    public const string StepStarted = "step.started";
-    public const string StepCompleted = "step.completed";
-    public const string Heartbeat = "heartbeat";
-    public const string Log = "log";
-    public const string ScoresReported = "scores.reported";
-    public const string OutputRecorded = "output.recorded";
-    public const string ItemsCommitted = "items.committed";
-    public const string RunCompleted = "run.completed";
-    public const string RunFailed = "run.failed";
-
-    public static readonly IReadOnlyList<string> All =
-    [
-        RunStarted, StepStarted, StepCompleted, Heartbeat, Log, ScoresReported,
-        OutputRecorded, ItemsCommitted, RunCompleted, RunFailed,
-    ];
-}
-
 public static class EventNames
 {
     /// <summary>The name an event of the stream is shown by: the wire type for worker events.</summary>
     public static string WireName(object @event) => @event switch
     {
-        RunStarted => WorkerEventTypes.RunStarted,
-        StepStarted => WorkerEventTypes.StepStarted,
-        StepCompleted => WorkerEventTypes.StepCompleted,
-        HeartbeatReceived => WorkerEventTypes.Heartbeat,
-        LogWritten => WorkerEventTypes.Log,
-        ScoresReported => WorkerEventTypes.ScoresReported,
-        OutputRecorded => WorkerEventTypes.OutputRecorded,
-        ItemsCommitted => WorkerEventTypes.ItemsCommitted,
-        RunCompleted => WorkerEventTypes.RunCompleted,
-        RunFailed => WorkerEventTypes.RunFailed,
+        WorkerEvent e => WorkerEventCatalogue.Default.ByEvent(e.GetType())?.Wire ?? e.GetType().Name,
         RunRegistered => "run.registered",
         RunClaimed => "run.claimed",
         RunCancelled => "run.cancelled",

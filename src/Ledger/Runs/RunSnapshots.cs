@@ -45,12 +45,8 @@ public static class RunSnapshotStore
 {
     public const string TableName = "ledger_run_snapshots";
 
-    /// <summary>
-    /// Which fold the stored states are of. Bump it whenever what a stream folds to changes (an Apply
-    /// method, a new member of <see cref="Run"/> or of what it holds): snapshots of another revision
-    /// are ignored and refilled. <c>RunSnapshotTests.the_fold_revision_names_the_fold</c> fails until it is.
-    /// </summary>
-    public const int FoldRevision = 1;
+    /// <summary>Which fold the stored states are of: the table of event types keeps it (<see cref="WorkerEventCatalogue.FoldRevision"/>).</summary>
+    public const int FoldRevision = WorkerEventCatalogue.FoldRevision;
 
     public static Table Table(string schema)
     {

@@ -30,10 +30,9 @@ public static class RunsConfiguration
         options.Storage.ExtendedSchemaObjects.Add(RunSnapshotStore.Table(options.DatabaseSchemaName));
 
         options.Events.AddEventTypes([
-            typeof(RunRegistered), typeof(RunClaimed), typeof(RunCancelled), typeof(RunStarted), typeof(StepStarted),
-            typeof(StepCompleted), typeof(HeartbeatReceived), typeof(LogWritten), typeof(ScoresReported),
-            typeof(OutputRecorded), typeof(ItemsCommitted), typeof(RunCompleted), typeof(RunFailed),
-            typeof(LeaseExpired), typeof(RunReclassified), typeof(VerdictReached), typeof(StatusObserved), typeof(LateEventsCapped),
+            typeof(RunRegistered), typeof(RunClaimed), typeof(RunCancelled), typeof(LeaseExpired), typeof(RunReclassified),
+            typeof(VerdictReached), typeof(StatusObserved), typeof(LateEventsCapped),
+            .. WorkerEventCatalogue.Default.Types.Select(t => t.Event),
         ]);
         return options;
     }
