@@ -252,13 +252,16 @@ public static class RunDecider
 
     public static Refusal Terminal(Run run) =>
         new(ProblemCodes.RunTerminal,
-            $"The run is {run.Status.Wire()}{(run.Reason is null ? "" : $" ({run.Reason})")}; nothing can change it. Stop sending events for it.",
+            $"The run is over ({Verdict(run)}); nothing can change it. Stop sending events for it.",
             run.Status);
+
+    /// <summary>A terminal run's status as the wire names it, and its reason when it has one: "failed: timeout".</summary>
+    private static string Verdict(Run run) => run.Reason is null ? run.Status.Wire() : $"{run.Status.Wire()}: {run.Reason}";
 
     /// <summary>The last lease token of a terminal run, past the grace in which it still records late events.</summary>
     public static Refusal GraceOver(Run run, TimeSpan grace) =>
         new(ProblemCodes.RunTerminal,
-            $"The run is {run.Status.Wire()}{(run.Reason is null ? "" : $" ({run.Reason})")} since {run.TerminalAt:O}; its lease token records no late events " +
+            $"The run is over ({Verdict(run)}) since {run.TerminalAt:O}; its lease token records no late events " +
             $"more than {grace} after the verdict. Stop sending events for it.",
             run.Status);
 

@@ -239,6 +239,7 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
         var answer = Assert.IsType<Outcome.Late>(decision.Outcome);
         Assert.Equal(ProblemCodes.RunTerminal, answer.Stop.Code);
         Assert.Equal(RunStatus.Failed, answer.Stop.RunStatus);
+        Assert.StartsWith("The run is over (failed: oom); nothing can change it.", answer.Stop.Detail);
         var result = Assert.Single(answer.Results);
         Assert.Equal((late.EventId, EventResultKind.RecordedNotApplied, AnomalyKinds.LateEvent), (result.EventId, result.Result, result.Reason));
         Assert.Equal(RunStatus.Failed, decision.After!.Status);
@@ -288,7 +289,7 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
         // Nothing recorded: a refusal, which the edge keeps in the rejection log.
         Assert.Null(after.Late);
         Assert.Null(after.Refusal!.Flag);
-        Assert.Contains("since", after.Refusal.Detail);
+        Assert.StartsWith("The run is over (failed: oom) since ", after.Refusal.Detail);
         Assert.Equal(RunStatus.Failed, after.Refusal.RunStatus);
     }
 
