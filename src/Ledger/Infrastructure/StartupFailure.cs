@@ -82,7 +82,22 @@ public static class StartupFailure
         }
         _starting = false;
         QuietCommandDiscovery();
-        return await app.RunJasperFxCommands(args);
+        // A command (verify, export, restore...) that started the private PostgreSQL stops it again; one
+        // already running, the service's, is left as it was (EmbeddedPostgres.Stop knows which). Taken
+        // before the command runs: the command disposes the services when it ends.
+        var embedded = app.Services.GetService<EmbeddedPostgres>();
+        try
+        {
+            return await app.RunJasperFxCommands(args);
+        }
+        finally
+        {
+            if (embedded is not null)
+            {
+                Npgsql.NpgsqlConnection.ClearAllPools();
+                embedded.Stop();
+            }
+        }
     }
 
     /// <summary>

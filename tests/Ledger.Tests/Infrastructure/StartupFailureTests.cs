@@ -171,6 +171,46 @@ public sealed class StartupFailureTests
     }
 
     [Fact]
+    public async Task a_command_stops_the_private_postgres_it_started_and_leaves_the_services_own_running()
+    {
+        using var cluster = new PrivateCluster();
+        var cwd = Directory.CreateTempSubdirectory("ledger-command-").FullName;
+        try
+        {
+            var env = new Dictionary<string, string?>
+            {
+                ["ASPNETCORE_ENVIRONMENT"] = "Production",
+                ["Ledger__AdminKey"] = "startup-test-admin-key",
+                ["Ledger__EmbeddedPostgres__Port"] = cluster.Port.ToString(),
+                ["Ledger__EmbeddedPostgres__DataDirectory"] = cluster.DataDirectory,
+                ["Ledger__Janitor__Enabled"] = "false",
+            };
+
+            // Alone: verify starts the private PostgreSQL for itself and stops it when it is done.
+            var alone = LedgerProcess.Run(env, ["verify"], cwd);
+            Assert.True(alone.ExitCode == 0, alone.All);
+            Assert.Contains($"Starting the private PostgreSQL in {cluster.DataDirectory}", alone.Stdout);
+            Assert.Contains($"Stopping the private PostgreSQL in {cluster.DataDirectory}", alone.Stdout);
+            Assert.False(PrivateCluster.Listening(cluster.Port), $"something still listens on {cluster.Port}:\n{alone.All}");
+
+            // Beside the running service: the command uses the service's PostgreSQL and leaves it running.
+            using var service = LedgerProcess.Start(env, ["--urls", "http://127.0.0.1:0"], cwd);
+            await service.WaitForAddress(StartLimit);
+            var beside = LedgerProcess.Run(env, ["verify"], cwd);
+            Assert.True(beside.ExitCode == 0, beside.All);
+            Assert.DoesNotContain("Stopping the private PostgreSQL", beside.Stdout);
+            Assert.True(PrivateCluster.Listening(cluster.Port), beside.All);
+            var stopped = service.Terminate(TimeSpan.FromSeconds(30));
+            Assert.True(stopped.ExitCode == 0, stopped.All);
+            Assert.False(PrivateCluster.Listening(cluster.Port), stopped.All);
+        }
+        finally
+        {
+            Directory.Delete(cwd, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task export_writes_relative_to_the_callers_directory_and_refuses_an_unknown_run()
     {
         var (server, database, name) = TestDatabase.Create();
