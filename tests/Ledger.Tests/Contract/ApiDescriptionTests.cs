@@ -208,6 +208,15 @@ public sealed class ApiDescriptionTests(LedgerHost ledger) : IClassFixture<Ledge
         var glue = await _http.GetStringAsync("/docs/scalar.aspnetcore.js");
         Assert.DoesNotMatch(new Regex("https?://[a-z]", RegexOptions.IgnoreCase), glue.Replace("https?:\\/\\/", ""));
         // The bundle is served whole from the ledger (no CDN); fonts and telemetry are off in its configuration above.
+        // The one document's page is there; a page for any other name is not (Scalar would serve one that cannot load).
+        using var document = await _http.GetAsync("/docs/v1");
+        Assert.Equal(HttpStatusCode.OK, document.StatusCode);
+        foreach (var unknown in new[] { "/docs/anything", "/docs/v2", "/docs/admin/" })
+        {
+            using var missing = await _http.GetAsync(unknown);
+            Assert.True(missing.StatusCode == HttpStatusCode.NotFound, $"{unknown} answered {missing.StatusCode}");
+            Assert.Equal("application/problem+json", missing.Content.Headers.ContentType?.MediaType);
+        }
         using var bundle = await _http.GetAsync("/docs/scalar.js");
         Assert.True(bundle.Content.Headers.ContentLength is > 1_000_000 || (await bundle.Content.ReadAsByteArrayAsync()).Length > 1_000_000);
     }

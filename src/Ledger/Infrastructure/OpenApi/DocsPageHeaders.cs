@@ -33,6 +33,18 @@ public static class DocsPageHeaders
         return string.Format(System.Globalization.CultureInfo.InvariantCulture, Policy, string.Concat(hashes));
     }
 
+    /// <summary>
+    /// Scalar answers <c>/docs/{documentName}</c> with its page whatever the name, which then fails
+    /// to load a description that does not exist: only the ledger's one document and Scalar's own
+    /// files (names with an extension) are pages of /docs; anything else is 404.
+    /// </summary>
+    public static bool IsUnknownPage(PathString path)
+    {
+        if (!path.StartsWithSegments(Root, out var rest)) return false;
+        var name = rest.Value?.Trim('/') ?? "";
+        return name.Length > 0 && !name.Contains('/') && !Path.HasExtension(name) && name != ApiDescription.DocumentName;
+    }
+
     public static IApplicationBuilder UseDocsPageHeaders(this IApplicationBuilder app) => app.Use(async (context, next) =>
     {
         if (!context.Request.Path.StartsWithSegments(Root))
@@ -49,6 +61,12 @@ public static class DocsPageHeaders
             if (!response.Headers.ContainsKey("Content-Security-Policy")) response.Headers.ContentSecurityPolicy = PolicyFor("");
             return Task.CompletedTask;
         });
+
+        if (IsUnknownPage(context.Request.Path))
+        {
+            await Problem.Of(ProblemCodes.NotFound, $"There is no page at {context.Request.Path}; the API reference is at {Root}.").ToResult().ExecuteAsync(context);
+            return;
+        }
 
         // The page itself (a path without a file extension) is held back until its scripts are hashed; files pass through.
         if (Path.HasExtension(context.Request.Path.Value))
