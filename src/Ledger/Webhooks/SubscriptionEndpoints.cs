@@ -1,9 +1,9 @@
 using FluentValidation;
 using FluentValidation.Results;
+using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
-using Ledger.Runs;
 using Marten;
 using Marten.Pagination;
 using Microsoft.AspNetCore.Mvc;
@@ -23,7 +23,7 @@ public sealed record CreateSubscription
 
     /// <summary>The anomaly kinds a run's fold raises, the ones that can be delivered.</summary>
     public static readonly IReadOnlyList<string> DeliverableAnomalyKinds =
-        [Runs.AnomalyKinds.LateEvent, Runs.AnomalyKinds.LateCompletion, Runs.AnomalyKinds.CompletedBeforeResults, Runs.AnomalyKinds.AccountingMismatch, Runs.AnomalyKinds.StatusMismatch];
+        [Contract.AnomalyKinds.LateEvent, Contract.AnomalyKinds.LateCompletion, Contract.AnomalyKinds.CompletedBeforeResults, Contract.AnomalyKinds.AccountingMismatch, Contract.AnomalyKinds.StatusMismatch];
 
     public sealed class Validator : AbstractValidator<CreateSubscription>
     {

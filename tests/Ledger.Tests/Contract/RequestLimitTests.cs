@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using FluentValidation;
 using Ledger.Batches;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Leaderboards;
 using Ledger.Runs;

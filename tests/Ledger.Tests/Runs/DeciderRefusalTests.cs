@@ -1,4 +1,5 @@
 using System.Reflection;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;

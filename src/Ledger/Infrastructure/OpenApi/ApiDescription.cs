@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
+using Ledger.Contract;
 using Ledger.Runs;
 using Microsoft.AspNetCore.OpenApi;
 using Microsoft.OpenApi;
@@ -77,7 +78,7 @@ public static class ApiDescription
             }
         }
         if (info.Kind == JsonTypeInfoKind.Object && schema.Properties is { } anomalyMembers
-            && (info.Type == typeof(RunAnomaly) || info.Type == typeof(Ledger.Forensics.AnomalyRecord))
+            && typeof(IAnomaly).IsAssignableFrom(info.Type)
             && anomalyMembers.TryGetValue("kind", out var kind) && kind is OpenApiSchema kindSchema)
         {
             kindSchema.Enum = AnomalyKinds.All.Select(k => (JsonNode)JsonValue.Create(k)!).ToList();
