@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using JasperFx.Events.Daemon;
+using Ledger.Contract;
 using Ledger.Leaderboards;
 using Ledger.Runs;
 using Marten;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using JasperFx.Events;
+using Ledger.Contract;
 using Ledger.Runs;
 using Marten;
 

@@ -123,6 +123,7 @@ public static class BenchProgram
 
         // The service's own store configuration, in-process: seeds the runs for the reads, then rebuilds.
         await using var mirror = await MartenStores.CreateAsync(m => MartenStores.Mirror(m, connectionString, "ledger"), applySchema: false);
+        _names = new StorageNames(mirror);
 
         // Restarts of the service, each its own process, before the one the other figures use.
         if (o.Measures(Figure.Startup)) results.Starts = await StartupFigures.MeasureAsync(o, dll, connectionString, database, Log, ct);
@@ -586,6 +587,8 @@ public static class BenchProgram
     }
 
     private static CpuProbe? _probe;
+    /// <summary>The service's tables and schema, as its own store configuration names them (set once the mirror store exists).</summary>
+    private static StorageNames? _names;
 
     private static string Dir(Direction d) => d == Direction.Max ? "max" : "min";
 
@@ -708,7 +711,7 @@ public static class BenchProgram
         var sample = await run();
         // The window closes once the service's async work (projections, the webhook relay) has caught up with
         // the events the figure wrote: their cost is part of what those events cost.
-        if (db is not null) results.AddCatchUp(key, await DaemonCatchUp.WaitAsync(db, "ledger", TimeSpan.FromSeconds(30)));
+        if (db is not null) results.AddCatchUp(key, await DaemonCatchUp.WaitAsync(db, _names!, TimeSpan.FromSeconds(30)));
         if (_probe is not null && cpuBefore is { } cb) results.AddCpu(key, _probe.Read() - cb);
         if (db is not null) results.AddWrites(key, await WriteCounters.ReadAsync(db) - before);
         results.Get(key, title).Samples.Add(sample);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Ledger.Infrastructure;
 using Npgsql;
 
 namespace Ledger.Bench;
@@ -76,17 +77,17 @@ public static class DaemonCatchUp
 {
     public readonly record struct Wait(TimeSpan Waited, bool TimedOut);
 
-    public static async Task<Wait> WaitAsync(NpgsqlDataSource db, string schema, TimeSpan timeout)
+    public static async Task<Wait> WaitAsync(NpgsqlDataSource db, StorageNames names, TimeSpan timeout)
     {
         var clock = Stopwatch.StartNew();
         try
         {
-            await using var query = db.CreateCommand($"select coalesce(max(seq_id), 0) from {schema}.mt_events");
+            await using var query = db.CreateCommand($"select coalesce(max(seq_id), 0) from {names.Events}");
             var head = (long)(await query.ExecuteScalarAsync())!;
             while (true)
             {
                 await using var progress = db.CreateCommand(
-                    $"select count(*), coalesce(min(last_seq_id), 0) from {schema}.mt_event_progression where name not like 'HighWater%'");
+                    $"select count(*), coalesce(min(last_seq_id), 0) from {names.Progression} where name not like 'HighWater%'");
                 await using var reader = await progress.ExecuteReaderAsync();
                 await reader.ReadAsync();
                 var (shards, slowest) = (reader.GetInt64(0), reader.GetInt64(1));

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Ledger.Contract;
 using Ledger.Labels;
-using Ledger.Runs;
 
 namespace Ledger.Batches;
 

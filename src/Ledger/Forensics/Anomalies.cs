@@ -1,3 +1,4 @@
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
@@ -13,7 +14,7 @@ namespace Ledger.Forensics;
 /// ghost completions, completion before results, accounting mismatches, status mismatches) and
 /// those of refused requests (score conflicts, other rejections).
 /// </summary>
-public sealed class AnomalyRecord
+public sealed class AnomalyRecord : IAnomaly
 {
     /// <summary><c>runId#n</c> for the n-th anomaly of a run (so a refold reproduces it); the rejection id otherwise.</summary>
     public string Id { get; set; } = "";

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Marten;
 using Microsoft.Extensions.Options;

@@ -1,6 +1,6 @@
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
-using Ledger.Runs;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Marten;

@@ -1,5 +1,6 @@
 using System.Data;
 using System.Globalization;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Npgsql;

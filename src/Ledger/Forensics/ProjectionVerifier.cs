@@ -1,4 +1,5 @@
 using JasperFx.Events;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Leaderboards;
 using Ledger.Retention;

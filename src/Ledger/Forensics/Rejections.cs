@@ -1,3 +1,4 @@
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Marten;
 using Microsoft.Extensions.Options;

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using Ledger.Contract;
 using Microsoft.Extensions.Options;
 
 namespace Ledger.Infrastructure;

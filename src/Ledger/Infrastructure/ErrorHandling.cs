@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Ledger.Contract;
 using Microsoft.AspNetCore.Routing.Patterns;
 using Microsoft.AspNetCore.Routing.Template;
 

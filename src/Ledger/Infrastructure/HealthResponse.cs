@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Ledger.Contract;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace Ledger.Infrastructure;

@@ -1,6 +1,7 @@
 using FluentValidation;
 using System.Globalization;
 using System.Text.Json;
+using Ledger.Contract;
 
 namespace Ledger.Infrastructure;
 
@@ -122,8 +123,7 @@ public static class InputBoundary
         if (string.IsNullOrEmpty(token)) return Problem.Of(ProblemCodes.MissingCredentials, detail: "Send `Authorization: Bearer <key>`.");
         var services = context.RequestServices;
         if (services.GetRequiredService<Access>().IsKey(token)) return null;
-        var leases = services.GetRequiredService<Ledger.Runs.LeaseTokens>();
-        return await leases.RunOf(Access.DigestHex(token), context.RequestAborted) is null
+        return await services.GetRequiredService<IRunLookup>().RunOfToken(Access.DigestHex(token), context.RequestAborted) is null
             ? Problem.Of(ProblemCodes.InvalidCredentials, detail: "The bearer key or lease token is not one this ledger issued.")
             : null;
     }

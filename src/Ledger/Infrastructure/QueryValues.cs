@@ -1,4 +1,5 @@
 using System.Globalization;
+using Ledger.Contract;
 
 namespace Ledger.Infrastructure;
 

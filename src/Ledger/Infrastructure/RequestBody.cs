@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Text.Json;
 using FluentValidation.Results;
+using Ledger.Contract;
 
 namespace Ledger.Infrastructure;
 

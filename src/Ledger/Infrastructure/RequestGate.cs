@@ -1,6 +1,6 @@
 using FluentValidation;
+using Ledger.Contract;
 using Ledger.Forensics;
-using Marten;
 using Microsoft.Extensions.Options;
 
 namespace Ledger.Infrastructure;
@@ -12,7 +12,7 @@ public sealed record Admission<T>(T? Request, byte[] Raw, IResult? Refusal) wher
 /// What every write endpoint does first, in one order: read the body within the size limit,
 /// check the caller's key, bind the JSON and validate it. Each refusal is logged and kept.
 /// </summary>
-public sealed class RequestGate(Access access, RejectionLog rejections, IOptions<LedgerOptions> options, IDocumentStore store)
+public sealed class RequestGate(Access access, RejectionLog rejections, IOptions<LedgerOptions> options, IRunLookup runs)
 {
     public async Task<Admission<T>> Admit<T>(HttpContext context, IValidator<T> validator, Role[] roles,
         string? runId = null, bool bodyOptional = false) where T : class, new()
@@ -49,8 +49,6 @@ public sealed class RequestGate(Access access, RejectionLog rejections, IOptions
     public async Task<Problem> OnRun(Problem problem, string runId)
     {
         if (problem.RunStatus is not null) return problem with { RunId = runId };
-        await using var query = store.QuerySession();
-        var run = await query.LoadAsync<Ledger.Runs.Run>(runId, CancellationToken.None);
-        return problem with { RunId = runId, RunStatus = run?.Status };
+        return problem with { RunId = runId, RunStatus = await runs.StatusOf(runId, CancellationToken.None) };
     }
 }

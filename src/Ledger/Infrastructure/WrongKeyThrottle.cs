@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.RateLimiting;
+using Ledger.Contract;
 using Microsoft.Extensions.Options;
 
 namespace Ledger.Infrastructure;

@@ -1,4 +1,5 @@
 using JasperFx.Events;
+using Ledger.Contract;
 using Ledger.Runs;
 using Marten.Events.Projections;
 

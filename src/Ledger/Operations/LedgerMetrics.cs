@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Ledger.Contract;
 using Ledger.Runs;
 
 namespace Ledger.Operations;

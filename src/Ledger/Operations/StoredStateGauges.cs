@@ -1,6 +1,6 @@
 using System.Diagnostics.Metrics;
+using Ledger.Contract;
 using Ledger.Forensics;
-using Ledger.Runs;
 using Ledger.Webhooks;
 using Marten;
 using Microsoft.Extensions.Options;

@@ -1,3 +1,4 @@
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Marten;

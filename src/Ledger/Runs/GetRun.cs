@@ -1,3 +1,4 @@
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
 using Marten;

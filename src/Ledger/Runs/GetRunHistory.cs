@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
 using Microsoft.AspNetCore.Mvc;

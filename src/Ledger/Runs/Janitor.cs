@@ -1,4 +1,5 @@
-using Ledger.Infrastructure;
+using System.Diagnostics;
+using Ledger.Contract;
 using Marten;
 using Microsoft.Extensions.Options;
 
@@ -54,9 +55,14 @@ public sealed class Janitor(IDocumentStore store, RunWriter writer, TimeProvider
             foreach (var runId in fresh)
             {
                 var decision = await writer.Submit(new ExpireLeaseCommand(runId, grace));
-                var outcome = (decision.Answer as LeaseExpiryOutcome)?.Marked;
+                // The janitor's command is answered with what it marked, if anything; it is never refused (DeciderRefusalTests).
+                var marked = decision.Outcome switch
+                {
+                    Outcome.Accepted { Value: LeaseExpiryOutcome expiry } => expiry.Marked,
+                    var other => throw new UnreachableException($"the janitor's command was answered {other.GetType().Name}"),
+                };
 
-                switch (outcome)
+                switch (marked)
                 {
                     case RunStatus.Lost:
                         lost++;

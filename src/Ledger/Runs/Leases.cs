@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
 using JasperFx.Events;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Marten;
 using Marten.Events.Projections;

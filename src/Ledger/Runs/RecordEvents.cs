@@ -1,5 +1,6 @@
 using System.Text.Json;
 using FluentValidation;
+using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;

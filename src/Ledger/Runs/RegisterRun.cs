@@ -1,4 +1,5 @@
 using FluentValidation;
+using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;

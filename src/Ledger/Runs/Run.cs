@@ -1,4 +1,4 @@
-using Ledger.Infrastructure;
+using Ledger.Contract;
 using System.Text.Json.Serialization;
 using Ledger.Leaderboards;
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 

@@ -1,3 +1,5 @@
+using Ledger.Contract;
+
 namespace Ledger.Runs;
 
 /// <summary>
@@ -62,17 +64,6 @@ public sealed record ObserveCommand(string RunId, string Source, RunStatus Statu
 
 /// <summary>The janitor's: mark the run if its lease expired more than <paramref name="Grace"/> ago.</summary>
 public sealed record ExpireLeaseCommand(string RunId, TimeSpan Grace) : RunCommand(RunId);
-
-/// <summary>
-/// A refusal, as the decision states it: a code of the refusal catalogue and the words for the
-/// caller. How it travels (an HTTP status, a page) is the edge's business.
-/// </summary>
-public sealed record Refusal(string Code, string Detail, RunStatus? RunStatus = null)
-{
-    public string? EventId { get; init; }
-    /// <summary>The anomaly the refusal stands for, kept with it instead of <c>rejected</c>: a late completion that could not be recorded.</summary>
-    public string? Flag { get; init; }
-}
 
 /// <summary>The body of an accepted command's answer (<see cref="Outcome.Accepted"/>).</summary>
 public interface IAnswer;

@@ -1,3 +1,4 @@
+using Ledger.Contract;
 using Ledger.Infrastructure;
 
 namespace Ledger.Runs;

@@ -1,3 +1,4 @@
+using Ledger.Contract;
 using Ledger.Leaderboards;
 
 namespace Ledger.Runs;

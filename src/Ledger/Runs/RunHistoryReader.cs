@@ -3,6 +3,7 @@ using Marten.Internal;
 using Marten.Linq.QueryHandlers;
 using Weasel.Postgresql;
 using Weasel.Storage;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Retention;
 using Marten;

@@ -1,4 +1,4 @@
-using Ledger.Infrastructure;
+using Ledger.Contract;
 
 namespace Ledger.Runs;
 

@@ -1,10 +1,10 @@
+using Ledger.Contract;
+
 namespace Ledger.Runs;
 
-// The words a run is described in: what recording an event did, anomaly kinds, error classes,
-// warnings, and the parts of the state (steps, outputs, observations, verdicts).
-
-/// <summary>What recording one event did to the run, as the worker is told and the history shows.</summary>
-public enum EventResultKind { Applied, Duplicate, RecordedNotApplied, Refused }
+// The words a run is described in: what recording an event did to it, error classes, warnings, and
+// the parts of the state (steps, outputs, observations, verdicts). Those the wire and the refusals
+// share with every slice (event results, anomaly kinds, statuses) are in Ledger.Contract.
 
 public sealed record EventEffect(EventResultKind Kind, string? Reason = null, string? Detail = null)
 {
@@ -21,30 +21,6 @@ public sealed record EventEffect(EventResultKind Kind, string? Reason = null, st
     public static EventEffect LateAs(string kind, string detail) => new(EventResultKind.RecordedNotApplied, kind, detail) { Late = true };
     /// <summary>The event is refused; <paramref name="reason"/> is a code of the problem catalogue.</summary>
     public static EventEffect Refuse(string reason, string detail) => new(EventResultKind.Refused, reason, detail);
-}
-
-public sealed record EventResult(string EventId, EventResultKind Result, string? Reason = null, string? Detail = null);
-
-/// <summary>
-/// Every kind an anomaly can have, in one vocabulary: those a run's fold derives (<see cref="RunAnomaly"/>)
-/// and those of refused requests kept as rejections (<see cref="Ledger.Forensics.AnomalyRecord"/>).
-/// </summary>
-public static class AnomalyKinds
-{
-    public const string LateEvent = "late-event";
-    public const string LateCompletion = "late-completion";
-    public const string CompletedBeforeResults = "completed-before-results";
-    public const string AccountingMismatch = "accounting-mismatch";
-    public const string StatusMismatch = "status-mismatch";
-    /// <summary>A refused score of another value than the one recorded.</summary>
-    public const string ScoreConflict = "score-conflict";
-    /// <summary>Any other refused request that was kept.</summary>
-    public const string Rejected = "rejected";
-
-    public static readonly IReadOnlyList<string> All =
-    [
-        LateEvent, LateCompletion, CompletedBeforeResults, AccountingMismatch, StatusMismatch, ScoreConflict, Rejected,
-    ];
 }
 
 /// <summary>Why a run failed, from a closed list, so that a dashboard can tell a timeout from a bad answer.</summary>
@@ -67,7 +43,7 @@ public static class WarningKinds
     public const string EmptyOutput = "empty-output";
 }
 
-public sealed record RunAnomaly(string Kind, DateTimeOffset At, string Detail, string? EventId = null, StatusMismatch? Mismatch = null);
+public sealed record RunAnomaly(string Kind, DateTimeOffset At, string Detail, string? EventId = null, StatusMismatch? Mismatch = null) : IAnomaly;
 
 /// <summary>Both sides of a disagreement: what the ledger decided and what another system said.</summary>
 public sealed record StatusMismatch(RunStatus Ledger, RunStatus Observed, string Source, DateTimeOffset ObservedAt);

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
+using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Operations;

@@ -1,9 +1,9 @@
 using FluentValidation;
 using FluentValidation.Results;
+using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
-using Ledger.Runs;
 using Marten;
 using Marten.Pagination;
 using Microsoft.AspNetCore.Mvc;
@@ -23,21 +23,28 @@ public sealed record CreateSubscription
 
     /// <summary>The anomaly kinds a run's fold raises, the ones that can be delivered.</summary>
     public static readonly IReadOnlyList<string> DeliverableAnomalyKinds =
-        [Runs.AnomalyKinds.LateEvent, Runs.AnomalyKinds.LateCompletion, Runs.AnomalyKinds.CompletedBeforeResults, Runs.AnomalyKinds.AccountingMismatch, Runs.AnomalyKinds.StatusMismatch];
+        [Contract.AnomalyKinds.LateEvent, Contract.AnomalyKinds.LateCompletion, Contract.AnomalyKinds.CompletedBeforeResults, Contract.AnomalyKinds.AccountingMismatch, Contract.AnomalyKinds.StatusMismatch];
+
+    /// <summary>The longest target URL.</summary>
+    public const int MaxUrl = 2000;
+
+    /// <summary>The shortest and the longest signing secret: at least 16 characters, so that a signature cannot be guessed.</summary>
+    public const int MinSecret = 16;
+    public const int MaxSecret = 500;
 
     public sealed class Validator : AbstractValidator<CreateSubscription>
     {
         public Validator()
         {
-            RuleFor(s => s.Url).NotEmpty().MaximumLength(2000)
+            RuleFor(s => s.Url).NotEmpty().MaximumLength(MaxUrl)
                 .Must(url => WebhookTargets.FormError(url) is null)
                 .WithMessage(s => WebhookTargets.FormError(s.Url) ?? "");
             RuleFor(s => s.Kinds).NotEmpty().WithMessage($"Name at least one kind: {string.Join(", ", WebhookKinds.All)}.");
             RuleForEach(s => s.Kinds).Must(k => WebhookKinds.All.Contains(k))
                 .WithMessage((_, k) => $"'{k}' is not a delivery kind.")
                 .WithState(_ => new RequestBody.AllowedValues(WebhookKinds.All));
-            RuleFor(s => s.Secret).NotEmpty().MinimumLength(16).MaximumLength(500)
-                .WithMessage("The secret must be 16 to 500 characters.");
+            RuleFor(s => s.Secret).NotEmpty().MinimumLength(MinSecret).MaximumLength(MaxSecret)
+                .WithMessage($"The secret must be {MinSecret} to {MaxSecret} characters.");
             RuleFor(s => s.AnomalyKinds).Must((s, kinds) => kinds is not { Count: > 0 } || (s.Kinds ?? []).Contains(WebhookKinds.AnomalyFlagged))
                 .WithMessage("anomalyKinds narrows anomaly.flagged, which kinds does not name.");
             RuleForEach(s => s.AnomalyKinds).Must(k => DeliverableAnomalyKinds.Contains(k))

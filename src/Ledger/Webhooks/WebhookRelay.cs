@@ -2,6 +2,7 @@ using System.Text.Json;
 using JasperFx.Events;
 using JasperFx.Events.Daemon;
 using JasperFx.Events.Projections;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Marten;

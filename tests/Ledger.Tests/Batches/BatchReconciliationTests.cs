@@ -1,6 +1,6 @@
 using Ledger.Batches;
+using Ledger.Contract;
 using Ledger.Labels;
-using Ledger.Runs;
 
 namespace Ledger.Tests.Batches;
 

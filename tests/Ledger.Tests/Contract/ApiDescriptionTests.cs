@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;

@@ -1,10 +1,12 @@
 using System.Text.Json.Nodes;
 using FluentValidation;
 using Ledger.Batches;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Leaderboards;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;
+using Ledger.Webhooks;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Ledger.Tests.Contract;
@@ -22,7 +24,8 @@ public sealed class RequestLimitTests(LedgerHost ledger) : IClassFixture<LedgerH
     /// A limit: where the description states it (a schema of components, then a path under its
     /// properties), the constant, and a request of the given size that the validator judges.
     /// </summary>
-    private sealed record Limit(string Schema, string Path, int Constant, Func<int, object> Request)
+    /// <param name="Least">A least size (minLength): the value at it is taken, one below it refused.</param>
+    private sealed record Limit(string Schema, string Path, int Constant, Func<int, object> Request, bool Least = false)
     {
         public override string ToString() => $"{Schema}{Path}";
     }
@@ -58,6 +61,10 @@ public sealed class RequestLimitTests(LedgerHost ledger) : IClassFixture<LedgerH
         new("DefineBatch", "/labelSets/items/maxProperties", InputLimits.MaxLabels, n => Batch with { RunIds = null, LabelSets = [Labels(n)] }),
         new("DefineBatch", "/labelSets/items/propertyNames/maxLength", InputLimits.MaxLabelKey, n => Batch with { RunIds = null, LabelSets = [new() { [S(n)] = "v" }] }),
         new("DefineBatch", "/labelSets/items/additionalProperties/maxLength", InputLimits.MaxLabelValue, n => Batch with { RunIds = null, LabelSets = [new() { ["k"] = S(n) }] }),
+
+        new("CreateSubscription", "/url/maxLength", CreateSubscription.MaxUrl, n => Subscription with { Url = Hook + S(n - Hook.Length) }),
+        new("CreateSubscription", "/secret/minLength", CreateSubscription.MinSecret, n => Subscription with { Secret = S(n) }, Least: true),
+        new("CreateSubscription", "/secret/maxLength", CreateSubscription.MaxSecret, n => Subscription with { Secret = S(n) }),
 
         new("RunStartedEvent", "/eventId/maxLength", WorkerEventRequest.Validator.MaxId, n => Event(WorkerEventTypes.RunStarted) with { EventId = S(n) }),
         new("StepStartedEvent", "/stepId/maxLength", WorkerEventRequest.Validator.MaxId, n => Event(WorkerEventTypes.StepStarted) with { StepId = S(n) }),
@@ -108,8 +115,9 @@ public sealed class RequestLimitTests(LedgerHost ledger) : IClassFixture<LedgerH
         var wrong = new List<string>();
         foreach (var limit in Limits)
         {
+            var past = limit.Least ? limit.Constant - 1 : limit.Constant + 1;
             if (Refused(limit.Request(limit.Constant)) is { } refusal) wrong.Add($"{limit}: {limit.Constant} is refused ({refusal})");
-            if (Refused(limit.Request(limit.Constant + 1)) is null) wrong.Add($"{limit}: {limit.Constant + 1} is taken");
+            if (Refused(limit.Request(past)) is null) wrong.Add($"{limit}: {past} is taken");
         }
         foreach (var pattern in Patterns)
         {
@@ -123,7 +131,7 @@ public sealed class RequestLimitTests(LedgerHost ledger) : IClassFixture<LedgerH
     public void the_table_reaches_every_request_schema_with_a_limit()
     {
         // A request type whose limits no row names would escape both checks.
-        string[] constrained = ["RegisterRun", "ClaimRun", "CancelRun", "ReclassifyRun", "RecordObservation", "DefineBoard", "DefineBatch",
+        string[] constrained = ["RegisterRun", "ClaimRun", "CancelRun", "ReclassifyRun", "RecordObservation", "DefineBoard", "DefineBatch", "CreateSubscription",
             "RunStartedEvent", "StepStartedEvent", "StepCompletedEvent", "LogEvent", "ScoresReportedEvent", "OutputRecordedEvent",
             "ItemsCommittedEvent", "RunCompletedEvent", "RunFailedEvent"];
         Assert.Equal(constrained.Order(), Limits.Select(l => l.Schema).Concat(Patterns.Select(p => p.Schema)).Distinct().Order());
@@ -152,6 +160,8 @@ public sealed class RequestLimitTests(LedgerHost ledger) : IClassFixture<LedgerH
     private static RecordObservation Observation => new() { Source = "s", Status = "lost", ObservedAt = When };
     private static DefineBoard Board => new() { Id = "b", PrimaryScore = "p", Direction = Direction.Max };
     private static DefineBatch Batch => new() { Id = "b", RunIds = ["r1"] };
+    private const string Hook = "https://hooks.example.com/";
+    private static CreateSubscription Subscription => new() { Url = Hook + "ledger", Kinds = ["run.lost"], Secret = "a-secret-of-sixteen-or-more" };
     private static WorkerEventRequest Event(string type) => new() { Type = type, EventId = "e", OccurredAt = When };
     private static WorkerEventRequest Output => Event(WorkerEventTypes.OutputRecorded) with { Name = "o", Uri = "s3://b/o" };
 }

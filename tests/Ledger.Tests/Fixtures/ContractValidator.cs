@@ -102,7 +102,7 @@ public static class ContractValidator
         using var problem = JsonDocument.Parse(body);
         var root = problem.RootElement;
         if (!root.TryGetProperty("code", out var code) || !root.TryGetProperty("title", out var title)) return; // the schema check names what is missing
-        var type = Ledger.Infrastructure.ProblemCatalogue.Contains(code.GetString()!) ? Ledger.Infrastructure.ProblemCatalogue.Get(code.GetString()!) : null;
+        var type = Ledger.Contract.ProblemCatalogue.Contains(code.GetString()!) ? Ledger.Contract.ProblemCatalogue.Get(code.GetString()!) : null;
         Assert.True(type is not null, $"Problem code '{code}' is not in the catalogue. {where}");
         Assert.True(type.Title == title.GetString(), $"The title of '{type.Code}' is not the catalogue's \"{type.Title}\". {where}");
     }

@@ -1,4 +1,5 @@
 using CsCheck;
+using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Runs;
 using Ledger.Tests.Runs;

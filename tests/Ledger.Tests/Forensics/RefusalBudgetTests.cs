@@ -1,9 +1,9 @@
 using System.Net;
 using System.Text.Json.Nodes;
+using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
 using Ledger.Retention;
-using Ledger.Runs;
 using Ledger.Tests.Fixtures;
 using Ledger.Webhooks;
 using Marten;

@@ -3,7 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using Alba;
 using JasperFx.CommandLine;
-using Ledger.Infrastructure;
+using Ledger.Contract;
 using Ledger.Tests.Fixtures;
 using Marten;
 using Marten.Services;

@@ -28,6 +28,15 @@ public sealed class QualifiedNameTests
     }
 
     [Fact]
+    public void no_benchmark_file_qualifies_a_name_by_hand()
+    {
+        // The bench reads the service's tables with its own store configuration's names, so a renamed table moves it too.
+        var offenders = Offenders(Path.Combine(ContractTools.RepoRoot, "bench", "Ledger.Bench"));
+        Assert.True(offenders.Count == 0,
+            "These lines of the bench qualify a table or function name themselves; take it from StorageNames:\n  " + string.Join("\n  ", offenders));
+    }
+
+    [Fact]
     public void the_scan_finds_a_name_qualified_by_hand()
     {
         // The scan itself can fail: each of these is how a name used to be (or could be) written by hand.

@@ -1,4 +1,5 @@
 using System.Net;
+using Ledger.Contract;
 using Ledger.Leaderboards;
 using Ledger.Tests.Fixtures;
 using Marten;

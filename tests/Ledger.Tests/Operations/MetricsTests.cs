@@ -1,6 +1,6 @@
 using System.Net;
 using System.Text.Json.Nodes;
-using Ledger.Runs;
+using Ledger.Contract;
 using Ledger.Tests.Fixtures;
 using static Ledger.Tests.Fixtures.Scenarios;
 

@@ -1,4 +1,5 @@
 using System.Reflection;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
@@ -20,7 +21,7 @@ public sealed class DeciderRefusalTests
     private static readonly LateEventPolicy Late = new() { Grace = TimeSpan.FromMinutes(5), MaxPerRun = 3 };
 
     /// <summary>The endpoint (its operation name) that submits each command; the janitor's has none.</summary>
-    private static readonly Dictionary<Type, string> EndpointOf = new()
+    internal static readonly Dictionary<Type, string> EndpointOf = new()
     {
         [typeof(RecordEventsCommand)] = "RecordEvents",
         [typeof(ClaimCommand)] = "ClaimRun",

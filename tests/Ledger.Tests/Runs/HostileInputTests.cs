@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json.Nodes;
-using Ledger.Infrastructure;
+using Ledger.Contract;
 using Ledger.Tests.Fixtures;
 using static Ledger.Tests.Fixtures.Scenarios;
 

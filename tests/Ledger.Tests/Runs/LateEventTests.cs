@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json.Nodes;
 using JasperFx.Events;
+using Ledger.Contract;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;
 using Ledger.Webhooks;

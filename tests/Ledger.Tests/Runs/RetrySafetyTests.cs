@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;

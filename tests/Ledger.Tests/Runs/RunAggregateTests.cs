@@ -1,4 +1,4 @@
-using Ledger.Infrastructure;
+using Ledger.Contract;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;
 

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using CsCheck;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;

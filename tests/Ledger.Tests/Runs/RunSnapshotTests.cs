@@ -6,6 +6,7 @@ using System.Text.Json.Nodes;
 using Alba;
 using CsCheck;
 using JasperFx.Events;
+using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;

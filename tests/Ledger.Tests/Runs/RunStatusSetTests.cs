@@ -1,5 +1,5 @@
 using System.Text.RegularExpressions;
-using Ledger.Runs;
+using Ledger.Contract;
 using Ledger.Tests.Contract;
 
 namespace Ledger.Tests.Runs;
@@ -46,7 +46,7 @@ public sealed class RunStatusSetTests
             var relative = Path.GetRelativePath(root, file).Replace(Path.DirectorySeparatorChar, '/');
             if (relative.StartsWith("obj/", StringComparison.Ordinal) || relative.StartsWith("bin/", StringComparison.Ordinal)
                 || relative.StartsWith("Internal/Generated/", StringComparison.Ordinal)
-                || relative == "Runs/RunStatusSets.cs") continue; // the definition itself
+                || relative == "Contract/RunStatusSets.cs") continue; // the definition itself
             var lines = File.ReadAllLines(file);
             for (var i = 0; i < lines.Length; i++)
             {

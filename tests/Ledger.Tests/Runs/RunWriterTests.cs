@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Alba;
+using Ledger.Contract;
 using Ledger.Tests.Fixtures;
 using Ledger.Tests.Infrastructure;
 using Marten;

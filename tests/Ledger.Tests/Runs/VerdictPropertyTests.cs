@@ -1,5 +1,5 @@
 using CsCheck;
-using Ledger.Infrastructure;
+using Ledger.Contract;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;
 

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Ledger.Batches;
+using Ledger.Contract;
 using Ledger.Leaderboards;
 using Ledger.Runs;
 using Microsoft.AspNetCore.OpenApi;

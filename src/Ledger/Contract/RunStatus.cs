@@ -1,4 +1,4 @@
-namespace Ledger.Runs;
+namespace Ledger.Contract;
 
 public enum RunStatus { Registered, Claimed, Running, Succeeded, Failed, Lost, Cancelled }
 

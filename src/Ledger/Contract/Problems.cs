@@ -1,8 +1,6 @@
-using System.Text.Json;
 using System.Text.Json.Serialization;
-using Ledger.Runs;
 
-namespace Ledger.Infrastructure;
+namespace Ledger.Contract;
 
 /// <summary>
 /// The stable codes of the refusals. A code never changes meaning once published: clients
@@ -207,53 +205,4 @@ public sealed record Problem
             RunStatus = runStatus,
         };
     }
-
-    public IResult ToResult() => new ProblemResult(this);
-
-    /// <summary>
-    /// The parts of the answer outside the body: the status, Retry-After for a retryable refusal,
-    /// Allow for a 405, and the refusal remembered for what observes answers (unauthenticated counts).
-    /// Every writer of a refusal (problem details, the health answer, the console's HTML) calls this.
-    /// </summary>
-    public void ApplyTo(HttpContext context)
-    {
-        var response = context.Response;
-        response.StatusCode = Status;
-        if (RetryAfterSeconds is { } seconds)
-        {
-            response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        }
-        if (Status == 405 && Allowed is { Count: > 0 } methods) response.Headers.Allow = string.Join(", ", methods);
-        context.Items[typeof(Problem)] = this;
-    }
-}
-
-internal sealed class ProblemResult(Problem problem) : IResult, IStatusCodeHttpResult
-{
-    public int? StatusCode => problem.Status;
-
-    public async Task ExecuteAsync(HttpContext httpContext)
-    {
-        var response = httpContext.Response;
-        problem.ApplyTo(httpContext);
-        response.ContentType = "application/problem+json";
-        var withInstance = problem.Instance is null ? problem with { Instance = httpContext.Request.Path } : problem;
-        await JsonSerializer.SerializeAsync(response.Body, withInstance, LedgerJson.Options, httpContext.RequestAborted);
-    }
-}
-
-public static class Refusals
-{
-    /// <summary>A decision's refusal as problem details: its title, status and retryability come from the catalogue.</summary>
-    public static Problem ToProblem(this Refusal refusal, string runId) =>
-        Problem.Of(refusal.Code, refusal.Detail, runId, refusal.RunStatus) with
-        {
-            EventId = refusal.EventId,
-        };
-}
-
-/// <summary>A refusal decided deep in a use case; endpoints turn it into a response.</summary>
-public sealed class ProblemException(Problem problem) : Exception(problem.Detail ?? problem.Title)
-{
-    public Problem Problem { get; } = problem;
 }

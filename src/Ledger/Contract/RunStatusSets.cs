@@ -1,4 +1,4 @@
-namespace Ledger.Runs;
+namespace Ledger.Contract;
 
 /// <summary>
 /// The statuses that are asked for together, each set defined once: the queries (the janitor, the
