@@ -262,7 +262,6 @@ public static class BenchProgram
             // Reads: seed runs straight into the service's event store, then GET them over HTTP.
             if (o.Measures(Figure.Reads))
             {
-                const string ledgerSchema = "ledger";
                 await MeasureKpisAsync(o, results, db, new StorageNames(mirror), ledger.BaseAddress, KpiFigures.Few);
                 {
                     ledger.Phase("seeding");

@@ -99,7 +99,6 @@ builder.Services.AddForensicsServices(builder.Configuration);
 builder.Services.AddLeaderboardServices(builder.Configuration);
 // After the forensics' start-up work (counted refusals, the KPI backfill, the scrub): the janitor submits its first sweep at once.
 builder.Services.AddRuns(builder.Configuration);
-builder.Services.AddSingleton<IRunLookup, RunLookup>();
 builder.Services.ConfigureHttpJsonOptions(o => LedgerJson.Configure(o.SerializerOptions));
 builder.Services.AddLedgerConsole(builder.Configuration);
 builder.Services.AddLedgerForwardedHeaders(builder.Configuration);

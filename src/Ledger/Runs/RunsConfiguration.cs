@@ -45,6 +45,8 @@ public static class RunsConfiguration
     public static IServiceCollection AddRuns(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddSingleton<LeaseTokens>();
+        // What the request gate and the input boundary ask of a run, answered by this slice.
+        services.AddSingleton<IRunLookup, RunLookup>();
         services.AddSingleton<LeaseTokenDerivation>();
         services.Configure<WriterOptions>(configuration.GetSection(WriterOptions.Section));
         services.AddSingleton<RunWriter>();

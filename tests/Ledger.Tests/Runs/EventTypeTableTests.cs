@@ -1,5 +1,6 @@
 using System.Linq.Expressions;
 using System.Reflection;
+using Ledger.Contract;
 using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;
