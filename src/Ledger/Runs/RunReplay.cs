@@ -102,20 +102,20 @@ public static class RunReplay
     public static DateTimeOffset RecordedAt(object data, DateTimeOffset stored) => data switch
     {
         WorkerEvent w => w.RecordedAt,
-        RunRegistered r => r.RegisteredAt,
-        RunClaimed c => c.ClaimedAt,
-        RunCancelled c => c.CancelledAt,
-        LeaseExpired l => l.DetectedAt,
-        LateEventsCapped c => c.At,
-        RunReclassified r => r.At,
-        VerdictReached v => v.At,
         StatusObserved o => o.RecordedAt,
-        _ => stored,
+        _ => LedgerTime(data) ?? stored,
     };
 
     private static DateTimeOffset? OccurredAt(object data) => data switch
     {
         WorkerEvent w => w.OccurredAt,
+        StatusObserved o => o.ObservedAt,
+        _ => LedgerTime(data),
+    };
+
+    /// <summary>The one time an event the ledger itself decides carries: both when it happened and when it was recorded.</summary>
+    private static DateTimeOffset? LedgerTime(object data) => data switch
+    {
         RunRegistered r => r.RegisteredAt,
         RunClaimed c => c.ClaimedAt,
         RunCancelled c => c.CancelledAt,
@@ -123,7 +123,6 @@ public static class RunReplay
         LateEventsCapped c => c.At,
         RunReclassified r => r.At,
         VerdictReached v => v.At,
-        StatusObserved o => o.ObservedAt,
         _ => null,
     };
 }
