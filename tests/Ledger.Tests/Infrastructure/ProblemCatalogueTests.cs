@@ -4,6 +4,7 @@ using System.Text;
 using Alba;
 using JasperFx.CommandLine;
 using Ledger.Contract;
+using Ledger.Tests.Contract;
 using Ledger.Tests.Fixtures;
 using Marten;
 using Marten.Services;
@@ -26,7 +27,7 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
     [Fact]
     public void the_docs_hold_the_catalogue_as_it_is_in_code()
     {
-        var path = Path.Combine(RepositoryRoot(), "docs", "problems.md");
+        var path = Path.Combine(ContractTools.RepoRoot, "docs", "problems.md");
         var expected = ProblemCatalogue.RenderMarkdown();
         if (Environment.GetEnvironmentVariable("LEDGER_WRITE_DOCS") == "1")
         {
@@ -227,15 +228,6 @@ public sealed class ProblemCatalogueTests(LedgerHost ledger) : IClassFixture<Led
             services.ConfigureMarten(o => o.Listeners.Add(new FailingCommit(instance)));
         });
         return instance;
-    }
-
-    private static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Ledger.sln"))) return dir.FullName;
-        }
-        throw new InvalidOperationException("Ledger.sln not found above the test assembly");
     }
 
     private sealed class FaultyInstance : IAsyncDisposable

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Ledger.Tests.Contract;
 using Ledger.Tests.Infrastructure;
 
 namespace Ledger.Tests.Readme;
@@ -69,15 +70,7 @@ public sealed class ReadmeExampleTests(ReadmeLedger ledger) : IClassFixture<Read
 {
     private static readonly TimeSpan Limit = TimeSpan.FromMinutes(6);
 
-    private static string Repository
-    {
-        get
-        {
-            var dir = new DirectoryInfo(AppContext.BaseDirectory);
-            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Ledger.sln"))) dir = dir.Parent;
-            return dir!.FullName;
-        }
-    }
+    private static string Repository => ContractTools.RepoRoot;
 
     private static IReadOnlyList<Example> Root => ReadmeExamples.Blocks(Path.Combine(Repository, "README.md"), "README.md");
 

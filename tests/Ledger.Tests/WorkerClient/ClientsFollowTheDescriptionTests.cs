@@ -1,6 +1,7 @@
 using System.Reflection;
 using System.Text.Json.Nodes;
 using Ledger.Runs;
+using Ledger.Tests.Contract;
 
 namespace Ledger.Tests.WorkerClient;
 
@@ -12,8 +13,6 @@ namespace Ledger.Tests.WorkerClient;
 /// </summary>
 public sealed class ClientsFollowTheDescriptionTests
 {
-    private static readonly string Repository = FindRepository();
-
     [Fact]
     public void every_described_worker_event_type_and_field_is_in_both_clients()
     {
@@ -25,7 +24,7 @@ public sealed class ClientsFollowTheDescriptionTests
             .GetFields(BindingFlags.Public | BindingFlags.Static).Select(f => (string)f.GetRawConstantValue()!).ToHashSet();
         var wireMembers = client.GetType("Ledger.Client.EventWire", throwOnError: true)!
             .GetProperties().Select(p => JsonName(p.Name)).ToHashSet();
-        var python = File.ReadAllText(Path.Combine(Repository, "clients", "python", "run_ledger", "client.py"));
+        var python = File.ReadAllText(Path.Combine(ContractTools.RepoRoot, "clients", "python", "run_ledger", "client.py"));
 
         foreach (var (wire, fields) in described)
         {
@@ -38,7 +37,7 @@ public sealed class ClientsFollowTheDescriptionTests
     /// <summary>Each worker event schema of docs/openapi/v1.json: its `type` constant and its property names.</summary>
     private static Dictionary<string, IReadOnlyList<string>> DescribedEventTypes()
     {
-        var document = JsonNode.Parse(File.ReadAllText(Path.Combine(Repository, "docs", "openapi", "v1.json")))!;
+        var document = JsonNode.Parse(File.ReadAllText(Path.Combine(ContractTools.RepoRoot, ContractTools.CommittedDescription)))!;
         var schemas = document["components"]!["schemas"]!;
         var types = new Dictionary<string, IReadOnlyList<string>>();
         foreach (var reference in schemas["WorkerEvent"]!["oneOf"]!.AsArray())
@@ -51,11 +50,4 @@ public sealed class ClientsFollowTheDescriptionTests
     }
 
     private static string JsonName(string member) => char.ToLowerInvariant(member[0]) + member[1..];
-
-    private static string FindRepository()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Ledger.sln"))) dir = dir.Parent;
-        return dir!.FullName;
-    }
 }
