@@ -55,11 +55,20 @@ public static class Database
         {
             app.Lifetime.ApplicationStopped.Register(() =>
             {
-                // Our own connections go first: stopping PostgreSQL under an open one logs a 57P01 stack trace.
+                // The verdict listener holds a connection of ours too.
                 app.Services.GetService<Ledger.Leaderboards.VerdictWakeup>()?.Stop();
-                Npgsql.NpgsqlConnection.ClearAllPools();
-                embedded.Stop();
+                embedded.StopAfterOwnConnections();
             });
         }
+    }
+
+    /// <summary>
+    /// Stops the private PostgreSQL if this process started it, our own pooled connections closed
+    /// first: stopping PostgreSQL under an open one logs a 57P01 stack trace.
+    /// </summary>
+    public static void StopAfterOwnConnections(this EmbeddedPostgres embedded)
+    {
+        Npgsql.NpgsqlConnection.ClearAllPools();
+        embedded.Stop();
     }
 }

@@ -92,11 +92,7 @@ public static class StartupFailure
         }
         finally
         {
-            if (embedded is not null)
-            {
-                Npgsql.NpgsqlConnection.ClearAllPools();
-                embedded.Stop();
-            }
+            embedded?.StopAfterOwnConnections();
         }
     }
 
