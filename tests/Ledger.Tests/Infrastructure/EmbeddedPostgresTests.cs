@@ -174,16 +174,10 @@ public sealed class EmbeddedPostgresTests
     private static EmbeddedPostgresOptions NewOptions(string name) => new()
     {
         DataDirectory = Path.Combine("/var/tmp", "run-ledger", $"embedded-{name}-{Guid.NewGuid():N}"),
-        Port = FreePort(),
+        Port = TestPorts.Next(),
         Database = "ledger_embedded",
     };
 
-    private static int FreePort()
-    {
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     /// <summary>The cluster's files, its start lock and its password file.</summary>
     private static void Remove(EmbeddedPostgresOptions options)

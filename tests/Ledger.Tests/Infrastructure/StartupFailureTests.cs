@@ -446,7 +446,7 @@ internal sealed class PrivateCluster : IDisposable
     public PrivateCluster()
     {
         DataDirectory = Path.Combine("/var/tmp", "run-ledger", $"startup-test-{Guid.NewGuid():N}");
-        Port = Enumerable.Range(0, 50).Select(_ => 56000 + Random.Shared.Next(0, 900)).First(p => !Listening(p));
+        Port = TestPorts.Next();
     }
 
     public string DataDirectory { get; }
@@ -466,14 +466,7 @@ internal sealed class PrivateCluster : IDisposable
     }
 
     /// <summary>A port on 127.0.0.1 that nothing listens on.</summary>
-    public static int ClosedPort()
-    {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
+    public static int ClosedPort() => TestPorts.Next();
 
     public void Dispose()
     {

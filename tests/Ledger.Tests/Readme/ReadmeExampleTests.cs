@@ -48,14 +48,7 @@ public sealed class ReadmeLedger : IAsyncLifetime
         return Task.CompletedTask;
     }
 
-    public static int FreePort()
-    {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
+    public static int FreePort() => TestPorts.Next();
 }
 
 /// <summary>

@@ -6,6 +6,7 @@ using JasperFx.CommandLine;
 using Ledger.Client;
 using Ledger.Infrastructure;
 using Ledger.Tests.Fixtures;
+using Ledger.Tests.Infrastructure;
 using Npgsql;
 
 namespace Ledger.Tests.WorkerClient;
@@ -23,7 +24,7 @@ public sealed class DatabaseOutageTests(LedgerHost ledger) : IClassFixture<Ledge
         var directory = Path.Combine("/var/tmp", "run-ledger", $"client-outage-{Guid.NewGuid():N}");
         var postgres = new EmbeddedPostgres(new EmbeddedPostgresOptions
         {
-            DataDirectory = directory, Port = FreePort(), Database = "ledger_outage",
+            DataDirectory = directory, Port = TestPorts.Next(), Database = "ledger_outage",
         }, _ => { });
         IAlbaHost? host = null;
         try
@@ -88,12 +89,6 @@ public sealed class DatabaseOutageTests(LedgerHost ledger) : IClassFixture<Ledge
         }
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     private static async Task WaitUntil(Func<bool> condition, TimeSpan timeout)
     {
