@@ -12,6 +12,7 @@ The database-restart test always uses a private cluster of its own (``private_le
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -41,9 +42,23 @@ JANITOR_GRACE = 1
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for a process that binds it later, from below the kernel's ephemeral range: a
+    port of that range, free when picked, can be held by an outgoing connection a moment later."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = (20000, min(ephemeral_low, 32000)) if ephemeral_low > 21000 else (61000, 65000)
+    for _ in range(500):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {high}")
 
 
 def _as_postgres(args: list[str]) -> list[str]:
