@@ -1,5 +1,8 @@
 using System.Linq.Expressions;
 using System.Reflection;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 using Ledger.Contract;
 using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
@@ -22,7 +25,8 @@ public sealed record RunPaused : WorkerEvent
 /// description, the history's names, Marten's event types and the fold read: a made-up type given a
 /// row is checked with its limits, made, described with the same limits, and folded, without any
 /// other change; and every row of the ledger's own table is whole (made from a valid request, an
-/// Apply of its own, known to Marten, described).
+/// Apply of its own, known to Marten, described) and goes through a live ledger: appended over
+/// HTTP, named by its row in the history and the export, and rebuilt by verify.
 /// </summary>
 public sealed class EventTypeTableTests(LedgerHost ledger) : IClassFixture<LedgerHost>
 {
@@ -156,6 +160,50 @@ public sealed class EventTypeTableTests(LedgerHost ledger) : IClassFixture<Ledge
             Assert.Equal(type.Wire, schemas[type.Schema]!["properties"]!["type"]!["const"]!.GetValue<string>());
         }
     }
+
+    [Fact]
+    public async Task every_row_of_the_ledgers_table_is_appended_shown_in_history_exported_and_verified()
+    {
+        var api = new Scenarios(ledger);
+        var store = ledger.Host.Services.GetRequiredService<IDocumentStore>();
+        var rows = WorkerEventCatalogue.Default.Types;
+        // One run takes every row in the table's order, its verdicts last; the failure goes to a run of its own.
+        var terminal = new[] { WorkerEventTypes.RunCompleted, WorkerEventTypes.RunFailed };
+        var plans = new[]
+        {
+            (Rows: rows.Where(t => !terminal.Contains(t.Wire)).Append(WorkerEventCatalogue.Default.ByWire(WorkerEventTypes.RunCompleted)!).ToList(), Status: "succeeded"),
+            (Rows: [WorkerEventCatalogue.Default.ByWire(WorkerEventTypes.RunFailed)!], Status: "failed"),
+        };
+        Assert.Equal(rows.Select(t => t.Wire).Order(), plans.SelectMany(p => p.Rows).Select(t => t.Wire).Order());
+
+        foreach (var (plan, status) in plans)
+        {
+            var (runId, token) = await api.Started();
+            foreach (var type in plan)
+            {
+                var body = JsonSerializer.SerializeToNode(Valid(type) with { OccurredAt = api.Now }, Sent)!;
+                var answer = await api.Events(runId, token, new[] { body });
+                Assert.True(answer.Code is >= 200 and < 300, $"{type.Wire}: {answer.Code} {answer.Text}");
+            }
+            Assert.Equal(status, (await api.Run(runId))["status"]!.GetValue<string>());
+
+            // The history and the export name each event by its row, in the order sent.
+            var history = (await api.Send(HttpMethod.Get, $"/api/runs/{runId}/events", LedgerHost.AdminKey)).Json!["events"]!.AsArray()
+                .Select(e => e!["type"]!.GetValue<string>()).ToList();
+            Assert.Equal(plan.Select(t => t.Wire), history.Where(WorkerEventTypes.All.Contains));
+            using var output = new MemoryStream();
+            await Ledger.Forensics.EventExport.WriteRunAsync(store, runId, output, CancellationToken.None);
+            var exported = System.Text.Encoding.UTF8.GetString(output.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                .Select(l => JsonNode.Parse(l)!["type"]!.GetValue<string>());
+            Assert.Equal(history, exported);
+        }
+
+        // Every projection rebuilt from these events alone equals the live one.
+        var report = await ledger.Verify();
+        Assert.True(report.Passed, string.Join("\n", report.Differences));
+    }
+
+    private static readonly JsonSerializerOptions Sent = new(JsonSerializerDefaults.Web) { DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
 
     private static Run Claimed()
     {
