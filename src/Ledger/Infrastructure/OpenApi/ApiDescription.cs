@@ -2,7 +2,6 @@ using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
 using Ledger.Contract;
 using Ledger.Runs;
-using Ledger.Webhooks;
 using Microsoft.AspNetCore.OpenApi;
 using Microsoft.OpenApi;
 
@@ -26,7 +25,6 @@ public static class ApiDescription
         services.AddOpenApi(DocumentName, o =>
         {
             o.AddSchemaTransformer(OptionalWhenNullable);
-            o.AddSchemaTransformer(SubscriptionLimits);
             o.AddOperationTransformer(DescribeOperation);
             o.AddDocumentTransformer(DescribeDocument);
         });
@@ -84,19 +82,6 @@ public static class ApiDescription
             && anomalyMembers.TryGetValue("kind", out var kind) && kind is OpenApiSchema kindSchema)
         {
             kindSchema.Enum = AnomalyKinds.All.Select(k => (JsonNode)JsonValue.Create(k)!).ToList();
-        }
-        return Task.CompletedTask;
-    }
-
-    /// <summary>The limits of a webhook subscription, from the constants its validator enforces.</summary>
-    private static Task SubscriptionLimits(OpenApiSchema schema, OpenApiSchemaTransformerContext context, CancellationToken _)
-    {
-        if (context.JsonTypeInfo.Type != typeof(CreateSubscription) || schema.Properties is not { } members) return Task.CompletedTask;
-        if (members.TryGetValue("url", out var url) && url is OpenApiSchema urlSchema) urlSchema.MaxLength = CreateSubscription.MaxUrl;
-        if (members.TryGetValue("secret", out var secret) && secret is OpenApiSchema secretSchema)
-        {
-            secretSchema.MinLength = CreateSubscription.MinSecret;
-            secretSchema.MaxLength = CreateSubscription.MaxSecret;
         }
         return Task.CompletedTask;
     }

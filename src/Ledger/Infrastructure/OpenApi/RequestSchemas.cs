@@ -3,6 +3,7 @@ using Ledger.Batches;
 using Ledger.Contract;
 using Ledger.Leaderboards;
 using Ledger.Runs;
+using Ledger.Webhooks;
 using Microsoft.AspNetCore.OpenApi;
 using Microsoft.OpenApi;
 
@@ -131,6 +132,13 @@ public static class RequestSchemas
             var labelSets = Member(schema, "labelSets");
             labelSets.Items = LabelSet(1);
             labelSets.Description = "Each set names one expected run by labels (normalized like a registration's).";
+        }
+        else if (type == typeof(CreateSubscription))
+        {
+            Member(schema, "url").MaxLength = CreateSubscription.MaxUrl;
+            var secret = Member(schema, "secret");
+            secret.MinLength = CreateSubscription.MinSecret;
+            secret.MaxLength = CreateSubscription.MaxSecret;
         }
     }
 
