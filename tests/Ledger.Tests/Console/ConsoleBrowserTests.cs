@@ -387,6 +387,9 @@ public sealed class ConsoleBrowserTests(ConsoleHost host) : IClassFixture<Consol
         await page.GotoAsync("/rejections");
         var refused = page.Locator("main table").First.Locator("tr", new() { HasText = c });
         await Assertions.Expect(refused).ToContainTextAsync("invalid-payload");
+        // Its caller, as the over-budget counts name it: the start of the token's digest, never the token.
+        await Assertions.Expect(refused.Locator("td", new() { HasText = Ledger.Infrastructure.Access.DigestHex(token)[..16] })).ToHaveCountAsync(1);
+        await Assertions.Expect(refused).Not.ToContainTextAsync(token);
         await ConsoleHost.Screenshot(page, "rejections");
     }
 }
