@@ -2,7 +2,6 @@ using FluentValidation;
 using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Ledger.Labels;
 using Ledger.Runs;
 using Marten;

@@ -1,6 +1,5 @@
 using Ledger.Contract;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
 using Marten;
 using Marten.Pagination;

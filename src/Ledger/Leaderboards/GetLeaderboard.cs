@@ -1,6 +1,5 @@
 using Ledger.Contract;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using System.Text.Json;
 using Npgsql;
 using Microsoft.AspNetCore.Mvc;

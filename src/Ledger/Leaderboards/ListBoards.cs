@@ -1,5 +1,4 @@
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Marten.Pagination;
 using Microsoft.AspNetCore.Mvc;

@@ -2,7 +2,6 @@ using FluentValidation;
 using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using Wolverine.Http;

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using Ledger.Contract;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
 

@@ -1,6 +1,5 @@
 using Ledger.Contract;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;
 

@@ -3,7 +3,6 @@ using FluentValidation;
 using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;

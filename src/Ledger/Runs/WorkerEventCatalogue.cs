@@ -7,7 +7,7 @@ namespace Ledger.Runs;
 // The one table of worker event types. Adding a type touches three files of src/Ledger: the event
 // in RunEvents.cs, its row here (wire name, fields with their limits, how the event is made, and
 // any new wire member in WorkerEventRequest), and its Apply in Run.cs. Everything else reads this
-// table: the validator below, the API description (Infrastructure/OpenApi/RequestSchemas.cs), the
+// table: the validator below, the API description (OpenApi/RequestSchemas.cs), the
 // names the history shows (EventNames), Marten's event types (RunsConfiguration) and the fold
 // revision of the stored snapshots (RunSnapshotStore).
 

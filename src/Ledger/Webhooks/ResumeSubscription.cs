@@ -1,7 +1,6 @@
 using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Microsoft.AspNetCore.Mvc;
 using Wolverine.Http;

@@ -3,7 +3,6 @@ using FluentValidation.Results;
 using Ledger.Contract;
 using Ledger.Forensics;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Marten;
 using Marten.Pagination;
 using Microsoft.AspNetCore.Mvc;

@@ -1,7 +1,6 @@
 using System.Reflection;
 using Ledger.Contract;
 using Ledger.Infrastructure;
-using Ledger.Infrastructure.OpenApi;
 using Ledger.Runs;
 
 namespace Ledger.Tests.Runs;

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Reflection;
 using Ledger.Contract;
-using Ledger.Infrastructure.OpenApi;
+using Ledger.Infrastructure;
 using Ledger.Runs;
 using Ledger.Tests.Fixtures;
 using Ledger.Tests.Retention;

@@ -1,11 +1,12 @@
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
 using Ledger.Contract;
+using Ledger.Infrastructure;
 using Ledger.Runs;
 using Microsoft.AspNetCore.OpenApi;
 using Microsoft.OpenApi;
 
-namespace Ledger.Infrastructure.OpenApi;
+namespace Ledger.OpenApi;
 
 /// <summary>
 /// The API description served at <c>/openapi/v1.json</c>, made truthful: request bodies the endpoints

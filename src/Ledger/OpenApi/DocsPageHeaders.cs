@@ -2,8 +2,9 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.RegularExpressions;
 using Ledger.Contract;
+using Ledger.Infrastructure;
 
-namespace Ledger.Infrastructure.OpenApi;
+namespace Ledger.OpenApi;
 
 /// <summary>
 /// The headers of <c>/docs</c> (Scalar's page over the API description): no framing, no sniffing,

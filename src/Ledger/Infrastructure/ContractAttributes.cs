@@ -1,4 +1,4 @@
-namespace Ledger.Infrastructure.OpenApi;
+namespace Ledger.Infrastructure;
 
 /// <summary>The bearer credentials the ledger knows; each is one security scheme of the API description.</summary>
 public enum Credential { AdminKey, WorkerKey, ReadKey, LeaseToken }
