@@ -166,26 +166,27 @@ public sealed class KeyRingMigration(
 
         var unreadable = new List<string>();
         var reprotected = 0;
-        await using (var session = store.LightweightSession())
+        List<string> ids;
+        await using (var query = store.QuerySession()) ids = (await query.Query<WebhookSubscription>().Select(s => s.Id).ToListAsync(ct)).ToList();
+        foreach (var id in ids)
         {
-            foreach (var subscription in await session.Query<WebhookSubscription>().ToListAsync(ct))
+            // Only the secret changes, under the subscription's optimistic concurrency, as every change of
+            // a subscription is written: a state another node writes meanwhile (failing, paused) is read
+            // again, not overwritten, and this start does not fail on it.
+            try
             {
-                try
-                {
-                    subscription.ProtectedSecret = secrets.Protect(secrets.Unprotect(subscription.ProtectedSecret));
-                    session.Store(subscription);
-                    reprotected++;
-                }
-                catch (CryptographicException)
-                {
-                    unreadable.Add(subscription.Id);
-                }
+                if (await SubscriptionHealth.UpdateAsync(store, id, s => Reprotect(s), ct) is not null) reprotected++;
             }
-            if (unreadable.Count == 0)
+            catch (CryptographicException)
             {
-                // The console sessions end with the keys of their cookies, on every node.
-                session.DeleteWhere<ConsoleSessionRecord>(_ => true);
+                unreadable.Add(id);
             }
+        }
+        if (unreadable.Count == 0)
+        {
+            // The console sessions end with the keys of their cookies, on every node.
+            await using var session = store.LightweightSession();
+            session.DeleteWhere<ConsoleSessionRecord>(_ => true);
             await session.SaveChangesAsync(ct);
         }
 
@@ -210,6 +211,12 @@ public sealed class KeyRingMigration(
         logger.LogWarning("Data Protection keys are now encrypted with the certificate {Thumbprint}: {Stale} keys that were not were deleted and {Secrets} webhook secrets " +
                           "protected again under the new key; console sessions and forms opened before must sign in or load again",
             current.Thumbprint, stale.Count, reprotected);
+    }
+
+    private bool Reprotect(WebhookSubscription subscription)
+    {
+        subscription.ProtectedSecret = secrets.Protect(secrets.Unprotect(subscription.ProtectedSecret));
+        return true;
     }
 
     /// <summary>

@@ -9,6 +9,7 @@ using Ledger.Webhooks;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Marten;
 using Npgsql;
 
 namespace Ledger.Tests.Console;
@@ -127,6 +128,54 @@ public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>,
         {
             NpgsqlConnection.ClearAllPools();
             TestDatabase.Drop(server, name);
+        }
+    }
+
+    [Fact]
+    public async Task a_subscription_another_node_changes_while_its_secret_is_protected_again_keeps_both_changes()
+    {
+        var certificate = Certificate("racing", "pw-race");
+        var (server, database, name) = TestDatabase.Create();
+        try
+        {
+            string subscriptionId;
+            await using (var before = await ledger.InstanceOn(database, new Dictionary<string, string>())) subscriptionId = await Subscribe(before);
+
+            // Another node pauses the subscription between the step's read and its write.
+            var otherNode = new PauseOnce(database);
+            await using (var after = await ledger.InstanceOn(database, Settings(certificate), s => s.ConfigureMarten(o => o.Listeners.Add(otherNode))))
+            {
+                Assert.Equal(subscriptionId, otherNode.Paused);
+                AssertEncryptedWith(await Keys(database), certificate.Certificate);
+                await using var session = after.Services.GetRequiredService<IDocumentStore>().QuerySession();
+                var stored = await session.LoadAsync<WebhookSubscription>(subscriptionId);
+                Assert.Equal(SubscriptionStates.Paused, stored!.State);
+                Assert.Equal(Secret, after.Services.GetRequiredService<WebhookSecrets>().Unprotect(stored.ProtectedSecret));
+            }
+        }
+        finally
+        {
+            NpgsqlConnection.ClearAllPools();
+            TestDatabase.Drop(server, name);
+        }
+    }
+
+    /// <summary>The first time a session is about to write a subscription, another connection pauses it (as another node would).</summary>
+    private sealed class PauseOnce(string database) : DocumentSessionListenerBase
+    {
+        public string? Paused { get; private set; }
+
+        public override async Task BeforeSaveChangesAsync(IDocumentSession session, CancellationToken token)
+        {
+            if (Paused is not null || session.PendingChanges.AllChangedFor<WebhookSubscription>().FirstOrDefault() is not { } subscription) return;
+            Paused = subscription.Id;
+            await using var connection = new NpgsqlConnection(database);
+            await connection.OpenAsync(token);
+            await using var pause = new NpgsqlCommand(
+                "update ledger.mt_doc_webhooksubscription set data = jsonb_set(data, '{state}', to_jsonb(@state)), mt_version = gen_random_uuid() where id = @id", connection);
+            pause.Parameters.AddWithValue("state", SubscriptionStates.Paused);
+            pause.Parameters.AddWithValue("id", subscription.Id);
+            Assert.Equal(1, await pause.ExecuteNonQueryAsync(token));
         }
     }
 
