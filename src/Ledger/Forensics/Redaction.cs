@@ -14,6 +14,9 @@ namespace Ledger.Forensics;
 /// <item><b>By endpoint</b>: the bodies that carry a secret by design (<see cref="Endpoints"/>): the
 /// subscription's <c>secret</c> (and its <c>url</c>, of which only the origin is kept: a hook URL is
 /// often itself a capability), the claim's <c>claimId</c>.</item>
+/// <item><b>A body that is not an object</b>, where the endpoint carries secrets (the object encoded twice, as
+/// a string; a bare array), is withheld whole: no member name says where its secret is. Elsewhere, JSON
+/// held in a string is redacted by field like the body around it, a few levels deep.</item>
 /// <item><b>A body that does not parse</b> (malformed, or cut by a size limit) is redacted by field up
 /// to where it stops parsing. What follows is withheld whole when the endpoint carries secrets or the
 /// break came right after a secret's name: in a broken body a secret can take any shape, which no scan
@@ -34,7 +37,7 @@ public static partial class Redaction
     /// The revision of these rules a kept rejection was redacted under (<see cref="Rejection.Redaction"/>).
     /// Bump it when the rules change: rows of an older revision are scrubbed again at the next start.
     /// </summary>
-    public const int Version = 1;
+    public const int Version = 2;
 
     /// <summary>A request body whose fields are secret by design, by method and route (<c>{x}</c>: any one segment).</summary>
     public sealed record Endpoint(string Method, string Route, IReadOnlyList<string> SecretFields, IReadOnlyList<string> UrlFields)
@@ -91,8 +94,31 @@ public static partial class Redaction
     {
         var endpoint = Endpoints.FirstOrDefault(e => e.Matches(method, path));
         var secrets = new List<string>();
+        var (redacted, changed) = Redact(body, endpoint, keepBytes, secrets, depth: 0);
+
+        if (credential is { Length: > 0 }) secrets.Add(credential);
+        var (kept, replaced) = Known(redacted, secrets);
+        var bytes = Encoding.UTF8.GetBytes(kept);
+        var truncated = bytes.Length > keepBytes;
+        return new Result(truncated ? Encoding.UTF8.GetString(bytes, 0, keepBytes) : kept, truncated, changed || replaced, secrets);
+    }
+
+    /// <summary>How deep JSON held in a string of JSON is followed (a body encoded twice, and again).</summary>
+    private const int MaxEmbedding = 3;
+
+    /// <summary>The body redacted by field and by endpoint, what does not parse withheld or scanned; the secrets found are added.</summary>
+    private static (string Text, bool Changed) Redact(ReadOnlySpan<byte> body, Endpoint? endpoint, int keepBytes, List<string> secrets, int depth)
+    {
+        var trimmed = body.Trim(" \t\r\n"u8);
+        if (endpoint is not null && !trimmed.IsEmpty && trimmed[0] != (byte)'{')
+        {
+            // A body that carries secrets by design is an object: anything else (the object encoded twice, as a
+            // string; a bare array) holds them where no field name says so, and is not kept.
+            return ($"{Mark} (a body of {body.Length} bytes that is not a JSON object is not kept at this endpoint)", true);
+        }
+
         var ranges = new List<(int Start, int End, string Replacement)>();
-        var (parsedTo, secretPending) = Walk(body, endpoint, ranges, secrets);
+        var (parsedTo, secretPending) = Walk(body, endpoint, ranges, secrets, depth);
 
         var text = new StringBuilder(Math.Min(body.Length, keepBytes) + 64);
         var at = 0;
@@ -123,12 +149,7 @@ public static partial class Redaction
             changed |= scanned.Changed;
             text.Append(scanned.Text);
         }
-
-        if (credential is { Length: > 0 }) secrets.Add(credential);
-        var (kept, replaced) = Known(text.ToString(), secrets);
-        var bytes = Encoding.UTF8.GetBytes(kept);
-        var truncated = bytes.Length > keepBytes;
-        return new Result(truncated ? Encoding.UTF8.GetString(bytes, 0, keepBytes) : kept, truncated, changed || replaced, secrets);
+        return (text.ToString(), changed);
     }
 
     /// <summary>Any other text kept or logged about a refusal (its detail): secret pairs found by scan, and the known values, taken out.</summary>
@@ -146,7 +167,7 @@ public static partial class Redaction
     /// it parsed (the whole body when it is valid JSON) and whether it stopped right after a secret's name.
     /// </summary>
     private static (int ParsedTo, bool SecretPending) Walk(ReadOnlySpan<byte> body, Endpoint? endpoint,
-        List<(int, int, string)> ranges, List<string> secrets)
+        List<(int, int, string)> ranges, List<string> secrets, int depth)
     {
         var reader = new Utf8JsonReader(body, new JsonReaderOptions
         {
@@ -192,6 +213,15 @@ public static partial class Redaction
                         ranges.Add((start, (int)reader.BytesConsumed, Quoted(Mark)));
                         pending = Pending.None;
                         break;
+                    case JsonTokenType.String when Embedded(reader.GetString()!) is { } json:
+                        // JSON held in a string (a body encoded twice, a config member) is redacted by the same
+                        // rules of fields; too deep, it is not kept.
+                        var inner = depth < MaxEmbedding
+                            ? Redact(Encoding.UTF8.GetBytes(json), null, int.MaxValue - 1, secrets, depth + 1)
+                            : (Text: Mark, Changed: true);
+                        if (inner.Changed) ranges.Add((start, (int)reader.BytesConsumed, Quoted(inner.Text)));
+                        pending = Pending.None;
+                        break;
                     case JsonTokenType.Number or JsonTokenType.True or JsonTokenType.False or JsonTokenType.Null when pending != Pending.None:
                         ranges.Add((start, (int)reader.BytesConsumed, Quoted(Mark)));
                         pending = Pending.None;
@@ -212,6 +242,13 @@ public static partial class Redaction
     }
 
     private enum Pending { None, Secret, Url }
+
+    /// <summary>The string's text when it looks like a JSON object or array, else null.</summary>
+    private static string? Embedded(string value)
+    {
+        var text = value.AsSpan().Trim();
+        return text.Length >= 2 && (text[0] == '{' && text[^1] == '}' || text[0] == '[' && text[^1] == ']') ? value : null;
+    }
 
     private static string Quoted(string value) => JsonSerializer.Serialize(value);
 

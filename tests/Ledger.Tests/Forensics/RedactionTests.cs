@@ -116,6 +116,44 @@ public sealed class RedactionTests
     }
 
     [Theory]
+    [InlineData("""
+        "{\"url\":\"https://example.com/\",\"kinds\":[\"run.lost\"],\"secret\":\"SECRET\"}"
+        """)]
+    [InlineData("""["https://example.com/", "SECRET"]""")]
+    [InlineData("\"SECRET\"")]
+    public void a_subscription_body_that_is_not_an_object_is_not_kept(string body)
+    {
+        // A client that encodes the body twice sends a string: no member name says where the secret is.
+        var result = Subscription(body.Replace("SECRET", Secret));
+
+        Assert.DoesNotContain(Secret[..8], result.Text);
+        Assert.Contains("not a JSON object", result.Text);
+        Assert.True(result.Changed);
+    }
+
+    [Fact]
+    public void json_held_in_a_string_is_redacted_by_field_and_the_rest_kept()
+    {
+        var inner = new JsonObject { ["apiToken"] = Secret, ["region"] = "eu-west" }.ToJsonString();
+        var body = new JsonObject { ["runId"] = "r-embedded", ["config"] = inner }.ToJsonString();
+
+        var result = Redaction.Payload("POST", "/api/runs", Encoding.UTF8.GetBytes(body), Keep);
+
+        Assert.DoesNotContain(Secret[..8], result.Text);
+        var kept = JsonNode.Parse(result.Text)!;
+        Assert.Equal("r-embedded", kept["runId"]!.GetValue<string>());
+        var config = JsonNode.Parse(kept["config"]!.GetValue<string>())!;
+        Assert.Equal(("eu-west", Redaction.Mark), (config["region"]!.GetValue<string>(), config["apiToken"]!.GetValue<string>()));
+
+        // Encoded again and again: followed a few levels, then not kept at all.
+        var deep = body;
+        for (var i = 0; i < 4; i++) deep = new JsonObject { ["wrapped"] = deep }.ToJsonString();
+        var deepResult = Redaction.Payload("POST", "/api/runs", Encoding.UTF8.GetBytes(deep), Keep);
+        Assert.DoesNotContain(Secret[..8], deepResult.Text);
+        Assert.True(deepResult.Changed);
+    }
+
+    [Theory]
     [InlineData("""secret=SECRET&url=https://example.com""", "url=https://example.com")]
     [InlineData("""{"runId":"a"} {"secret":"SECRET"}""", """{"runId":"a"}""")]
     [InlineData("""{"runId": "a", "token" : 'SECRET', "x": 1""", "\"runId\": \"a\"")]

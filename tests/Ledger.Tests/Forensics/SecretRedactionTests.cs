@@ -109,6 +109,26 @@ public sealed class SecretRedactionTests(LedgerHost ledger) : IClassFixture<Ledg
         await AssertNowhere(api, secret, logs);
     }
 
+    [Theory]
+    [InlineData("""
+        "{\"url\":\"https://example.com/\",\"kinds\":[\"run.lots\"],\"secret\":\"SECRET\"}"
+        """)]
+    [InlineData("""["https://example.com/", "SECRET"]""")]
+    public async Task a_subscription_body_that_is_not_an_object_keeps_no_secret(string template)
+    {
+        // The body encoded twice (a string of JSON), or a bare array: valid JSON that names no field.
+        var (api, logs, instance) = await LoggedInstance();
+        await using var _ = instance;
+        var secret = NewSecret();
+
+        var refused = await api.Send(HttpMethod.Post, "/api/subscriptions", LedgerHost.AdminKey, rawBody: template.Replace("SECRET", secret));
+
+        Assert.InRange(refused.Code, 400, 499);
+        await AssertNowhere(api, secret, logs);
+        var kept = (await api.Send(HttpMethod.Get, "/api/rejections?pageSize=500", LedgerHost.ReadKey)).Json!["items"]!.AsArray();
+        Assert.Contains(kept, r => r!["payload"]?.GetValue<string>().Contains("not a JSON object") == true);
+    }
+
     [Fact]
     public async Task a_refused_claim_keeps_its_worker_but_not_its_claim_id_nor_the_key()
     {
