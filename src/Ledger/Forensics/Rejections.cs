@@ -52,9 +52,15 @@ public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOpti
         var keeping = counted.Admit(caller, problem.Code);
         if (keeping == Keeping.Counted)
         {
-            logger.LogDebug("Refused {Method} {Path}: {Reason} ({HttpStatus}), counted: caller {Caller} is beyond its budget for the hour",
-                context.Request.Method, context.Request.Path.Value, problem.Code, problem.Status, caller);
-            return problem.ToResult();
+            // A refusal that flags more than itself (a late completion) is never only counted: it is kept as a
+            // sample, with its anomaly, the first time for its run, so a flood beyond the budget cannot hide it.
+            if (anomalyKind is null || problem.RunId is null || await FlaggedAsync(problem.RunId, anomalyKind))
+            {
+                logger.LogDebug("Refused {Method} {Path}: {Reason} ({HttpStatus}), counted: caller {Caller} is beyond its budget for the hour",
+                    context.Request.Method, context.Request.Path.Value, problem.Code, problem.Status, caller);
+                return problem.ToResult();
+            }
+            keeping = Keeping.Sample;
         }
 
         var credential = Access.BearerToken(context);
@@ -105,5 +111,18 @@ public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOpti
         }
 
         return problem.ToResult();
+    }
+
+    private async Task<bool> FlaggedAsync(string runId, string kind)
+    {
+        try
+        {
+            await using var session = store.QuerySession();
+            return await session.Query<AnomalyRecord>().AnyAsync(a => a.RunId == runId && a.Kind == kind);
+        }
+        catch (Exception e) when (DatabaseFailures.IsTransient(e))
+        {
+            return true;
+        }
     }
 }

@@ -111,6 +111,27 @@ public sealed class RefusalBudgetTests
     });
 
     [Fact]
+    public Task a_late_completion_beyond_the_tokens_budget_is_still_flagged_once() => With(async (ledger, api) =>
+    {
+        var (runId, token) = await api.Started(new { runId = Scenarios.NewRunId("ghost-flood"), leaseSeconds = 30 });
+        await api.Events(runId, token, Scenarios.Event("run.started"));
+        ledger.Clock.Advance(TimeSpan.FromSeconds(45));
+        await ledger.Sweep();
+        ledger.Clock.Advance(TimeSpan.FromHours(2));
+        FreshHour(ledger);
+
+        // Past the grace, the token spends its budget and its samples on heartbeats, then completes, twice.
+        for (var i = 0; i < Budget + Samples + 3; i++) Assert.Equal("run-terminal", (await api.Events(runId, token, Scenarios.Event("heartbeat"))).ProblemCode);
+        for (var i = 0; i < 2; i++) Assert.Equal("run-terminal", (await api.Events(runId, token, Scenarios.Event("run.completed"))).ProblemCode);
+
+        var anomalies = (await api.Send(HttpMethod.Get, $"/api/anomalies?runId={runId}&pageSize=500", LedgerHost.ReadKey)).Json!["items"]!.AsArray();
+        Assert.Single(anomalies, a => a!["kind"]!.GetValue<string>() == AnomalyKinds.LateCompletion);
+        var kept = (await api.Send(HttpMethod.Get, $"/api/rejections?runId={runId}&pageSize=500", LedgerHost.ReadKey)).Json!["items"]!.AsArray();
+        Assert.Equal(Budget + Samples + 1, kept.Count);
+        return true;
+    }, new() { ["Ledger:LateEvents:Grace"] = "00:10:00" });
+
+    [Fact]
     public Task subscriptions_are_capped_and_listed_in_pages() => With(async (ledger, api) =>
     {
         object Subscription(int i) => new { url = $"http://127.0.0.1:9/hook-{i}", kinds = new[] { "run.lost" }, secret = $"the-secret-of-subscription-{i}" };
