@@ -105,7 +105,7 @@ public static class ProblemCatalogue
         new(ProblemCodes.BatchExists, 409, false, "The batch exists with another definition",
             "Batches are immutable: a different definition under an existing id is refused."),
         new(ProblemCodes.RunTerminal, 409, false, "The run is already finished",
-            "The run is over (succeeded, failed, lost or cancelled); no worker event changes it. Late events are still recorded (see `results`). Stop working on it."),
+            $"The run is over ({RunStatusSets.TerminalInWords}); no worker event changes it. Late events are still recorded (see `results`). Stop working on it."),
         new(ProblemCodes.RunNotTerminal, 409, false, "Only a terminal verdict can be reclassified",
             "Reclassification overrules a verdict; the run has none yet."),
         new(ProblemCodes.ReclassifyNoChange, 409, false, "The run already has this status",

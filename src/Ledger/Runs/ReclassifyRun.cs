@@ -24,7 +24,7 @@ public sealed record ReclassifyRun
         public Validator()
         {
             RuleFor(r => r.Status).NotNull().Must(s => s is null || s.Value.IsTerminal())
-                .WithMessage("The new status must be terminal: succeeded, failed, lost or cancelled.");
+                .WithMessage($"The new status must be terminal: {RunStatusSets.TerminalInWords}.");
             RuleFor(r => r.Reason).NotEmpty().MaximumLength(InputLimits.MaxReason);
             RuleFor(r => r.Evidence).NotEmpty().WithMessage("Name the evidence the decision relies on (e.g. an eventId).");
             RuleFor(r => r.Evidence!.Count).LessThanOrEqualTo(InputLimits.MaxEvidence).OverridePropertyName("evidence").When(r => r.Evidence is not null);

@@ -20,6 +20,7 @@ public sealed class RunStatusSetTests
     [
         ("Forensics/GetKpiSeries.cs", "new KpiBucket("),
         ("Web/Pages/KpisPage.razor", "@Chart(\"chart-verdicts\""),
+        ("Runs/Janitor.cs", "Janitor sweep: {Lost} lost, {Failed} failed"),
     ];
 
     [Fact]
@@ -69,10 +70,12 @@ public sealed class RunStatusSetTests
             ".Where(r => (r.Status == RunStatus.Claimed || r.Status == RunStatus.Running) && r.LeaseExpiresAt < cutoff)",
             "@foreach (var s in new[] { RunStatus.Succeeded, RunStatus.Failed, RunStatus.Lost, RunStatus.Cancelled })",
             "@(run.Status is RunStatus.Claimed or RunStatus.Running ? a : b)",
+            ".WithMessage(\"The new status must be terminal: succeeded, failed, lost or cancelled.\");",
         ];
         Assert.All(handWritten, line => Assert.True(SpellsASet(line), $"the scan misses: {line}"));
         Assert.False(SpellsASet("if (run.Status == RunStatus.Lost) lost++;"));
         Assert.False(SpellsASet("var terminal = RunStatusSets.Terminal.Sum(s => byStatus[s.Wire()]);"));
+        Assert.False(SpellsASet("logger.LogWarning(\"The run failed: {Reason}\", reason);"));
     }
 
     /// <summary>Two or more verdicts, or both live statuses, on one line.</summary>
@@ -82,6 +85,14 @@ public sealed class RunStatusSetTests
         var named = Status.Matches(line)
             .Select(m => Enum.Parse<RunStatus>(m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value, ignoreCase: true))
             .ToHashSet();
+        // A message that lists the verdicts in words ("must be succeeded, failed, lost or cancelled") spells the set too.
+        foreach (Match literal in Literal.Matches(line))
+        {
+            foreach (Match word in Word.Matches(literal.Value)) named.Add(Enum.Parse<RunStatus>(word.Value, ignoreCase: true));
+        }
         return named.Count(s => s.IsTerminal()) >= 2 || named.Count(s => s.IsLive()) == RunStatusSets.Live.Count;
     }
+
+    private static readonly Regex Literal = new(@"""(?:[^""\\]|\\.)*""", RegexOptions.Compiled);
+    private static readonly Regex Word = new(@"\b(succeeded|failed|lost|cancelled)\b", RegexOptions.Compiled);
 }
