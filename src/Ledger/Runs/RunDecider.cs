@@ -172,30 +172,13 @@ public static class RunDecider
     public static Decision Reclassify(Run? run, ReclassifyCommand command, DateTimeOffset now)
     {
         if (run is null) return Decision.Refuse(NotFound(command.RunId), null);
-        if (!run.Status.IsTerminal())
-        {
-            return Decision.Refuse(new Refusal(ProblemCodes.RunNotTerminal,
-                $"The run is {run.Status.Wire()}; cancel it instead.", run.Status), run);
-        }
-        if (run.Status == command.Status)
-        {
-            return Decision.Refuse(new Refusal(ProblemCodes.ReclassifyNoChange,
-                $"The run is already {run.Status.Wire()}.", run.Status), run);
-        }
-        // Succeeded means complete, even by an operator's hand: the results must be in the run.
-        if (command.Status == RunStatus.Succeeded && run.MissingForSuccess() is { Count: > 0 } missing)
-        {
-            return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults,
-                $"Missing: {string.Join(", ", missing)}.", run.Status), run);
-        }
-        // Nor with counts that do not balance: an over-count is not made whole by calling it a success.
-        if (command.Status == RunStatus.Succeeded && RunRules.Imbalance(run) is { } imbalance)
-        {
-            return Decision.Refuse(new Refusal(ProblemCodes.IncompleteResults,
-                $"The item counts do not balance: {imbalance.Description}.", run.Status), run);
-        }
         var reclassified = new RunReclassified(run.Status, run.Reason, command.Status, command.Reason,
             command.Evidence, command.Operator, now);
+        // The rule the fold applies it by (RunRules.Reclassification) refuses it here.
+        if (run.EffectOf(reclassified) is { Kind: EventResultKind.Refused } refused)
+        {
+            return Decision.Refuse(new Refusal(refused.Reason!, refused.Detail!, run.Status), run);
+        }
         return Appending(run, [reclassified], RunView.From);
     }
 

@@ -80,13 +80,22 @@ public static class RunRules
             : EventEffect.Applied;
 
     /// <summary>
-    /// Only a terminal verdict is reclassified, and to succeeded only a run that holds everything
-    /// succeeded means (invariant 2, even by an operator's hand).
+    /// Only a terminal verdict is reclassified, to another status, and to succeeded only a run that
+    /// holds everything succeeded means (invariant 2, even by an operator's hand): succeeded means
+    /// complete, and an over-count is not made whole by calling it a success.
     /// </summary>
-    public static EventEffect Reclassification(Run run, RunReclassified r) =>
-        !run.Status.IsTerminal() ? EventEffect.NotApplied("run-not-terminal")
-            : r.To == RunStatus.Succeeded && !run.CanSucceed() ? EventEffect.NotApplied(ProblemCodes.IncompleteResults)
-            : EventEffect.Applied;
+    public static EventEffect Reclassification(Run run, RunReclassified r)
+    {
+        if (!run.Status.IsTerminal())
+            return EventEffect.Refuse(ProblemCodes.RunNotTerminal, $"The run is {run.Status.Wire()}; cancel it instead.");
+        if (run.Status == r.To)
+            return EventEffect.Refuse(ProblemCodes.ReclassifyNoChange, $"The run is already {run.Status.Wire()}.");
+        if (r.To == RunStatus.Succeeded && run.MissingForSuccess() is { Count: > 0 } missing)
+            return EventEffect.Refuse(ProblemCodes.IncompleteResults, $"Missing: {string.Join(", ", missing)}.");
+        if (r.To == RunStatus.Succeeded && Imbalance(run) is { } imbalance)
+            return EventEffect.Refuse(ProblemCodes.IncompleteResults, $"The item counts do not balance: {imbalance.Description}.");
+        return EventEffect.Applied;
+    }
 
     /// <summary>Another system's view: a repeat is a duplicate, and so is the same view again from the same source; anything else is recorded.</summary>
     public static EventEffect Observation(Run run, StatusObserved e)

@@ -92,7 +92,7 @@ public sealed class WorkerEventCatalogue
     /// what it holds): snapshots of another revision are ignored and refilled.
     /// <c>RunSnapshotTests.the_fold_revision_names_the_fold</c> fails until it is.
     /// </summary>
-    public const int FoldRevision = 1;
+    public const int FoldRevision = 2;
 
     private const int MaxId = WorkerEventRequest.Validator.MaxId;
 

@@ -528,7 +528,8 @@ public sealed class RunAggregateTests() : WorkerEventSequence(T0.AddMinutes(1), 
             Assert.Equal(status, run.Status);
             var reclassified = new RunReclassified(status, run.Reason, RunStatus.Succeeded, "review", ["evidence"], "ops", T0.AddHours(1));
 
-            Assert.Equal(EventEffect.NotApplied(ProblemCodes.IncompleteResults), run.EffectOf(reclassified));
+            var effect = run.EffectOf(reclassified);
+            Assert.Equal((EventResultKind.Refused, ProblemCodes.IncompleteResults), (effect.Kind, effect.Reason));
             run.Fold(reclassified);
 
             Assert.Equal(status, run.Status);

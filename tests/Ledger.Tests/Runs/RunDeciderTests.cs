@@ -721,6 +721,39 @@ public sealed class RunDeciderTests() : WorkerEventSequence(T0)
         Assert.Empty(decision.Events);
     }
 
+    /// <summary>
+    /// The reclassification rule (<see cref="RunRules.Reclassification"/>) as given / when / then: the
+    /// decider refuses, and a stream that holds the reclassification all the same (appended past the
+    /// decider) folds to the state it had without it: no second verdict, no new time of the verdict.
+    /// </summary>
+    [Theory]
+    [InlineData(ProblemCodes.RunNotTerminal)]
+    [InlineData(ProblemCodes.ReclassifyNoChange)]
+    [InlineData(ProblemCodes.IncompleteResults)]
+    public void a_reclassification_the_rule_refuses_is_refused_by_the_decider_and_not_applied_by_the_fold(string rule)
+    {
+        //                                             given                                                  when: reclassified to
+        var (given, to) = rule switch
+        {
+            ProblemCodes.RunNotTerminal     => (Given(Claimed(), Started()),                                         RunStatus.Failed),
+            ProblemCodes.ReclassifyNoChange => (Given(Claimed(), Failed("oom")),                                     RunStatus.Failed),
+            ProblemCodes.IncompleteResults  => (Given(Claimed(scores: ["accuracy"]), Failed("oom")),                 RunStatus.Succeeded),
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+        var later = Now.AddMinutes(1);
+
+        var decision = given.Decide(Reclassify(to), later);
+        Assert.Equal(rule, decision.Refusal?.Code);
+        Assert.Empty(decision.Events);
+
+        var state = given.State!;
+        var appended = new RunReclassified(state.Status, state.Reason, to, "review", ["evidence"], "ops", later);
+        var folded = state.Clone();
+        folded.Fold(appended);
+        Assert.Equal(DeciderKit.Json(state), DeciderKit.Json(folded));
+        Assert.Equal((EventResultKind.Refused, rule), (state.EffectOf(appended).Kind, state.EffectOf(appended).Reason));
+    }
+
     [Fact]
     public void a_reclassification_to_succeeded_without_the_results_is_refused_incomplete_results_naming_what_is_missing()
     {
