@@ -46,6 +46,7 @@ public sealed class EmptyLedgerConsoleTests(ConsoleHost host) : IClassFixture<Co
                  {
                      ("/boards", "POST /api/boards"), ("/batches", "POST /api/batches"),
                      ("/anomalies", "No anomaly yet"), ("/kpis", "Nothing happened in the last"),
+                     ("/rejections", "No refused request"),
                  })
         {
             await page.GotoAsync(path);
@@ -53,6 +54,31 @@ public sealed class EmptyLedgerConsoleTests(ConsoleHost host) : IClassFixture<Co
             // No table of headers alone (the KPI page's numbers, folded away, are zeros by hour).
             Assert.Equal(0, await page.EvaluateAsync<int>("() => [...document.querySelectorAll('main table')].filter(t => !t.closest('details')).filter(t => t.querySelectorAll('tbody tr').length === 0).length"));
             Assert.True(await Widths.Overflow(page) <= 1, $"{path} overflows at {width} px");
+        }
+    }
+}
+
+/// <summary>A board and a batch just defined, before any run: their pages say what comes next, with no table of headers alone.</summary>
+public sealed class FreshBoardAndBatchConsoleTests(ConsoleHost host) : IClassFixture<ConsoleHost>
+{
+    private const string NoHeaderOnlyTable =
+        "() => [...document.querySelectorAll('main table')].filter(t => t.querySelectorAll('tbody tr').length === 0).length";
+
+    [Fact]
+    public async Task a_board_and_a_batch_without_runs_say_how_runs_join_them()
+    {
+        var tag = Guid.NewGuid().ToString("N")[..8];
+        var board = await host.Board($"fresh-board-{tag}");
+        var batch = $"fresh-batch-{tag}";
+        var (status, json) = await host.Send(HttpMethod.Post, "/api/batches", LedgerHost.AdminKey, new { id = batch, runIds = new[] { $"expected-{tag}" } });
+        Assert.True(status == 201, $"batch answered {status}: {json}");
+        var page = await host.Page(LedgerHost.ReadKey, width: Widths.Laptop, height: 900);
+
+        foreach (var (path, says) in new[] { ($"/boards/{board}", $"\"board\": \"{board}\""), ($"/batches/{batch}", $"\"batch\": \"{batch}\"") })
+        {
+            await page.GotoAsync(path);
+            await Assertions.Expect(page.Locator("main .empty").First).ToContainTextAsync(says);
+            Assert.Equal(0, await page.EvaluateAsync<int>(NoHeaderOnlyTable));
         }
     }
 }
