@@ -10,7 +10,8 @@ namespace Ledger.Tests.Infrastructure;
 /// <summary>
 /// verify, export --since and rebuild as an operator runs them with their output redirected (a
 /// log file, a pipe): plain progress lines on standard error (done, rate, time left), no terminal
-/// escapes, and the command's own output on standard output as before.
+/// escapes, and the command's own output on standard output as before; and verify on a terminal,
+/// where Spectre.Console's display shows the same stages instead of the plain lines.
 /// </summary>
 public sealed class LongWorkProgressTests
 {
@@ -41,6 +42,18 @@ public sealed class LongWorkProgressTests
             Assert.True(verify.ExitCode == 0, verify.All);
             Assert.Contains("verify: passed", verify.Stdout);
             AssertProgress(verify, "verify", ["fold every event", "write the rebuild", "compare with the live projections"]);
+
+            // On a terminal (a pseudo-terminal of script(1)): Spectre.Console's display, not the plain lines.
+            var onTerminal = await OnTerminal(env, "verify", cwd);
+            Assert.True(onTerminal.ExitCode == 0, onTerminal.Output);
+            Assert.Contains("verify: passed", onTerminal.Output);
+            Assert.Contains("\u001b[", onTerminal.Output);
+            foreach (var stage in new[] { "fold every event", "write the rebuild", "compare with the live projections" })
+            {
+                Assert.Contains(stage, onTerminal.Output);
+            }
+            Assert.Contains("100%", onTerminal.Output);
+            Assert.DoesNotContain(onTerminal.Output.Split('\n'), l => Finished.IsMatch(l.Trim()) || Periodic.IsMatch(l.Trim()));
 
             var export = LedgerProcess.Run(env, ["export", "--since", "2000-01-01T00:00:00Z", "--out", "all.ndjson"], cwd);
             Assert.True(export.ExitCode == 0, export.All);
@@ -80,6 +93,31 @@ public sealed class LongWorkProgressTests
         }
         var other = result.StderrLines.Where(l => !Periodic.IsMatch(l) && !Finished.IsMatch(l) && !l.StartsWith("export: ") && !l.StartsWith("rebuild: ")).ToList();
         Assert.True(other.Count == 0, "standard error holds more than progress:\n" + string.Join("\n", other));
+    }
+
+    /// <summary>The command run on a pseudo-terminal (script(1)), as an operator at a shell runs it: what the terminal received.</summary>
+    private static async Task<(int ExitCode, string Output)> OnTerminal(Dictionary<string, string?> env, string command, string cwd)
+    {
+        var line = $"'{LedgerProcess.DotnetHost()}' exec '{LedgerProcess.ServiceAssembly()}' {command}";
+        var psi = new System.Diagnostics.ProcessStartInfo("script", ["-qefc", line, "/dev/null"])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = cwd,
+        };
+        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("Ledger__") || k.StartsWith("ConnectionStrings__") || k.StartsWith("ASPNETCORE_")).ToList())
+        {
+            psi.Environment.Remove(key);
+        }
+        foreach (var (key, value) in env) psi.Environment[key] = value;
+        // An operator's shell, not a CI job (where Spectre.Console would not be interactive).
+        psi.Environment.Remove("CI");
+        psi.Environment["TERM"] = "xterm-256color";
+        psi.Environment["COLUMNS"] = "160";
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        await process.WaitForExitAsync(limit.Token);
+        return (process.ExitCode, await output + await error);
     }
 
     /// <summary>Twelve runs through the service, three of them ranked on a board, then SIGTERM.</summary>
