@@ -69,7 +69,6 @@ builder.Services.AddMarten(options =>
         options.AddBatches();
         options.AddForensics();
         options.AddRetention();
-        options.Schema.For<DataProtectionKey>();
         ledger.Projections.ApplyTo(options, ledger.SchemaName);
         options.AddWebhooks();
     })

@@ -77,7 +77,12 @@ public static class ConsoleSetup
         });
         // Sessions are rows in PostgreSQL; the cookie holds only a token naming one (ConsoleSessionStore),
         // which also ends a session whose key was removed from the configuration.
-        services.ConfigureMarten(o => o.Schema.For<ConsoleSessionRecord>());
+        // The console's two tables: its sessions, and the Data Protection key ring (KeyRingProtection).
+        services.ConfigureMarten(o =>
+        {
+            o.Schema.For<ConsoleSessionRecord>();
+            o.Schema.For<DataProtectionKey>();
+        });
         services.AddSingleton<ConsoleSessionStore>();
         services.AddOptions<CookieAuthenticationOptions>(Scheme).Configure<ConsoleSessionStore>((o, store) => o.SessionStore = store);
 
