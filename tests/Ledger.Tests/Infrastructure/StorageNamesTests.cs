@@ -107,7 +107,7 @@ public sealed class StorageNamesTests(LedgerHost ledger) : IClassFixture<LedgerH
         var anomaly = JsonNode.Parse(serializer.ToJson(new AnomalyRecord { Kind = "k", Detail = "d", At = DateTimeOffset.UnixEpoch }))!.AsObject();
         Assert.True(anomaly.ContainsKey(Names.JsonKey<AnomalyRecord>(a => a.Kind)));
         Assert.True(anomaly.ContainsKey(Names.JsonKey<AnomalyRecord>(a => a.At)));
-        var items = JsonNode.Parse(serializer.ToJson(new ItemsCommitted { EventId = "e", OccurredAt = DateTimeOffset.UnixEpoch, RecordedAt = DateTimeOffset.UnixEpoch, ChunkId = "c", Count = 1 }))!.AsObject();
+        var items = JsonNode.Parse(serializer.ToJson(TestEvents.Items(new Stamp("e", DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch), "c", 1)))!.AsObject();
         Assert.True(items.ContainsKey(Names.JsonKey<ItemsCommitted>(i => i.ChunkId)));
         Assert.True(items.ContainsKey(Names.JsonKey<WorkerEvent>(i => i.EventId)));
     }

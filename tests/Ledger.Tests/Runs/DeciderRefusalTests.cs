@@ -2,6 +2,7 @@ using System.Reflection;
 using Ledger.Contract;
 using Ledger.Infrastructure;
 using Ledger.Runs;
+using Ledger.Tests.Fixtures;
 
 namespace Ledger.Tests.Runs;
 
@@ -110,8 +111,8 @@ public sealed class DeciderRefusalTests
             {
                 string[] scores = random.Next(2) == 0 ? [] : ["acc"];
                 string[] outputs = random.Next(2) == 0 ? [] : ["pred"];
-                run = Run.Create(new RunRegistered(RunId, null, "team", null, new Dictionary<string, string>(), scores, outputs,
-                    random.Next(2) == 0 ? null : (long?)2, 60, T0));
+                run = Run.Create(TestEvents.Registered(RunId, T0, scores: scores, outputs: outputs,
+                    expectedItems: random.Next(2) == 0 ? null : 2, participant: "team"));
                 run.Version = 1;
             }
             _stream = new DecidedStream(run);
@@ -155,19 +156,19 @@ public sealed class DeciderRefusalTests
         {
             // A repeated eventId now and then: a duplicate, never a refusal.
             var id = _ids > 0 && _random.Next(8) == 0 ? $"e{_random.Next(_ids)}" : $"e{_ids++}";
-            var at = _now;
+            var s = new Stamp(id, _now);
             return _random.Next(10) switch
             {
-                0 => new RunStarted { EventId = id, OccurredAt = at, RecordedAt = default },
-                1 => new HeartbeatReceived { EventId = id, OccurredAt = at, RecordedAt = default },
-                2 => new StepStarted { EventId = id, OccurredAt = at, RecordedAt = default, StepId = Pick("s1", "s2") },
-                3 => new StepCompleted { EventId = id, OccurredAt = at, RecordedAt = default, StepId = Pick("s1", "s2", "s3"), Outcome = "ok" },
-                4 => new ScoresReported { EventId = id, OccurredAt = at, RecordedAt = default, Scores = new Dictionary<string, double> { [Pick("acc", "other")] = Pick(0.5, 0.6) } },
-                5 => new OutputRecorded { EventId = id, OccurredAt = at, RecordedAt = default, Name = Pick("pred", "extra"), Uri = Pick("s3://b/1", "s3://b/2") },
-                6 => new ItemsCommitted { EventId = id, OccurredAt = at, RecordedAt = default, ChunkId = Pick("c1", "c2"), Count = Pick(1, 2) },
-                7 => new LogWritten { EventId = id, OccurredAt = at, RecordedAt = default, Lines = ["line"] },
-                8 => new RunCompleted { EventId = id, OccurredAt = at, RecordedAt = default, ItemsTotal = Pick<long?>(null, 2) },
-                _ => new RunFailed { EventId = id, OccurredAt = at, RecordedAt = default, ErrorClass = ErrorClasses.Unknown },
+                0 => TestEvents.Started(s),
+                1 => TestEvents.Heartbeat(s),
+                2 => TestEvents.StepStarted(s, Pick("s1", "s2")),
+                3 => TestEvents.StepCompleted(s, Pick("s1", "s2", "s3")),
+                4 => TestEvents.Scores(s, (Pick("acc", "other"), Pick(0.5, 0.6))),
+                5 => TestEvents.Output(s, Pick("pred", "extra"), Pick("s3://b/1", "s3://b/2")),
+                6 => TestEvents.Items(s, Pick("c1", "c2"), Pick(1, 2)),
+                7 => TestEvents.Log(s, "line"),
+                8 => TestEvents.Completed(s, Pick<long?>(null, 2)),
+                _ => TestEvents.Failed(s, ErrorClasses.Unknown),
             };
         }
 

@@ -410,8 +410,8 @@ public sealed class RunPropertyTests
                 var at = verdictAt.AddSeconds(seconds);
                 // Eight eventIds in all: requests repeat each other's and their own.
                 var events = picks.Select(p => (WorkerEvent)(kind == 0 && p % 2 == 0
-                    ? new RunCompleted { EventId = $"late-{p}", OccurredAt = at, RecordedAt = default }
-                    : new LogWritten { EventId = $"late-{p}", OccurredAt = at, RecordedAt = default, Lines = ["x"] })).ToList();
+                    ? TestEvents.Completed(new Stamp($"late-{p}", at))
+                    : TestEvents.Log(new Stamp($"late-{p}", at), "x"))).ToList();
                 var decision = stream.Decide(new RecordEventsCommand(RunId, DeciderKit.TokenHash, events) { Late = policy }, at);
                 var where = $"request at +{seconds}s of [{string.Join(", ", events.Select(Describe))}] (grace {grace}s, cap {cap})";
 
