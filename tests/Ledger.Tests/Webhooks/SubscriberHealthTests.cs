@@ -149,6 +149,31 @@ public sealed class SubscriberHealthTests(SubscriberHealthHost host) : IClassFix
     }
 
     [Fact]
+    public async Task a_subscriber_that_is_gone_is_one_warning_line_per_attempt_naming_the_refused_connection()
+    {
+        // The README's case: the receiver of the walk-through is stopped, its port refuses connections.
+        string subscriptionId;
+        await using (var receiver = await WebhookReceiver.Start()) subscriptionId = await Subscribe(receiver);
+
+        var runId = await Cancelled("health-gone");
+        var gaveUp = await Delivery(subscriptionId, runId, d => State(d) == "failed", "the delivery to a gone subscriber gives up");
+        var deliveryId = gaveUp["deliveryId"]!.GetValue<string>();
+
+        var lines = host.Logs.Lines.Where(l => l.Text.Contains(deliveryId)).ToList();
+        Assert.Equal(2, lines.Count);
+        Assert.All(lines, l => Assert.Equal(LogLevel.Warning, l.Level));
+        Assert.All(lines, l => Assert.Contains(subscriptionId, l.Text));
+        Assert.All(lines, l => Assert.Contains("refused", l.Text, StringComparison.OrdinalIgnoreCase));
+        Assert.All(lines, l => Assert.DoesNotContain("Exception", l.Text));
+        Assert.All(lines, l => Assert.DoesNotContain("\n", l.Text));
+        Assert.Contains(lines, l => l.Text.Contains("attempt 1 of 2") && l.Text.Contains("next try in"));
+        Assert.Contains(lines, l => l.Text.Contains("attempt 2 of 2") && l.Text.Contains("no further try"));
+        Assert.DoesNotContain(host.Logs.Lines, l => l.Level >= LogLevel.Error && (l.Text.Contains("DeliverWebhook") || l.Text.Contains(deliveryId)));
+
+        await _api.Send(HttpMethod.Delete, $"/api/subscriptions/{subscriptionId}", LedgerHost.AdminKey);
+    }
+
+    [Fact]
     public async Task a_failing_subscriber_that_answers_again_is_active_again()
     {
         await using var receiver = await WebhookReceiver.Start();
