@@ -211,34 +211,17 @@ public static class ConsoleEndpoints
         });
     }
 
-    /// <summary>
-    /// The KPI charts' series, ranging over the data: from the first hour or day with any count
-    /// (at least <see cref="MinimumBuckets"/> of them) to now, within the API's default window
-    /// (30 days, 48 hours). Without a bucket asked for, hours while all the data is from the last
-    /// two days, days otherwise.
-    /// </summary>
+    /// <summary>The KPI charts' series, over the range <see cref="KpiChartRange"/> decides, within the API's default window (30 days, 48 hours).</summary>
     private static async Task<KpiSeries> ChartSeries(KpiStore store, string? bucket, DateTimeOffset now, CancellationToken ct)
     {
         var (days, _) = GetKpiSeriesEndpoint.Window("day", null, null, now);
         var byDay = await GetKpiSeriesEndpoint.Compute(store, days!, ct);
-        var firstDay = byDay.Buckets.FirstOrDefault(HasData)?.Start;
-        var unit = bucket ?? (firstDay is { } d && now - d < TimeSpan.FromDays(2) ? "hour" : "day");
-        var series = byDay;
-        if (unit == "hour")
-        {
-            var (hours, _) = GetKpiSeriesEndpoint.Window("hour", null, null, now);
-            series = await GetKpiSeriesEndpoint.Compute(store, hours!, ct);
-        }
-        var first = series.Buckets.ToList().FindIndex(HasData);
-        var minimum = MinimumBuckets(unit);
-        var skip = first < 0 ? Math.Max(0, series.Buckets.Count - minimum) : Math.Min(first, Math.Max(0, series.Buckets.Count - minimum));
-        var kept = series.Buckets.Skip(skip).ToList();
-        return series with { From = kept.Count > 0 ? kept[0].Start : series.From, Buckets = kept };
+        var unit = KpiChartRange.Unit(byDay, bucket, now);
+        if (unit == "day") return KpiChartRange.Trim(byDay);
+        var (hours, _) = GetKpiSeriesEndpoint.Window("hour", null, null, now);
+        return KpiChartRange.Trim(await GetKpiSeriesEndpoint.Compute(store, hours!, ct));
     }
 
-    private static int MinimumBuckets(string unit) => unit == "hour" ? 6 : 7;
-
-    private static bool HasData(KpiBucket b) => b.Registered + b.Succeeded + b.Failed + b.Lost + b.Cancelled + b.Anomalies > 0;
 
     private static string? Known(string? code) => code switch
     {
