@@ -213,7 +213,7 @@ public static partial class Redaction
                         ranges.Add((start, (int)reader.BytesConsumed, Quoted(Mark)));
                         pending = Pending.None;
                         break;
-                    case JsonTokenType.String when Embedded(reader.GetString()!) is { } json:
+                    case JsonTokenType.String when Embedded(Decoded(ref reader)) is { } json:
                         // JSON held in a string (a body encoded twice, a config member) is redacted by the same
                         // rules of fields; too deep, it is not kept.
                         var inner = depth < MaxEmbedding
@@ -234,18 +234,38 @@ public static partial class Redaction
             }
             parsedTo = body.Length;
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException)
+        catch (JsonException)
         {
-            // Malformed, cut short, or not UTF-8 where a name had to be read: the rest is handled by the caller.
+            // Malformed or cut short: the rest is handled by the caller.
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            // A name or a secret that cannot be decoded (not UTF-8, a lone surrogate): what follows is not kept,
+            // since the walk cannot say which of its members are secret.
+            return (parsedTo, true);
         }
         return (parsedTo, pending != Pending.None);
     }
 
     private enum Pending { None, Secret, Url }
 
-    /// <summary>The string's text when it looks like a JSON object or array, else null.</summary>
-    private static string? Embedded(string value)
+    /// <summary>The string value's text; null when it cannot be decoded (a lone surrogate escape): then it is data, not JSON.</summary>
+    private static string? Decoded(ref Utf8JsonReader reader)
     {
+        try
+        {
+            return reader.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The string's text when it looks like a JSON object or array, else null.</summary>
+    private static string? Embedded(string? value)
+    {
+        if (value is null) return null;
         var text = value.AsSpan().Trim();
         return text.Length >= 2 && (text[0] == '{' && text[^1] == '}' || text[0] == '[' && text[^1] == ']') ? value : null;
     }

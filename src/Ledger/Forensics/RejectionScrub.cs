@@ -48,11 +48,16 @@ public sealed class RejectionScrub(IDocumentStore store, IOptions<LedgerOptions>
             await session.SaveChangesAsync(ct);
         }
 
-        if (seen > 0)
+        if (scrubbed > 0)
         {
             logger.LogWarning("Scrubbed {Scrubbed} of {Checked} stored refusals kept before the current redaction rules (revision {Version}): " +
                 "their payloads held secrets, which are now redacted; rotate any webhook secret, key or token that may have been exposed (docs/operations.md)",
                 scrubbed, seen, Redaction.Version);
+        }
+        else if (seen > 0)
+        {
+            // Rows of an older revision that the current rules leave as they were: nothing was exposed by them.
+            logger.LogInformation("Checked {Checked} stored refusals against the redaction rules of revision {Version}: none held a secret", seen, Redaction.Version);
         }
         return new ScrubResult(seen, scrubbed);
     }

@@ -131,6 +131,19 @@ public sealed class RedactionTests
         Assert.True(result.Changed);
     }
 
+    [Theory]
+    [InlineData("""{"note":"\ud800","apiToken":{"v":"SECRET"},"password":["SECRET"]}""")]
+    [InlineData("""{"\ud800":1,"apiToken":"SECRET"}""")]
+    [InlineData("""{"token":"\udc00SECRET"}""")]
+    public void a_string_that_cannot_be_decoded_does_not_end_the_redaction(string body)
+    {
+        // A lone surrogate escape is refused (422) and kept: the members after it are still redacted, or not kept.
+        var result = Redaction.Payload("POST", "/api/runs", Encoding.UTF8.GetBytes(body.Replace("SECRET", Secret)), Keep);
+
+        Assert.DoesNotContain(Secret[..8], result.Text);
+        Assert.True(result.Changed);
+    }
+
     [Fact]
     public void json_held_in_a_string_is_redacted_by_field_and_the_rest_kept()
     {
