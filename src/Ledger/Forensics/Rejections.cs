@@ -35,6 +35,9 @@ public sealed class Rejection
 public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOptions<LedgerOptions> options,
     CountedRefusals counted, ILogger<RejectionLog> logger, Ledger.Operations.LedgerMetrics? metrics = null)
 {
+    /// <summary>The (run, kind) flags this node kept beyond a budget: a flood of them is answered from here, not by a query each.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string RunId, string Kind), bool> _flaggedBeyondBudget = new();
+
     /// <summary>
     /// Keeps the refusal, logs it, and returns the response for it. A refusal for want of valid
     /// credentials (401) is not kept here: it is counted, and only sampled, so that nobody can fill the
@@ -54,7 +57,8 @@ public sealed class RejectionLog(IDocumentStore store, TimeProvider clock, IOpti
         {
             // A refusal that flags more than itself (a late completion) is never only counted: it is kept as a
             // sample, with its anomaly, the first time for its run, so a flood beyond the budget cannot hide it.
-            if (anomalyKind is null || problem.RunId is null || await FlaggedAsync(problem.RunId, anomalyKind))
+            if (anomalyKind is null || problem.RunId is null || !_flaggedBeyondBudget.TryAdd((problem.RunId, anomalyKind), true)
+                || await FlaggedAsync(problem.RunId, anomalyKind))
             {
                 logger.LogDebug("Refused {Method} {Path}: {Reason} ({HttpStatus}), counted: caller {Caller} is beyond its budget for the hour",
                     context.Request.Method, context.Request.Path.Value, problem.Code, problem.Status, caller);
