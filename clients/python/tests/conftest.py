@@ -41,23 +41,35 @@ JANITOR_INTERVAL = 1
 JANITOR_GRACE = 1
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port for a process that binds it later, from below the kernel's ephemeral range: a
-    port of that range, free when picked, can be held by an outgoing connection a moment later."""
+    """A port for a process that binds it later, outside the kernel's ephemeral range (a port of
+    that range, free when picked, can be held by an outgoing connection a moment later), and
+    handed out once per session."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral_low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    low, high = (20000, min(ephemeral_low, 32000)) if ephemeral_low > 21000 else (61000, 65000)
+            ephemeral_low, ephemeral_high = (int(v) for v in f.read().split()[:2])
+    except (OSError, ValueError):
+        ephemeral_low, ephemeral_high = 32768, 60999
+    if ephemeral_low > 21000:
+        low, high = 20000, min(ephemeral_low, 32000)
+    elif ephemeral_high < 64000:
+        low, high = ephemeral_high + 1, 65000
+    else:
+        low, high = 20000, 32000
     for _ in range(500):
         port = random.randrange(low, high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError(f"no free port between {low} and {high}")
 
 

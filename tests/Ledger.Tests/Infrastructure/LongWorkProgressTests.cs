@@ -108,15 +108,27 @@ public sealed class LongWorkProgressTests
             psi.Environment.Remove(key);
         }
         foreach (var (key, value) in env) psi.Environment[key] = value;
-        // An operator's shell, not a CI job (where Spectre.Console would not be interactive).
-        psi.Environment.Remove("CI");
+        // An operator's shell, not a CI job: Spectre.Console is not interactive where it sees one of these.
+        foreach (var ci in new[] { "CI", "GITHUB_ACTIONS", "GITLAB_CI", "TF_BUILD", "JENKINS_URL", "TEAMCITY_VERSION", "TRAVIS", "APPVEYOR",
+                     "BITBUCKET_REPO_OWNER", "BITBUCKET_REPO_SLUG", "bamboo_buildNumber", "BITRISE_BUILD_URL", "ContinuaCI.Version", "GO_SERVER_URL", "MYGET_ENVIRONMENT" })
+        {
+            psi.Environment.Remove(ci);
+        }
         psi.Environment["TERM"] = "xterm-256color";
         psi.Environment["COLUMNS"] = "160";
         using var process = System.Diagnostics.Process.Start(psi)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
         using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(90));
-        await process.WaitForExitAsync(limit.Token);
+        try
+        {
+            await process.WaitForExitAsync(limit.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"{command} on a terminal did not end within 90 s:\n{await output}");
+        }
         return (process.ExitCode, await output + await error);
     }
 

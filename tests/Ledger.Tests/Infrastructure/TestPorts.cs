@@ -30,19 +30,24 @@ public static class TestPorts
         throw new InvalidOperationException($"No free port between {low} and {high} after 500 tries.");
     }
 
-    /// <summary>The ports below the ephemeral range, above the well-known and the usual service ports.</summary>
+    /// <summary>
+    /// Ports outside the ephemeral range: below it (above the well-known and the usual service ports),
+    /// else above it; where it covers both, the same ports below as a best effort.
+    /// </summary>
     private static (int Low, int High) Range()
     {
-        var ephemeralLow = 32768;
+        var (ephemeralLow, ephemeralHigh) = (32768, 60999);
         try
         {
-            var text = File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
-            ephemeralLow = int.Parse(text[0]);
+            var bounds = File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+            (ephemeralLow, ephemeralHigh) = (int.Parse(bounds[0]), int.Parse(bounds[1]));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
         {
         }
-        return ephemeralLow > 21000 ? (20000, Math.Min(ephemeralLow, 32000)) : (61000, 65000);
+        if (ephemeralLow > 21000) return (20000, Math.Min(ephemeralLow, 32000));
+        if (ephemeralHigh < 64000) return (ephemeralHigh + 1, 65000);
+        return (20000, 32000);
     }
 
     private static bool Bindable(int port)

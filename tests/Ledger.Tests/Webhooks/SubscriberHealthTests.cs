@@ -87,6 +87,25 @@ public sealed class SubscriberHealthTests(SubscriberHealthHost host) : IClassFix
 
     private static string State(JsonNode delivery) => delivery["state"]!.GetValue<string>();
 
+    /// <summary>
+    /// The log lines naming the delivery, once there are <paramref name="expected"/> (the last attempt's
+    /// line is written after the delivery and the subscription are saved), and no more a moment later.
+    /// </summary>
+    private async Task<List<(string Category, LogLevel Level, string Text)>> LogLines(string deliveryId, int expected)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        List<(string Category, LogLevel Level, string Text)> Lines() => host.Logs.Lines.Where(l => l.Text.Contains(deliveryId)).ToList();
+        while (Lines().Count < expected)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"within {Patience.TotalSeconds:0}s, {expected} log lines about {deliveryId}: {string.Join("\n", Lines().Select(l => l.Text))}");
+            await Task.Delay(100);
+        }
+        await Task.Delay(300);
+        var lines = Lines();
+        Assert.Equal(expected, lines.Count);
+        return lines;
+    }
+
     [Fact]
     public async Task a_subscriber_that_keeps_failing_is_failing_then_paused_and_what_comes_due_is_held_until_resume()
     {
@@ -105,8 +124,7 @@ public sealed class SubscriberHealthTests(SubscriberHealthHost host) : IClassFix
         // Each failed attempt was one warning line naming the subscription, the delivery, the attempt,
         // what went wrong and what comes next; no stack trace, and Wolverine logged no failure.
         var deliveryId = gaveUp["deliveryId"]!.GetValue<string>();
-        var lines = host.Logs.Lines.Where(l => l.Text.Contains(deliveryId)).ToList();
-        Assert.Equal(2, lines.Count);
+        var lines = await LogLines(deliveryId, 2);
         Assert.All(lines, l => Assert.Equal(LogLevel.Warning, l.Level));
         Assert.All(lines, l => Assert.DoesNotContain("Exception", l.Text));
         Assert.All(lines, l => Assert.Contains(subscriptionId, l.Text));
@@ -158,9 +176,7 @@ public sealed class SubscriberHealthTests(SubscriberHealthHost host) : IClassFix
         var runId = await Cancelled("health-gone");
         var gaveUp = await Delivery(subscriptionId, runId, d => State(d) == "failed", "the delivery to a gone subscriber gives up");
         var deliveryId = gaveUp["deliveryId"]!.GetValue<string>();
-
-        var lines = host.Logs.Lines.Where(l => l.Text.Contains(deliveryId)).ToList();
-        Assert.Equal(2, lines.Count);
+        var lines = await LogLines(deliveryId, 2);
         Assert.All(lines, l => Assert.Equal(LogLevel.Warning, l.Level));
         Assert.All(lines, l => Assert.Contains(subscriptionId, l.Text));
         Assert.All(lines, l => Assert.Contains("refused", l.Text, StringComparison.OrdinalIgnoreCase));
