@@ -99,15 +99,8 @@ public sealed class LongWorkProgressTests
     private static async Task<(int ExitCode, string Output)> OnTerminal(Dictionary<string, string?> env, string command, string cwd)
     {
         var line = $"'{LedgerProcess.DotnetHost()}' exec '{LedgerProcess.ServiceAssembly()}' {command}";
-        var psi = new System.Diagnostics.ProcessStartInfo("script", ["-qefc", line, "/dev/null"])
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = cwd,
-        };
-        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("Ledger__") || k.StartsWith("ConnectionStrings__") || k.StartsWith("ASPNETCORE_")).ToList())
-        {
-            psi.Environment.Remove(key);
-        }
-        foreach (var (key, value) in env) psi.Environment[key] = value;
+        var psi = LedgerProcess.StartInfo("script", ["-qefc", line, "/dev/null"], env, cwd);
+        psi.RedirectStandardInput = true;
         // An operator's shell, not a CI job: Spectre.Console is not interactive where it sees one of these.
         foreach (var ci in new[] { "CI", "GITHUB_ACTIONS", "GITLAB_CI", "TF_BUILD", "JENKINS_URL", "TEAMCITY_VERSION", "TRAVIS", "APPVEYOR",
                      "BITBUCKET_REPO_OWNER", "BITBUCKET_REPO_SLUG", "bamboo_buildNumber", "BITRISE_BUILD_URL", "ContinuaCI.Version", "GO_SERVER_URL", "MYGET_ENVIRONMENT" })

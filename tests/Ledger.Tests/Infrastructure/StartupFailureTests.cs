@@ -297,14 +297,29 @@ internal sealed class LedgerProcess : IDisposable
     {
         var dll = ServiceAssembly();
         Assert.True(File.Exists(dll), $"{dll} is built by the project reference");
-        var psi = new ProcessStartInfo(DotnetHost(), ["exec", dll, .. args])
+        var psi = StartInfo(DotnetHost(), ["exec", dll, .. args], env, workingDirectory);
+        var process = new Process { StartInfo = psi };
+        var ledger = new LedgerProcess(process);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return ledger;
+    }
+
+    /// <summary>
+    /// How a process of the ledger is started (the service itself, or a command around it), its output
+    /// redirected, with <paramref name="env"/> as the only settings of the ledger: the in-process test
+    /// host sets the ledger's settings as environment variables, and none of them leak in.
+    /// </summary>
+    internal static ProcessStartInfo StartInfo(string file, IEnumerable<string> args, Dictionary<string, string?> env, string workingDirectory)
+    {
+        var psi = new ProcessStartInfo(file, args)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
             WorkingDirectory = workingDirectory,
         };
-        // The in-process test host sets the ledger's settings as environment variables: none of them leak in.
         foreach (var key in psi.Environment.Keys.ToList())
         {
             if (key.StartsWith("Ledger__", StringComparison.OrdinalIgnoreCase) || key.StartsWith("ConnectionStrings__", StringComparison.OrdinalIgnoreCase)
@@ -314,13 +329,7 @@ internal sealed class LedgerProcess : IDisposable
             }
         }
         foreach (var (key, value) in env) psi.Environment[key] = value;
-
-        var process = new Process { StartInfo = psi };
-        var ledger = new LedgerProcess(process);
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return ledger;
+        return psi;
     }
 
     /// <summary>
