@@ -158,7 +158,7 @@ public sealed class KeyRingMigration(
         var now = TimeProvider.System.GetUtcNow();
         var activation = new[] { now }.Concat(keys.GetAllKeys().Where(k => k.ActivationDate <= now).Select(k => k.ActivationDate.AddSeconds(1))).Max();
         var created = keys.CreateNewKey(activationDate: activation, expirationDate: activation.AddDays(90));
-        if (!await InUseAsync(created.KeyId, ct))
+        if (!await InUseAsync(created.KeyId, stale, current, ct))
         {
             logger.LogError("The new Data Protection key {KeyId} is not the one in use; no key is deleted and nothing is protected again at this start", created.KeyId);
             return;
@@ -219,23 +219,48 @@ public sealed class KeyRingMigration(
         return true;
     }
 
+    /// <summary>How long the step waits for the key ring to take a key encrypted with the certificate into use.</summary>
+    private static readonly TimeSpan InUseWithin = TimeSpan.FromSeconds(150);
+
     /// <summary>
-    /// True once the key protecting new payloads is this one. The cached key ring is refreshed by
-    /// whichever thread asks first after a change, and a caller that finds another thread refreshing
-    /// is answered from the ring before (a cookie check at start, say), so the first probe can still
-    /// see the old key: it is asked again, for a few seconds, before the step gives up.
+    /// True once the key protecting new payloads is the new one, or another key encrypted with the
+    /// certificate (Data Protection may make one of its own when it cannot use a key). The cached key
+    /// ring is refreshed by whichever thread asks first after a change, and a caller that finds another
+    /// thread refreshing is answered from the ring before; and after a refresh that failed, the ring
+    /// before is kept for two minutes whatever changes. So it is asked again, for up to
+    /// <see cref="InUseWithin"/>, before the step gives up (keeping every key).
     /// </summary>
-    private async Task<bool> InUseAsync(Guid keyId, CancellationToken ct)
+    private async Task<bool> InUseAsync(Guid created, IReadOnlySet<Guid> stale, X509Certificate2 current, CancellationToken ct)
     {
         var protector = provider.CreateProtector("Ledger.KeyRing.Probe");
-        for (var attempt = 0; attempt < 50; attempt++)
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var told = false;
+        while (true)
         {
             // A protected payload starts with a 4-byte magic header and the 16-byte id of its key.
             var probe = protector.Protect([0]);
-            if (probe.Length >= 20 && new Guid(probe.AsSpan(4, 16)) == keyId) return true;
-            await Task.Delay(TimeSpan.FromMilliseconds(100), ct);
+            if (probe.Length >= 20 && new Guid(probe.AsSpan(4, 16)) is var inUse)
+            {
+                if (inUse == created) return true;
+                if (!stale.Contains(inUse) && await EncryptedWithAsync(inUse, current, ct)) return true;
+            }
+            if (clock.Elapsed > InUseWithin) return false;
+            if (!told && clock.Elapsed > TimeSpan.FromSeconds(5))
+            {
+                told = true;
+                logger.LogInformation("Waiting for the key ring to take the new Data Protection key {KeyId} into use (up to {Seconds} s) before the old keys are replaced",
+                    created, InUseWithin.TotalSeconds);
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(250), ct);
         }
-        return false;
+    }
+
+    private async Task<bool> EncryptedWithAsync(Guid keyId, X509Certificate2 certificate, CancellationToken ct)
+    {
+        await using var query = store.QuerySession();
+        return (await query.Query<DataProtectionKey>().ToListAsync(ct))
+            .Select(k => XElement.Parse(k.Xml))
+            .Any(x => KeyRingProtection.KeyId(x) == keyId && KeyRingProtection.EncryptedWith(x, certificate));
     }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
