@@ -60,8 +60,21 @@ public static class StartupFailure
                                         || a.StartsWith("--http_ports", StringComparison.OrdinalIgnoreCase)
                                         || a.StartsWith("--https_ports", StringComparison.OrdinalIgnoreCase));
         var serviceRun = aspNetFlags || args.Length == 0 || args[0].Equals("run", StringComparison.OrdinalIgnoreCase);
-        // A test harness that asked JasperFx to start the host (AutoStartHost) keeps doing so.
-        if (serviceRun && !JasperFxEnvironment.AutoStartHost)
+        if (JasperFxEnvironment.AutoStartHost && (serviceRun || args[0].StartsWith('-')))
+        {
+            // A test harness (WebApplicationFactory, Alba) passes only flags and owns the host: it
+            // stops and disposes it. This thread starts it and returns once it has stopped. JasperFx's
+            // run command would stop and dispose it too, from here, on the harness's stop signal,
+            // while the harness is still stopping it: a hosted service then met a disposed
+            // container or data source (an ObjectDisposedException in a test's cleanup).
+            _starting = false;
+            var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using var registration = app.Lifetime.ApplicationStopped.Register(() => stopped.TrySetResult());
+            await app.StartAsync();
+            await stopped.Task;
+            return 0;
+        }
+        if (serviceRun)
         {
             try
             {
