@@ -134,6 +134,11 @@ dotnet_suite() {
     failed=$((failed + $(attr failed "$counters") + $(attr error "$counters") + $(attr timeout "$counters") + $(attr aborted "$counters")))
   done
   if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+  # What failed, with its message and stack (the console logger gives a class cleanup failure's type only).
+  if [ "$failed" -ne 0 ] && compgen -G "$results/*.trx" >/dev/null; then
+    log "suite $name: what failed"
+    /usr/bin/python3 tools/trx-failures.py "$results"/*.trx
+  fi
   if [ -n "${LEDGER_TEST_RESULTS:-}" ] && compgen -G "$results/*.trx" >/dev/null; then
     mkdir -p "$LEDGER_TEST_RESULTS" && cp "$results"/*.trx "$LEDGER_TEST_RESULTS"/ && log "TRX files of suite $name kept in $LEDGER_TEST_RESULTS"
   fi
