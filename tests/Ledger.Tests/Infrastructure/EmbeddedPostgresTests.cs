@@ -12,7 +12,7 @@ public sealed class EmbeddedPostgresTests
     public void it_provisions_a_cluster_reuses_it_and_keeps_data_across_a_clean_stop()
     {
         var dir = Path.Combine("/var/tmp", "run-ledger", $"embedded-test-{Guid.NewGuid():N}");
-        var options = new EmbeddedPostgresOptions { DataDirectory = dir, Port = 55000 + Random.Shared.Next(0, 900), Database = "ledger_embedded" };
+        var options = new EmbeddedPostgresOptions { DataDirectory = dir, Port = TestPorts.Next(), Database = "ledger_embedded" };
         var messages = new List<string>();
         var first = new EmbeddedPostgres(options, messages.Add);
         try
