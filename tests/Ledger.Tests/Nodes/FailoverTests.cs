@@ -79,7 +79,8 @@ public sealed class FailoverTests(ITestOutputHelper output)
                 output.WriteLine($"round {round}: projections taken over {clock.Elapsed.TotalSeconds:0.0} s after the leader's kill -9");
                 await stop.CancelAsync();
                 await writing;
-                Assert.Contains(Leading, survivor.Node.Stdout);
+                // Its line saying so may come after the first page it projected.
+                await Wait.Until(() => survivor.Node.Stdout.Contains(Leading), TimeSpan.FromSeconds(30), $"the survivor to say it leads (round {round})");
 
                 if (round == 2) break;
                 // A new node joins; the survivor, which leads now, is the next to die.

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
@@ -66,7 +67,11 @@ public sealed class RetentionCrashTests(ITestOutputHelper output)
                 }
                 return true;
             }, Patience, "the next node to archive every run");
-            Assert.Contains("reused", b.Node.Stdout);
+            // The node logs each run archived after the commit that the wait above saw: its line may come a moment later.
+            var said = Stopwatch.StartNew();
+            while (!b.Node.Stdout.Contains("reused") && said.Elapsed < TimeSpan.FromSeconds(15)) await Task.Delay(20);
+            Assert.True(b.Node.Stdout.Contains("reused"), "the next node did not say it reused an archive; it said:\n" +
+                string.Join('\n', b.Node.Stdout.Split('\n').Where(l => l.Contains("archive", StringComparison.OrdinalIgnoreCase))));
             foreach (var id in runs)
             {
                 Assert.Equal(1, await Count(database, "select count(*) from ledger.mt_events where stream_id = @id", id));

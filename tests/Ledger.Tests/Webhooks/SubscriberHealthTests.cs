@@ -137,7 +137,9 @@ public sealed class SubscriberHealthTests(SubscriberHealthHost host) : IClassFix
         var second = await Cancelled("health-2");
         await Delivery(subscriptionId, second, d => State(d) == "failed", "the second delivery gives up");
         await WaitForState(subscriptionId, "paused");
-        Assert.Contains(host.Logs.Lines, l => l.Text.Contains("is now paused after 2 failed deliveries") && l.Text.Contains($"/api/subscriptions/{subscriptionId}/resume"));
+        // The pause is logged after it is saved.
+        await Wait.Until(() => host.Logs.Lines.Any(l => l.Text.Contains("is now paused after 2 failed deliveries") && l.Text.Contains($"/api/subscriptions/{subscriptionId}/resume")),
+            Patience, "the line saying the subscriber is paused and how to resume it");
 
         // While paused nothing is sent: what comes due is held, with no attempt.
         var received = receiver.All.Count;
