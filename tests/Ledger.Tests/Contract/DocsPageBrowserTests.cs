@@ -35,7 +35,7 @@ public sealed class DocsPageBrowserTests(ConsoleHost host) : IClassFixture<Conso
         var response = await page.GotoAsync("/docs", new() { WaitUntil = WaitUntilState.NetworkIdle });
         Assert.Equal(200, response!.Status);
         // Scalar renders the description in the browser: on a loaded machine that takes more than Playwright's default 5 s.
-        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
+        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync();
         await Assertions.Expect(page.GetByText("Report one worker event or an ordered array of them", new() { Exact = false }).First).ToBeVisibleAsync();
         await ConsoleHost.Screenshot(page, "docs");
 
@@ -98,7 +98,7 @@ public sealed class DocsPageBrowserTests(ConsoleHost host) : IClassFixture<Conso
         var response = await page.GotoAsync(new Uri(local, "/docs").ToString(), new() { WaitUntil = WaitUntilState.NetworkIdle });
         Assert.Equal(200, response!.Status);
         // Scalar renders the description in the browser: on a loaded machine that takes more than Playwright's default 5 s.
-        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
+        await Assertions.Expect(page.GetByText("Register a run", new() { Exact = false }).First).ToBeVisibleAsync();
         // Whatever appears late (a toolbar, a floating button) has had its time.
         await page.WaitForTimeoutAsync(1500);
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ConsoleHost.ScreenshotDirectory, "docs-localhost.png") });

@@ -31,7 +31,8 @@ public sealed class DatabaseOutageTests(LedgerHost ledger) : IClassFixture<Ledge
         {
             var connection = postgres.Start();
             host = await ledger.InstanceOn(connection); // the class host's keys and settings, on the test's own cluster
-            await using var harness = new ClientHarness(host, heartbeat: TimeSpan.FromMinutes(5));
+            // More retries than the default six: a cluster restarting on a loaded machine may take longer than they wait.
+            await using var harness = new ClientHarness(host, heartbeat: TimeSpan.FromMinutes(5), resilience: r => r.MaxRetryAttempts = 30);
             var runId = await harness.Client.RegisterAsync(new RunRegistration { ExpectedItems = 40 });
             await using var run = await harness.Client.ClaimAsync(runId);
             await run.StartedAsync();

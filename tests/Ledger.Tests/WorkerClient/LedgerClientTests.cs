@@ -15,7 +15,7 @@ public sealed class LedgerClientTests(LedgerHost ledger) : IClassFixture<LedgerH
     private readonly Scenarios _api = new(ledger);
 
     /// <summary>How late Stopped may fire after the ledger decided, beyond one heartbeat: the request itself on a busy 2-core machine.</summary>
-    private static readonly TimeSpan Slack = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
 
     [Fact]
     public async Task a_run_is_driven_to_succeeded_through_the_client()
@@ -98,12 +98,12 @@ public sealed class LedgerClientTests(LedgerHost ledger) : IClassFixture<LedgerH
         await run.StartedAsync();
         var stopped = StoppedSignal(run);
 
+        var before = harness.Tap.Events("heartbeat").Count;
         await harness.Client.CancelAsync(runId, "operator changed their mind");
-        var clock = Stopwatch.StartNew();
-        var fired = await Task.WhenAny(stopped, Task.Delay(beat + Slack)) == stopped;
-
-        Assert.True(fired, $"Stopped did not fire within one heartbeat ({beat.TotalMilliseconds} ms) of the cancel");
-        Assert.True(clock.Elapsed <= beat + Slack);
+        Assert.True(await Task.WhenAny(stopped, Task.Delay(Patience)) == stopped, "Stopped did not fire after the cancel");
+        // Counted in heartbeats, not milliseconds (a loaded machine delays both alike): the first
+        // heartbeat after the cancel stopped it; one more may have been on its way when the cancel was recorded.
+        Assert.InRange(harness.Tap.Events("heartbeat").Count - before, 1, 2);
         Assert.Equal("cancelled", run.Termination!.RunStatus);
         Assert.Equal(ProblemCodes.RunTerminal, run.Termination.Code);
 
@@ -141,12 +141,11 @@ public sealed class LedgerClientTests(LedgerHost ledger) : IClassFixture<LedgerH
         Assert.Equal("lost", (await harness.Client.GetRunAsync(runId)).Status);
         Assert.False(run.Stopped.IsCancellationRequested);
 
+        var held = harness.Tap.Events("heartbeat").Count;
         resume.SetResult();
-        var clock = Stopwatch.StartNew();
-        var fired = await Task.WhenAny(stopped, Task.Delay(beat + Slack)) == stopped;
-
-        Assert.True(fired, $"Stopped did not fire within one heartbeat ({beat.TotalMilliseconds} ms) of heartbeats resuming");
-        Assert.True(clock.Elapsed <= beat + Slack);
+        Assert.True(await Task.WhenAny(stopped, Task.Delay(Patience)) == stopped, "Stopped did not fire after heartbeats resumed");
+        // The first heartbeat to reach the ledger after the loss (the one held back, if one was due yet) stopped it: no later one was sent.
+        Assert.Equal(Math.Max(held, 1), harness.Tap.Events("heartbeat").Count);
         Assert.Equal("lost", run.Termination!.RunStatus);
         await Assert.ThrowsAsync<RunTerminatedException>(() => run.CompleteAsync(force: true));
         Assert.Empty(harness.Tap.Events("run.completed"));
@@ -229,7 +228,8 @@ public sealed class LedgerClientTests(LedgerHost ledger) : IClassFixture<LedgerH
     public async Task an_attempt_that_times_out_is_retried_and_the_event_recorded_once()
     {
         await using var harness = new ClientHarness(ledger.Host, heartbeat: TimeSpan.FromMinutes(5),
-            resilience: r => r.AttemptTimeout = TimeSpan.FromMilliseconds(500));
+            // Long enough for the real attempt on a loaded machine (a second timeout would make a third attempt).
+            resilience: r => r.AttemptTimeout = TimeSpan.FromSeconds(5));
         var runId = await harness.Client.RegisterAsync(new RunRegistration { RequiredScores = ["accuracy"] });
         await using var run = await harness.Client.ClaimAsync(runId);
 
