@@ -104,10 +104,11 @@ public sealed record KeyRingCertificate(X509Certificate2? Certificate);
 /// <summary>
 /// At start: with a certificate configured, every stored key not encrypted with it (a key from
 /// before, unencrypted, or one under the previous certificate) is replaced. A new key is made
-/// (encrypted), every webhook secret is protected again under it, and then the old keys are
-/// deleted, which ends the console sessions and open forms they protected. Nothing is deleted
-/// while a webhook secret could not be read (it would be lost). One node at a time (an advisory
-/// lock); once done it is a no-op. Without a certificate, outside Development, it warns.
+/// (encrypted) and the old ones revoked; once a key encrypted with the certificate is in use,
+/// every webhook secret is protected again under it, and then the old keys are deleted, which ends
+/// the console sessions and open forms they protected. Nothing changes while a webhook secret
+/// cannot be read (it would be lost). One node at a time (an advisory lock); once done it is a
+/// no-op. Without a certificate, outside Development, it warns.
 /// </summary>
 public sealed class KeyRingMigration(
     IDocumentStore store, KeyRingCertificate certificate, IKeyManager keys, IDataProtectionProvider provider, WebhookSecrets secrets,
@@ -152,44 +153,11 @@ public sealed class KeyRingMigration(
             .ToHashSet();
         if (stale.Count == 0) return;
 
-        // The new default key, encrypted with the certificate as it is written. Data Protection picks
-        // the key activated last (by the system clock, which it reads itself), so the new one is
-        // activated after every key active now; then it is checked to be the one in use.
-        var now = TimeProvider.System.GetUtcNow();
-        var activation = new[] { now }.Concat(keys.GetAllKeys().Where(k => k.ActivationDate <= now).Select(k => k.ActivationDate.AddSeconds(1))).Max();
-        var created = keys.CreateNewKey(activationDate: activation, expirationDate: activation.AddDays(90));
-        if (!await InUseAsync(created.KeyId, stale, current, ct))
-        {
-            logger.LogError("The new Data Protection key {KeyId} is not the one in use; no key is deleted and nothing is protected again at this start", created.KeyId);
-            return;
-        }
-
-        var unreadable = new List<string>();
-        var reprotected = 0;
-        List<string> ids;
-        await using (var query = store.QuerySession()) ids = (await query.Query<WebhookSubscription>().Select(s => s.Id).ToListAsync(ct)).ToList();
-        foreach (var id in ids)
-        {
-            // Only the secret changes, under the subscription's optimistic concurrency, as every change of
-            // a subscription is written: a state another node writes meanwhile (failing, paused) is read
-            // again, not overwritten, and this start does not fail on it.
-            try
-            {
-                if (await SubscriptionHealth.UpdateAsync(store, id, s => Reprotect(s), ct) is not null) reprotected++;
-            }
-            catch (CryptographicException)
-            {
-                unreadable.Add(id);
-            }
-        }
-        if (unreadable.Count == 0)
-        {
-            // The console sessions end with the keys of their cookies, on every node.
-            await using var session = store.LightweightSession();
-            session.DeleteWhere<ConsoleSessionRecord>(_ => true);
-            await session.SaveChangesAsync(ct);
-        }
-
+        // Every webhook secret must be readable before anything changes: one that is not would be
+        // lost with its key. (Read ignoring revocation: a start that stopped after revoking resumes here.)
+        List<WebhookSubscription> subscriptions;
+        await using (var query = store.QuerySession()) subscriptions = (await query.Query<WebhookSubscription>().ToListAsync(ct)).ToList();
+        var unreadable = subscriptions.Where(s => !Readable(s)).Select(s => s.Id).ToList();
         if (unreadable.Count > 0)
         {
             logger.LogError("The secrets of {Count} webhook subscriptions ({Subscriptions}) cannot be read with the keys at hand, so the {Stale} keys not encrypted " +
@@ -198,9 +166,39 @@ public sealed class KeyRingMigration(
             return;
         }
 
-        // Revoked first: that refreshes this node's cached key ring, where they could still open old
-        // cookies (deletion alone does not); then deleted, with their revocations.
+        // A new key, encrypted with the certificate as it is written, and the old ones revoked, so that
+        // Data Protection can take into use only a key encrypted with the certificate: the new one, or
+        // one it makes itself. Which of several new keys it prefers depends on its version (the latest
+        // activated, or the one old enough to have reached every node); a revoked key it never takes.
+        // Revoking also refreshes this node's cached key ring, where the old keys could still open old
+        // cookies (deletion alone does not).
+        var now = TimeProvider.System.GetUtcNow();
+        var activation = new[] { now }.Concat(keys.GetAllKeys().Where(k => k.ActivationDate <= now).Select(k => k.ActivationDate.AddSeconds(1))).Max();
+        var created = keys.CreateNewKey(activationDate: activation, expirationDate: activation.AddDays(90));
         foreach (var id in stale) keys.RevokeKey(id, "replaced by a key encrypted with the configured certificate");
+        if (await InUseAsync(created.KeyId, stale, current, ct) is { } notInUse)
+        {
+            logger.LogError("The new Data Protection key {KeyId} is not the one in use ({InUse}); the old keys are revoked but kept, webhook secrets are not " +
+                            "protected again, and the next start tries again", created.KeyId, notInUse);
+            return;
+        }
+
+        var reprotected = 0;
+        foreach (var id in subscriptions.Select(s => s.Id))
+        {
+            // Only the secret changes, under the subscription's optimistic concurrency, as every change of
+            // a subscription is written: a state another node writes meanwhile (failing, paused) is read
+            // again, not overwritten, and this start does not fail on it.
+            if (await SubscriptionHealth.UpdateAsync(store, id, s => Reprotect(s), ct) is not null) reprotected++;
+        }
+        // The console sessions end with the keys of their cookies, on every node.
+        await using (var session = store.LightweightSession())
+        {
+            session.DeleteWhere<ConsoleSessionRecord>(_ => true);
+            await session.SaveChangesAsync(ct);
+        }
+
+        // The old keys deleted, with their revocations.
         // (XmlKeyManager has DeleteKeys without declaring IDeletableKeyManager.)
         _ = keys switch
         {
@@ -213,9 +211,22 @@ public sealed class KeyRingMigration(
             current.Thumbprint, stale.Count, reprotected);
     }
 
+    private bool Readable(WebhookSubscription subscription)
+    {
+        try
+        {
+            secrets.UnprotectUnderRevokedKey(subscription.ProtectedSecret);
+            return true;
+        }
+        catch (Exception e) when (e is CryptographicException or FormatException)
+        {
+            return false;
+        }
+    }
+
     private bool Reprotect(WebhookSubscription subscription)
     {
-        subscription.ProtectedSecret = secrets.Protect(secrets.Unprotect(subscription.ProtectedSecret));
+        subscription.ProtectedSecret = secrets.Protect(secrets.UnprotectUnderRevokedKey(subscription.ProtectedSecret));
         return true;
     }
 
@@ -223,33 +234,40 @@ public sealed class KeyRingMigration(
     private static readonly TimeSpan InUseWithin = TimeSpan.FromSeconds(150);
 
     /// <summary>
-    /// True once the key protecting new payloads is the new one, or another key encrypted with the
-    /// certificate (Data Protection may make one of its own when it cannot use a key). The cached key
-    /// ring is refreshed by whichever thread asks first after a change, and a caller that finds another
-    /// thread refreshing is answered from the ring before; and after a refresh that failed, the ring
-    /// before is kept for two minutes whatever changes. So it is asked again, for up to
-    /// <see cref="InUseWithin"/>, before the step gives up (keeping every key).
+    /// Null once the key protecting new payloads is the new one, or another key encrypted with the
+    /// certificate (Data Protection makes one of its own when the key it prefers is revoked); else
+    /// what is in use. The cached key ring is refreshed by whichever thread asks first after a change,
+    /// and a caller that finds another thread refreshing is answered from the ring before; and after a
+    /// refresh that failed, the ring before is kept for two minutes whatever changes. So it is asked
+    /// again, for up to <see cref="InUseWithin"/>, before the step gives up.
     /// </summary>
-    private async Task<bool> InUseAsync(Guid created, IReadOnlySet<Guid> stale, X509Certificate2 current, CancellationToken ct)
+    private async Task<string?> InUseAsync(Guid created, IReadOnlySet<Guid> stale, X509Certificate2 current, CancellationToken ct)
     {
         var protector = provider.CreateProtector("Ledger.KeyRing.Probe");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var told = false;
+        string seen;
         while (true)
         {
-            // A protected payload starts with a 4-byte magic header and the 16-byte id of its key.
-            var probe = protector.Protect([0]);
-            if (probe.Length >= 20 && new Guid(probe.AsSpan(4, 16)) is var inUse)
+            try
             {
-                if (inUse == created) return true;
-                if (!stale.Contains(inUse) && await EncryptedWithAsync(inUse, current, ct)) return true;
+                // A protected payload starts with a 4-byte magic header and the 16-byte id of its key.
+                var probe = protector.Protect([0]);
+                var inUse = new Guid(probe.AsSpan(4, 16));
+                if (inUse == created) return null;
+                if (!stale.Contains(inUse) && await EncryptedWithAsync(inUse, current, ct)) return null;
+                seen = stale.Contains(inUse) ? $"key {inUse}, one of those replaced" : $"key {inUse}, not encrypted with the certificate";
             }
-            if (clock.Elapsed > InUseWithin) return false;
+            catch (Exception e) when (e is CryptographicException or InvalidOperationException)
+            {
+                seen = $"no key: {e.Message}";
+            }
+            if (clock.Elapsed > InUseWithin) return seen;
             if (!told && clock.Elapsed > TimeSpan.FromSeconds(5))
             {
                 told = true;
-                logger.LogInformation("Waiting for the key ring to take the new Data Protection key {KeyId} into use (up to {Seconds} s) before the old keys are replaced",
-                    created, InUseWithin.TotalSeconds);
+                logger.LogInformation("Waiting for the key ring to take the new Data Protection key {KeyId} into use (up to {Seconds} s; now {InUse})",
+                    created, InUseWithin.TotalSeconds, seen);
             }
             await Task.Delay(TimeSpan.FromMilliseconds(250), ct);
         }
