@@ -183,13 +183,29 @@ public sealed class KeyRingMigration(
             return;
         }
 
+        // Read again: a subscription made since the check is protected again too.
+        List<string> ids;
+        await using (var query = store.QuerySession()) ids = (await query.Query<WebhookSubscription>().Select(s => s.Id).ToListAsync(ct)).ToList();
         var reprotected = 0;
-        foreach (var id in subscriptions.Select(s => s.Id))
+        foreach (var id in ids)
         {
             // Only the secret changes, under the subscription's optimistic concurrency, as every change of
             // a subscription is written: a state another node writes meanwhile (failing, paused) is read
             // again, not overwritten, and this start does not fail on it.
-            if (await SubscriptionHealth.UpdateAsync(store, id, s => Reprotect(s), ct) is not null) reprotected++;
+            try
+            {
+                if (await SubscriptionHealth.UpdateAsync(store, id, s => Reprotect(s), ct) is not null) reprotected++;
+            }
+            catch (CryptographicException)
+            {
+                unreadable.Add(id);
+            }
+        }
+        if (unreadable.Count > 0)
+        {
+            logger.LogError("The secrets of {Count} webhook subscriptions ({Subscriptions}) could not be protected again, so the {Stale} keys " +
+                            "not encrypted with the certificate are revoked but kept; the next start tries again", unreadable.Count, string.Join(", ", unreadable.Take(10)), stale.Count);
+            return;
         }
         // The console sessions end with the keys of their cookies, on every node.
         await using (var session = store.LightweightSession())
