@@ -154,7 +154,8 @@ public sealed class KeyRingMigration(
         if (stale.Count == 0) return;
 
         // Every webhook secret must be readable before anything changes: one that is not would be
-        // lost with its key. (Read ignoring revocation: a start that stopped after revoking resumes here.)
+        // lost with its key. (Secrets are read under revoked keys too: a start that stopped after
+        // revoking resumes here.)
         List<WebhookSubscription> subscriptions;
         await using (var query = store.QuerySession()) subscriptions = (await query.Query<WebhookSubscription>().ToListAsync(ct)).ToList();
         var unreadable = subscriptions.Where(s => !Readable(s)).Select(s => s.Id).ToList();
@@ -178,8 +179,8 @@ public sealed class KeyRingMigration(
         foreach (var id in stale) keys.RevokeKey(id, "replaced by a key encrypted with the configured certificate");
         if (await InUseAsync(created.KeyId, stale, current, ct) is { } notInUse)
         {
-            logger.LogError("The new Data Protection key {KeyId} is not the one in use ({InUse}); the old keys are revoked but kept, webhook secrets are not " +
-                            "protected again, and the next start tries again", created.KeyId, notInUse);
+            logger.LogError("No Data Protection key encrypted with the certificate is in use ({InUse}; the new one is {KeyId}): the old keys are revoked but kept, " +
+                            "webhook secrets are not protected again, and the next start tries again", notInUse, created.KeyId);
             return;
         }
 
@@ -223,7 +224,7 @@ public sealed class KeyRingMigration(
             _ => throw new InvalidOperationException($"The key manager {keys.GetType().Name} cannot delete keys"),
         };
         logger.LogWarning("Data Protection keys are now encrypted with the certificate {Thumbprint}: {Stale} keys that were not were deleted and {Secrets} webhook secrets " +
-                          "protected again under the new key; console sessions and forms opened before must sign in or load again",
+                          "protected again under a key encrypted with it; console sessions and forms opened before must sign in or load again",
             current.Thumbprint, stale.Count, reprotected);
     }
 
@@ -231,10 +232,10 @@ public sealed class KeyRingMigration(
     {
         try
         {
-            secrets.UnprotectUnderRevokedKey(subscription.ProtectedSecret);
+            secrets.Unprotect(subscription.ProtectedSecret);
             return true;
         }
-        catch (Exception e) when (e is CryptographicException or FormatException)
+        catch (CryptographicException)
         {
             return false;
         }
@@ -242,7 +243,7 @@ public sealed class KeyRingMigration(
 
     private bool Reprotect(WebhookSubscription subscription)
     {
-        subscription.ProtectedSecret = secrets.Protect(secrets.UnprotectUnderRevokedKey(subscription.ProtectedSecret));
+        subscription.ProtectedSecret = secrets.Protect(secrets.Unprotect(subscription.ProtectedSecret));
         return true;
     }
 

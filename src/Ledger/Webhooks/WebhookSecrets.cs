@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using System.Text;
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.WebUtilities;
@@ -10,21 +11,27 @@ namespace Ledger.Webhooks;
 /// </summary>
 public sealed class WebhookSecrets(IDataProtectionProvider provider)
 {
-    private readonly IDataProtector _protector = provider.CreateProtector("Ledger.Webhooks.SubscriptionSecret.v1");
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    private readonly IPersistedDataProtector _protector = (IPersistedDataProtector)provider.CreateProtector("Ledger.Webhooks.SubscriptionSecret.v1");
 
     public string Protect(string secret) => _protector.Protect(secret);
 
-    public string Unprotect(string protectedSecret) => _protector.Unprotect(protectedSecret);
-
     /// <summary>
-    /// For the key ring step only (<see cref="Ledger.Web.KeyRingMigration"/>): reads a secret whose
-    /// key it has revoked but not yet deleted, to protect it again under the new key. Throws, as
-    /// <see cref="Unprotect"/> does, when the key is gone or cannot be read.
+    /// The secret, also under a key that is revoked but not yet deleted: only the key ring step
+    /// revokes keys (<see cref="Ledger.Web.KeyRingMigration"/>), and it protects every secret again
+    /// before it deletes them, so a delivery in between still signs. Revocation decides which key
+    /// protects new data; a stored secret is data, not a session. Throws a CryptographicException
+    /// when the key is gone or cannot be read, or the stored value is not a protected secret.
     /// </summary>
-    public string UnprotectUnderRevokedKey(string protectedSecret)
+    public string Unprotect(string protectedSecret)
     {
-        if (_protector is not IPersistedDataProtector persisted) return Unprotect(protectedSecret);
-        var plain = persisted.DangerousUnprotect(WebEncoders.Base64UrlDecode(protectedSecret), ignoreRevocationErrors: true, out _, out _);
-        return new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetString(plain);
+        try
+        {
+            return StrictUtf8.GetString(_protector.DangerousUnprotect(WebEncoders.Base64UrlDecode(protectedSecret), ignoreRevocationErrors: true, out _, out _));
+        }
+        catch (Exception e) when (e is not CryptographicException)
+        {
+            throw new CryptographicException(e.Message, e);
+        }
     }
 }

@@ -167,9 +167,11 @@ public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>,
     [Fact]
     public async Task the_ring_moves_under_the_certificate_whichever_key_data_protection_prefers()
     {
-        // Data Protection's choice among keys made within two days has changed between versions (the
-        // latest activated, or the earliest). With the earliest preferred, a step that only added a
-        // key waited in vain for it to be used; revoking the old ones leaves nothing else to take.
+        // Which key Data Protection prefers has changed between versions (since .NET 9: keys older than
+        // two days first, the latest activated; younger ones the earliest activated). With the old key
+        // preferred, a step that only added a key waited in vain for it to be used. Here the earliest is
+        // preferred: the step revokes it, and Data Protection, finding its preferred key revoked, makes
+        // a key of its own, encrypted with the certificate, which the step accepts.
         var certificate = Certificate("oldest-first", "pw-oldest");
         var (server, database, name) = TestDatabase.Create();
         try
@@ -199,6 +201,19 @@ public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>,
             NpgsqlConnection.ClearAllPools();
             TestDatabase.Drop(server, name);
         }
+    }
+
+    [Fact]
+    public void a_stored_secret_is_read_under_a_revoked_key_and_a_value_that_is_no_secret_is_a_cryptographic_error()
+    {
+        var secrets = ledger.Host.Services.GetRequiredService<WebhookSecrets>();
+        var stored = secrets.Protect("a-secret-under-a-key-about-to-be-revoked");
+        // Every key revoked, as the key ring step revokes the old ones before it protects secrets again.
+        var keys = ledger.Host.Services.GetRequiredService<IKeyManager>();
+        foreach (var key in keys.GetAllKeys()) keys.RevokeKey(key.KeyId, "test");
+        Assert.Equal("a-secret-under-a-key-about-to-be-revoked", secrets.Unprotect(stored));
+        Assert.Throws<CryptographicException>(() => secrets.Unprotect("not base64url !"));
+        Assert.Throws<CryptographicException>(() => secrets.Unprotect(stored[..^4] + "AAAA"));
     }
 
     /// <summary>Prefers the key activated earliest, as Data Protection does among keys too new to have reached every node; never a revoked or expired one.</summary>
