@@ -33,71 +33,64 @@ public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>,
     {
         var first = Certificate("first", "pfx-password-1");
         var second = Certificate("second", "pfx-password-2");
-        var (server, database, name) = TestDatabase.Create();
-        try
+        using var own = TestDatabase.Own();
+        var database = own.ConnectionString;
+        // Before: no certificate. A subscription and a console session, both under an unencrypted key.
+        string subscriptionId;
+        ConsoleClient console;
+        await using (var before = await ledger.InstanceOn(database, new Dictionary<string, string>()))
         {
-            // Before: no certificate. A subscription and a console session, both under an unencrypted key.
-            string subscriptionId;
-            ConsoleClient console;
-            await using (var before = await ledger.InstanceOn(database, new Dictionary<string, string>()))
-            {
-                subscriptionId = await Subscribe(before);
-                console = new ConsoleClient(before);
-                Assert.Equal(HttpStatusCode.Redirect, await console.SignIn(LedgerHost.AdminKey));
-            }
-            var unencrypted = await Keys(database);
-            Assert.NotEmpty(unencrypted);
-            Assert.All(unencrypted, k => Assert.Contains(k.Descendants(), e => e.Name.LocalName == "masterKey"));
-            var protectedBefore = await ProtectedSecret(database, subscriptionId);
-
-            // With a certificate: one new key, encrypted; the old ones gone; the secret protected again and still the same secret.
-            var logs = new CapturedLogs();
-            await using (var after = await ledger.InstanceOn(database, Settings(first), s => s.AddSingleton<ILoggerProvider>(logs)))
-            {
-                var encrypted = await Keys(database);
-                // The step's new key, and one Data Protection may have made itself when the key it preferred was revoked.
-                Assert.InRange(encrypted.Count, 1, 2);
-                AssertEncryptedWith(encrypted, first.Certificate);
-                Assert.DoesNotContain(encrypted, k => unencrypted.Any(u => u.Attribute("id")!.Value == k.Attribute("id")!.Value));
-                var protectedAfter = await ProtectedSecret(database, subscriptionId);
-                Assert.NotEqual(protectedBefore, protectedAfter);
-                Assert.Equal(Secret, after.Services.GetRequiredService<WebhookSecrets>().Unprotect(protectedAfter));
-                Assert.Contains(logs.Lines, l => l.Level == LogLevel.Warning && l.Text.Contains("now encrypted with the certificate") && l.Text.Contains("1 webhook secrets"));
-
-                // The console session from before ended with its key; a new one works, under the new key.
-                var old = new ConsoleClient(after);
-                old.Use(console);
-                Assert.Equal(HttpStatusCode.Redirect, (await old.Send(HttpMethod.Get, "/runs")).Status);
-                Assert.Equal(HttpStatusCode.Redirect, await new ConsoleClient(after).SignIn(LedgerHost.ReadKey));
-                AssertEncryptedWith(await Keys(database), first.Certificate);
-            }
-
-            // Started again with the same certificate: nothing to do.
-            var keysThen = (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList();
-            var secretThen = await ProtectedSecret(database, subscriptionId);
-            logs = new CapturedLogs();
-            await using (var again = await ledger.InstanceOn(database, Settings(first), s => s.AddSingleton<ILoggerProvider>(logs)))
-            {
-                Assert.Equal(keysThen, (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList());
-                Assert.Equal(secretThen, await ProtectedSecret(database, subscriptionId));
-                Assert.DoesNotContain(logs.Lines, l => l.Text.Contains("now encrypted with the certificate"));
-            }
-
-            // A change of certificate, the old one given as previous: everything moves under the new one.
-            logs = new CapturedLogs();
-            await using (var changed = await ledger.InstanceOn(database, Settings(second, previous: first), s => s.AddSingleton<ILoggerProvider>(logs)))
-            {
-                var errors = logs.Lines.Where(l => l.Category == typeof(KeyRingMigration).FullName && l.Level is LogLevel.Error or LogLevel.Critical)
-                    .Select(l => l.Text).ToList();
-                Assert.True(errors.Count == 0, string.Join(Environment.NewLine, errors));
-                AssertEncryptedWith(await Keys(database), second.Certificate);
-                Assert.Equal(Secret, changed.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
-            }
+            subscriptionId = await Subscribe(before);
+            console = new ConsoleClient(before);
+            Assert.Equal(HttpStatusCode.Redirect, await console.SignIn(LedgerHost.AdminKey));
         }
-        finally
+        var unencrypted = await Keys(database);
+        Assert.NotEmpty(unencrypted);
+        Assert.All(unencrypted, k => Assert.Contains(k.Descendants(), e => e.Name.LocalName == "masterKey"));
+        var protectedBefore = await ProtectedSecret(database, subscriptionId);
+
+        // With a certificate: one new key, encrypted; the old ones gone; the secret protected again and still the same secret.
+        var logs = new CapturedLogs();
+        await using (var after = await ledger.InstanceOn(database, Settings(first), s => s.AddSingleton<ILoggerProvider>(logs)))
         {
-            NpgsqlConnection.ClearAllPools();
-            TestDatabase.Drop(server, name);
+            var encrypted = await Keys(database);
+            // The step's new key, and one Data Protection may have made itself when the key it preferred was revoked.
+            Assert.InRange(encrypted.Count, 1, 2);
+            AssertEncryptedWith(encrypted, first.Certificate);
+            Assert.DoesNotContain(encrypted, k => unencrypted.Any(u => u.Attribute("id")!.Value == k.Attribute("id")!.Value));
+            var protectedAfter = await ProtectedSecret(database, subscriptionId);
+            Assert.NotEqual(protectedBefore, protectedAfter);
+            Assert.Equal(Secret, after.Services.GetRequiredService<WebhookSecrets>().Unprotect(protectedAfter));
+            Assert.Contains(logs.Lines, l => l.Level == LogLevel.Warning && l.Text.Contains("now encrypted with the certificate") && l.Text.Contains("1 webhook secrets"));
+
+            // The console session from before ended with its key; a new one works, under the new key.
+            var old = new ConsoleClient(after);
+            old.Use(console);
+            Assert.Equal(HttpStatusCode.Redirect, (await old.Send(HttpMethod.Get, "/runs")).Status);
+            Assert.Equal(HttpStatusCode.Redirect, await new ConsoleClient(after).SignIn(LedgerHost.ReadKey));
+            AssertEncryptedWith(await Keys(database), first.Certificate);
+        }
+
+        // Started again with the same certificate: nothing to do.
+        var keysThen = (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList();
+        var secretThen = await ProtectedSecret(database, subscriptionId);
+        logs = new CapturedLogs();
+        await using (var again = await ledger.InstanceOn(database, Settings(first), s => s.AddSingleton<ILoggerProvider>(logs)))
+        {
+            Assert.Equal(keysThen, (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList());
+            Assert.Equal(secretThen, await ProtectedSecret(database, subscriptionId));
+            Assert.DoesNotContain(logs.Lines, l => l.Text.Contains("now encrypted with the certificate"));
+        }
+
+        // A change of certificate, the old one given as previous: everything moves under the new one.
+        logs = new CapturedLogs();
+        await using (var changed = await ledger.InstanceOn(database, Settings(second, previous: first), s => s.AddSingleton<ILoggerProvider>(logs)))
+        {
+            var errors = logs.Lines.Where(l => l.Category == typeof(KeyRingMigration).FullName && l.Level is LogLevel.Error or LogLevel.Critical)
+                .Select(l => l.Text).ToList();
+            Assert.True(errors.Count == 0, string.Join(Environment.NewLine, errors));
+            AssertEncryptedWith(await Keys(database), second.Certificate);
+            Assert.Equal(Secret, changed.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
         }
     }
 
@@ -106,32 +99,25 @@ public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>,
     {
         var first = Certificate("kept-first", "pw-1");
         var second = Certificate("kept-second", "pw-2");
-        var (server, database, name) = TestDatabase.Create();
-        try
-        {
-            string subscriptionId;
-            await using (var withFirst = await ledger.InstanceOn(database, Settings(first))) subscriptionId = await Subscribe(withFirst);
-            var keysBefore = (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList();
+        using var own = TestDatabase.Own();
+        var database = own.ConnectionString;
+        string subscriptionId;
+        await using (var withFirst = await ledger.InstanceOn(database, Settings(first))) subscriptionId = await Subscribe(withFirst);
+        var keysBefore = (await Keys(database)).Select(k => k.Attribute("id")!.Value).Order().ToList();
 
-            // The second certificate without the first as previous: the secret's key cannot be read, so nothing is deleted.
-            var logs = new CapturedLogs();
-            await using (await ledger.InstanceOn(database, Settings(second), s => s.AddSingleton<ILoggerProvider>(logs)))
-            {
-                var after = (await Keys(database)).Select(k => k.Attribute("id")!.Value).ToList();
-                Assert.All(keysBefore, id => Assert.Contains(id, after));
-                Assert.Contains(logs.Lines, l => l.Level == LogLevel.Error && l.Text.Contains(subscriptionId) && l.Text.Contains("PreviousCertificatePath"));
-            }
-            // Given the first as previous, the move completes.
-            await using (var fixedUp = await ledger.InstanceOn(database, Settings(second, previous: first)))
-            {
-                AssertEncryptedWith(await Keys(database), second.Certificate);
-                Assert.Equal(Secret, fixedUp.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
-            }
-        }
-        finally
+        // The second certificate without the first as previous: the secret's key cannot be read, so nothing is deleted.
+        var logs = new CapturedLogs();
+        await using (await ledger.InstanceOn(database, Settings(second), s => s.AddSingleton<ILoggerProvider>(logs)))
         {
-            NpgsqlConnection.ClearAllPools();
-            TestDatabase.Drop(server, name);
+            var after = (await Keys(database)).Select(k => k.Attribute("id")!.Value).ToList();
+            Assert.All(keysBefore, id => Assert.Contains(id, after));
+            Assert.Contains(logs.Lines, l => l.Level == LogLevel.Error && l.Text.Contains(subscriptionId) && l.Text.Contains("PreviousCertificatePath"));
+        }
+        // Given the first as previous, the move completes.
+        await using (var fixedUp = await ledger.InstanceOn(database, Settings(second, previous: first)))
+        {
+            AssertEncryptedWith(await Keys(database), second.Certificate);
+            Assert.Equal(Secret, fixedUp.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
         }
     }
 
@@ -139,28 +125,21 @@ public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>,
     public async Task a_subscription_another_node_changes_while_its_secret_is_protected_again_keeps_both_changes()
     {
         var certificate = Certificate("racing", "pw-race");
-        var (server, database, name) = TestDatabase.Create();
-        try
-        {
-            string subscriptionId;
-            await using (var before = await ledger.InstanceOn(database, new Dictionary<string, string>())) subscriptionId = await Subscribe(before);
+        using var own = TestDatabase.Own();
+        var database = own.ConnectionString;
+        string subscriptionId;
+        await using (var before = await ledger.InstanceOn(database, new Dictionary<string, string>())) subscriptionId = await Subscribe(before);
 
-            // Another node pauses the subscription between the step's read and its write.
-            var otherNode = new PauseOnce(database);
-            await using (var after = await ledger.InstanceOn(database, Settings(certificate), s => s.ConfigureMarten(o => o.Listeners.Add(otherNode))))
-            {
-                Assert.Equal(subscriptionId, otherNode.Paused);
-                AssertEncryptedWith(await Keys(database), certificate.Certificate);
-                await using var session = after.Services.GetRequiredService<IDocumentStore>().QuerySession();
-                var stored = await session.LoadAsync<WebhookSubscription>(subscriptionId);
-                Assert.Equal(SubscriptionStates.Paused, stored!.State);
-                Assert.Equal(Secret, after.Services.GetRequiredService<WebhookSecrets>().Unprotect(stored.ProtectedSecret));
-            }
-        }
-        finally
+        // Another node pauses the subscription between the step's read and its write.
+        var otherNode = new PauseOnce(database);
+        await using (var after = await ledger.InstanceOn(database, Settings(certificate), s => s.ConfigureMarten(o => o.Listeners.Add(otherNode))))
         {
-            NpgsqlConnection.ClearAllPools();
-            TestDatabase.Drop(server, name);
+            Assert.Equal(subscriptionId, otherNode.Paused);
+            AssertEncryptedWith(await Keys(database), certificate.Certificate);
+            await using var session = after.Services.GetRequiredService<IDocumentStore>().QuerySession();
+            var stored = await session.LoadAsync<WebhookSubscription>(subscriptionId);
+            Assert.Equal(SubscriptionStates.Paused, stored!.State);
+            Assert.Equal(Secret, after.Services.GetRequiredService<WebhookSecrets>().Unprotect(stored.ProtectedSecret));
         }
     }
 
@@ -173,33 +152,26 @@ public sealed class KeyRingTests(LedgerHost ledger) : IClassFixture<LedgerHost>,
         // preferred: the step revokes it, and Data Protection, finding its preferred key revoked, makes
         // a key of its own, encrypted with the certificate, which the step accepts.
         var certificate = Certificate("oldest-first", "pw-oldest");
-        var (server, database, name) = TestDatabase.Create();
-        try
-        {
-            string subscriptionId;
-            await using (var before = await ledger.InstanceOn(database, new Dictionary<string, string>())) subscriptionId = await Subscribe(before);
-            var unencrypted = (await Keys(database)).Select(k => k.Attribute("id")!.Value).ToList();
+        using var own = TestDatabase.Own();
+        var database = own.ConnectionString;
+        string subscriptionId;
+        await using (var before = await ledger.InstanceOn(database, new Dictionary<string, string>())) subscriptionId = await Subscribe(before);
+        var unencrypted = (await Keys(database)).Select(k => k.Attribute("id")!.Value).ToList();
 
-            var logs = new CapturedLogs();
-            await using (var after = await ledger.InstanceOn(database, Settings(certificate), s =>
-                         {
-                             s.RemoveAll<IDefaultKeyResolver>();
-                             s.AddSingleton<IDefaultKeyResolver, EarliestKeyFirst>();
-                             s.AddSingleton<ILoggerProvider>(logs);
-                         }))
-            {
-                var errors = logs.Lines.Where(l => l.Category == typeof(KeyRingMigration).FullName && l.Level >= LogLevel.Error).Select(l => l.Text).ToList();
-                Assert.True(errors.Count == 0, string.Join(Environment.NewLine, errors));
-                var keys = await Keys(database);
-                AssertEncryptedWith(keys, certificate.Certificate);
-                Assert.DoesNotContain(keys, k => unencrypted.Contains(k.Attribute("id")!.Value));
-                Assert.Equal(Secret, after.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
-            }
-        }
-        finally
+        var logs = new CapturedLogs();
+        await using (var after = await ledger.InstanceOn(database, Settings(certificate), s =>
+                     {
+                         s.RemoveAll<IDefaultKeyResolver>();
+                         s.AddSingleton<IDefaultKeyResolver, EarliestKeyFirst>();
+                         s.AddSingleton<ILoggerProvider>(logs);
+                     }))
         {
-            NpgsqlConnection.ClearAllPools();
-            TestDatabase.Drop(server, name);
+            var errors = logs.Lines.Where(l => l.Category == typeof(KeyRingMigration).FullName && l.Level >= LogLevel.Error).Select(l => l.Text).ToList();
+            Assert.True(errors.Count == 0, string.Join(Environment.NewLine, errors));
+            var keys = await Keys(database);
+            AssertEncryptedWith(keys, certificate.Certificate);
+            Assert.DoesNotContain(keys, k => unencrypted.Contains(k.Attribute("id")!.Value));
+            Assert.Equal(Secret, after.Services.GetRequiredService<WebhookSecrets>().Unprotect(await ProtectedSecret(database, subscriptionId)));
         }
     }
 

@@ -164,6 +164,24 @@ public static class TestDatabase
         return (server, database, name);
     }
 
+    /// <summary>A fresh database that is the test's own, dropped when disposed (after the pooled connections are cleared).</summary>
+    public static Owned Own()
+    {
+        var (server, database, name) = Create();
+        return new Owned(server, database, name);
+    }
+
+    public sealed class Owned(string server, string connectionString, string name) : IDisposable
+    {
+        public string ConnectionString { get; } = connectionString;
+
+        public void Dispose()
+        {
+            NpgsqlConnection.ClearAllPools();
+            Drop(server, name);
+        }
+    }
+
     /// <summary>
     /// The server all hosts of this test run use: LEDGER_TEST_CONNECTION, or else the private
     /// cluster (in LEDGER_TEST_PG_DIR on LEDGER_TEST_PG_PORT, by default
