@@ -97,17 +97,23 @@ public sealed class RowLock : IAsyncDisposable
 public static class Wait
 {
     /// <summary>Polls until the condition holds; fails the test, naming what it waited for, after the timeout.</summary>
-    public static async Task Until(Func<Task<bool>> condition, TimeSpan timeout, string what)
+    public static Task Until(Func<Task<bool>> condition, TimeSpan timeout, string what) => Until(condition, timeout, () => what);
+
+    /// <summary>As above, with what it waited for told when it fails (so it can say what was seen by then).</summary>
+    public static async Task Until(Func<Task<bool>> condition, TimeSpan timeout, Func<string> what)
     {
         var clock = Stopwatch.StartNew();
         while (!await condition())
         {
-            if (clock.Elapsed > timeout) Assert.Fail($"waited {timeout.TotalSeconds:0}s for {what}");
+            if (clock.Elapsed > timeout) Assert.Fail($"waited {timeout.TotalSeconds:0}s for {what()}");
             await Task.Delay(20);
         }
     }
 
     public static Task Until(Func<bool> condition, TimeSpan timeout, string what) =>
+        Until(() => Task.FromResult(condition()), timeout, what);
+
+    public static Task Until(Func<bool> condition, TimeSpan timeout, Func<string> what) =>
         Until(() => Task.FromResult(condition()), timeout, what);
 
     /// <summary>Waits until the instance's writer holds exactly <paramref name="count"/> queued commands.</summary>

@@ -284,19 +284,15 @@ public sealed class RefusalBudgetTests
         }
         // The sweep's report says what was pruned, and GET /api/retention shows it with the policy. The
         // report is saved once the step is over, after the rows are gone: it may come a moment later.
-        JsonNode view;
-        deadline = DateTime.UtcNow.AddSeconds(30);
-        while (true)
+        JsonNode view = null!;
+        await Wait.Until(async () =>
         {
             var retention = await api.Send(HttpMethod.Get, "/api/retention", LedgerHost.AdminKey);
             Assert.Equal(HttpStatusCode.OK, retention.Status);
             view = JsonNode.Parse(retention.Text)!;
-            var pruned = view["sweeps"]!.AsArray().SelectMany(w => w!["steps"]!.AsArray()).Where(step => step!["step"]!.GetValue<string>() == "prune-logs")
-                .Select(step => step!["counts"]!["rejections"]?.GetValue<long>() ?? 0);
-            if (pruned.Any(n => n >= 1)) break;
-            Assert.True(DateTime.UtcNow < deadline, $"no sweep reports a pruned refusal: {view["sweeps"]!.ToJsonString()}");
-            await Task.Delay(200);
-        }
+            return view["sweeps"]!.AsArray().SelectMany(w => w!["steps"]!.AsArray()).Where(step => step!["step"]!.GetValue<string>() == "prune-logs")
+                .Any(step => (step!["counts"]!["rejections"]?.GetValue<long>() ?? 0) >= 1);
+        }, TimeSpan.FromSeconds(30), () => $"a sweep that reports a pruned refusal: {view["sweeps"]!.ToJsonString()}");
         Assert.False(view["policy"]!["enabled"]!.GetValue<bool>());
         Assert.True(view["policy"]!["pruning"]!.GetValue<bool>());
         Assert.Equal("1.00:00:00", view["policy"]!["keepRejectionsFor"]!.GetValue<string>());

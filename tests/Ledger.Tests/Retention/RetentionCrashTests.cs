@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
@@ -68,9 +67,7 @@ public sealed class RetentionCrashTests(ITestOutputHelper output)
                 return true;
             }, Patience, "the next node to archive every run");
             // The node logs each run archived after the commit that the wait above saw: its line may come a moment later.
-            var said = Stopwatch.StartNew();
-            while (!b.Node.Stdout.Contains("reused") && said.Elapsed < TimeSpan.FromSeconds(15)) await Task.Delay(20);
-            Assert.True(b.Node.Stdout.Contains("reused"), "the next node did not say it reused an archive; it said:\n" +
+            await Wait.Until(() => b.Node.Stdout.Contains("reused"), TimeSpan.FromSeconds(15), () => "the next node to say it reused an archive; it said:\n" +
                 string.Join('\n', b.Node.Stdout.Split('\n').Where(l => l.Contains("archive", StringComparison.OrdinalIgnoreCase))));
             foreach (var id in runs)
             {
